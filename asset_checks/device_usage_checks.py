@@ -1,0 +1,140 @@
+"""Asset checks on device_usage, per partition: Pandera for rows, SQL counts for conservation and quality.
+
+One multi-check op reads each partition once and reports every check for it, so a 30-day backfill run
+produces 30 evaluations of each check, each tagged with its partition. The blocking checks fail the step,
+so nothing downstream of device_usage runs from a partition that failed them.
+"""
+
+
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import dagster as dg
+import polars as pl
+
+# Partitioned asset checks are a preview feature in dagster 1.13; we rely on them knowingly
+# (tests/test_checks.py and the CLI backfill test exercise them).
+warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*", category=dg.PreviewWarning)
+
+from asset_checks.schemas import device_usage_schema, failure_cases
+from resources import Warehouse
+from smart_home_assets.catalog import load_device_catalog
+from smart_home_assets.cleaning import DUPLICATE_EVENT_ID
+from smart_home_assets.partitions import daily_partitions
+from smart_home_assets.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, DUCKDB_POOL, RAW_USAGE
+
+QUALITY_SCORE_WARN_BELOW = 0.95
+FAILURE_SAMPLE_SIZE = 10
+
+
+@dataclass(frozen=True)
+class PanderaRule:
+    """Which Pandera failure cases belong to a Dagster check."""
+
+    name: str
+    description: str
+    selects: Callable[[pl.DataFrame], pl.DataFrame]
+
+
+def _column(*names: str) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    return lambda cases: cases.filter(pl.col("column").is_in(names))
+
+
+PANDERA_RULES = (
+    PanderaRule("check_user_id_not_null", "Every row carries a user pseudonym (64 hex chars), never null.",
+                _column("user_pseudonym")),
+    PanderaRule("check_event_timestamp_in_partition_window",
+                "Every event_timestamp falls inside the partition's 24-hour UTC window.", _column("event_timestamp")),
+    PanderaRule("check_device_type_in_catalog", "device_type is one of the device catalog's types.",
+                _column("device_type")),
+    PanderaRule("check_event_id_unique", "(hub_id, event_id) is unique within the partition.",
+                lambda cases: cases.filter(pl.col("check") == "multiple_fields_uniqueness")),
+    PanderaRule("check_energy_and_duration_plausible",
+                "energy_wh and duration_s are within their plausible ranges (docs/data-quality.md).",
+                _column("energy_wh", "duration_s")),
+    PanderaRule("check_required_fields_present", "event_id, hub_id and device_id are never null.",
+                _column("event_id", "hub_id", "device_id")),
+)
+CONSERVATION = "check_rows_conserved"
+QUALITY_SCORE = "check_quality_score"
+
+DEVICE_USAGE_CHECK_SPECS = [
+    *(dg.AssetCheckSpec(r.name, asset=DEVICE_USAGE, description=r.description, blocking=True,
+                        partitions_def=daily_partitions) for r in PANDERA_RULES),
+    dg.AssetCheckSpec(CONSERVATION, asset=DEVICE_USAGE, blocking=True, partitions_def=daily_partitions,
+                      description="raw lines = device_usage rows + quarantined rows + duplicates."),
+    dg.AssetCheckSpec(QUALITY_SCORE, asset=DEVICE_USAGE, blocking=False, partitions_def=daily_partitions,
+                      description=f"Share of raw lines that reach device_usage; warns under "
+                                  f"{QUALITY_SCORE_WARN_BELOW:.0%}."),
+]
+
+
+def _evaluation(name: str, partition: str, passed: bool, metadata: dict, blocking: bool = True,
+                severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckEvaluation:
+    return dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey(DEVICE_USAGE), check_name=name, passed=passed, metadata=metadata,
+        severity=severity, blocking=blocking, partition=partition, target_materialization_data=None,
+        description=None,
+    )
+
+
+def pandera_evaluations(partition: str, rows: pl.DataFrame, catalog: tuple[str, ...]) -> list[dg.AssetCheckEvaluation]:
+    """One evaluation per Pandera rule, with failure counts per check and a sample of failure cases."""
+    cases = failure_cases(device_usage_schema(partition, catalog), rows)
+    evaluations = []
+    for rule in PANDERA_RULES:
+        mine = rule.selects(cases)
+        metadata = {"rows_checked": rows.height, "failures": mine.height}
+        if mine.height:
+            counts = mine.group_by("column", "check").len().sort("len", descending=True)
+            metadata["failures_by_check"] = {f"{c}: {k}": n for c, k, n in counts.iter_rows()}
+            metadata["failure_sample"] = dg.MetadataValue.md(
+                "\n".join(f"- `{c}` {k}: `{v[:200]}`" for c, k, v in mine.head(FAILURE_SAMPLE_SIZE).iter_rows()))
+        evaluations.append(_evaluation(rule.name, partition, mine.height == 0, metadata))
+    return evaluations
+
+
+def conservation_evaluations(partition: str, raw_lines: int, clean_rows: int, quarantined: int,
+                             duplicates: int, quarantine_reasons: dict[str, int]) -> list[dg.AssetCheckEvaluation]:
+    accounted = clean_rows + quarantined + duplicates
+    score = clean_rows / raw_lines if raw_lines else 1.0
+    counts = {"raw_lines": raw_lines, "device_usage_rows": clean_rows, "quarantined_rows": quarantined,
+              "duplicates": duplicates, "unaccounted": raw_lines - accounted}
+    return [
+        _evaluation(CONSERVATION, partition, accounted == raw_lines, counts),
+        _evaluation(QUALITY_SCORE, partition, score >= QUALITY_SCORE_WARN_BELOW,
+                    {"quality_score": dg.MetadataValue.float(round(score, 6)),
+                     "warn_below": dg.MetadataValue.float(QUALITY_SCORE_WARN_BELOW),
+                     "quarantine_reasons": quarantine_reasons, **counts},
+                    blocking=False, severity=dg.AssetCheckSeverity.WARN),
+    ]
+
+
+@dg.multi_asset_check(specs=DEVICE_USAGE_CHECK_SPECS, pool=DUCKDB_POOL, can_subset=False)
+def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[dg.AssetCheckEvaluation]:
+    """Validate each device_usage partition of the run with Pandera and count every raw line."""
+    catalog = load_device_catalog().device_types
+    failed = []
+    for partition in context.partition_keys if context.has_partition_key_range or context.has_partition_key else []:
+        rows = warehouse.read_partitions(DEVICE_USAGE, [partition])
+        evaluations = pandera_evaluations(partition, rows, catalog) if rows.height else [
+            _evaluation(r.name, partition, True, {"rows_checked": 0}) for r in PANDERA_RULES]
+        counts = warehouse.query(
+            f"""SELECT
+                  (SELECT count(*) FROM {RAW_USAGE} WHERE partition_date = ?::DATE) AS raw_lines,
+                  (SELECT count(*) FROM {DEVICE_USAGE_QUARANTINE} WHERE partition_date = ?::DATE
+                     AND reason <> ?) AS quarantined,
+                  (SELECT count(*) FROM {DEVICE_USAGE_QUARANTINE} WHERE partition_date = ?::DATE
+                     AND reason = ?) AS duplicates""",
+            [partition, partition, DUPLICATE_EVENT_ID, partition, DUPLICATE_EVENT_ID],
+        ).row(0, named=True)
+        reasons = warehouse.query(
+            f"SELECT reason, count(*) AS n FROM {DEVICE_USAGE_QUARANTINE} WHERE partition_date = ?::DATE"
+            " GROUP BY reason ORDER BY n DESC", [partition])
+        evaluations += conservation_evaluations(partition, counts["raw_lines"], rows.height, counts["quarantined"],
+                                                counts["duplicates"], dict(reasons.iter_rows()))
+        failed += [f"{e.check_name}[{partition}]" for e in evaluations if not e.passed and e.blocking]
+        yield from evaluations
+    if failed:
+        context.log.error(f"blocking device_usage checks failed: {', '.join(failed)}")

@@ -1,0 +1,138 @@
+"""The warehouse: an embedded DuckDB file, written through ``dagster_duckdb.DuckDBResource``.
+
+Why not the stock DuckDB IO manager: it replaces a partition with separately autocommitted DELETE and
+INSERT statements (a crash between them leaves the partition empty) and inserts columns by position.
+Here a partition of one or more tables is replaced in a single transaction, columns are matched by
+name, and table/column names are checked identifiers, never text taken from data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import polars as pl
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from resources.settings import default_warehouse_path
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+PARTITION_COLUMN = "partition_date"
+
+
+class WarehouseError(RuntimeError):
+    pass
+
+
+def identifier(name: str) -> str:
+    """``name`` quoted for SQL, after checking it is a plain lower-case identifier."""
+    if not _IDENTIFIER.match(name):
+        raise WarehouseError(f"refusing SQL identifier {name!r}: only [a-z_][a-z0-9_]* is allowed")
+    return f'"{name}"'
+
+
+def partition_dates(keys: Sequence[str]) -> list[dt.date]:
+    """Partition keys as dates; a key that is not a real date is an error, never SQL text."""
+    try:
+        return [dt.date.fromisoformat(k) for k in keys]
+    except (TypeError, ValueError) as exc:
+        raise WarehouseError(f"invalid partition key in {list(keys)!r}: {exc}") from exc
+
+
+class Warehouse(DuckDBResource):
+    """The DuckDB warehouse. ``database`` defaults to ``$SMART_HOME_WAREHOUSE`` or ``<data>/warehouse.duckdb``."""
+
+    database: str = Field(default="", description="Path of the DuckDB file; empty means the default.")
+
+    def path(self) -> Path:
+        return Path(self.database).resolve() if self.database else default_warehouse_path()
+
+    @contextmanager
+    def connect(self):
+        """A read-write connection (retried with backoff while another process holds the file)."""
+        path = self.path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.model_copy(update={"database": str(path)}).get_connection() as conn:
+            conn.execute("SET TimeZone = 'UTC'")
+            yield conn
+
+    def replace_partitions(self, tables: Mapping[str, pl.DataFrame], partition_keys: Sequence[str]) -> None:
+        """Replace ``partition_keys`` of every table in ``tables`` with the given frames, in one transaction.
+
+        Readers see either all of the old partitions or all of the new ones; a crash at any moment rolls back.
+        Every frame must carry the ``partition_date`` column, and only rows of ``partition_keys``.
+        """
+        dates = partition_dates(partition_keys)
+        for table, frame in tables.items():
+            identifier(table)
+            if PARTITION_COLUMN not in frame.columns:
+                raise WarehouseError(f"frame for {table} has no {PARTITION_COLUMN} column")
+            for column in frame.columns:
+                identifier(column)
+            outside = frame.filter(~pl.col(PARTITION_COLUMN).is_in(dates)).height
+            if outside:
+                raise WarehouseError(f"{outside} rows for {table} fall outside partitions {list(partition_keys)}")
+        with self.connect() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                for table, frame in tables.items():
+                    self._replace_in_transaction(conn, table, frame, dates)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _replace_in_transaction(conn, table: str, frame: pl.DataFrame, dates: list[dt.date]) -> None:
+        name = identifier(table)
+        conn.register("incoming_frame", frame)
+        try:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming_frame LIMIT 0")
+            existing = {row[0] for row in conn.execute(f"DESCRIBE {name}").fetchall()}
+            missing = [c for c in frame.columns if c not in existing]
+            if missing:
+                raise WarehouseError(
+                    f"table {table} has no column(s) {missing}: the schema changed; migrate or drop the table"
+                )
+            conn.execute(f"DELETE FROM {name} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[]))", [dates])
+            conn.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming_frame")
+        finally:
+            conn.unregister("incoming_frame")
+
+    def query(self, sql: str, params: Sequence | None = None) -> pl.DataFrame:
+        """Run one read query and return a polars frame (via Arrow)."""
+        with self.connect() as conn:
+            return conn.execute(sql, params or []).pl()
+
+    def table_exists(self, table: str) -> bool:
+        identifier(table)
+        with self.connect() as conn:
+            return bool(conn.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+            ).fetchone()[0])
+
+    def read_partitions(self, table: str, partition_keys: Sequence[str], columns: Sequence[str] | None = None,
+                        ) -> pl.DataFrame:
+        """Rows of ``partition_keys`` of ``table``; an empty frame when the table does not exist yet."""
+        select = ", ".join(identifier(c) for c in columns) if columns else "*"
+        if not self.table_exists(table):
+            return pl.DataFrame()
+        return self.query(
+            f"SELECT {select} FROM {identifier(table)} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[]))"
+            [partition_dates(partition_keys)],
+        )
+
+
+def open_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection for analysts and reports; fails clearly when the warehouse does not exist."""
+    path = Path(path)
+    if not path.exists():
+        raise WarehouseError(f"warehouse {path} does not exist yet: run the pipeline first (README)")
+    conn = duckdb.connect(str(path), read_only=True)
+    conn.execute("SET TimeZone = 'UTC'")
+    return conn

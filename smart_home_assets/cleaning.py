@@ -1,0 +1,158 @@
+"""Cleaning: raw_usage rows -> device_usage (typed, UTC, deduplicated, pseudonymized) + quarantine.
+
+Every raw row ends in exactly one place: ``device_usage``, or ``device_usage_quarantine`` with a reason
+code; duplicates go to the quarantine with reason ``duplicate_event_id`` so they are counted, not lost.
+Pure polars: frames in, frames out, no Dagster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import polars as pl
+
+from smart_home_assets.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH, STRING_FIELDS
+
+UTC_TIMESTAMP = pl.Datetime("us", "UTC")
+
+DEVICE_USAGE_SCHEMA: dict[str, pl.DataType] = {
+    "partition_date": pl.Date(),
+    "event_id": pl.String(),
+    "hub_id": pl.String(),
+    "user_pseudonym": pl.String(),
+    "device_id": pl.String(),
+    "device_type": pl.String(),
+    "event_timestamp": UTC_TIMESTAMP,
+    "duration_s": pl.Float64(),
+    "energy_wh": pl.Float64(),
+    "source_file": pl.String(),
+    "line_number": pl.Int64(),
+}
+
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "partition_date": pl.Date(),
+    "source_file": pl.String(),
+    "line_number": pl.Int64(),
+    "reason": pl.String(),
+    "detail": pl.String(),
+    "event_id": pl.String(),
+    "hub_id": pl.String(),
+    "user_pseudonym": pl.String(),
+    "device_id": pl.String(),
+    "device_type": pl.String(),
+    "event_timestamp_as_sent": pl.String(),
+    "duration_s": pl.Float64(),
+    "energy_wh": pl.Float64(),
+}
+
+# Reason codes decided here (parse-level codes come from smart_home_assets.ingest).
+NULL_USER_ID = "null_user_id"
+EMPTY_FIELD = "empty_field"
+HUB_MISMATCH = "hub_mismatch"
+UNKNOWN_DEVICE_TYPE = "unknown_device_type"
+TIMESTAMP_WITHOUT_OFFSET = "timestamp_without_offset"
+BAD_TIMESTAMP = "bad_timestamp"
+TIMESTAMP_OUTSIDE_DAY = "timestamp_outside_day"
+NON_FINITE_NUMBER = "non_finite_number"
+NEGATIVE_ENERGY = "negative_energy"
+NEGATIVE_DURATION = "negative_duration"
+IMPLAUSIBLE_ENERGY = "implausible_energy"
+IMPLAUSIBLE_DURATION = "implausible_duration"
+DUPLICATE_EVENT_ID = "duplicate_event_id"
+CONFLICTING_EVENT_ID = "conflicting_event_id"
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    device_usage: pl.DataFrame
+    quarantine: pl.DataFrame
+
+
+def pseudonymize(user_ids: pl.Series, key: bytes) -> pl.Series:
+    """Keyed HMAC-SHA256 of each user id (hex). Hashes each distinct id once; nulls stay null."""
+    distinct = user_ids.drop_nulls().unique()
+    digests = [hmac.new(key, u.encode("utf-8"), hashlib.sha256).hexdigest() for u in distinct.to_list()]
+    mapping = pl.DataFrame({"u": distinct, "p": pl.Series(digests, dtype=pl.String)})
+    return (
+        pl.DataFrame({"u": user_ids}).join(mapping, on="u", how="left", maintain_order="left")
+        .get_column("p").alias(user_ids.name)
+    )
+
+
+def parse_event_timestamp(col: pl.Expr) -> pl.Expr:
+    """ISO-8601 with an offset (``+01:00``) or ``Z`` -> UTC; anything else -> null."""
+    return pl.coalesce(
+        col.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC", time_unit="us"),
+        col.str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", strict=False, time_zone="UTC", time_unit="us"),
+    )
+
+
+def _reason(timestamp: pl.Expr, window_start: pl.Expr, catalog: Iterable[str]) -> tuple[pl.Expr, pl.Expr]:
+    naive = pl.col("event_timestamp").str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False)
+    finite = pl.col("energy_wh").is_finite() & pl.col("duration_s").is_finite()
+    empty = pl.concat_list([pl.when(pl.col(f) == "").then(pl.lit(f)) for f in STRING_FIELDS]).list.drop_nulls()
+    rules: list[tuple[pl.Expr, str, pl.Expr | None]] = [
+        (pl.col("parse_error").is_not_null(), None, pl.col("parse_error_detail")),
+        (empty.list.len() > 0, EMPTY_FIELD, empty.list.join(",")),
+        (pl.col("user_id").is_null(), NULL_USER_ID, None),
+        (pl.col("hub_id") != pl.col("file_hub_id"), HUB_MISMATCH,
+         pl.concat_str(pl.lit("line says "), pl.col("hub_id"), pl.lit(", file is "), pl.col("file_hub_id"))),
+        (~pl.col("device_type").is_in(list(catalog)), UNKNOWN_DEVICE_TYPE, pl.col("device_type")),
+        (timestamp.is_null() & naive.is_not_null(), TIMESTAMP_WITHOUT_OFFSET, pl.col("event_timestamp")),
+        (timestamp.is_null(), BAD_TIMESTAMP, pl.col("event_timestamp")),
+        ((timestamp < window_start) | (timestamp >= window_start + pl.duration(days=1)), TIMESTAMP_OUTSIDE_DAY,
+         pl.col("event_timestamp")),
+        (~finite, NON_FINITE_NUMBER, None),
+        (pl.col("energy_wh") < 0, NEGATIVE_ENERGY, pl.col("energy_wh").cast(pl.String)),
+        (pl.col("duration_s") < 0, NEGATIVE_DURATION, pl.col("duration_s").cast(pl.String)),
+        (pl.col("energy_wh") > MAX_EVENT_ENERGY_WH, IMPLAUSIBLE_ENERGY, pl.col("energy_wh").cast(pl.String)),
+        (pl.col("duration_s") > MAX_EVENT_DURATION_S, IMPLAUSIBLE_DURATION, pl.col("duration_s").cast(pl.String)),
+    ]
+    reason: pl.Expr = pl.lit(None, dtype=pl.String)
+    detail: pl.Expr = pl.lit(None, dtype=pl.String)
+    for condition, code, why in reversed(rules):  # the first rule that matches wins
+        reason = pl.when(condition).then(pl.col("parse_error") if code is None else pl.lit(code)).otherwise(reason)
+        detail = pl.when(condition).then(why if why is not None else pl.lit(None, pl.String)).otherwise(detail)
+    return reason, detail
+
+
+def clean_usage(raw: pl.DataFrame, catalog: Iterable[str], key: bytes) -> CleanResult:
+    """Split raw_usage rows (one or more partitions) into device_usage rows and quarantined rows.
+
+    An event counts for the partition (UTC day) its file was uploaded under and must fall inside it.
+    Among valid rows, the first line (by file, line) of each ``(hub_id, event_id)`` is kept; exact repeats
+    are quarantined as ``duplicate_event_id``, repeats with other content as ``conflicting_event_id``.
+    """
+    timestamp = parse_event_timestamp(pl.col("event_timestamp"))
+    window_start = pl.col("partition_date").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    reason, detail = _reason(timestamp, window_start, catalog)
+    content = ["user_id", "device_id", "device_type", "event_timestamp", "duration_s", "energy_wh"]
+    judged = (
+        raw.sort("partition_date", "source_file", "line_number")
+        .with_columns(reason=reason, detail=detail, parsed_timestamp=timestamp)
+        .with_columns(
+            user_pseudonym=pseudonymize(raw.sort("partition_date", "source_file", "line_number")["user_id"], key))
+    )
+    valid = pl.col("reason").is_null()
+    key_cols = ["partition_date", "hub_id", "event_id"]
+    first_of_key = pl.int_range(pl.len()).over(key_cols) == 0
+    same_as_first = pl.all_horizontal([(pl.col(c) == pl.col(c).first().over(key_cols)).fill_null(False)
+                                       for c in content])
+    valid_rows = judged.filter(valid).with_columns(
+        reason=pl.when(first_of_key).then(pl.lit(None, pl.String))
+        .when(same_as_first).then(pl.lit(DUPLICATE_EVENT_ID)).otherwise(pl.lit(CONFLICTING_EVENT_ID)),
+        detail=pl.when(first_of_key).then(pl.lit(None, pl.String)).otherwise(pl.concat_str(
+            pl.lit("first seen at "), pl.col("source_file").first().over(key_cols), pl.lit(":"),
+            pl.col("line_number").first().over(key_cols).cast(pl.String))),
+    )
+    kept = valid_rows.filter(pl.col("reason").is_null())
+    device_usage = kept.with_columns(event_timestamp=pl.col("parsed_timestamp")).select(
+        [pl.col(c).cast(t) for c, t in DEVICE_USAGE_SCHEMA.items()])
+    quarantine = pl.concat([judged.filter(~valid), valid_rows.filter(pl.col("reason").is_not_null())]).with_columns(
+        event_timestamp_as_sent=pl.col("event_timestamp")
+    ).select([pl.col(c).cast(t) for c, t in QUARANTINE_SCHEMA.items()]).sort("partition_date", "source_file",
+                                                                               "line_number")
+    return CleanResult(device_usage=device_usage, quarantine=quarantine)

@@ -1,0 +1,32 @@
+"""The upload contract between hubs and the platform: one source of truth for file layout and fields.
+
+Hubs upload one file per hub per day to ``<landing>/<YYYY-MM-DD>/<hub_id>.jsonl.gz`` (plain ``.jsonl``
+is accepted too); each line is one JSON object with the fields below. Unknown extra fields are tolerated.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Field name -> JSON type the hub must send. Order is the column order of raw_usage.
+UPLOAD_FIELDS: dict[str, str] = {
+    "event_id": "string",
+    "hub_id": "string",
+    "user_id": "string",
+    "device_id": "string",
+    "device_type": "string",
+    "event_timestamp": "string",  # ISO-8601 with a UTC offset
+    "duration_s": "number",  # >= 0
+    "energy_wh": "number",  # >= 0
+}
+STRING_FIELDS = tuple(k for k, v in UPLOAD_FIELDS.items() if v == "string")
+NUMBER_FIELDS = tuple(k for k, v in UPLOAD_FIELDS.items() if v == "number")
+
+UPLOAD_SUFFIXES = (".jsonl.gz", ".jsonl")
+DATE_FOLDER_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# A hub id as it may appear in a file name: no path separators, no leading dot, no "..".
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,127}$")
+
+# Plausible ranges for one event; beyond them a row is quarantined (see docs/data-quality.md).
+MAX_EVENT_DURATION_S = 86_400.0  # an event cannot last longer than the day it belongs to
+MAX_EVENT_ENERGY_WH = 25_000.0  # 25 kWh in one event: beyond any household appliance incl. EV charging

@@ -1,0 +1,221 @@
+"""Ingest: landing files -> raw_usage rows. Every line of every file becomes one row, kept as it came.
+
+Reading a file is the only per-file Python; splitting lines and parsing JSON are vectorized (polars for
+lines, DuckDB's JSON functions for parsing). A line that is not a valid record is kept with a
+``parse_error`` code (see docs/data-quality.md) so cleaning can quarantine it with that reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import duckdb
+import polars as pl
+
+from resources.landing import LandingFile
+from smart_home_assets.contract import NUMBER_FIELDS, STRING_FIELDS, UPLOAD_FIELDS
+
+RAW_USAGE_SCHEMA: dict[str, pl.DataType] = {
+    "partition_date": pl.Date(),
+    "source_file": pl.String(),
+    "file_hub_id": pl.String(),
+    "line_number": pl.Int64(),
+    "raw_line": pl.String(),
+    "parse_error": pl.String(),
+    "parse_error_detail": pl.String(),
+    **{f: pl.String() for f in STRING_FIELDS},
+    **{f: pl.Float64() for f in NUMBER_FIELDS},
+    "ingested_at": pl.Datetime("us", "UTC"),
+}
+
+RAW_USAGE_FILES_SCHEMA: dict[str, pl.DataType] = {
+    "partition_date": pl.Date(),
+    "source_file": pl.String(),
+    "size_bytes": pl.Int64(),
+    "mtime_ns": pl.Int64(),
+    "lines": pl.Int64(),
+    "problem": pl.String(),
+    "ingested_at": pl.Datetime("us", "UTC"),
+}
+
+# Line-level parse error codes (also quarantine reasons).
+NOT_JSON = "not_json"
+NOT_OBJECT = "not_object"
+EMPTY_LINE = "empty_line"
+MISSING_FIELD = "missing_field"
+WRONG_TYPE = "wrong_type"
+NOT_UTF8 = "not_utf8"
+TRUNCATED_GZIP = "truncated_gzip"
+NOT_GZIP = "not_gzip"
+UNREADABLE_FILE = "unreadable_file"
+
+_JSON_NUMBER_TYPES = ("BIGINT", "UBIGINT", "HUGEINT", "DOUBLE")
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """The text recovered from one file and what went wrong reading it."""
+
+    text: str
+    problem: str | None = None  # file-level: truncated_gzip, not_gzip, not_utf8, unreadable_file, or a landing problem
+    tail: str | None = None  # for a truncated gzip: the partial last line that could not be completed
+
+
+def decode_upload(data: bytes, gzipped: bool) -> FileRead:
+    """Decompress (tolerating truncation) and decode one upload's bytes."""
+    problem = None
+    tail = None
+    if gzipped:
+        decompressor = zlib.decompressobj(wbits=31)
+        try:
+            data = decompressor.decompress(data) + decompressor.flush()
+            complete = decompressor.eof
+        except zlib.error:
+            return FileRead(text="", problem=NOT_GZIP)
+        if not complete:
+            problem = TRUNCATED_GZIP
+            cut = data.rfind(b"\n") + 1
+            data, tail_bytes = data[:cut], data[cut:]
+            tail = tail_bytes.decode("utf-8", errors="replace")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        problem = problem or NOT_UTF8
+    return FileRead(text=text.removeprefix("\ufeff"), problem=problem, tail=tail)
+
+
+def read_upload(file: LandingFile) -> FileRead:
+    if file.problem:
+        return FileRead(text="", problem=file.problem)
+    try:
+        data = file.path.read_bytes()
+    except OSError as exc:
+        return FileRead(text="", problem=UNREADABLE_FILE, tail=f"{type(exc).__name__}: {exc.strerror or exc}")
+    return decode_upload(data, gzipped=file.name.endswith(".gz"))
+
+
+def split_lines(text: str) -> pl.Series:
+    """Lines of a text: ``\\n`` or ``\\r\\n`` endings; a final newline does not start another line."""
+    if not text:
+        return pl.Series("raw_line", [], dtype=pl.String)
+    lines = pl.Series("raw_line", [text.removesuffix("\n")]).str.split("\n").explode()
+    return lines.str.strip_suffix("\r")
+
+
+def lines_frame(partition_key: str, files: Iterable[LandingFile]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """All lines of a day's files (one row per line, file-level problems attached) and a per-file manifest."""
+    frames: list[pl.DataFrame] = []
+    manifest: list[dict] = []
+    for file in files:
+        read = read_upload(file)
+        lines = split_lines(read.text)
+        line_problem = read.problem if read.problem == NOT_UTF8 else None
+        frame = pl.DataFrame({"raw_line": lines}).with_columns(
+            source_file=pl.lit(file.relative_path),
+            file_hub_id=pl.lit(file.hub_id, dtype=pl.String),
+            line_number=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
+            line_problem=(
+                pl.when(pl.col("raw_line").str.contains("\ufffd", literal=True)).then(pl.lit(line_problem))
+                if line_problem else pl.lit(None, dtype=pl.String)
+            ),
+        )
+        if read.problem and read.problem != NOT_UTF8:
+            # The unreadable remainder of the file is one more raw line, so the failure reaches quarantine.
+            frame = pl.concat([frame, pl.DataFrame({
+                "raw_line": [read.tail or ""], "source_file": [file.relative_path], "file_hub_id": [file.hub_id],
+                "line_number": [lines.len() + 1], "line_problem": [read.problem],
+            }, schema=frame.schema)])
+        frames.append(frame)
+        manifest.append({"source_file": file.relative_path, "size_bytes": file.size, "mtime_ns": file.mtime_ns,
+                         "lines": frame.height, "problem": read.problem})
+    date = dt.date.fromisoformat(partition_key)
+    schema = {"raw_line": pl.String, "source_file": pl.String, "file_hub_id": pl.String,
+              "line_number": pl.Int64, "line_problem": pl.String}
+    lines_df = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=schema)
+    manifest_df = pl.DataFrame(manifest, schema={k: v for k, v in RAW_USAGE_FILES_SCHEMA.items()
+                                                 if k in ("source_file", "size_bytes", "mtime_ns", "lines", "problem")})
+    return lines_df.with_columns(partition_date=pl.lit(date)), manifest_df.with_columns(partition_date=pl.lit(date))
+
+
+def _parse_sql() -> str:
+    paths = ", ".join(f"'$.\"{f}\"'" for f in UPLOAD_FIELDS)
+    selects = []
+    for i, field in enumerate(UPLOAD_FIELDS, start=1):
+        value = f"vals[{i}]"
+        selects.append(f"json_type({value}) AS {field}__type")
+        if field in NUMBER_FIELDS:
+            selects.append(
+                f"CASE WHEN json_type({value}) IN {_JSON_NUMBER_TYPES} THEN TRY_CAST({value}::VARCHAR AS DOUBLE) END"
+                f" AS {field}")
+        else:
+            selects.append(f"CASE WHEN json_type({value}) = 'VARCHAR' THEN {value} ->> '$' END AS {field}")
+    return f"""
+        WITH valid AS (
+            SELECT *, raw_line <> '' AND json_valid(raw_line) AS is_json FROM lines
+        ), parsed AS (
+            SELECT *,
+                CASE WHEN is_json THEN json_type(raw_line::JSON) END AS top_type,
+                CASE WHEN is_json AND json_type(raw_line::JSON) = 'OBJECT'
+                     THEN json_extract(raw_line::JSON, [{paths}]) END AS vals
+            FROM valid
+        )
+        SELECT * EXCLUDE (vals), {", ".join(selects)} FROM parsed
+    """
+
+
+def parse_lines(lines: pl.DataFrame, ingested_at: dt.datetime) -> pl.DataFrame:
+    """Parse raw lines into contract fields; rows that are not valid records get a ``parse_error``.
+
+    Never drops or reorders a line. ``user_id`` may be JSON null here (cleaning quarantines it);
+    any other field that is absent or null is ``missing_field``; a value of the wrong JSON type is
+    ``wrong_type``. The detail names the fields.
+    """
+    con = duckdb.connect()
+    try:
+        con.register("lines", lines)
+        parsed = con.execute(_parse_sql()).pl()
+    finally:
+        con.close()
+    missing = [
+        pl.when(pl.col(f"{f}__type").is_null() | ((pl.col(f"{f}__type") == "NULL") & pl.lit(f != "user_id")))
+        .then(pl.lit(f)) for f in UPLOAD_FIELDS
+    ]
+    wrong = [
+        pl.when(pl.col(f"{f}__type").is_not_null() & (pl.col(f"{f}__type") != "NULL")
+                & ~pl.col(f"{f}__type").is_in(_JSON_NUMBER_TYPES if f in NUMBER_FIELDS else ("VARCHAR",)))
+        .then(pl.lit(f)) for f in UPLOAD_FIELDS
+    ]
+    missing_list = pl.concat_list(missing).list.drop_nulls()
+    wrong_list = pl.concat_list(wrong).list.drop_nulls()
+    parse_error = (
+        pl.when(pl.col("line_problem").is_not_null()).then(pl.col("line_problem"))
+        .when(pl.col("raw_line") == "").then(pl.lit(EMPTY_LINE))
+        .when(~pl.col("is_json")).then(pl.lit(NOT_JSON))
+        .when(pl.col("top_type") != "OBJECT").then(pl.lit(NOT_OBJECT))
+        .when(missing_list.list.len() > 0).then(pl.lit(MISSING_FIELD))
+        .when(wrong_list.list.len() > 0).then(pl.lit(WRONG_TYPE))
+    )
+    detail = (
+        pl.when(pl.col("line_problem").is_not_null() | ~pl.col("is_json")).then(pl.lit(None, dtype=pl.String))
+        .when(pl.col("top_type") != "OBJECT").then(pl.concat_str(pl.lit("JSON "), pl.col("top_type").str.to_lowercase()))
+        .when(missing_list.list.len() > 0).then(missing_list.list.join(","))
+        .when(wrong_list.list.len() > 0).then(wrong_list.list.join(","))
+    )
+    return (
+        parsed.with_columns(parse_error=parse_error, parse_error_detail=detail,
+                            ingested_at=pl.lit(ingested_at, dtype=pl.Datetime("us", "UTC")))
+        .select([pl.col(c).cast(t) for c, t in RAW_USAGE_SCHEMA.items()])
+    )
+
+
+def ingest_day(partition_key: str, files: list[LandingFile], ingested_at: dt.datetime,
+               ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """raw_usage rows and the file manifest for one day's landing files."""
+    lines, manifest = lines_frame(partition_key, files)
+    raw = parse_lines(lines, ingested_at)
+    manifest = manifest.with_columns(ingested_at=pl.lit(ingested_at, dtype=pl.Datetime("us", "UTC")))
+    return raw, manifest.select(list(RAW_USAGE_FILES_SCHEMA))

@@ -1,0 +1,58 @@
+"""The landing-zone sensor: a new or changed upload file requests a raw_usage run for its day.
+
+The cursor keeps each file's fingerprint (size and mtime) as JSON. A day is requested when any of its
+files is new or changed; the run key carries a digest of the day's fingerprints, because Dagster
+remembers run keys forever and silently drops a repeated one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import dagster as dg
+
+from resources import LandingZone, LandingZoneError
+from smart_home_assets.partitions import daily_partitions
+
+ingest_job = dg.define_asset_job(
+    "ingest_uploads",
+    selection=dg.AssetSelection.assets("raw_usage"),
+    partitions_def=daily_partitions,
+    description="Read one day's landing files into raw_usage; device_usage follows by automation.",
+)
+
+
+def changed_days(previous: dict[str, dict[str, str]], current: dict[str, dict[str, str]]) -> list[str]:
+    """Days whose set of files or any file's fingerprint differs from the cursor (pure, for tests)."""
+    return sorted(day for day, files in current.items() if files and previous.get(day) != files)
+
+
+def day_run_key(day: str, files: dict[str, str]) -> str:
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{day}:{digest}"
+
+
+@dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
+    """Requests raw_usage for each day with a new or changed upload file (late days included)."""
+    try:
+        scan = landing.scan()
+    except (LandingZoneError, OSError) as exc:
+        return dg.SkipReason(f"landing zone unavailable: {exc}")
+    current = {day: {f.name: f.fingerprint for f in files} for day, files in scan.items()}
+    previous = json.loads(context.cursor) if context.cursor else {}
+    valid_keys = set(daily_partitions.get_partition_keys(dynamic_partitions_store=None))
+    requests, skipped = [], []
+    for day in changed_days(previous, current):
+        if day not in valid_keys:
+            skipped.append(day)
+            continue
+        requests.append(dg.RunRequest(partition_key=day, run_key=day_run_key(day, current[day]),
+                                      tags={"smart_home/trigger": "landing_zone_sensor"}))
+    for day in skipped:
+        context.log.warning(f"landing folder {day} is outside the partitions window; its files are not ingested")
+    cursor = json.dumps(current, sort_keys=True)
+    if not requests:
+        return dg.SensorResult(skip_reason=dg.SkipReason("no new or changed uploads"), cursor=cursor)
+    return dg.SensorResult(run_requests=requests, cursor=cursor)

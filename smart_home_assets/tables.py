@@ -1,0 +1,10 @@
+"""Warehouse table names: one place, so no SQL anywhere spells a table name of its own."""
+
+RAW_USAGE = "raw_usage"
+RAW_USAGE_FILES = "raw_usage_files"
+DEVICE_USAGE = "device_usage"
+DEVICE_USAGE_QUARANTINE = "device_usage_quarantine"
+
+# Every asset and check that opens the DuckDB file runs in this pool; dagster.yaml limits it to 1 slot,
+# because DuckDB allows one writer per file.
+DUCKDB_POOL = "duckdb"
