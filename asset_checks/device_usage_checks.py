@@ -112,7 +112,7 @@ def conservation_evaluations(partition: str, raw_lines: int, clean_rows: int, qu
 
 
 @dg.multi_asset_check(specs=DEVICE_USAGE_CHECK_SPECS, pool=DUCKDB_POOL, can_subset=False)
-def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[dg.AssetCheckEvaluation]:
+def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
     """Validate each device_usage partition of the run with Pandera and count every raw line."""
     catalog = load_device_catalog().device_types
     failed = []
@@ -138,3 +138,6 @@ def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Wareh
         yield from evaluations
     if failed:
         context.log.error(f"blocking device_usage checks failed: {', '.join(failed)}")
+    # The evaluations above carry their partitions; these outputs let blocking checks gate downstream steps.
+    for output_name in context.op_execution_context.assets_def.check_specs_by_output_name:
+        yield dg.Output(None, output_name=output_name)

@@ -20,3 +20,8 @@ def default_landing_dir() -> Path:
 
 def default_warehouse_path() -> Path:
     return Path(os.environ.get("SMART_HOME_WAREHOUSE") or data_dir() / "warehouse.duckdb").resolve()
+
+
+def dagster_home() -> Path:
+    """``$DAGSTER_HOME``, else the project's ``dagster_home/`` that ships the instance configuration."""
+    return Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / "dagster_home").resolve()

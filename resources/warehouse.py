@@ -123,7 +123,7 @@ class Warehouse(DuckDBResource):
         if not self.table_exists(table):
             return pl.DataFrame()
         return self.query(
-            f"SELECT {select} FROM {identifier(table)} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[]))"
+            f"SELECT {select} FROM {identifier(table)} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[]))",
             [partition_dates(partition_keys)],
         )
 

@@ -31,4 +31,7 @@ defs = dg.Definitions(
     jobs=[ingest_job],
     sensors=[landing_zone_sensor, automation_sensor],
     resources=build_resources(),
+    # One process per run: every step would otherwise re-import the stack (seconds each), and DuckDB
+    # serializes the steps anyway (see dagster_home/dagster.yaml).
+    executor=dg.in_process_executor,
 )

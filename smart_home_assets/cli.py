@@ -1,0 +1,150 @@
+"""The ``smart-home`` command: simulate a hub fleet, run the main job end to end, print summaries.
+
+The main job drives the real Dagster machinery (the ``dagster`` CLI in a subprocess against the instance
+at $DAGSTER_HOME), never the asset functions directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from resources.settings import DATA_DIR_ENV_VAR, data_dir, dagster_home, default_landing_dir, default_warehouse_path
+
+DEFINITIONS_MODULE = "smart_home_assets.definitions"
+INGEST_SELECTION = "raw_usage,device_usage,device_usage_quarantine"
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from exc
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"--fault-rate must be in [0, 1), got {text}")
+    return value
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from smart_home_assets.simulate import simulate_fleet
+
+    landing = Path(args.landing).resolve() if args.landing else default_landing_dir()
+    started = time.perf_counter()
+    summary = simulate_fleet(landing, hubs=args.hubs, days=args.days, start=args.start, fault_rate=args.fault_rate,
+                             seed=args.seed, events_per_hub=args.events_per_hub, progress=not args.quiet)
+    elapsed = time.perf_counter() - started
+    print(f"wrote {summary.files} files, {summary.lines:,} lines ({summary.bytes:,} bytes) to {landing} "
+          f"in {elapsed:.1f}s ({summary.lines / max(elapsed, 1e-9):,.0f} lines/s)")
+    if summary.faults:
+        print("injected faults: " + ", ".join(f"{k}={v}" for k, v in sorted(summary.faults.items())))
+    if summary.truncated_files:
+        print(f"truncated gzip files: {', '.join(summary.truncated_files)}")
+    return 0
+
+
+def dagster_env() -> dict[str, str]:
+    """The environment for dagster subprocesses: the project's instance and data dir unless already set."""
+    env = dict(os.environ)
+    env.setdefault("DAGSTER_HOME", str(dagster_home()))
+    env.setdefault(DATA_DIR_ENV_VAR, str(data_dir()))
+    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    instance_config = Path(env["DAGSTER_HOME"]) / "dagster.yaml"
+    if not instance_config.exists():
+        shutil.copy(Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml", instance_config)
+    return env
+
+
+def dagster_bin() -> str:
+    """The ``dagster`` executable of this interpreter's environment."""
+    candidate = Path(sys.executable).with_name("dagster")
+    return str(candidate) if candidate.exists() else "dagster"
+
+
+def materialize_range(selection: str, first: dt.date, last: dt.date, env: dict[str, str]) -> None:
+    """A CLI backfill: one run over ``first...last`` (every selected asset has a single-run backfill policy)."""
+    command = [dagster_bin(), "asset", "materialize", "-m", DEFINITIONS_MODULE, "--select", selection,
+               "--partition-range", f"{first.isoformat()}...{last.isoformat()}"]
+    print("$ " + " ".join(command), flush=True)
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    log = Path(env[DATA_DIR_ENV_VAR]) / "logs" / f"materialize-{first}-{last}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        failures = [line for line in (result.stdout + result.stderr).splitlines()
+                    if "STEP_FAILURE" in line or "Error" in line][:10]
+        raise SystemExit(f"dagster asset materialize failed (exit {result.returncode}); full log: {log}\n"
+                         + "\n".join(failures))
+    print(f"  run succeeded; log: {log}")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from smart_home_assets.report import print_summary
+
+    env = dagster_env()
+    os.environ.update({k: env[k] for k in ("DAGSTER_HOME", DATA_DIR_ENV_VAR)})
+    last = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    first = last - dt.timedelta(days=args.days - 1)
+    print(f"data directory: {data_dir()}\nDAGSTER_HOME:   {env['DAGSTER_HOME']}")
+    print(f"\n[1/3] simulating {args.hubs} hubs x {args.days} days ({first}..{last}), fault rate {args.fault_rate}")
+    run_simulate(argparse.Namespace(landing=None, hubs=args.hubs, days=args.days, start=first,
+                                    fault_rate=args.fault_rate, seed=args.seed,
+                                    events_per_hub=args.events_per_hub, quiet=True))
+    print(f"\n[2/3] ingesting and cleaning {args.days} partitions as one CLI backfill run")
+    materialize_range(INGEST_SELECTION, first, last, env)
+    print("\n[3/3] summary")
+    conserved = print_summary(default_warehouse_path())
+    return 0 if conserved else 1
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    from smart_home_assets.report import print_summary
+
+    os.environ.update({k: v for k, v in dagster_env().items() if k in ("DAGSTER_HOME", DATA_DIR_ENV_VAR)})
+    return 0 if print_summary(default_warehouse_path()) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smart-home", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="write simulated hub uploads into a landing folder")
+    sim.add_argument("--hubs", type=int, default=100)
+    sim.add_argument("--days", type=int, default=7)
+    sim.add_argument("--start", type=_date, default=dt.date.today() - dt.timedelta(days=7), help="YYYY-MM-DD")
+    sim.add_argument("--fault-rate", type=_fraction, default=0.0)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--events-per-hub", type=int, default=1000, help="mean events per hub per day")
+    sim.add_argument("--landing", help="landing folder (default: $SMART_HOME_LANDING_DIR or <data>/landing)")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.set_defaults(func=run_simulate)
+
+    demo = sub.add_parser("demo", help="the main job: simulate, ingest through Dagster, print a summary")
+    demo.add_argument("--hubs", type=int, default=300)
+    demo.add_argument("--days", type=int, default=14)
+    demo.add_argument("--fault-rate", type=_fraction, default=0.02)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--events-per-hub", type=int, default=200)
+    demo.set_defaults(func=run_demo)
+
+    summary = sub.add_parser("summary", help="print rows, quarantine reasons and check results")
+    summary.set_defaults(func=run_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

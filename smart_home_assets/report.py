@@ -1,0 +1,77 @@
+"""Summaries of what the pipeline did, read from the warehouse (read-only) and the Dagster instance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from resources.warehouse import open_read_only
+from smart_home_assets.cleaning import DUPLICATE_EVENT_ID
+from smart_home_assets.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, RAW_USAGE
+
+
+def partition_accounting(warehouse_path: Path) -> pl.DataFrame:
+    """Per partition: raw lines, device_usage rows, quarantined rows, duplicates, and whether they add up."""
+    with open_read_only(warehouse_path) as conn:
+        frame = conn.execute(f"""
+            WITH raw AS (SELECT partition_date, count(*) AS raw_lines FROM {RAW_USAGE} GROUP BY ALL),
+                 clean AS (SELECT partition_date, count(*) AS device_usage FROM {DEVICE_USAGE} GROUP BY ALL),
+                 q AS (SELECT partition_date,
+                              count(*) FILTER (WHERE reason <> '{DUPLICATE_EVENT_ID}') AS quarantined,
+                              count(*) FILTER (WHERE reason = '{DUPLICATE_EVENT_ID}') AS duplicates
+                       FROM {DEVICE_USAGE_QUARANTINE} GROUP BY ALL)
+            SELECT raw.partition_date, raw_lines, coalesce(device_usage, 0) AS device_usage,
+                   coalesce(quarantined, 0) AS quarantined, coalesce(duplicates, 0) AS duplicates
+            FROM raw LEFT JOIN clean USING (partition_date) LEFT JOIN q USING (partition_date)
+            ORDER BY partition_date""").pl()
+    return frame.with_columns(
+        conserved=pl.col("raw_lines") == pl.col("device_usage") + pl.col("quarantined") + pl.col("duplicates"))
+
+
+def quarantine_reasons(warehouse_path: Path) -> pl.DataFrame:
+    with open_read_only(warehouse_path) as conn:
+        return conn.execute(
+            f"SELECT reason, count(*) AS lines FROM {DEVICE_USAGE_QUARANTINE} GROUP BY reason ORDER BY lines DESC"
+        ).pl()
+
+
+def check_results(run_ids: list[str] | None = None) -> pl.DataFrame:
+    """Latest asset check evaluations per (check, partition) from the Dagster instance at $DAGSTER_HOME."""
+    import dagster as dg
+    from dagster._core.events import DagsterEventType
+
+    rows = []
+    with dg.DagsterInstance.get() as instance:
+        for run in instance.get_runs(filters=dg.RunsFilter(run_ids=run_ids) if run_ids else None, limit=200):
+            for record in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+                evaluation = record.dagster_event.event_specific_data
+                rows.append({"check": evaluation.check_name, "partition": evaluation.partition,
+                             "passed": evaluation.passed, "severity": evaluation.severity.value,
+                             "timestamp": record.timestamp})
+    if not rows:
+        return pl.DataFrame(schema={"check": pl.String, "partitions": pl.Int64, "passed": pl.Int64, "failed": pl.Int64})
+    latest = pl.DataFrame(rows).sort("timestamp").group_by("check", "partition").last()
+    return latest.group_by("check").agg(
+        partitions=pl.len(), passed=pl.col("passed").sum(), failed=(~pl.col("passed")).sum(),
+        severity=pl.col("severity").first(),
+    ).sort("check")
+
+
+def print_summary(warehouse_path: Path, run_ids: list[str] | None = None) -> bool:
+    """Print the accounting, quarantine reasons and check results; True when every partition is conserved."""
+    accounting = partition_accounting(warehouse_path)
+    reasons = quarantine_reasons(warehouse_path)
+    checks = check_results(run_ids)
+    with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+        print("\n== device_usage accounting per partition (raw = device_usage + quarantined + duplicates)")
+        print(accounting)
+        totals = accounting.select(pl.exclude("partition_date", "conserved").sum())
+        print(totals)
+        print("\n== quarantine reasons")
+        print(reasons)
+        print("\n== asset check results (latest per partition)")
+        print(checks)
+    conserved = bool(accounting["conserved"].all())
+    print(f"\nconservation: {'every partition adds up' if conserved else 'SOME PARTITIONS DO NOT ADD UP'}")
+    return conserved

@@ -1,0 +1,54 @@
+"""Shared fixtures: an isolated data directory and Dagster instance per test, and upload file writers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def event(day: str, n: int, *, hub: str = "hub-0001", device_type: str = "fridge", **overrides) -> dict:
+    """A valid upload record for ``day`` (the n-th event of the hub that day)."""
+    ts = dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc) + dt.timedelta(minutes=7 * n)
+    record = {
+        "event_id": f"{hub}-{day}-{n}", "hub_id": hub, "user_id": f"user-{hub}", "device_id": f"{hub}-{device_type}-0",
+        "device_type": device_type, "event_timestamp": ts.isoformat(), "duration_s": 600.0, "energy_wh": 25.0 + n,
+    }
+    record.update(overrides)
+    return record
+
+
+def write_upload(landing: Path, day: str, hub: str, lines: list[dict | str], *, gz: bool = True) -> Path:
+    """Write one hub's upload for ``day``; dict lines are JSON-encoded, str lines written as they are."""
+    folder = landing / day
+    folder.mkdir(parents=True, exist_ok=True)
+    text = "".join((json.dumps(line) if isinstance(line, dict) else line) + "\n" for line in lines)
+    path = folder / f"{hub}.jsonl{'.gz' if gz else ''}"
+    if gz:
+        with gzip.GzipFile(path, "wb", mtime=0) as f:
+            f.write(text.encode())
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def project_env(tmp_path, monkeypatch) -> dict[str, Path]:
+    """SMART_HOME_DATA_DIR and DAGSTER_HOME in a temporary folder, with the project's instance config."""
+    data = tmp_path / "data"
+    home = tmp_path / "dagster_home"
+    (data / "landing").mkdir(parents=True)
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("SMART_HOME_DATA_DIR", str(data))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    for var in ("SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE", "SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV",
+                "SMART_HOME_DEVICE_CATALOG"):
+        monkeypatch.delenv(var, raising=False)
+    return {"data": data, "landing": data / "landing", "home": home, "warehouse": data / "warehouse.duckdb"}
