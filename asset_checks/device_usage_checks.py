@@ -90,7 +90,7 @@ def pandera_evaluations(partition: str, rows: pl.DataFrame, catalog: tuple[str, 
             counts = mine.group_by("column", "check").len().sort("len", descending=True)
             metadata["failures_by_check"] = {f"{c}: {k}": n for c, k, n in counts.iter_rows()}
             metadata["failure_sample"] = dg.MetadataValue.md(
-                "\n".join(f"- `{c}` {k}: `{v[:200]}`" for c, k, v in mine.head(FAILURE_SAMPLE_SIZE).iter_rows()))
+                "\n".join(f"- `{c}` {k}: `{str(v)[:200]}`" for c, k, v in mine.head(FAILURE_SAMPLE_SIZE).iter_rows()))
         evaluations.append(_evaluation(rule.name, partition, mine.height == 0, metadata))
     return evaluations
 

@@ -1,0 +1,44 @@
+"""The code location loads, and its graph is what the docs say (a change must show up here as a diff)."""
+
+import subprocess
+import sys
+
+import dagster as dg
+
+from smart_home_assets.definitions import defs
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_asset_graph_shape():
+    graph = defs.resolve_asset_graph()
+    shape = {key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys)
+             for key in graph.get_all_asset_keys()}
+    assert shape == {
+        "raw_usage": [],
+        "device_usage": ["raw_usage"],
+        "device_usage_quarantine": ["raw_usage"],
+    }
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).partitions_def is not None, key
+    checks = sorted(k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("device_usage"))
+    assert checks == sorted([
+        "check_user_id_not_null", "check_event_timestamp_in_partition_window", "check_device_type_in_catalog",
+        "check_event_id_unique", "check_energy_and_duration_plausible", "check_required_fields_present",
+        "check_rows_conserved", "check_quality_score"])
+    blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
+    assert "check_quality_score" not in blocking and "check_rows_conserved" in blocking
+
+
+def test_sensors_run_by_default():
+    for sensor in defs.sensors:
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING, sensor.name
+
+
+def test_definitions_module_does_not_import_heavy_libraries():
+    code = ("import sys, smart_home_assets.definitions; "
+            "print(','.join(m for m in ('lightgbm', 'mlflow', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
