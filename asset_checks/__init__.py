@@ -1,5 +1,7 @@
 """Pandera schemas and the Dagster asset checks that run them."""
 
 from asset_checks.device_usage_checks import device_usage_checks
+from asset_checks.feature_checks import usage_features_checks
+from asset_checks.model_checks import check_model_beats_naive_baselines
 
-ALL_ASSET_CHECKS = [device_usage_checks]
+ALL_ASSET_CHECKS = [device_usage_checks, usage_features_checks, check_model_beats_naive_baselines]

@@ -40,7 +40,12 @@ def device_usage_schema(partition_key: str, catalog: Iterable[str]) -> pa.DataFr
 
 def failure_cases(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.DataFrame:
     """All failure cases of ``frame`` against ``schema`` (empty when valid), as one polars frame with
-    the columns ``column``, ``check`` and ``failure_case`` (as text)."""
+    the columns ``column``, ``check`` and ``failure_case`` (as text). A missing column is a failure case
+    of that column (check ``column_in_dataframe``), not a crash."""
+    missing = [name for name in schema.columns if name not in frame.columns]
+    if missing:
+        return pl.DataFrame({"column": missing, "check": ["column_in_dataframe"] * len(missing),
+                             "failure_case": missing})
     try:
         schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:

@@ -76,7 +76,10 @@ def _classify(root: Path, day: str, entry: os.DirEntry) -> LandingFile | None:
         if not target.is_relative_to(root):
             problem = "symlink_outside_landing"
         else:
-            stat = target.stat()
+            try:
+                stat = target.stat()
+            except OSError:
+                problem = "broken_symlink"
     elif not entry.is_file():
         return None
     hub_id = hub_id_from_file_name(name)

@@ -31,7 +31,9 @@ def resolve_key(configured: str | None = None) -> bytes:
             f"set {KEY_ENV_VAR} to a secret of at least 32 random bytes"
         )
     if len(key) < 16:
-        raise PseudonymizationKeyError(f"{KEY_ENV_VAR} is too short: use at least 32 random bytes")
+        raise PseudonymizationKeyError(
+            f"{KEY_ENV_VAR} is too short: at least 16 characters are required (use 32 random bytes, e.g. "
+            f"`python -c 'import secrets; print(secrets.token_hex(32))'`)")
     return key.encode("utf-8")
 
 

@@ -27,3 +27,29 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=15,
 )
+
+
+def retrain_when_features_land() -> dg.AutomationCondition:
+    """For the unpartitioned model over daily features: retrain once per batch of new feature partitions.
+
+    ``eager()`` would never fire while any upstream partition is missing (``any_deps_missing`` covers every
+    partition since the start date); this fires on the first update, and waits while upstream runs (a
+    backfill included) are still in progress, so a 30-day backfill leads to one retrain after it.
+    """
+    return (
+        dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("retrain_when_features_land")
+
+
+def predict_latest_days(lookback_days: int = 3) -> dg.AutomationCondition:
+    """Predictions for the most recent days, whenever their features or the model change and the model's
+    blocking checks passed. Older days keep the predictions that were made at the time."""
+    import datetime as dt
+
+    return (
+        dg.AutomationCondition.in_latest_time_window(dt.timedelta(days=lookback_days))
+        & follows_upstream_partitions()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    ).with_label("predict_latest_days")

@@ -7,6 +7,7 @@ at $DAGSTER_HOME), never the asset functions directly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -48,7 +49,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     if summary.faults:
         print("injected faults: " + ", ".join(f"{k}={v}" for k, v in sorted(summary.faults.items())))
     if summary.truncated_files:
-        print(f"truncated gzip files: {', '.join(summary.truncated_files)}")
+        shown = ", ".join(summary.truncated_files[:3]) + (", ..." if len(summary.truncated_files) > 3 else "")
+        print(f"truncated gzip files: {len(summary.truncated_files)} ({shown})")
     return 0
 
 
@@ -74,9 +76,14 @@ def materialize_range(selection: str, first: dt.date, last: dt.date, env: dict[s
     """A CLI backfill: one run over ``first...last`` (every selected asset has a single-run backfill policy)."""
     command = [dagster_bin(), "asset", "materialize", "-m", DEFINITIONS_MODULE, "--select", selection,
                "--partition-range", f"{first.isoformat()}...{last.isoformat()}"]
+    _run_logged(command, env, f"materialize-{selection.split(',')[-1]}-{first}-{last}")
+
+
+def _run_logged(command: list[str], env: dict[str, str], name: str) -> None:
     print("$ " + " ".join(command), flush=True)
+    started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
-    log = Path(env[DATA_DIR_ENV_VAR]) / "logs" / f"materialize-{first}-{last}.log"
+    log = Path(env[DATA_DIR_ENV_VAR]) / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(result.stdout + result.stderr)
     if result.returncode != 0:
@@ -84,26 +91,125 @@ def materialize_range(selection: str, first: dt.date, last: dt.date, env: dict[s
                     if "STEP_FAILURE" in line or "Error" in line][:10]
         raise SystemExit(f"dagster asset materialize failed (exit {result.returncode}); full log: {log}\n"
                          + "\n".join(failures))
-    print(f"  run succeeded; log: {log}")
+    print(f"  run succeeded in {time.perf_counter() - started:.0f}s; log: {log}")
+
+
+def latest_materialization_time(asset: str) -> float:
+    """Timestamp of the asset's latest materialization in the instance (0 when never materialized)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        return event.timestamp if event else 0.0
+
+
+def runs_since(started: float) -> list[tuple[str, str, str]]:
+    """(run id, what it materialized, what launched it) for runs created after ``started``."""
+    import dagster as dg
+
+    rows = []
+    with dg.DagsterInstance.get() as instance:
+        for record in reversed(instance.get_run_records(limit=50)):
+            if record.create_timestamp.timestamp() < started:
+                continue
+            run = record.dagster_run
+            assets = ",".join(sorted(k.to_user_string() for k in run.asset_selection or []))
+            trigger = run.tags.get("dagster/sensor_name") or run.tags.get("smart_home/trigger") or "manual"
+            partition = run.tags.get("dagster/partition", "")
+            rows.append((run.run_id[:8], f"{assets} {partition}".strip(), f"{trigger} [{run.status.value}]"))
+    return rows
+
+
+def run_daemon_until(asset: str, after: float, env: dict[str, str], timeout_s: float) -> bool:
+    """Run the real Dagster daemon (sensors, automation, run queue) until ``asset`` rematerializes."""
+    import signal
+
+    log_path = Path(env[DATA_DIR_ENV_VAR]) / "logs" / "dagster-daemon.log"
+    command = [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w",
+               str(Path(__file__).resolve().parents[1] / "workspace.yaml")]
+    print("$ " + " ".join(command) + f"   (log: {log_path})", flush=True)
+    bin_dir = str(Path(sys.executable).parent)
+    daemon_env = {**env, "PATH": bin_dir + os.pathsep + env.get("PATH", "")}
+    with log_path.open("w") as log:
+        daemon = subprocess.Popen(command, env=daemon_env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True, cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if daemon.poll() is not None:
+                print(f"  the daemon exited with {daemon.returncode}; see {log_path}")
+                return False
+            if latest_materialization_time(asset) > after:
+                return True
+            time.sleep(5)
+        print(f"  {asset} did not rematerialize within {timeout_s:.0f}s; see {log_path}")
+        return False
+    finally:
+        # dagster-daemon ignores a polite stop for a long time (see STACK-NOTES): end its whole group.
+        try:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            daemon.wait(timeout=10)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from smart_home_assets.report import print_summary
+    from smart_home_assets.report import print_model_summary, print_summary
 
     env = dagster_env()
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", DATA_DIR_ENV_VAR)})
-    last = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    today = dt.datetime.now(dt.timezone.utc).date()
+    last = today - dt.timedelta(days=1)
     first = last - dt.timedelta(days=args.days - 1)
     print(f"data directory: {data_dir()}\nDAGSTER_HOME:   {env['DAGSTER_HOME']}")
-    print(f"\n[1/3] simulating {args.hubs} hubs x {args.days} days ({first}..{last}), fault rate {args.fault_rate}")
-    run_simulate(argparse.Namespace(landing=None, hubs=args.hubs, days=args.days, start=first,
-                                    fault_rate=args.fault_rate, seed=args.seed,
-                                    events_per_hub=args.events_per_hub, quiet=True))
-    print(f"\n[2/3] ingesting and cleaning {args.days} partitions as one CLI backfill run")
-    materialize_range(INGEST_SELECTION, first, last, env)
-    print("\n[3/3] summary")
+
+    print(f"\n[1/6] simulating {args.hubs} hubs x {args.days} days ({first}..{last}), fault rate {args.fault_rate}")
+    simulate = argparse.Namespace(landing=None, hubs=args.hubs, days=args.days, start=first,
+                                  fault_rate=args.fault_rate, seed=args.seed, events_per_hub=args.events_per_hub,
+                                  quiet=True)
+    run_simulate(simulate)
+
+    print(f"\n[2/6] ingest, clean and build features for {args.days} partitions: one CLI backfill run")
+    materialize_range(INGEST_SELECTION + ",usage_features", first, last, env)
+
+    print("\n[3/6] train, evaluate and promote: usage_model (with its check)")
+    materialize(["usage_model"], None, env)
+
+    holdout_first = last - dt.timedelta(days=7)
+    print(f"\n[4/6] predict with the champion for {holdout_first}..{last}, and score the predictions whose"
+          " actuals have landed")
+    materialize_range("usage_predictions", holdout_first, last, env)
+    materialize_range("prediction_feedback", holdout_first, last - dt.timedelta(days=1), env)
+
+    print("\n[5/6] summary")
     conserved = print_summary(default_warehouse_path())
-    return 0 if conserved else 1
+    champion_ok = print_model_summary(default_warehouse_path())
+
+    retrained = True
+    if not args.skip_daemon:
+        print(f"\n[6/6] landing one more day ({today}) and letting the daemon's sensor and automation retrain"
+              " the model, with no manual action")
+        before = latest_materialization_time("usage_model")
+        started = time.time()
+        run_simulate(argparse.Namespace(**{**vars(simulate), "days": 1, "start": today}))
+        retrained = run_daemon_until("usage_model", before, env, timeout_s=args.daemon_timeout)
+        print("  runs launched by the daemon:")
+        for run_id, what, trigger in runs_since(started):
+            print(f"    {run_id}  {what:<60}  {trigger}")
+        if retrained:
+            print("  usage_model rematerialized by automation")
+            print_model_summary(default_warehouse_path())
+    return 0 if conserved and champion_ok and retrained else 1
+
+
+def materialize(assets: list[str], partition: str | None, env: dict[str, str]) -> None:
+    """One CLI run of ``assets`` (and their checks), optionally for one partition."""
+    command = [dagster_bin(), "asset", "materialize", "-m", DEFINITIONS_MODULE, "--select", ",".join(assets)]
+    if partition:
+        command += ["--partition", partition]
+    _run_logged(command, env, f"materialize-{'-'.join(assets)}{'-' + partition if partition else ''}")
 
 
 def run_summary(args: argparse.Namespace) -> int:
@@ -129,11 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=run_simulate)
 
     demo = sub.add_parser("demo", help="the main job: simulate, ingest through Dagster, print a summary")
-    demo.add_argument("--hubs", type=int, default=300)
-    demo.add_argument("--days", type=int, default=14)
+    demo.add_argument("--hubs", type=int, default=200)
+    demo.add_argument("--days", type=int, default=60)
     demo.add_argument("--fault-rate", type=_fraction, default=0.02)
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--events-per-hub", type=int, default=200)
+    demo.add_argument("--events-per-hub", type=int, default=150)
+    demo.add_argument("--skip-daemon", action="store_true", help="stop after the summary (no daemon step)")
+    demo.add_argument("--daemon-timeout", type=float, default=600, help="seconds to wait for the retrain")
     demo.set_defaults(func=run_demo)
 
     summary = sub.add_parser("summary", help="print rows, quarantine reasons and check results")

@@ -4,29 +4,33 @@ Heavy libraries (lightgbm, mlflow) are imported inside the functions that use th
 server, every run and every step import this module.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from asset_checks import ALL_ASSET_CHECKS
 from resources import LandingZone, Warehouse
 from resources.privacy import key_from_environment
+from resources.tracking import ModelRegistry, mlflow_tracking
+from smart_home_assets.assets.features import usage_features
+from smart_home_assets.assets.model import usage_model
+from smart_home_assets.assets.predictions import prediction_feedback, usage_predictions
 from smart_home_assets.assets.usage import device_usage, raw_usage
 from smart_home_assets.automation import automation_sensor
 from smart_home_assets.sensors import ingest_job, landing_zone_sensor
 
 
-def build_resources() -> dict[str, dg.ConfigurableResource]:
+def build_resources() -> dict:
     """Resources from the environment (embedded defaults when unset): see README 'Configuration'."""
     return {
         "landing": LandingZone(),
         "warehouse": Warehouse(),
         "pseudonym_key": key_from_environment(),
+        "model_registry": ModelRegistry(),
+        "mlflow": mlflow_tracking,
     }
 
 
 defs = dg.Definitions(
-    assets=[raw_usage, device_usage],
+    assets=[raw_usage, device_usage, usage_features, usage_model, usage_predictions, prediction_feedback],
     asset_checks=ALL_ASSET_CHECKS,
     jobs=[ingest_job],
     sensors=[landing_zone_sensor, automation_sensor],

@@ -62,6 +62,7 @@ class FileRead:
     text: str
     problem: str | None = None  # file-level: truncated_gzip, not_gzip, not_utf8, unreadable_file, or a landing problem
     tail: str | None = None  # for a truncated gzip: the partial last line that could not be completed
+    invalid_utf8: bool = False  # some bytes were not UTF-8: the lines holding them are marked not_utf8
 
 
 def decode_upload(data: bytes, gzipped: bool) -> FileRead:
@@ -80,12 +81,14 @@ def decode_upload(data: bytes, gzipped: bool) -> FileRead:
             cut = data.rfind(b"\n") + 1
             data, tail_bytes = data[:cut], data[cut:]
             tail = tail_bytes.decode("utf-8", errors="replace")
+    invalid_utf8 = False
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("utf-8", errors="replace")
+        invalid_utf8 = True
         problem = problem or NOT_UTF8
-    return FileRead(text=text.removeprefix("\ufeff"), problem=problem, tail=tail)
+    return FileRead(text=text.removeprefix("\ufeff"), problem=problem, tail=tail, invalid_utf8=invalid_utf8)
 
 
 def read_upload(file: LandingFile) -> FileRead:
@@ -113,7 +116,7 @@ def lines_frame(partition_key: str, files: Iterable[LandingFile]) -> tuple[pl.Da
     for file in files:
         read = read_upload(file)
         lines = split_lines(read.text)
-        line_problem = read.problem if read.problem == NOT_UTF8 else None
+        line_problem = NOT_UTF8 if read.invalid_utf8 else None
         frame = pl.DataFrame({"raw_line": lines}).with_columns(
             source_file=pl.lit(file.relative_path),
             file_hub_id=pl.lit(file.hub_id, dtype=pl.String),

@@ -75,3 +75,55 @@ def print_summary(warehouse_path: Path, run_ids: list[str] | None = None) -> boo
     conserved = bool(accounting["conserved"].all())
     print(f"\nconservation: {'every partition adds up' if conserved else 'SOME PARTITIONS DO NOT ADD UP'}")
     return conserved
+
+
+def model_summary() -> dict:
+    """The champion and the newest version of the registered model, with their holdout numbers."""
+    from resources.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, ModelRegistry
+
+    registry = ModelRegistry()
+    client = registry.client()
+    versions = client.search_model_versions(f"name = '{REGISTERED_MODEL_NAME}'")
+    if not versions:
+        return {}
+    newest = max(versions, key=lambda v: int(v.version))
+    champion = registry.champion_version()
+    run = client.get_run(newest.run_id)
+    baselines = {k.removeprefix("baseline_").removesuffix("_mae"): v for k, v in run.data.metrics.items()
+                 if k.startswith("baseline_") and k.endswith("_mae")}
+    return {
+        "champion_version": champion.version if champion else None,
+        "champion_holdout_mae": float(champion.tags["holdout_mae"]) if champion else None,
+        "champion_best_baseline_mae": float(champion.tags["best_baseline_mae"]) if champion else None,
+        "newest_version": newest.version, "newest_promoted": newest.tags.get("promoted"),
+        "newest_reason": newest.tags.get("decision_reason"),
+        "newest_holdout_mae": run.data.metrics.get("holdout_mae"), "baselines_mae": baselines,
+        "versions": len(versions), "alias": CHAMPION_ALIAS, "tracking_uri": registry.uri(),
+    }
+
+
+def print_model_summary(warehouse_path: Path) -> bool:
+    """Print the champion against the baselines and the prediction feedback; True when a champion beats them."""
+    summary = model_summary()
+    if not summary:
+        print("no model registered yet")
+        return False
+    print(f"\n== model registry ({summary['tracking_uri']})")
+    print(f"newest version v{summary['newest_version']}: holdout MAE {summary['newest_holdout_mae']:.1f} Wh; "
+          f"promoted={summary['newest_promoted']}: {summary['newest_reason']}")
+    for name, mae in sorted(summary["baselines_mae"].items(), key=lambda kv: kv[1]):
+        print(f"  baseline {name:<24} holdout MAE {mae:.1f} Wh")
+    if summary["champion_version"] is None:
+        print("no champion: no version has beaten the naive baselines")
+        return False
+    print(f"champion: v{summary['champion_version']} (@{summary['alias']}), holdout MAE "
+          f"{summary['champion_holdout_mae']:.1f} Wh vs best baseline {summary['champion_best_baseline_mae']:.1f} Wh")
+    with open_read_only(warehouse_path) as conn:
+        if conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'prediction_feedback'"
+                        ).fetchone()[0]:
+            feedback = conn.execute("SELECT * FROM prediction_feedback ORDER BY partition_date").pl()
+            with pl.Config(tbl_rows=40, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
+                           float_precision=3, tbl_width_chars=140):
+                print("\n== live error of the predictions once the actuals landed (prediction_feedback)")
+                print(feedback)
+    return summary["champion_holdout_mae"] < summary["champion_best_baseline_mae"]

@@ -12,8 +12,10 @@ import json
 
 import dagster as dg
 
-from resources import LandingZone, LandingZoneError
+from resources import LandingZone, LandingZoneError, Warehouse
+from resources.warehouse import open_read_only
 from smart_home_assets.partitions import daily_partitions
+from smart_home_assets.tables import RAW_USAGE_FILES
 
 ingest_job = dg.define_asset_job(
     "ingest_uploads",
@@ -33,15 +35,43 @@ def day_run_key(day: str, files: dict[str, str]) -> str:
     return f"{day}:{digest}"
 
 
-@dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
-def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
+def ingested_fingerprints(warehouse: Warehouse) -> dict[str, dict[str, str]]:
+    """What raw_usage has already ingested, per day and file, from its manifest (read-only connection).
+
+    Used when the sensor has no cursor yet (first start, or a reset), so uploads that a CLI backfill
+    already ingested are not requested again.
+    """
+    path = warehouse.path()
+    if not path.exists():
+        return {}
+    with open_read_only(path) as conn:
+        exists = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                              [RAW_USAGE_FILES]).fetchone()[0]
+        if not exists:
+            return {}
+        rows = conn.execute(f"SELECT partition_date::VARCHAR, source_file, size_bytes, mtime_ns FROM {RAW_USAGE_FILES}"
+                            ).fetchall()
+    seen: dict[str, dict[str, str]] = {}
+    for day, source_file, size, mtime_ns in rows:
+        seen.setdefault(day, {})[source_file.split("/", 1)[1]] = f"{size}:{mtime_ns}"
+    return seen
+
+
+@dg.sensor(job=ingest_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
+def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZone, warehouse: Warehouse):
     """Requests raw_usage for each day with a new or changed upload file (late days included)."""
     try:
         scan = landing.scan()
     except (LandingZoneError, OSError) as exc:
         return dg.SkipReason(f"landing zone unavailable: {exc}")
     current = {day: {f.name: f.fingerprint for f in files} for day, files in scan.items()}
-    previous = json.loads(context.cursor) if context.cursor else {}
+    if context.cursor:
+        previous = json.loads(context.cursor)
+    else:
+        try:
+            previous = ingested_fingerprints(warehouse)
+        except Exception as exc:  # e.g. the file is locked by a run: decide on the next tick
+            return dg.SkipReason(f"first tick: cannot read what raw_usage already ingested yet ({exc})")
     valid_keys = set(daily_partitions.get_partition_keys(dynamic_partitions_store=None))
     requests, skipped = [], []
     for day in changed_days(previous, current):
@@ -51,8 +81,12 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZon
         requests.append(dg.RunRequest(partition_key=day, run_key=day_run_key(day, current[day]),
                                       tags={"smart_home/trigger": "landing_zone_sensor"}))
     for day in skipped:
-        context.log.warning(f"landing folder {day} is outside the partitions window; its files are not ingested")
-    cursor = json.dumps(current, sort_keys=True)
+        context.log.warning(f"landing folder {day} is outside the partitions window; its files are not ingested"
+                            " until the window covers it")
+    for folder in landing.invalid_day_folders():
+        context.log.warning(f"landing folder {folder!r} is not a YYYY-MM-DD date; its files are not ingested")
+    # Skipped days stay out of the cursor, so they are requested once the partitions window covers them.
+    cursor = json.dumps({day: files for day, files in current.items() if day not in skipped}, sort_keys=True)
     if not requests:
         return dg.SensorResult(skip_reason=dg.SkipReason("no new or changed uploads"), cursor=cursor)
     return dg.SensorResult(run_requests=requests, cursor=cursor)

@@ -574,6 +574,10 @@ def upload_path(landing: Path, day: dt.date, hub_id: str) -> Path:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    # Same bytes already there (a re-run with the same seed): keep the file and its mtime, so the landing
+    # sensor does not see a re-upload.
+    if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return
     # A hidden temp name first, so a sensor listing the folder never sees a half-written upload.
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)

@@ -5,6 +5,10 @@ RAW_USAGE_FILES = "raw_usage_files"
 DEVICE_USAGE = "device_usage"
 DEVICE_USAGE_QUARANTINE = "device_usage_quarantine"
 
-# Every asset and check that opens the DuckDB file runs in this pool; dagster.yaml limits it to 1 slot,
+# Every asset and check that opens the DuckDB file runs in this pool; dagster.yaml limits every pool
+# (default_limit) to 1 slot,
 # because DuckDB allows one writer per file.
 DUCKDB_POOL = "duckdb"
+USAGE_FEATURES = "usage_features"
+USAGE_PREDICTIONS = "usage_predictions"
+PREDICTION_FEEDBACK = "prediction_feedback"

@@ -20,16 +20,29 @@ def test_asset_graph_shape():
         "raw_usage": [],
         "device_usage": ["raw_usage"],
         "device_usage_quarantine": ["raw_usage"],
+        "usage_features": ["device_usage"],
+        "usage_model": ["usage_features"],
+        "usage_predictions": ["usage_features", "usage_model"],
+        "prediction_feedback": ["usage_features", "usage_predictions"],
     }
-    for key in graph.get_all_asset_keys():
-        assert graph.get(key).partitions_def is not None, key
+    unpartitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is None}
+    assert unpartitioned == {"usage_model"}
+    labels = {k.to_user_string(): graph.get(k).automation_condition.get_label()
+              for k in graph.get_all_asset_keys() if graph.get(k).automation_condition}
+    assert labels == {"device_usage": "follows_upstream_partitions",
+                      "device_usage_quarantine": "follows_upstream_partitions",
+                      "usage_features": None,  # follows_upstream_partitions & all_deps_blocking_checks_passed
+                      "usage_model": "retrain_when_features_land",
+                      "usage_predictions": "predict_latest_days",
+                      "prediction_feedback": "follows_upstream_partitions"}
     checks = sorted(k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("device_usage"))
     assert checks == sorted([
         "check_user_id_not_null", "check_event_timestamp_in_partition_window", "check_device_type_in_catalog",
         "check_event_id_unique", "check_energy_and_duration_plausible", "check_required_fields_present",
         "check_rows_conserved", "check_quality_score"])
     blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
-    assert "check_quality_score" not in blocking and "check_rows_conserved" in blocking
+    assert blocking >= {"check_rows_conserved", "check_features_valid", "check_model_beats_naive_baselines"}
+    assert not blocking & {"check_quality_score", "check_feature_drift_psi"}
 
 
 def test_sensors_run_by_default():

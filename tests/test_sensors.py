@@ -5,15 +5,23 @@ import shutil
 
 import dagster as dg
 
-from resources import LandingZone
+import datetime as dt
+
+from resources import LandingZone, Warehouse
+from smart_home_assets.ingest import ingest_day
 from smart_home_assets.sensors import landing_zone_sensor
 from tests.conftest import event, write_upload
 
 DAY, LATE = "2026-02-10", "2026-02-01"
 
 
+def resources(landing):
+    return {"landing": LandingZone(path=str(landing)),
+            "warehouse": Warehouse(database=str(landing.parent / "sensor-test.duckdb"))}
+
+
 def tick(landing, cursor=None):
-    context = dg.build_sensor_context(cursor=cursor, resources={"landing": LandingZone(path=str(landing))})
+    context = dg.build_sensor_context(cursor=cursor, resources=resources(landing))
     result = landing_zone_sensor(context)
     if isinstance(result, dg.SkipReason):
         return [], cursor
@@ -65,6 +73,18 @@ def test_a_missing_landing_zone_is_reported_and_skipped(tmp_path):
     write_upload(tmp_path / "landing", DAY, "hub-0001", [event(DAY, 0)])
     _, cursor = tick(tmp_path / "landing")
     shutil.rmtree(tmp_path / "landing")
-    context = dg.build_sensor_context(cursor=cursor, resources={"landing": LandingZone(path=str(tmp_path / "landing"))})
+    context = dg.build_sensor_context(cursor=cursor, resources=resources(tmp_path / "landing"))
     result = landing_zone_sensor(context)
     assert isinstance(result, dg.SkipReason) and "does not exist" in result.skip_message
+
+
+def test_a_fresh_sensor_skips_days_raw_usage_already_ingested(tmp_path):
+    """After a CLI backfill, starting the daemon must not re-ingest every day: the manifest says what is in."""
+    landing = tmp_path / "landing"
+    write_upload(landing, LATE, "hub-0001", [event(LATE, 0)])
+    write_upload(landing, DAY, "hub-0001", [event(DAY, 0)])
+    res = resources(landing)
+    raw, manifest = ingest_day(LATE, res["landing"].files_for_day(LATE), dt.datetime.now(dt.timezone.utc))
+    res["warehouse"].replace_partitions({"raw_usage": raw, "raw_usage_files": manifest}, [LATE])
+    requests, _ = tick(landing)
+    assert [d for d, _ in requests] == [DAY]

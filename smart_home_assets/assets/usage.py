@@ -30,7 +30,7 @@ def column_schema(schema: dict[str, pl.DataType]) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()])
 
 
-def _partition_table(rows: list[dict]) -> dg.MetadataValue:
+def partition_table(rows: list[dict]) -> dg.MetadataValue:
     if not rows:
         return dg.MetadataValue.md("(no partitions)")
     header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
@@ -71,7 +71,7 @@ def raw_usage(context: dg.AssetExecutionContext, landing: LandingZone, warehouse
         **{k: dg.MetadataValue.int(int(v)) for k, v in totals.items()},
         "dagster/row_count": dg.MetadataValue.int(int(totals["lines"])),
         "landing_zone": dg.MetadataValue.path(str(landing.root())),
-        "partitions": _partition_table(per_partition),
+        "partitions": partition_table(per_partition),
     })
 
 
@@ -118,7 +118,7 @@ def device_usage(context: dg.AssetExecutionContext, warehouse: Warehouse, pseudo
         context.log.info(f"device_usage {partition}: {per_partition[-1]}")
     rows = sum(p["device_usage"] for p in per_partition)
     quarantined = sum(p["quarantined"] for p in per_partition)
-    shared = {"partitions": _partition_table(per_partition), "device_catalog": dg.MetadataValue.text(catalog.label),
+    shared = {"partitions": partition_table(per_partition), "device_catalog": dg.MetadataValue.text(catalog.label),
               "pseudonym_key_fingerprint": dg.MetadataValue.text(pseudonym_key.fingerprint())}
     yield dg.MaterializeResult(asset_key=DEVICE_USAGE, metadata={
         "dagster/row_count": dg.MetadataValue.int(rows), **shared})

@@ -1,0 +1,96 @@
+"""Checks on usage_features, per partition: Pandera for the rows, population stability for drift."""
+
+import datetime as dt
+import warnings
+from collections.abc import Iterator
+
+import dagster as dg
+import numpy as np
+import pandera.polars as pa
+import polars as pl
+
+from asset_checks.schemas import failure_cases
+from resources import Warehouse
+from smart_home_assets.partitions import daily_partitions
+from smart_home_assets.tables import DUCKDB_POOL, USAGE_FEATURES
+
+warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*", category=dg.PreviewWarning)
+
+FEATURES_KEY = dg.AssetKey(USAGE_FEATURES)
+PSI_WARN_ABOVE = 0.2
+DRIFT_FEATURES = ("energy_wh", "energy_roll7_mean", "event_count", "active_s")
+DRIFT_REFERENCE_DAYS = 28
+NON_NEGATIVE = ("energy_wh", "active_s", "event_count", "energy_lag_1", "energy_lag_2", "energy_lag_6",
+                "energy_lag_7", "energy_roll7_mean", "energy_roll28_mean", "hub_energy_wh", "history_days")
+REQUIRED = ("partition_date", "device_id", "hub_id", "device_type", "energy_wh", "active_s", "event_count",
+            "energy_roll7_mean", "energy_roll28_mean", "day_of_week", "is_weekend", "month",
+            "target_day_of_week", "target_is_weekend", "hub_energy_wh", "history_days", "has_enough_history")
+
+ROWS = "check_features_valid"
+DRIFT = "check_feature_drift_psi"
+
+
+def features_schema() -> pa.DataFrameSchema:
+    columns = {c: pa.Column(nullable=False) for c in REQUIRED}
+    for c in NON_NEGATIVE:
+        columns[c] = pa.Column(nullable=c not in REQUIRED, checks=pa.Check.ge(0))
+    return pa.DataFrameSchema(columns, unique=["partition_date", "device_id"], name="usage_features")
+
+
+def population_stability_index(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
+    """PSI of ``current`` against ``reference`` over the reference's quantile bins (0 = same distribution)."""
+    reference, current = reference[np.isfinite(reference)], current[np.isfinite(current)]
+    if reference.size == 0 or current.size == 0:
+        return 0.0
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+    if edges.size < 2:
+        return 0.0
+    edges[0], edges[-1] = -np.inf, np.inf
+    expected = np.histogram(reference, edges)[0] / reference.size
+    actual = np.histogram(current, edges)[0] / current.size
+    expected, actual = np.clip(expected, 1e-6, None), np.clip(actual, 1e-6, None)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def drift_report(reference: pl.DataFrame, current: pl.DataFrame) -> dict[str, float]:
+    return {f: round(population_stability_index(reference[f].to_numpy().astype(float),
+                                                current[f].to_numpy().astype(float)), 4)
+            for f in DRIFT_FEATURES}
+
+
+FEATURE_CHECK_SPECS = [
+    dg.AssetCheckSpec(ROWS, asset=FEATURES_KEY, blocking=True, partitions_def=daily_partitions,
+                      description="Required features not null, non-negative where they must be, one row per device and day."),
+    dg.AssetCheckSpec(DRIFT, asset=FEATURES_KEY, blocking=False, partitions_def=daily_partitions,
+                      description=f"Population stability index of key features vs the previous {DRIFT_REFERENCE_DAYS}"
+                                  f" days; warns above {PSI_WARN_ABOVE}."),
+]
+
+
+@dg.multi_asset_check(specs=FEATURE_CHECK_SPECS, pool=DUCKDB_POOL, can_subset=False)
+def usage_features_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator:
+    """Validate each usage_features partition of the run and measure its drift."""
+    schema = features_schema()
+    for key in context.partition_keys:
+        rows = warehouse.read_partitions(USAGE_FEATURES, [key])
+        cases = failure_cases(schema, rows)
+        metadata = {"rows_checked": rows.height, "failures": cases.height}
+        if cases.height:
+            counts = cases.group_by("column", "check").len().sort("len", descending=True)
+            metadata["failures_by_check"] = {f"{c}: {k}": n for c, k, n in counts.iter_rows()}
+        yield dg.AssetCheckEvaluation(asset_key=FEATURES_KEY, check_name=ROWS, passed=cases.height == 0,
+                                      metadata=metadata, severity=dg.AssetCheckSeverity.ERROR, blocking=True,
+                                      partition=key, target_materialization_data=None, description=None)
+        day = dt.date.fromisoformat(key)
+        reference = warehouse.query(
+            f"SELECT * FROM {USAGE_FEATURES} WHERE partition_date BETWEEN ? AND ?",
+            [day - dt.timedelta(days=DRIFT_REFERENCE_DAYS), day - dt.timedelta(days=1)])
+        psi = drift_report(reference, rows) if reference.height and rows.height else {}
+        worst = max(psi.values(), default=0.0)
+        yield dg.AssetCheckEvaluation(
+            asset_key=FEATURES_KEY, check_name=DRIFT, passed=worst <= PSI_WARN_ABOVE,
+            metadata={"psi": psi, "max_psi": worst, "warn_above": PSI_WARN_ABOVE, "reference_rows": reference.height},
+            severity=dg.AssetCheckSeverity.WARN, blocking=False, partition=key,
+            target_materialization_data=None, description=None)
+    for output_name in context.op_execution_context.assets_def.check_specs_by_output_name:
+        yield dg.Output(None, output_name=output_name)

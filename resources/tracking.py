@@ -1,0 +1,133 @@
+"""MLflow tracking and registry: an embedded SQLite store under the data directory by default.
+
+The Dagster resource is dagster-mlflow's ``mlflow_tracking``, imported lazily (mlflow takes seconds to
+import and the definitions module must stay light). Where dagster-mlflow misbehaves with mlflow 3 it is
+guarded in :func:`mlflow_run_for_materialization` (see docs/mlops-pipeline.md):
+- a failed Dagster run would be recorded as FINISHED: we end the run ourselves, FAILED on any exception;
+- two materializations in one process would share one MLflow run: we end every run we use, and never
+  continue a run whose ``dagster_run_id`` tag is not ours.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+
+from resources.settings import data_dir
+
+EXPERIMENT_NAME = "smart_home_usage"
+REGISTERED_MODEL_NAME = "smart_home_usage"
+CHAMPION_ALIAS = "champion"
+TRACKING_URI_ENV_VAR = "MLFLOW_TRACKING_URI"
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` or an absolute SQLite URI in the data directory (runs start in any cwd)."""
+    return os.environ.get(TRACKING_URI_ENV_VAR) or f"sqlite:///{data_dir() / 'mlflow.db'}"
+
+
+def default_artifact_location() -> str:
+    return (data_dir() / "mlartifacts").as_uri()
+
+
+def ensure_experiment(tracking_uri: str) -> str:
+    """Create the experiment with an artifact location under the data directory (not the cwd)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT_NAME)
+    if experiment is None:
+        if tracking_uri.startswith("sqlite:"):
+            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=default_artifact_location())
+    return experiment.experiment_id
+
+
+@dg.resource(
+    config_schema={
+        "experiment_name": dg.Field(str, default_value=EXPERIMENT_NAME),
+        "mlflow_tracking_uri": dg.Field(dg.StringSource, is_required=False),
+    },
+    description="dagster-mlflow's mlflow_tracking, imported when a step needs it; tracking URI from "
+                "MLFLOW_TRACKING_URI or the embedded SQLite store.",
+)
+def mlflow_tracking(context: dg.InitResourceContext):
+    from dagster_mlflow.resources import MlFlow
+
+    uri = context.resource_config.get("mlflow_tracking_uri") or default_tracking_uri()
+    try:
+        ensure_experiment(uri)
+    except Exception as exc:  # a clear message instead of a driver stack trace
+        raise RuntimeError(f"MLflow tracking store {uri!r} is unreachable: {type(exc).__name__}: {exc}") from exc
+    config = {**context.resource_config, "mlflow_tracking_uri": uri}
+    return MlFlow(_ContextWithConfig(context, config))
+
+
+class _ContextWithConfig:
+    """The init context dagster-mlflow reads (log, run, run id, resource_config), with our resolved config."""
+
+    def __init__(self, context: dg.InitResourceContext, config: dict):
+        self.log = context.log
+        self.dagster_run = context.dagster_run
+        self.run_id = context.run_id
+        self.resource_config = config
+
+
+@contextmanager
+def mlflow_run_for_materialization(context: dg.AssetExecutionContext, run_name: str):
+    """The MLflow run of this materialization; ended FINISHED on success and FAILED on any exception.
+
+    dagster-mlflow's resource has started (or re-activated) a run tagged with this Dagster run id; if the
+    active run belongs to another Dagster run (a run left active in this process), it is ended and a new
+    one is started, so every materialization is its own MLflow run.
+    """
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is None or active.data.tags.get("dagster_run_id") != context.run_id:
+        if active is not None:
+            mlflow.end_run()
+        active = mlflow.start_run(run_name=run_name, tags={"dagster_run_id": context.run_id})
+    mlflow.set_tags({"mlflow.runName": run_name, "dagster_asset": context.asset_key.to_user_string(),
+                     "dagster_run_id": context.run_id})
+    try:
+        yield active
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
+
+
+class ModelRegistry(dg.ConfigurableResource):
+    """Read access to the MLflow model registry: the champion and its versions (used for scoring)."""
+
+    tracking_uri: str = ""
+
+    def uri(self) -> str:
+        return self.tracking_uri or default_tracking_uri()
+
+    def client(self):
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri())
+        return mlflow.MlflowClient(tracking_uri=self.uri())
+
+    def champion_version(self):
+        """The registered model version the ``champion`` alias points to, or None when there is none."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client().get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS)
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+                return None
+            raise
+
+    def load_version(self, version: str | int):
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri())
+        return mlflow.lightgbm.load_model(f"models:/{REGISTERED_MODEL_NAME}/{version}")

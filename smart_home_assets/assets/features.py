@@ -1,0 +1,55 @@
+"""usage_features: one row per device and day, from device_usage history (see smart_home_assets.features)."""
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from resources import Warehouse
+from smart_home_assets.assets.usage import column_schema, partition_table
+from smart_home_assets.automation import follows_upstream_partitions
+from smart_home_assets.features import FEATURES_SCHEMA, LOOKBACK_DAYS, build_features, daily_usage_sql
+from smart_home_assets.partitions import daily_partitions
+from smart_home_assets.tables import DEVICE_USAGE, DUCKDB_POOL, USAGE_FEATURES
+
+
+@dg.asset(
+    deps=[DEVICE_USAGE],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=DUCKDB_POOL,
+    kinds={"duckdb", "polars"},
+    group_name="features",
+    # Follows device_usage partition by partition, but never from a partition whose blocking checks failed.
+    automation_condition=follows_upstream_partitions() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+    metadata={"dagster/table_name": f"warehouse.main.{USAGE_FEATURES}",
+              "dagster/column_schema": column_schema(FEATURES_SCHEMA)},
+)
+def usage_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    """Per device and day: usage, lags, rolling statistics, calendar and hub totals; devices with too
+    little history are flagged (has_enough_history), never guessed.
+
+    The lookback (28 days) is one DuckDB aggregation over device_usage for the whole run, not a
+    recomputation of all history per partition.
+    """
+    keys = context.partition_keys
+    first, last = dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])
+    daily = warehouse.query(daily_usage_sql(DEVICE_USAGE), [first - dt.timedelta(days=LOOKBACK_DAYS), last])
+    per_partition = []
+    for key in keys:
+        day = dt.date.fromisoformat(key)
+        features = build_features(daily, day)
+        warehouse.replace_partitions({USAGE_FEATURES: features}, [key])
+        per_partition.append({
+            "partition": key, "devices": features.height,
+            "active_devices": features.filter(pl.col("event_count") > 0).height,
+            "enough_history": int(features["has_enough_history"].sum() or 0),
+        })
+    rows = sum(p["devices"] for p in per_partition)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": dg.MetadataValue.int(rows),
+        "devices_with_too_little_history": dg.MetadataValue.int(
+            sum(p["devices"] - p["enough_history"] for p in per_partition)),
+        "lookback_days": dg.MetadataValue.int(LOOKBACK_DAYS),
+        "partitions": partition_table(per_partition),
+    })
