@@ -17,6 +17,7 @@ import polars as pl
 # (tests/test_checks.py and the CLI backfill test exercise them).
 warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*", category=dg.PreviewWarning)
 
+from asset_checks.evaluations import check_outputs, partition_evaluation
 from asset_checks.schemas import device_usage_schema, failure_cases
 from resources import Warehouse
 from smart_home_assets.catalog import load_device_catalog
@@ -71,15 +72,13 @@ DEVICE_USAGE_CHECK_SPECS = [
 
 
 def _evaluation(name: str, partition: str, passed: bool, metadata: dict, blocking: bool = True,
-                severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckEvaluation:
-    return dg.AssetCheckEvaluation(
-        asset_key=dg.AssetKey(DEVICE_USAGE), check_name=name, passed=passed, metadata=metadata,
-        severity=severity, blocking=blocking, partition=partition, target_materialization_data=None,
-        description=None,
-    )
+                severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR, context=None) -> dg.AssetCheckEvaluation:
+    return partition_evaluation(context, dg.AssetKey(DEVICE_USAGE), name, partition, passed, metadata,
+                                blocking=blocking, severity=severity)
 
 
-def pandera_evaluations(partition: str, rows: pl.DataFrame, catalog: tuple[str, ...]) -> list[dg.AssetCheckEvaluation]:
+def pandera_evaluations(partition: str, rows: pl.DataFrame, catalog: tuple[str, ...], context=None,
+                        ) -> list[dg.AssetCheckEvaluation]:
     """One evaluation per Pandera rule, with failure counts per check and a sample of failure cases."""
     cases = failure_cases(device_usage_schema(partition, catalog), rows)
     evaluations = []
@@ -91,23 +90,24 @@ def pandera_evaluations(partition: str, rows: pl.DataFrame, catalog: tuple[str, 
             metadata["failures_by_check"] = {f"{c}: {k}": n for c, k, n in counts.iter_rows()}
             metadata["failure_sample"] = dg.MetadataValue.md(
                 "\n".join(f"- `{c}` {k}: `{str(v)[:200]}`" for c, k, v in mine.head(FAILURE_SAMPLE_SIZE).iter_rows()))
-        evaluations.append(_evaluation(rule.name, partition, mine.height == 0, metadata))
+        evaluations.append(_evaluation(rule.name, partition, mine.height == 0, metadata, context=context))
     return evaluations
 
 
 def conservation_evaluations(partition: str, raw_lines: int, clean_rows: int, quarantined: int,
-                             duplicates: int, quarantine_reasons: dict[str, int]) -> list[dg.AssetCheckEvaluation]:
+                             duplicates: int, quarantine_reasons: dict[str, int], context=None,
+                             ) -> list[dg.AssetCheckEvaluation]:
     accounted = clean_rows + quarantined + duplicates
     score = clean_rows / raw_lines if raw_lines else 1.0
     counts = {"raw_lines": raw_lines, "device_usage_rows": clean_rows, "quarantined_rows": quarantined,
               "duplicates": duplicates, "unaccounted": raw_lines - accounted}
     return [
-        _evaluation(CONSERVATION, partition, accounted == raw_lines, counts),
+        _evaluation(CONSERVATION, partition, accounted == raw_lines, counts, context=context),
         _evaluation(QUALITY_SCORE, partition, score >= QUALITY_SCORE_WARN_BELOW,
                     {"quality_score": dg.MetadataValue.float(round(score, 6)),
                      "warn_below": dg.MetadataValue.float(QUALITY_SCORE_WARN_BELOW),
                      "quarantine_reasons": quarantine_reasons, **counts},
-                    blocking=False, severity=dg.AssetCheckSeverity.WARN),
+                    blocking=False, severity=dg.AssetCheckSeverity.WARN, context=context),
     ]
 
 
@@ -118,8 +118,8 @@ def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Wareh
     failed = []
     for partition in context.partition_keys if context.has_partition_key_range or context.has_partition_key else []:
         rows = warehouse.read_partitions(DEVICE_USAGE, [partition])
-        evaluations = pandera_evaluations(partition, rows, catalog) if rows.height else [
-            _evaluation(r.name, partition, True, {"rows_checked": 0}) for r in PANDERA_RULES]
+        evaluations = pandera_evaluations(partition, rows, catalog, context) if rows.height else [
+            _evaluation(r.name, partition, True, {"rows_checked": 0}, context=context) for r in PANDERA_RULES]
         counts = warehouse.query(
             f"""SELECT
                   (SELECT count(*) FROM {RAW_USAGE} WHERE partition_date = ?::DATE) AS raw_lines,
@@ -133,11 +133,9 @@ def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Wareh
             f"SELECT reason, count(*) AS n FROM {DEVICE_USAGE_QUARANTINE} WHERE partition_date = ?::DATE"
             " GROUP BY reason ORDER BY n DESC", [partition])
         evaluations += conservation_evaluations(partition, counts["raw_lines"], rows.height, counts["quarantined"],
-                                                counts["duplicates"], dict(reasons.iter_rows()))
+                                                counts["duplicates"], dict(reasons.iter_rows()), context)
         failed += [f"{e.check_name}[{partition}]" for e in evaluations if not e.passed and e.blocking]
         yield from evaluations
     if failed:
         context.log.error(f"blocking device_usage checks failed: {', '.join(failed)}")
-    # The evaluations above carry their partitions; these outputs let blocking checks gate downstream steps.
-    for output_name in context.op_execution_context.assets_def.check_specs_by_output_name:
-        yield dg.Output(None, output_name=output_name)
+    yield from check_outputs(context)

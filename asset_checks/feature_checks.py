@@ -9,6 +9,7 @@ import numpy as np
 import pandera.polars as pa
 import polars as pl
 
+from asset_checks.evaluations import check_outputs, partition_evaluation
 from asset_checks.schemas import failure_cases
 from resources import Warehouse
 from smart_home_assets.partitions import daily_partitions
@@ -78,19 +79,15 @@ def usage_features_checks(context: dg.AssetCheckExecutionContext, warehouse: War
         if cases.height:
             counts = cases.group_by("column", "check").len().sort("len", descending=True)
             metadata["failures_by_check"] = {f"{c}: {k}": n for c, k, n in counts.iter_rows()}
-        yield dg.AssetCheckEvaluation(asset_key=FEATURES_KEY, check_name=ROWS, passed=cases.height == 0,
-                                      metadata=metadata, severity=dg.AssetCheckSeverity.ERROR, blocking=True,
-                                      partition=key, target_materialization_data=None, description=None)
+        yield partition_evaluation(context, FEATURES_KEY, ROWS, key, cases.height == 0, metadata)
         day = dt.date.fromisoformat(key)
         reference = warehouse.query(
             f"SELECT * FROM {USAGE_FEATURES} WHERE partition_date BETWEEN ? AND ?",
             [day - dt.timedelta(days=DRIFT_REFERENCE_DAYS), day - dt.timedelta(days=1)])
         psi = drift_report(reference, rows) if reference.height and rows.height else {}
         worst = max(psi.values(), default=0.0)
-        yield dg.AssetCheckEvaluation(
-            asset_key=FEATURES_KEY, check_name=DRIFT, passed=worst <= PSI_WARN_ABOVE,
-            metadata={"psi": psi, "max_psi": worst, "warn_above": PSI_WARN_ABOVE, "reference_rows": reference.height},
-            severity=dg.AssetCheckSeverity.WARN, blocking=False, partition=key,
-            target_materialization_data=None, description=None)
-    for output_name in context.op_execution_context.assets_def.check_specs_by_output_name:
-        yield dg.Output(None, output_name=output_name)
+        yield partition_evaluation(
+            context, FEATURES_KEY, DRIFT, key, worst <= PSI_WARN_ABOVE,
+            {"psi": psi, "max_psi": worst, "warn_above": PSI_WARN_ABOVE, "reference_rows": reference.height},
+            blocking=False, severity=dg.AssetCheckSeverity.WARN)
+    yield from check_outputs(context)

@@ -87,9 +87,11 @@ def mlflow_run_for_materialization(context: dg.AssetExecutionContext, run_name: 
     import mlflow
 
     active = mlflow.active_run()
-    if active is None or active.data.tags.get("dagster_run_id") != context.run_id:
+    # active_run() caches the tags of when the run started; read them from the store.
+    owner = mlflow.get_run(active.info.run_id).data.tags.get("dagster_run_id") if active else None
+    if owner != context.run_id:
         if active is not None:
-            mlflow.end_run()
+            mlflow.end_run(status="KILLED")  # left active by another materialization in this process
         active = mlflow.start_run(run_name=run_name, tags={"dagster_run_id": context.run_id})
     mlflow.set_tags({"mlflow.runName": run_name, "dagster_asset": context.asset_key.to_user_string(),
                      "dagster_run_id": context.run_id})

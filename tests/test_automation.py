@@ -52,3 +52,53 @@ def test_a_late_upload_for_an_old_day_reaches_that_days_device_usage(project_env
 def test_nothing_is_requested_while_raw_usage_is_missing(project_env, instance):
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert result.total_requested == 0
+
+
+def ingest_and_check(project_env, instance, day):
+    from asset_checks import device_usage_checks
+    from smart_home_assets.assets.usage import device_usage
+
+    resources = {"landing": LandingZone(path=str(project_env["landing"])),
+                 "warehouse": Warehouse(database=str(project_env["warehouse"])),
+                 "pseudonym_key": PseudonymizationKey()}
+    return dg.materialize([raw_usage, device_usage, device_usage_checks], partition_key=day, resources=resources,
+                          instance=instance, raise_on_error=False)
+
+
+def test_features_follow_device_usage_only_when_its_blocking_checks_passed(project_env, instance):
+    write_upload(project_env["landing"], NEW, "hub-0001", [event(NEW, i) for i in range(3)])
+    write_upload(project_env["landing"], OLD, "hub-0001", [event(OLD, i) for i in range(3)])
+    baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert ingest_and_check(project_env, instance, NEW).success
+    passed = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
+    assert passed.get_requested_partitions(dg.AssetKey("usage_features")) == {NEW}
+
+    # OLD: ingested and checked, then a blocking check of that materialization fails (reported through the
+    # instance, as an external validator would): features must not follow that partition.
+    from asset_checks.evaluations import target_materialization
+
+    assert ingest_and_check(project_env, instance, OLD).success
+    failure = dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey("device_usage"), check_name="check_rows_conserved", passed=False, metadata={},
+        severity=dg.AssetCheckSeverity.ERROR, blocking=True, partition=OLD, description=None,
+        target_materialization_data=target_materialization(instance, dg.AssetKey("device_usage"), OLD))
+    instance.report_runless_asset_event(failure)
+    failed = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=passed.cursor)
+    assert OLD not in failed.get_requested_partitions(dg.AssetKey("usage_features"))
+
+
+def test_model_retrains_once_per_batch_of_new_feature_partitions_despite_gaps(project_env, instance):
+    """Two feature partitions land (hundreds of older ones missing): one retrain, then quiet."""
+    from smart_home_assets.assets.features import usage_features
+
+    resources = {"warehouse": Warehouse(database=str(project_env["warehouse"]))}
+    for day in (OLD, NEW):
+        write_upload(project_env["landing"], day, "hub-0001", [event(day, i) for i in range(3)])
+        assert ingest_and_check(project_env, instance, day).success
+    baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    for day in (OLD, NEW):
+        assert dg.materialize([usage_features], partition_key=day, resources=resources, instance=instance).success
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
+    assert first.get_num_requested(dg.AssetKey("usage_model")) == 1
+    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert second.get_num_requested(dg.AssetKey("usage_model")) == 0

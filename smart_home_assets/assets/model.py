@@ -73,20 +73,23 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
 
     warehouse: Warehouse = context.resources.warehouse
     model_registry: ModelRegistry = context.resources.model_registry
-    features = load_features(warehouse, config.training_window_days, config.holdout_days)
-    labeled = training.attach_labels(features)
-    train, holdout = training.split_holdout(labeled, holdout_days=config.holdout_days)
+    client = model_registry.client()
     params = {"n_estimators": config.n_estimators, "learning_rate": config.learning_rate,
               "num_leaves": config.num_leaves, "min_child_samples": config.min_child_samples}
-    holdout_dates = holdout["partition_date"].unique().sort()
-    client = model_registry.client()
 
+    # The MLflow run covers everything from reading features on, so any failure ends it as FAILED.
     with mlflow_run_for_materialization(context, run_name=f"usage_model {context.run_id[:8]}") as run:
         mlflow.log_params({**params, "seed": config.seed, "holdout_days": config.holdout_days,
-                           "training_window_days": config.training_window_days, "training_rows": train.height,
-                           "holdout_rows": holdout.height, "train_first_day": str(train["partition_date"].min()),
-                           "holdout_first_day": str(holdout_dates.min()), "holdout_last_day": str(holdout_dates.max()),
+                           "training_window_days": config.training_window_days,
                            "features": ",".join(training.FEATURE_COLUMNS)})
+        features = load_features(warehouse, config.training_window_days, config.holdout_days)
+        labeled = training.attach_labels(features)
+        train, holdout = training.split_holdout(labeled, holdout_days=config.holdout_days)
+        holdout_dates = holdout["partition_date"].unique().sort()
+        mlflow.log_params({"training_rows": train.height, "holdout_rows": holdout.height,
+                           "train_first_day": str(train["partition_date"].min()),
+                           "holdout_first_day": str(holdout_dates.min()),
+                           "holdout_last_day": str(holdout_dates.max())})
         model = training.train_model(train, params=params, seed=config.seed)
         metrics = training.evaluate(model, holdout)
         baselines = training.baseline_metrics(holdout)
@@ -95,7 +98,8 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
         mlflow.log_metrics({f"baseline_{name}_{k}": v for name, m in baselines.items() for k, v in m.items()})
 
         example = training.to_model_input(holdout.head(20))
-        signature = infer_signature(example, training.predict(model, holdout.head(20)))
+        # The signature from the whole holdout: columns that may be null there are marked optional.
+        signature = infer_signature(training.to_model_input(holdout), training.predict(model, holdout))
         info = mlflow.lightgbm.log_model(model, name="model", signature=signature, input_example=example,
                                          registered_model_name=REGISTERED_MODEL_NAME)
         version = str(info.registered_model_version)
@@ -116,7 +120,7 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
             champion_mae = training.evaluate(champion_model, holdout)["mae"]
             mlflow.log_metric("champion_holdout_mae", champion_mae)
         decision = training.decide_promotion(metrics["mae"], champion_mae, best["mae"], best_baseline_name=best_name,
-                                             champion_version=champion.version if champion else None)
+                                             champion_version=str(champion.version) if champion else None)
         for key, value in {"holdout_mae": f"{metrics['mae']:.6f}", "best_baseline": best_name,
                            "best_baseline_mae": f"{best['mae']:.6f}", "promoted": str(decision.promote),
                            "decision_reason": decision.reason, "dagster_run_id": context.run_id,
@@ -136,7 +140,7 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
         "promoted": dg.MetadataValue.bool(decision.promote),
         "decision_reason": dg.MetadataValue.text(decision.reason),
         "champion_version": dg.MetadataValue.text(version if decision.promote else
-                                                  (champion.version if champion else "none")),
+                                                  (str(champion.version) if champion else "none")),
         "previous_champion_holdout_mae": dg.MetadataValue.float(champion_mae) if champion_mae is not None
         else dg.MetadataValue.text("none"),
         "mlflow_run_id": dg.MetadataValue.text(run_id),

@@ -1,0 +1,40 @@
+"""Per-partition asset check evaluations, for checks that validate several partitions in one step.
+
+A check step of a range backfill validates each partition and records one evaluation per partition. Each
+evaluation names the materialization it checked, as Dagster's own AssetCheckResult does for a single
+partition: automation (``all_deps_blocking_checks_passed``) only counts a check as passed for the latest
+materialization of that partition.
+"""
+
+import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+from dagster._core.storage.event_log.base import AssetRecordsFilter
+
+
+def target_materialization(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str,
+                           ) -> AssetCheckEvaluationTargetMaterializationData | None:
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1).records
+    if not records:
+        return None
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=records[0].event_log_entry.run_id, storage_id=records[0].storage_id, timestamp=records[0].timestamp)
+
+
+def partition_evaluation(context: dg.AssetCheckExecutionContext | None, asset_key: dg.AssetKey, check_name: str,
+                         partition: str, passed: bool, metadata: dict, *, blocking: bool = True,
+                         severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckEvaluation:
+    """One check's outcome for one partition, tied to that partition's latest materialization."""
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key, check_name=check_name, passed=passed, metadata=metadata, severity=severity,
+        blocking=blocking, partition=partition, description=None,
+        target_materialization_data=target_materialization(context.instance, asset_key, partition) if context else None,
+    )
+
+
+def check_outputs(context: dg.AssetCheckExecutionContext):
+    """The step's check outputs: they let blocking checks gate downstream steps of the same run."""
+    for output_name in context.op_execution_context.assets_def.check_specs_by_output_name:
+        yield dg.Output(None, output_name=output_name)
