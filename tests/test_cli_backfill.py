@@ -21,9 +21,19 @@ RANGE = f"{FIRST}...{FIRST + dt.timedelta(days=DAYS - 1)}"
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 
+def readme_backfill_command() -> list[str]:
+    """The backfill command exactly as the README gives it, with this test's partition range."""
+    line = next(line for line in (PROJECT_ROOT / "README.md").read_text().splitlines()
+                if "dagster asset materialize" in line and "--partition-range" in line)
+    command = line.split()
+    assert command[0] == ".venv/bin/dagster", line
+    command[0] = DAGSTER
+    command[command.index("--partition-range") + 1] = RANGE
+    return command
+
+
 def backfill(env):
-    command = [DAGSTER, "asset", "materialize", "-m", "smart_home_assets.definitions",
-               "--select", "raw_usage,device_usage,device_usage_quarantine", "--partition-range", RANGE]
+    command = readme_backfill_command()
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -32,7 +42,7 @@ def snapshot(path):
     with duckdb.connect(str(path), read_only=True) as con:
         return {t: con.execute(f"SELECT * EXCLUDE (ingested_at) FROM {t} ORDER BY ALL").fetchall()
                 if t.startswith("raw") else con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
-                for t in ("raw_usage", "device_usage", "device_usage_quarantine")}
+                for t in ("raw_usage", "device_usage", "device_usage_quarantine", "usage_features")}
 
 
 @pytest.fixture(scope="module")
