@@ -43,6 +43,12 @@ def retrain_when_features_land() -> dg.AutomationCondition:
     ).with_label("retrain_when_features_land")
 
 
+def _no_dep_requested_this_tick() -> dg.AutomationCondition:
+    # An upstream requested on this tick for another partition key (or unpartitioned, like the model) goes
+    # into another run: waiting one tick avoids scoring with the old model or before the actuals exist.
+    return ~dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
+
+
 def predict_latest_days(lookback_days: int = 3) -> dg.AutomationCondition:
     """Predictions for the most recent days, whenever their features or the model change and the model's
     blocking checks passed. Older days keep the predictions that were made at the time."""
@@ -51,5 +57,11 @@ def predict_latest_days(lookback_days: int = 3) -> dg.AutomationCondition:
     return (
         dg.AutomationCondition.in_latest_time_window(dt.timedelta(days=lookback_days))
         & follows_upstream_partitions()
+        & _no_dep_requested_this_tick()
         & dg.AutomationCondition.all_deps_blocking_checks_passed()
     ).with_label("predict_latest_days")
+
+
+def score_when_actuals_land() -> dg.AutomationCondition:
+    """prediction_feedback for day D: once D's predictions and D+1's features (the actuals) both exist."""
+    return (follows_upstream_partitions() & _no_dep_requested_this_tick()).with_label("score_when_actuals_land")

@@ -120,6 +120,15 @@ def runs_since(started: float) -> list[tuple[str, str, str]]:
     return rows
 
 
+def unfinished_runs() -> int:
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        return len(instance.get_run_ids(dg.RunsFilter(statuses=[
+            dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED])))
+
+
 def run_daemon_until(asset: str, after: float, env: dict[str, str], timeout_s: float) -> bool:
     """Run the real Dagster daemon (sensors, automation, run queue) until ``asset`` rematerializes."""
     import signal
@@ -140,6 +149,10 @@ def run_daemon_until(asset: str, after: float, env: dict[str, str], timeout_s: f
                 print(f"  the daemon exited with {daemon.returncode}; see {log_path}")
                 return False
             if latest_materialization_time(asset) > after:
+                # Let the runs it set off (predictions, feedback) finish before the daemon is stopped.
+                settle_until = time.monotonic() + 240
+                while unfinished_runs() and time.monotonic() < settle_until:
+                    time.sleep(5)
                 return True
             time.sleep(5)
         print(f"  {asset} did not rematerialize within {timeout_s:.0f}s; see {log_path}")

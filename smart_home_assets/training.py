@@ -1,9 +1,14 @@
 """Next-day energy per device: labels, time-based holdout, naive baselines, LightGBM, metrics, promotion rule.
 
 Pure functions around the feature rows of :mod:`smart_home_assets.features` (polars in; pandas only at the
-model boundary, where LightGBM and MLflow want it). No Dagster, no MLflow here: the assets log what these
-functions return. lightgbm and matplotlib are imported inside the functions that use them, so importing this
-module (as the Dagster definitions do) stays cheap.
+model boundary, where LightGBM and MLflow want it). No Dagster here, and MLflow only in
+:func:`log_lightgbm_model` (how the model is logged so that ``mlflow models serve`` can score it; the asset
+logs its metrics itself). lightgbm, mlflow and matplotlib are imported inside the functions that use them,
+so importing this module (as the Dagster definitions do) stays cheap.
+
+The model input is purely numeric (:func:`to_model_input`): device_type is the index of the type in a
+sorted list stored on the model, declared to LightGBM as a categorical feature. A pandas Categorical would
+not survive MLflow's pyfunc/serving path (the signature records it as a string column).
 
 The task: from device ``d``'s feature row of day ``D``, predict its energy on ``D + 1`` (Wh). A model is
 only worth serving when it beats the naive forecasts a person would make without it (yesterday's value,
@@ -166,12 +171,22 @@ def best_baseline(metrics: dict[str, dict[str, float]]) -> tuple[str, dict[str, 
 
 # --- model -------------------------------------------------------------------------------------------
 
+# The fitted model carries the device-type list it was trained with (see :func:`train_model`): the codes
+# in device_type are indices into that list, so scoring must encode with the same list, whatever the
+# device catalog says by then. It is a plain attribute, so it travels with the pickled/skops model.
+DEVICE_TYPES_ATTR = "smart_home_device_types_"
+# Model-input columns that may be missing (NaN; null in a JSON request): device_type when the type is not
+# in the model's list, lags before a device's first appearance, standard deviations over a single day.
+# The MLflow signature marks them optional, whatever the nulls of the sample it was inferred from.
+NULLABLE_COLUMNS = ["device_type", "energy_lag_1", "energy_lag_2", "energy_lag_6", "energy_lag_7",
+                    "energy_roll7_std", "energy_roll28_std"]
+
 
 def device_type_categories(frame: pl.DataFrame | None = None) -> list[str]:
     """The fixed category list of device_type: the catalog's types plus any others in ``frame``, sorted.
 
-    LightGBM stores the training categories and maps a scoring frame's categories onto them by name, so
-    a type unseen in training scores as missing rather than as some other type's code.
+    A type's code in the model input is its index in this list; the list is stored on the model at
+    training time, so a later catalog change (a new type, a removed one) does not shift the codes.
     """
     from smart_home_assets.catalog import load_device_catalog
 
@@ -181,12 +196,33 @@ def device_type_categories(frame: pl.DataFrame | None = None) -> list[str]:
     return sorted(types)
 
 
-def to_model_input(frame: pl.DataFrame, device_types: Sequence[str] | None = None) -> pd.DataFrame:
-    """The model's input: :data:`FEATURE_COLUMNS` as a pandas frame.
+def encode_device_types(values: pl.Series | Sequence[str | None], device_types: Sequence[str]) -> np.ndarray:
+    """Codes of device types as float64: the index in ``device_types``; NaN (missing) when absent or null.
 
-    device_type is a pandas category over ``device_types`` (default :func:`device_type_categories`);
-    every other column is float64 (booleans 0/1, nulls NaN, which LightGBM treats as missing), so the
-    frame has the same dtypes whatever the nulls in a given batch.
+    Float, not int, so that a missing type is NaN, which LightGBM treats as missing for a categorical
+    feature (as it does any negative value, so a client may also send -1), and a served request may carry
+    null for it. The codes are whole numbers, which is what LightGBM needs for a categorical feature.
+    """
+    types = list(device_types)
+    if len(set(types)) != len(types):
+        raise ValueError("device_types has duplicates")
+    series = values if isinstance(values, pl.Series) else pl.Series("device_type", list(values), dtype=pl.String)
+    codes = series.cast(pl.String).replace_strict(types, list(range(len(types))), default=None,
+                                                  return_dtype=pl.Float64)
+    return codes.to_numpy()
+
+
+def to_model_input(frame: pl.DataFrame, device_types: Sequence[str] | None = None) -> pd.DataFrame:
+    """The model's input: :data:`FEATURE_COLUMNS` as a purely numeric pandas frame.
+
+    device_type is a code, the index in ``device_types`` (NaN for a type not in it, or null; see
+    :func:`encode_device_types`), which LightGBM takes as a categorical feature. Every column is float64
+    (booleans 0/1, nulls NaN, which LightGBM treats as missing), so the frame has the same dtypes whatever
+    the nulls in a given batch. This exact frame is what the model is trained on, scored on, and what its
+    MLflow signature and input example describe, so ``mlflow models serve`` takes it as JSON.
+
+    For a fitted model use :func:`model_input` (its own list); ``device_types`` defaults to
+    :func:`device_type_categories` of ``frame``, which is only right when training.
     """
     import pandas as pd
 
@@ -197,34 +233,123 @@ def to_model_input(frame: pl.DataFrame, device_types: Sequence[str] | None = Non
     data: dict[str, Any] = {
         c: frame.get_column(c).cast(pl.Float64).to_numpy() for c in NUMERIC_COLUMNS
     }
-    data["device_type"] = pd.Categorical(frame.get_column("device_type").to_numpy(), categories=categories)
+    data["device_type"] = encode_device_types(frame.get_column("device_type"), categories)
     return pd.DataFrame(data, columns=FEATURE_COLUMNS)
 
 
-def train_model(train: pl.DataFrame, params: dict[str, Any] | None = None, seed: int = 0) -> lightgbm.LGBMRegressor:
+def model_device_types(model: lightgbm.LGBMRegressor) -> list[str]:
+    """The device-type list ``model`` was trained with (its codes are indices into it)."""
+    types = getattr(model, DEVICE_TYPES_ATTR, None)
+    if types is None:
+        raise ValueError(f"model has no {DEVICE_TYPES_ATTR}: it was not trained by training.train_model")
+    return list(types)
+
+
+def model_input(model: lightgbm.LGBMRegressor, frame: pl.DataFrame) -> pd.DataFrame:
+    """:func:`to_model_input` of ``frame`` with ``model``'s own device-type list."""
+    return to_model_input(frame, model_device_types(model))
+
+
+def _legacy_categories(model: lightgbm.LGBMRegressor) -> list[str] | None:
+    """The device types of a model trained on a pandas-Categorical device_type (before numeric codes), if so.
+
+    Such models (possibly still in a registry as champion) keep their categories in the booster and need
+    the Categorical frame; they cannot be served by ``mlflow models serve``, but they can still be scored.
+    """
+    if hasattr(model, DEVICE_TYPES_ATTR):
+        return None
+    pandas_categorical = getattr(model.booster_, "pandas_categorical", None)
+    return list(pandas_categorical[0]) if pandas_categorical else None
+
+
+def train_model(
+    train: pl.DataFrame, params: dict[str, Any] | None = None, seed: int = 0,
+    device_types: Sequence[str] | None = None,
+) -> lightgbm.LGBMRegressor:
     """Fit a LightGBM regressor (sklearn API) on labeled feature rows; deterministic for a given seed.
 
-    ``params`` override :data:`DEFAULT_PARAMS` (the determinism settings always apply).
+    ``params`` override :data:`DEFAULT_PARAMS` (the determinism settings always apply). device_type is
+    encoded with ``device_types`` (default: :func:`device_type_categories` of ``train``, i.e. the catalog
+    plus any type seen) and declared categorical; the list is stored on the model as
+    :data:`DEVICE_TYPES_ATTR` for scoring.
     """
     import lightgbm as lgb
 
     if train.height == 0:
         raise ValueError("no training rows")
+    types = list(device_types) if device_types is not None else device_type_categories(train)
     model = lgb.LGBMRegressor(**{**DEFAULT_PARAMS, **(params or {}), **_DETERMINISM, "random_state": seed})
-    model.fit(to_model_input(train), train.get_column(LABEL).to_numpy(), categorical_feature=CATEGORICAL_COLUMNS)
+    model.fit(to_model_input(train, types), train.get_column(LABEL).to_numpy(),
+              categorical_feature=CATEGORICAL_COLUMNS)
+    setattr(model, DEVICE_TYPES_ATTR, types)
     return model
 
 
 def predict(model: lightgbm.LGBMRegressor, frame: pl.DataFrame) -> np.ndarray:
-    """Next-day energy (Wh) per feature row, clipped at 0 (energy is never negative)."""
+    """Next-day energy (Wh) per feature row, clipped at 0 (energy is never negative).
+
+    The rows are encoded with the model's own device-type list (:func:`model_input`).
+    """
     if frame.height == 0:
         return np.zeros(0)
-    return np.clip(model.predict(to_model_input(frame)), 0.0, None)
+    legacy = _legacy_categories(model)
+    if legacy is None:
+        x = model_input(model, frame)
+    else:
+        import pandas as pd
+
+        x = to_model_input(frame, legacy)
+        x["device_type"] = pd.Categorical(frame.get_column("device_type").to_numpy(), categories=legacy)
+    return np.clip(model.predict(x), 0.0, None)
 
 
 def evaluate(model: lightgbm.LGBMRegressor, holdout: pl.DataFrame) -> dict[str, float]:
     """:func:`regression_metrics` of the model on labeled rows."""
     return regression_metrics(holdout.get_column(LABEL).to_numpy(), predict(model, holdout))
+
+
+# --- MLflow logging (the model.py asset and the serving test/benchmark share it) ----------------------
+
+
+def model_signature(model: lightgbm.LGBMRegressor, frame: pl.DataFrame):
+    """The MLflow signature of ``model``: inferred from its input and predictions on ``frame`` (e.g. the
+    whole holdout), with :data:`NULLABLE_COLUMNS` optional even where ``frame`` has no nulls in them."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
+
+    inferred = infer_signature(model_input(model, frame), predict(model, frame))
+    inputs = Schema([
+        ColSpec(type=c.type, name=c.name, required=c.required and c.name not in NULLABLE_COLUMNS)
+        for c in inferred.inputs.inputs
+    ])
+    return ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
+
+
+def serving_metadata(model: lightgbm.LGBMRegressor) -> dict[str, Any]:
+    """What a client of the served model needs to build a request (stored in the MLmodel file)."""
+    return {
+        "feature_columns": list(FEATURE_COLUMNS),
+        "device_type_categories": model_device_types(model),
+        "device_type_encoding": "index in device_type_categories as a number; null (or any negative "
+                                "value) for a type not in the list, scored as missing",
+        "prediction": "next-day energy in Wh (raw model output: not clipped at 0, unlike training.predict)",
+    }
+
+
+def log_lightgbm_model(
+    model: lightgbm.LGBMRegressor, holdout: pl.DataFrame, registered_model_name: str | None = None,
+    *, name: str = "model", example_rows: int = 20,
+):
+    """Log ``model`` to the active MLflow run in the ``mlflow.lightgbm`` flavor, servable as it is with
+    ``mlflow models serve``: signature from the whole holdout (:func:`model_signature`), the first
+    ``example_rows`` holdout rows as input example, :func:`serving_metadata`; registered under
+    ``registered_model_name`` when given. Returns mlflow's ModelInfo."""
+    import mlflow
+
+    return mlflow.lightgbm.log_model(
+        model, name=name, signature=model_signature(model, holdout),
+        input_example=model_input(model, holdout.head(example_rows)),
+        registered_model_name=registered_model_name, metadata=serving_metadata(model))
 
 
 def feature_importance(model: lightgbm.LGBMRegressor) -> pl.DataFrame:

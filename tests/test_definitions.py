@@ -34,7 +34,7 @@ def test_asset_graph_shape():
                       "usage_features": None,  # follows_upstream_partitions & all_deps_blocking_checks_passed
                       "usage_model": "retrain_when_features_land",
                       "usage_predictions": "predict_latest_days",
-                      "prediction_feedback": "follows_upstream_partitions"}
+                      "prediction_feedback": "score_when_actuals_land"}
     checks = sorted(k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("device_usage"))
     assert checks == sorted([
         "check_user_id_not_null", "check_event_timestamp_in_partition_window", "check_device_type_in_catalog",

@@ -9,7 +9,7 @@ import polars as pl
 from resources import Warehouse
 from resources.tracking import REGISTERED_MODEL_NAME, ModelRegistry
 from smart_home_assets.assets.usage import column_schema, partition_table
-from smart_home_assets.automation import follows_upstream_partitions, predict_latest_days
+from smart_home_assets.automation import predict_latest_days, score_when_actuals_land
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.tables import DUCKDB_POOL, PREDICTION_FEEDBACK, USAGE_FEATURES, USAGE_PREDICTIONS
 
@@ -113,7 +113,7 @@ def feedback_for_day(predictions: pl.DataFrame, actuals: pl.DataFrame, holdout_m
     pool=DUCKDB_POOL,
     kinds={"duckdb"},
     group_name="scoring",
-    automation_condition=follows_upstream_partitions(),
+    automation_condition=score_when_actuals_land(),
     metadata={"dagster/table_name": f"warehouse.main.{PREDICTION_FEEDBACK}",
               "dagster/column_schema": column_schema(FEEDBACK_SCHEMA)},
 )
