@@ -41,8 +41,10 @@ def ensure_experiment(tracking_uri: str) -> str:
     experiment = mlflow.get_experiment_by_name(EXPERIMENT_NAME)
     if experiment is None:
         if tracking_uri.startswith("sqlite:"):
+            # Embedded store: artifacts next to it in the data directory (not the run's cwd).
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=default_artifact_location())
+            return mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=default_artifact_location())
+        return mlflow.create_experiment(EXPERIMENT_NAME)  # a server decides where artifacts go
     return experiment.experiment_id
 
 
@@ -93,9 +95,9 @@ def mlflow_run_for_materialization(context: dg.AssetExecutionContext, run_name: 
         if active is not None:
             mlflow.end_run(status="KILLED")  # left active by another materialization in this process
         active = mlflow.start_run(run_name=run_name, tags={"dagster_run_id": context.run_id})
-    mlflow.set_tags({"mlflow.runName": run_name, "dagster_asset": context.asset_key.to_user_string(),
-                     "dagster_run_id": context.run_id})
     try:
+        mlflow.set_tags({"mlflow.runName": run_name, "dagster_asset": context.asset_key.to_user_string(),
+                         "dagster_run_id": context.run_id})
         yield active
     except BaseException:
         mlflow.end_run(status="FAILED")
