@@ -232,6 +232,35 @@ def run_summary(args: argparse.Namespace) -> int:
     return 0 if print_summary(default_warehouse_path()) else 1
 
 
+def run_import_csv(args: argparse.Namespace) -> int:
+    """Events CSV -> contract upload files in the landing folder; exit 2 with the reasons when it cannot."""
+    from smart_home_assets.history_import import HistoryImportError, import_csv
+
+    landing = Path(args.landing).resolve() if args.landing else default_landing_dir()
+    columns = {"event_id": args.event_id_column, "hub_id": args.hub_column, "user_id": args.user_column,
+               "device_id": args.device_column, "device_type": args.type_column,
+               "event_timestamp": args.timestamp_column, "duration_s": args.duration_column,
+               "energy_wh": args.energy_column}
+    hub_timezones: dict[str, str] = {}
+    for text in args.hub_timezone:
+        hub, sep, tz = (part.strip() for part in text.partition("="))
+        problem = ("wants HUB=TZ (e.g. tracebase-sydney=Australia/Sydney)" if not (sep and hub and tz)
+                   else "gives the hub two time zones" if hub_timezones.setdefault(hub, tz) != tz else None)
+        if problem:
+            print(f"smart-home import-csv: error: --hub-timezone {text!r} {problem}", file=sys.stderr)
+            return 2
+    started = time.perf_counter()
+    try:
+        summary = import_csv(args.path, landing, timezone=args.timezone, hub_timezones=hub_timezones,
+                             columns=columns, overwrite=args.overwrite)
+    except HistoryImportError as exc:
+        print(f"smart-home import-csv: error: {exc}", file=sys.stderr)
+        return 2
+    print(summary.report())
+    print(f"  took {time.perf_counter() - started:.2f}s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smart-home", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -259,6 +288,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary = sub.add_parser("summary", help="print rows, quarantine reasons and check results")
     summary.set_defaults(func=run_summary)
+
+    imp = sub.add_parser("import-csv", help="turn an events CSV (a historical export) into upload files in landing",
+                         description="Write an events CSV as contract upload files <landing>/<YYYY-MM-DD>/<hub_id>"
+                         ".jsonl.gz (UTC days), so history flows through landing -> raw_usage -> device_usage. "
+                         "Local timestamps without an offset: a time in the spring-forward gap is shifted forward "
+                         "by the gap, an ambiguous one takes the earlier (DST) instant.")
+    imp.add_argument("path", help="the CSV file (header line required; extra columns are ignored)")
+    imp.add_argument("--timezone", required=True, help="IANA time zone of timestamps without an offset")
+    imp.add_argument("--hub-timezone", action="append", default=[], metavar="HUB=TZ",
+                     help="time zone of one hub's timestamps, overriding --timezone (repeatable)")
+    imp.add_argument("--landing", help="landing folder (default: $SMART_HOME_LANDING_DIR or <data>/landing)")
+    imp.add_argument("--overwrite", action="store_true",
+                     help="replace existing upload files whose content differs (default: refuse, write nothing)")
+    imp.add_argument("--event-id-column", help="column of event ids (default: none, ids derived from the row)")
+    imp.add_argument("--hub-column", default="hub_id")
+    imp.add_argument("--user-column", help="column of user ids (default: none, a placeholder user id)")
+    imp.add_argument("--device-column", default="device_id")
+    imp.add_argument("--type-column", default="device_type")
+    imp.add_argument("--timestamp-column", default="event_timestamp")
+    imp.add_argument("--duration-column", default="duration_s")
+    imp.add_argument("--energy-column", default="energy_wh")
+    imp.set_defaults(func=run_import_csv)
     return parser
 
 

@@ -112,8 +112,10 @@ def daily_usage_sql(table: str = "device_usage") -> str:
         SELECT partition_date, device_id,
                arg_max(hub_id, event_timestamp) AS hub_id,
                arg_max(device_type, event_timestamp) AS device_type,
-               CAST(sum(energy_wh) AS DOUBLE) AS energy_wh,
-               CAST(sum(duration_s) AS DOUBLE) AS active_s,
+               -- ordered sums: a parallel floating-point sum would differ in the last bits between runs,
+               -- and re-materializing a partition must give the same rows
+               CAST(sum(energy_wh ORDER BY event_timestamp, energy_wh) AS DOUBLE) AS energy_wh,
+               CAST(sum(duration_s ORDER BY event_timestamp, duration_s) AS DOUBLE) AS active_s,
                CAST(count(*) AS BIGINT) AS event_count
         FROM {table}
         WHERE partition_date BETWEEN ? AND ?
@@ -181,6 +183,7 @@ def build_features(daily: pl.DataFrame, day: dt.date) -> pl.DataFrame:
     target = day + dt.timedelta(days=1)
     features = (
         per_device.join(devices, on="device_id", how="inner")
+        .sort("device_id")  # a fixed order makes the floating-point hub sums identical run to run
         .with_columns(
             partition_date=pl.lit(day, dtype=pl.Date),
             day_of_week=pl.lit(day.weekday()),
