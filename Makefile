@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export SMART_HOME_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install run test bench lock dev clean
+.PHONY: install run test bench lock dev clean tracebase
 
 install: $(STAMP)
 
@@ -28,6 +28,15 @@ test: install
 
 dev: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster dev -w workspace.yaml
+
+# The whole pipeline on real recorded data (tracebase, ODbL): import -> CLI backfill -> train -> predict.
+# Its own data directory and instance, the tracebase device catalog, partitions from 2011.
+TRACEBASE_CSV ?= $(CURDIR)/../shared/data/tracebase/sessions.csv
+TRACEBASE_ENV = SMART_HOME_DATA_DIR=$(CURDIR)/data/tracebase DAGSTER_HOME=$(CURDIR)/data/tracebase/dagster_home \
+	SMART_HOME_DEVICE_CATALOG=$(CURDIR)/smart_home_assets/catalogs/tracebase.json SMART_HOME_PARTITIONS_START=2011-08-01
+tracebase: install
+	$(TRACEBASE_ENV) $(BIN)/smart-home import-csv $(TRACEBASE_CSV) --timezone Europe/Berlin --hub-timezone tracebase-sydney=Australia/Sydney
+	$(TRACEBASE_ENV) $(BIN)/smart-home pipeline --from 2011-08-01 --to 2013-06-28
 
 bench: install
 	$(BIN)/python -m bench

@@ -19,9 +19,10 @@ warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec
 
 from asset_checks.evaluations import check_outputs, partition_evaluation
 from asset_checks.schemas import device_usage_schema, failure_cases
-from resources import Warehouse
+from resources import PseudonymizationKey, Warehouse
 from smart_home_assets.catalog import load_device_catalog
-from smart_home_assets.cleaning import DUPLICATE_EVENT_ID
+from smart_home_assets.cleaning import DUPLICATE_EVENT_ID, UNKNOWN_DEVICE_TYPE, pseudonymize
+from smart_home_assets.contract import PLACEHOLDER_USER_ID
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, DUCKDB_POOL, RAW_USAGE
 
@@ -78,13 +79,13 @@ def _evaluation(name: str, partition: str, passed: bool, metadata: dict, blockin
 
 
 def pandera_evaluations(partition: str, rows: pl.DataFrame, catalog: tuple[str, ...], context=None,
-                        ) -> list[dg.AssetCheckEvaluation]:
+                        extra_metadata: dict[str, dict] | None = None) -> list[dg.AssetCheckEvaluation]:
     """One evaluation per Pandera rule, with failure counts per check and a sample of failure cases."""
     cases = failure_cases(device_usage_schema(partition, catalog), rows)
     evaluations = []
     for rule in PANDERA_RULES:
         mine = rule.selects(cases)
-        metadata = {"rows_checked": rows.height, "failures": mine.height}
+        metadata = {"rows_checked": rows.height, "failures": mine.height, **(extra_metadata or {}).get(rule.name, {})}
         if mine.height:
             counts = mine.group_by("column", "check").len().sort("len", descending=True)
             metadata["failures_by_check"] = {f"{c}: {k}": n for c, k, n in counts.iter_rows()}
@@ -112,14 +113,31 @@ def conservation_evaluations(partition: str, raw_lines: int, clean_rows: int, qu
 
 
 @dg.multi_asset_check(specs=DEVICE_USAGE_CHECK_SPECS, pool=DUCKDB_POOL, can_subset=False)
-def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse,
+                        pseudonym_key: PseudonymizationKey) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
     """Validate each device_usage partition of the run with Pandera and count every raw line."""
-    catalog = load_device_catalog().device_types
+    catalog = load_device_catalog()
+    placeholder = pseudonymize(pl.Series([PLACEHOLDER_USER_ID]), pseudonym_key.secret())[0]
     failed = []
     for partition in context.partition_keys if context.has_partition_key_range or context.has_partition_key else []:
         rows = warehouse.read_partitions(DEVICE_USAGE, [partition])
-        evaluations = pandera_evaluations(partition, rows, catalog, context) if rows.height else [
-            _evaluation(r.name, partition, True, {"rows_checked": 0}, context=context) for r in PANDERA_RULES]
+        unknown = warehouse.query(
+            f"SELECT device_type, count(*) AS n FROM {DEVICE_USAGE_QUARANTINE} WHERE partition_date = ?::DATE"
+            " AND reason = ? GROUP BY ALL ORDER BY n DESC, device_type LIMIT 50", [partition, UNKNOWN_DEVICE_TYPE])
+        extra = {
+            "check_device_type_in_catalog": {
+                "device_catalog": catalog.label, "catalog_path": catalog.path,
+                # what an operator needs to decide whether to extend the catalog
+                "unknown_types_in_quarantine": {str(t): n for t, n in unknown.iter_rows()},
+            },
+            "check_user_id_not_null": {
+                "placeholder_user_rows": int((rows["user_pseudonym"] == placeholder).sum()) if rows.height else 0,
+                "placeholder_user_id": PLACEHOLDER_USER_ID,
+            },
+        }
+        evaluations = pandera_evaluations(partition, rows, catalog.device_types, context, extra) if rows.height else [
+            _evaluation(r.name, partition, True, {"rows_checked": 0, **extra.get(r.name, {})}, context=context)
+            for r in PANDERA_RULES]
         counts = warehouse.query(
             f"""SELECT
                   (SELECT count(*) FROM {RAW_USAGE} WHERE partition_date = ?::DATE) AS raw_lines,

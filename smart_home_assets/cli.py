@@ -168,8 +168,43 @@ def run_daemon_until(asset: str, after: float, env: dict[str, str], timeout_s: f
             daemon.wait()
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_pipeline(first: dt.date, last: dt.date, env: dict[str, str], step: int = 1, steps: int = 4,
+                 ) -> tuple[bool, bool]:
+    """Backfill first..last through Dagster's CLI, train, predict, score and summarize.
+
+    Returns (every partition conserved, a champion beats the baselines).
+    """
     from smart_home_assets.report import print_model_summary, print_summary
+
+    days = (last - first).days + 1
+    print(f"\n[{step}/{steps}] ingest, clean and build features for {days} partitions: one CLI backfill run")
+    materialize_range(INGEST_SELECTION + ",usage_features", first, last, env)
+
+    print(f"\n[{step + 1}/{steps}] train, evaluate and promote: usage_model (with its check)")
+    materialize(["usage_model"], None, env)
+
+    holdout_first = max(first, last - dt.timedelta(days=7))
+    print(f"\n[{step + 2}/{steps}] predict with the champion for {holdout_first}..{last}, and score the predictions"
+          " whose actuals have landed")
+    materialize_range("usage_predictions", holdout_first, last, env)
+    materialize_range("prediction_feedback", holdout_first, last - dt.timedelta(days=1), env)
+
+    print(f"\n[{step + 3}/{steps}] summary")
+    conserved = print_summary(default_warehouse_path())
+    champion_ok = print_model_summary(default_warehouse_path())
+    return conserved, champion_ok
+
+
+def run_pipeline_command(args: argparse.Namespace) -> int:
+    env = dagster_env()
+    os.environ.update({k: env[k] for k in ("DAGSTER_HOME", DATA_DIR_ENV_VAR)})
+    print(f"data directory: {data_dir()}\nDAGSTER_HOME:   {env['DAGSTER_HOME']}")
+    conserved, champion_ok = run_pipeline(args.first, args.last, env)
+    return 0 if conserved and champion_ok else 1
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from smart_home_assets.report import print_model_summary
 
     env = dagster_env()
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", DATA_DIR_ENV_VAR)})
@@ -184,22 +219,7 @@ def run_demo(args: argparse.Namespace) -> int:
                                   quiet=True)
     run_simulate(simulate)
 
-    print(f"\n[2/6] ingest, clean and build features for {args.days} partitions: one CLI backfill run")
-    materialize_range(INGEST_SELECTION + ",usage_features", first, last, env)
-
-    print("\n[3/6] train, evaluate and promote: usage_model (with its check)")
-    materialize(["usage_model"], None, env)
-
-    holdout_first = last - dt.timedelta(days=7)
-    print(f"\n[4/6] predict with the champion for {holdout_first}..{last}, and score the predictions whose"
-          " actuals have landed")
-    materialize_range("usage_predictions", holdout_first, last, env)
-    materialize_range("prediction_feedback", holdout_first, last - dt.timedelta(days=1), env)
-
-    print("\n[5/6] summary")
-    conserved = print_summary(default_warehouse_path())
-    champion_ok = print_model_summary(default_warehouse_path())
-
+    conserved, champion_ok = run_pipeline(first, last, env, step=2, steps=6)
     retrained = True
     if not args.skip_daemon:
         print(f"\n[6/6] landing one more day ({today}) and letting the daemon's sensor and automation retrain"
@@ -285,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--skip-daemon", action="store_true", help="stop after the summary (no daemon step)")
     demo.add_argument("--daemon-timeout", type=float, default=600, help="seconds to wait for the retrain")
     demo.set_defaults(func=run_demo)
+
+    pipeline = sub.add_parser("pipeline", help="backfill a date range through Dagster, train, predict, summarize")
+    pipeline.add_argument("--from", dest="first", type=_date, required=True, help="first partition, YYYY-MM-DD")
+    pipeline.add_argument("--to", dest="last", type=_date, required=True, help="last partition, YYYY-MM-DD")
+    pipeline.set_defaults(func=run_pipeline_command)
 
     summary = sub.add_parser("summary", help="print rows, quarantine reasons and check results")
     summary.set_defaults(func=run_summary)

@@ -27,6 +27,10 @@ DATE_FOLDER_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # A hub id as it may appear in a file name: no path separators, no leading dot, no "..".
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,127}$")
 
+# The user id written for events whose export had none (history imports): a documented placeholder, so
+# user_id is never null; the user-id check counts rows carrying it.
+PLACEHOLDER_USER_ID = "unknown-user"
+
 # Plausible ranges for one event; beyond them a row is quarantined (see docs/data-quality.md).
 MAX_EVENT_DURATION_S = 86_400.0  # an event cannot last longer than the day it belongs to
 MAX_EVENT_ENERGY_WH = 25_000.0  # 25 kWh in one event: beyond any household appliance incl. EV charging

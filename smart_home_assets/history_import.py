@@ -62,9 +62,8 @@ from pathlib import Path
 
 import polars as pl
 
-from smart_home_assets.contract import HUB_ID_RE, UPLOAD_FIELDS
+from smart_home_assets.contract import HUB_ID_RE, PLACEHOLDER_USER_ID, UPLOAD_FIELDS
 
-PLACEHOLDER_USER_ID = "unknown-user"
 DERIVED_EVENT_ID_PREFIX = "csv-"
 DERIVED_EVENT_ID_HEX_DIGITS = 32  # 128 bits of SHA-256
 GZIP_LEVEL = 6
