@@ -36,7 +36,8 @@ TRACEBASE_ENV = SMART_HOME_DATA_DIR=$(CURDIR)/data/tracebase DAGSTER_HOME=$(CURD
 	SMART_HOME_DEVICE_CATALOG=$(CURDIR)/smart_home_assets/catalogs/tracebase.json SMART_HOME_PARTITIONS_START=2011-08-01
 tracebase: install
 	$(TRACEBASE_ENV) $(BIN)/smart-home import-csv $(TRACEBASE_CSV) --timezone Europe/Berlin --hub-timezone tracebase-sydney=Australia/Sydney
-	$(TRACEBASE_ENV) $(BIN)/smart-home pipeline --from 2011-08-01 --to 2013-06-28
+	$(TRACEBASE_ENV) $(BIN)/smart-home pipeline --from 2011-08-01 --to 2013-06-28 \
+		--model-config '{"ops": {"usage_model": {"config": {"silent_next_day_is_unknown": true}}}}'
 
 bench: install
 	$(BIN)/python -m bench

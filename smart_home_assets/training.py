@@ -75,23 +75,28 @@ _DETERMINISM: dict[str, Any] = {"deterministic": True, "force_col_wise": True, "
 # --- labels and split --------------------------------------------------------------------------------
 
 
-def attach_labels(features: pl.DataFrame) -> pl.DataFrame:
+def attach_labels(features: pl.DataFrame, silent_next_day_is_unknown: bool = False) -> pl.DataFrame:
     """Feature rows of (device, D) with :data:`LABEL` = the device's energy_wh on D+1.
 
     The label comes from the device's feature row of D+1, so a silent D+1 is a 0 label (the device was
     still in the window) and rows whose D+1 has no features yet (the last day, or a device that dropped out
     of the window) are dropped as unlabeled. Rows with too little history are dropped too.
+
+    ``silent_next_day_is_unknown``: for data where a device is not metered every day (history imports such
+    as tracebase), a day without events means "not measured", not "used nothing": such labels are dropped
+    instead of taught as zeros. The fleet contract (every hub uploads every day) keeps them as real zeros.
     """
     next_day = features.select(
         "device_id",
         partition_date=pl.col("partition_date") - pl.duration(days=1),
         **{LABEL: pl.col("energy_wh")},
+        **({"next_day_events": pl.col("event_count")} if silent_next_day_is_unknown else {}),
     )
-    return (
-        features.filter(pl.col("has_enough_history"))
-        .join(next_day, on=["device_id", "partition_date"], how="inner")
-        .sort("partition_date", "device_id")
-    )
+    labeled = features.filter(pl.col("has_enough_history")).join(next_day, on=["device_id", "partition_date"],
+                                                                 how="inner")
+    if silent_next_day_is_unknown:
+        labeled = labeled.filter(pl.col("next_day_events") > 0).drop("next_day_events")
+    return labeled.sort("partition_date", "device_id")
 
 
 def split_holdout(

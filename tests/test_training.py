@@ -7,6 +7,7 @@ device energy better (holdout MAE) than every naive baseline.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 
 import numpy as np
@@ -50,6 +51,15 @@ def test_labels_come_from_the_next_days_row():
     got = {(r["device_id"], r["partition_date"]): r[tr.LABEL] for r in labeled.to_dicts()}
     assert got == {("a", day(0)): 2.0, ("a", day(1)): 0.0, ("a", day(2)): 4.0}
     assert day(3) not in labeled["partition_date"].to_list()  # a's last day: nothing to learn from yet
+
+
+def test_unmetered_next_days_can_be_left_unlabeled_instead_of_zero():
+    features = feature_rows([("a", 0, 1.0, True), ("a", 1, 0.0, True), ("a", 2, 3.0, True)]).with_columns(
+        event_count=pl.when(pl.col("energy_wh") > 0).then(5).otherwise(0))
+    fleet = tr.attach_labels(features)
+    sparse = tr.attach_labels(features, silent_next_day_is_unknown=True)
+    assert fleet[tr.LABEL].to_list() == [0.0, 3.0]  # the fleet contract: a silent day used nothing
+    assert sparse[tr.LABEL].to_list() == [3.0]  # sparse metering: a silent day was not measured
 
 
 def test_holdout_is_the_last_days_and_never_trained_on():
@@ -176,27 +186,111 @@ def test_training_is_deterministic_and_predictions_non_negative(simulated):
     assert first.shape == (holdout.height,) and first.min() >= 0.0
 
 
-def test_model_input_has_fixed_columns_and_categories(simulated):
-    holdout = simulated["holdout"]
-    x = tr.to_model_input(holdout)
+def test_model_input_is_numeric_with_device_type_codes_from_the_models_list(simulated):
+    model, holdout = simulated["model"], simulated["holdout"]
+    types = sorted(load_device_catalog().device_types)
+    assert tr.model_device_types(model) == types  # the simulator only uses catalog types
+    x = tr.model_input(model, holdout)
     assert list(x.columns) == tr.FEATURE_COLUMNS
-    assert str(x["device_type"].dtype) == "category"
-    assert list(x["device_type"].cat.categories) == sorted(load_device_catalog().device_types)
-    assert all(str(x[c].dtype) == "float64" for c in tr.FEATURE_COLUMNS if c not in tr.CATEGORICAL_COLUMNS)
+    assert all(str(x[c].dtype) == "float64" for c in tr.FEATURE_COLUMNS)  # nothing for pyfunc to re-type
     assert tr.LABEL not in x.columns and "has_enough_history" not in x.columns
+    expected = [float(types.index(t)) for t in holdout["device_type"].to_list()]
+    assert x["device_type"].tolist() == expected
+    assert tr.model_input(model, holdout).equals(tr.to_model_input(holdout, types))
+    # A pure function of (row, list): the codes of a row do not depend on the other rows of the batch.
+    assert tr.model_input(model, holdout.tail(3))["device_type"].tolist() == expected[-3:]
+    # LightGBM knows device_type as categorical, with no pandas categories to match at scoring time.
+    assert model.booster_.pandas_categorical == []
+    assert model.booster_.dump_model()["feature_infos"]["device_type"]["values"]  # categorical: a value list
+
+
+def test_unknown_or_null_types_are_missing():
+    codes = tr.encode_device_types(["oven", "sauna", None, "fridge"], ["fridge", "oven"])
+    assert codes[0] == 1.0 and codes[3] == 0.0 and np.isnan(codes[1]) and np.isnan(codes[2])
+    with pytest.raises(ValueError, match="duplicates"):
+        tr.encode_device_types(["oven"], ["oven", "oven"])
 
 
 def test_scoring_a_frame_with_an_unseen_type_keeps_other_rows_consistent(simulated):
     model, rows = simulated["model"], simulated["holdout"].head(50)
     before = tr.predict(model, rows)
-    # A type the model never saw changes the frame's category list; LightGBM maps categories by name.
     odd = rows.head(1).with_columns(device_type=pl.lit("sauna"))
     after = tr.predict(model, pl.concat([rows, odd]))
     assert np.allclose(after[:50], before)
     assert np.isfinite(after[50]) and after[50] >= 0.0
+    # An unseen type scores exactly like a missing one (LightGBM's missing branch of every type split).
+    null_type = rows.head(1).with_columns(device_type=pl.lit(None, dtype=pl.String))
+    assert tr.predict(model, null_type)[0] == after[50]
+    # So does a negative code, which a client of the served model may send instead of null.
+    x = tr.model_input(model, null_type).assign(device_type=-1.0)
+    assert np.clip(model.predict(x), 0.0, None)[0] == after[50]
     # Only a subset of the types: same predictions as in the full frame.
     fridges = rows.filter(pl.col("device_type") == "fridge")
     assert np.allclose(tr.predict(model, fridges), before[(rows["device_type"] == "fridge").to_numpy()])
+
+
+def test_a_catalog_change_after_training_does_not_shift_the_models_codes(simulated, tmp_path, monkeypatch):
+    model, rows = simulated["model"], simulated["holdout"].head(200)
+    before = tr.predict(model, rows)
+    # A new type that sorts first would shift every code if scoring re-derived the list from the catalog.
+    catalog = tmp_path / "catalog.json"
+    types = ["aquarium", *load_device_catalog().device_types]
+    catalog.write_text(json.dumps({"name": "test", "version": "2", "device_types": types}))
+    monkeypatch.setenv("SMART_HOME_DEVICE_CATALOG", str(catalog))
+    assert tr.device_type_categories() == sorted(types)
+    assert not tr.to_model_input(rows).equals(tr.model_input(model, rows))  # the catalog's codes differ...
+    assert np.array_equal(tr.predict(model, rows), before)  # ...but predict uses the model's own list
+    # A model trained now takes the new list (catalog + seen types).
+    retrained = tr.train_model(simulated["train"].head(500), params={"n_estimators": 5})
+    assert tr.model_device_types(retrained) == sorted(types)
+
+
+def test_models_trained_on_a_pandas_categorical_still_score(simulated):
+    """Versions trained before the numeric codes (device_type as a pandas Categorical) may still be champion."""
+    import lightgbm as lgb
+    import pandas as pd
+
+    train, rows = simulated["train"].head(3000), simulated["holdout"].head(100)
+    types = sorted(load_device_catalog().device_types)
+
+    def categorical_input(frame):
+        x = tr.to_model_input(frame, types)
+        x["device_type"] = pd.Categorical(frame["device_type"].to_numpy(), categories=types)
+        return x
+
+    legacy = lgb.LGBMRegressor(n_estimators=20, verbose=-1, n_jobs=1)
+    legacy.fit(categorical_input(train), train[tr.LABEL].to_numpy(), categorical_feature=tr.CATEGORICAL_COLUMNS)
+    expected = np.clip(legacy.predict(categorical_input(rows)), 0.0, None)
+    assert np.array_equal(tr.predict(legacy, rows), expected)
+
+
+def test_the_device_type_list_survives_mlflow_save_and_load(simulated, tmp_path):
+    """mlflow.lightgbm stores an LGBMRegressor with skops (default) keeping its attributes; pyfunc, what
+    ``mlflow models serve`` runs, scores the numeric frame with nulls in the optional columns."""
+    import mlflow
+
+    model, rows = simulated["model"], simulated["holdout"].head(30)
+    path = tmp_path / "model"
+    mlflow.lightgbm.save_model(model, str(path), signature=tr.model_signature(model, simulated["holdout"]),
+                               input_example=tr.model_input(model, rows.head(3)),
+                               metadata=tr.serving_metadata(model), pip_requirements=[])
+    loaded = mlflow.lightgbm.load_model(str(path))
+    assert tr.model_device_types(loaded) == tr.model_device_types(model)
+    assert np.array_equal(tr.predict(loaded, rows), tr.predict(model, rows))
+
+    pyfunc = mlflow.pyfunc.load_model(str(path))
+    assert pyfunc.metadata.metadata["device_type_categories"] == tr.model_device_types(model)
+    inputs = {c.name: c for c in pyfunc.metadata.get_input_schema().inputs}
+    assert [n for n, c in inputs.items() if not c.required] == tr.NULLABLE_COLUMNS
+    assert {c.type.name for c in inputs.values()} == {"double"}
+    with_nulls = rows.with_columns(energy_lag_7=pl.lit(None, dtype=pl.Float64),
+                                   energy_roll7_std=pl.when(pl.int_range(pl.len()) % 2 == 0).then(None)
+                                   .otherwise(pl.col("energy_roll7_std")),
+                                   device_type=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("sauna"))
+                                   .otherwise(pl.col("device_type")))
+    x = tr.model_input(model, with_nulls)
+    assert x["energy_lag_7"].isna().all() and np.isnan(x["device_type"][0])
+    assert np.allclose(np.clip(np.asarray(pyfunc.predict(x)), 0.0, None), tr.predict(model, with_nulls))
 
 
 def test_feature_importance_and_plots(simulated, tmp_path):

@@ -32,6 +32,9 @@ class UsageModelConfig(dg.Config):
     num_leaves: int = 31
     min_child_samples: int = 20
     seed: int = 0
+    # True for data where a device is not metered every day (history imports): a next day without events
+    # is "not measured" and is neither trained on nor scored, instead of a zero label.
+    silent_next_day_is_unknown: bool = False
 
 
 def load_features(warehouse: Warehouse, training_window_days: int, holdout_days: int) -> pl.DataFrame:
@@ -67,7 +70,6 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
     to the new version only if it beats the current champion on the same holdout and the best naive baseline.
     """
     import mlflow
-    from mlflow.models import infer_signature
 
     from smart_home_assets import training
 
@@ -81,9 +83,10 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
     with mlflow_run_for_materialization(context, run_name=f"usage_model {context.run_id[:8]}") as run:
         mlflow.log_params({**params, "seed": config.seed, "holdout_days": config.holdout_days,
                            "training_window_days": config.training_window_days,
+                           "silent_next_day_is_unknown": config.silent_next_day_is_unknown,
                            "features": ",".join(training.FEATURE_COLUMNS)})
         features = load_features(warehouse, config.training_window_days, config.holdout_days)
-        labeled = training.attach_labels(features)
+        labeled = training.attach_labels(features, config.silent_next_day_is_unknown)
         train, holdout = training.split_holdout(labeled, holdout_days=config.holdout_days)
         holdout_dates = holdout["partition_date"].unique().sort()
         mlflow.log_params({"training_rows": train.height, "holdout_rows": holdout.height,
@@ -97,11 +100,9 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
         mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
         mlflow.log_metrics({f"baseline_{name}_{k}": v for name, m in baselines.items() for k, v in m.items()})
 
-        example = training.to_model_input(holdout.head(20))
-        # The signature from the whole holdout: columns that may be null there are marked optional.
-        signature = infer_signature(training.to_model_input(holdout), training.predict(model, holdout))
-        info = mlflow.lightgbm.log_model(model, name="model", signature=signature, input_example=example,
-                                         registered_model_name=REGISTERED_MODEL_NAME)
+        # mlflow.lightgbm flavor, servable with `mlflow models serve`: numeric input with the model's own
+        # device-type codes, signature from the whole holdout (nullable features optional), 20-row example.
+        info = training.log_lightgbm_model(model, holdout, registered_model_name=REGISTERED_MODEL_NAME)
         version = str(info.registered_model_version)
 
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,59 @@
+"""The champion is servable: ``mlflow models serve -m models:/smart_home_usage@champion --env-manager local``.
+
+One real server on loopback (a subprocess in its own process group, always stopped): the model is logged as
+the usage_model asset logs it (training.log_lightgbm_model), registered and aliased champion in a temporary
+SQLite MLflow store; the served predictions must be those of training.predict. Slow (the server imports
+mlflow and starts uvicorn, ~15 s) but part of the default suite. Latency is measured by
+``python -m bench.serve_latency``, not asserted here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from bench import serve_latency as serve
+from smart_home_assets import training
+
+
+@pytest.fixture(scope="module")
+def features() -> pl.DataFrame:
+    return serve.simulated_features(seed=0, hubs=8, days=30)
+
+
+@pytest.mark.slow
+def test_the_champion_is_served_by_mlflow_models_serve(features, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", serve.tracking_uri_in(tmp_path))
+    champion = serve.register_champion(tmp_path, features, n_estimators=50)
+    model, holdout = champion.model, champion.holdout
+    aliased = mlflow.MlflowClient().get_model_version_by_alias(serve.REGISTERED_MODEL_NAME, serve.CHAMPION_ALIAS)
+    assert str(aliased.version) == champion.version
+
+    rows = holdout.head(6)
+    # Nulls where features may be null, and a type the model never saw (scored as missing).
+    odd = holdout.slice(6, 2).with_columns(
+        energy_lag_7=pl.lit(None, dtype=pl.Float64), energy_roll7_std=pl.lit(None, dtype=pl.Float64),
+        energy_roll28_std=pl.lit(None, dtype=pl.Float64), device_type=pl.Series(["sauna", "fridge"]))
+    batch = pl.concat([rows, odd])
+    x = training.model_input(model, batch)
+    assert x["energy_lag_7"].isna().sum() == 2 and x["device_type"].isna().sum() == 1
+
+    with serve.serving(champion.tracking_uri, tmp_path / "serve.log") as url:
+        assert url.startswith("http://127.0.0.1:")
+        conn = serve.connect(url)
+        try:
+            served = serve.invoke(conn, serve.request_body(x))
+            # A single row whose optional columns are all null (JSON null -> an all-None column).
+            single = serve.invoke(conn, serve.request_body(x.iloc[[7]]))
+        finally:
+            conn.close()
+
+    assert served.shape == (batch.height,)
+    # The server returns the raw model output; training.predict clips it at 0 (energy is never negative).
+    assert np.allclose(served, model.predict(x))
+    assert np.allclose(np.clip(served, 0.0, None), training.predict(model, batch))
+    assert np.allclose(single, served[7:8])
+    assert "Started server process" in (tmp_path / "serve.log").read_text(errors="replace")
