@@ -217,8 +217,9 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
     env = dagster_env()
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", DATA_DIR_ENV_VAR)})
     print(f"data directory: {data_dir()}\nDAGSTER_HOME:   {env['DAGSTER_HOME']}")
-    conserved, champion_ok = run_pipeline(args.first, args.last, env, model_config=args.model_config)
-    return 0 if conserved and champion_ok else 1
+    conserved, _ = run_pipeline(args.first, args.last, env, model_config=args.model_config)
+    # Whether a model beats the baselines is a finding on the user's data (printed above), not a failure.
+    return 0 if conserved else 1
 
 
 def run_demo(args: argparse.Namespace) -> int:
