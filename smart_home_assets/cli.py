@@ -246,6 +246,12 @@ def run_demo(args: argparse.Namespace) -> int:
         before = latest_materialization_time("usage_model")
         started = time.time()
         run_simulate(argparse.Namespace(**{**vars(simulate), "days": 1, "start": today}))
+        # On a second run the same day, the simulator finds identical files and keeps them: re-upload them
+        # (a hub may re-upload a day), so the sensor sees changed files either way.
+        now = time.time()
+        for upload in (default_landing_dir() / today.isoformat()).iterdir():
+            if not upload.name.startswith("."):
+                os.utime(upload, (now, now))
         retrained = run_daemon_until("usage_model", before, env, timeout_s=args.daemon_timeout)
         print("  runs launched by the daemon:")
         for run_id, what, trigger in runs_since(started):
