@@ -23,6 +23,19 @@ def target_materialization(instance: dg.DagsterInstance, asset_key: dg.AssetKey,
         run_id=records[0].event_log_entry.run_id, storage_id=records[0].storage_id, timestamp=records[0].timestamp)
 
 
+_targets: dict[tuple[str, dg.AssetKey, str], AssetCheckEvaluationTargetMaterializationData | None] = {}
+
+
+def _cached_target(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey, partition: str):
+    """One lookup per (asset, partition) in a check step, not one per check: a step evaluates many checks."""
+    key = (context.op_execution_context.run_id, asset_key, partition)
+    if key not in _targets:
+        if len(_targets) > 10_000:
+            _targets.clear()
+        _targets[key] = target_materialization(context.instance, asset_key, partition)
+    return _targets[key]
+
+
 def partition_evaluation(context: dg.AssetCheckExecutionContext | None, asset_key: dg.AssetKey, check_name: str,
                          partition: str, passed: bool, metadata: dict, *, blocking: bool = True,
                          severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckEvaluation:
@@ -30,7 +43,7 @@ def partition_evaluation(context: dg.AssetCheckExecutionContext | None, asset_ke
     return dg.AssetCheckEvaluation(
         asset_key=asset_key, check_name=check_name, passed=passed, metadata=metadata, severity=severity,
         blocking=blocking, partition=partition, description=None,
-        target_materialization_data=target_materialization(context.instance, asset_key, partition) if context else None,
+        target_materialization_data=_cached_target(context, asset_key, partition) if context else None,
     )
 
 
