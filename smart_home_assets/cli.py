@@ -82,6 +82,7 @@ def materialize_range(selection: str, first: dt.date, last: dt.date, env: dict[s
 def _run_logged(command: list[str], env: dict[str, str], name: str, allow_failed_checks: bool = False) -> bool:
     """Run a dagster CLI command with its log in <data>/logs; False when only a blocking check failed
     (and ``allow_failed_checks``), an exit with the first errors otherwise."""
+    recover(env)
     print("$ " + " ".join(command), flush=True)
     started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -99,6 +100,33 @@ def _run_logged(command: list[str], env: dict[str, str], name: str, allow_failed
                          + "\n".join(failures))
     print(f"  run succeeded in {time.perf_counter() - started:.0f}s; log: {log}")
     return True
+
+
+def recover(env: dict[str, str]) -> list[str]:
+    """Free what runs killed earlier still hold (see smart_home_assets.recovery), and say so."""
+    import dagster as dg
+
+    from smart_home_assets.recovery import recover_dead_runs
+
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    try:
+        with dg.DagsterInstance.get() as instance:
+            recovered = recover_dead_runs(instance)
+    finally:
+        if previous is None:
+            os.environ.pop("DAGSTER_HOME")
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+    for run_id in recovered:
+        print(f"  recovered run {run_id[:8]}: its process had died; marked failed, its pool slot freed")
+    return recovered
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    recovered = recover(dagster_env())
+    print(f"{len(recovered)} dead run(s) recovered")
+    return 0
 
 
 def _only_checks_failed(output: str) -> bool:
@@ -328,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--to", dest="last", type=_date, required=True, help="last partition, YYYY-MM-DD")
     pipeline.add_argument("--model-config", help="run config JSON for usage_model (dagster --config-json)")
     pipeline.set_defaults(func=run_pipeline_command)
+
+    rec = sub.add_parser("recover", help="after a crash with no daemon: fail dead runs and free their pool slots")
+    rec.set_defaults(func=run_recover)
 
     summary = sub.add_parser("summary", help="print rows, quarantine reasons and check results")
     summary.set_defaults(func=run_summary)
