@@ -11,6 +11,7 @@ import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 from dagster import ConfigurableResource
 
@@ -57,7 +58,7 @@ def hub_id_from_file_name(name: str) -> str | None:
     for suffix in UPLOAD_SUFFIXES:
         if name.endswith(suffix):
             stem = name[: -len(suffix)]
-            return stem if HUB_ID_RE.match(stem) else None
+            return stem if HUB_ID_RE.fullmatch(stem) else None  # fullmatch: "$" alone lets a final "\n" in
     return None
 
 
@@ -71,15 +72,28 @@ def _classify(root: Path, day: str, entry: os.DirEntry) -> LandingFile | None:
     except OSError:
         return None  # vanished between listing and stat: the next scan sees the final state
     problem = None
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 in the name: recorded with them escaped, never read
+        name = os.fsencode(name).decode("utf-8", errors="backslashreplace")
+        problem = "bad_file_name"
     if entry.is_symlink():
-        target = path.resolve()
-        if not target.is_relative_to(root):
+        try:
+            target = path.resolve()
+        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+            target = None
+        if target is None:
+            problem = problem or "broken_symlink"
+        elif not target.is_relative_to(root):
             problem = "symlink_outside_landing"
         else:
             try:
                 stat = target.stat()
             except OSError:
-                problem = "broken_symlink"
+                problem = problem or "broken_symlink"
+            else:
+                if not S_ISREG(stat.st_mode):  # a folder or a FIFO (reading one would block the run)
+                    problem = problem or "unreadable_file"
     elif not entry.is_file():
         return None
     hub_id = hub_id_from_file_name(name)

@@ -63,6 +63,39 @@ class FileRead:
     problem: str | None = None  # file-level: truncated_gzip, not_gzip, not_utf8, unreadable_file, or a landing problem
     tail: str | None = None  # for a truncated gzip: the partial last line that could not be completed
     invalid_utf8: bool = False  # some bytes were not UTF-8: the lines holding them are marked not_utf8
+    # With invalid_utf8: the text decoded with backslash escapes instead of U+FFFD. Its lines differ from
+    # ``text``'s exactly where invalid bytes were (a U+FFFD the hub really sent is the same in both).
+    escaped_text: str | None = None
+
+
+def gunzip(data: bytes) -> tuple[bytes, str | None]:
+    """Every member of a gzip file (appending to a .gz adds a member) and truncated_gzip / not_gzip or None.
+
+    Trailing zero padding is ignored, as gzip does. Bytes after a complete member that are not another
+    member are ``not_gzip``: the members before them are kept. Each member's input is fed in slices that
+    double from 256 bytes, so what zlib copies past a member's end stays within the member's own size
+    (many tiny members are not quadratic).
+    """
+    out: list[bytes] = []
+    view = memoryview(data)
+    pos = 0
+    while True:
+        decompressor = zlib.decompressobj(wbits=31)
+        size = 256
+        try:
+            while not decompressor.eof and pos < len(data):
+                piece = view[pos:pos + size]
+                pos += len(piece)
+                size = min(size * 2, 1 << 20)
+                out.append(decompressor.decompress(piece))
+            out.append(decompressor.flush())
+        except zlib.error:
+            return b"".join(out), NOT_GZIP
+        if not decompressor.eof:
+            return b"".join(out), TRUNCATED_GZIP
+        pos -= len(decompressor.unused_data)
+        if pos == len(data) or (data[pos] == 0 and data.count(b"\0", pos) == len(data) - pos):
+            return b"".join(out), None
 
 
 def decode_upload(data: bytes, gzipped: bool) -> FileRead:
@@ -70,25 +103,19 @@ def decode_upload(data: bytes, gzipped: bool) -> FileRead:
     problem = None
     tail = None
     if gzipped:
-        decompressor = zlib.decompressobj(wbits=31)
-        try:
-            data = decompressor.decompress(data) + decompressor.flush()
-            complete = decompressor.eof
-        except zlib.error:
+        data, problem = gunzip(data)
+        if problem == NOT_GZIP and not data:
             return FileRead(text="", problem=NOT_GZIP)
-        if not complete:
-            problem = TRUNCATED_GZIP
+        if problem == TRUNCATED_GZIP:
             cut = data.rfind(b"\n") + 1
             data, tail_bytes = data[:cut], data[cut:]
             tail = tail_bytes.decode("utf-8", errors="replace")
-    invalid_utf8 = False
     try:
-        text = data.decode("utf-8")
+        return FileRead(text=data.decode("utf-8").removeprefix("\ufeff"), problem=problem, tail=tail)
     except UnicodeDecodeError:
-        text = data.decode("utf-8", errors="replace")
-        invalid_utf8 = True
-        problem = problem or NOT_UTF8
-    return FileRead(text=text.removeprefix("\ufeff"), problem=problem, tail=tail, invalid_utf8=invalid_utf8)
+        return FileRead(text=data.decode("utf-8", errors="replace").removeprefix("\ufeff"),
+                        problem=problem or NOT_UTF8, tail=tail, invalid_utf8=True,
+                        escaped_text=data.decode("utf-8", errors="backslashreplace").removeprefix("\ufeff"))
 
 
 def read_upload(file: LandingFile) -> FileRead:
@@ -116,14 +143,14 @@ def lines_frame(partition_key: str, files: Iterable[LandingFile]) -> tuple[pl.Da
     for file in files:
         read = read_upload(file)
         lines = split_lines(read.text)
-        line_problem = NOT_UTF8 if read.invalid_utf8 else None
+        invalid = (lines != split_lines(read.escaped_text)) if read.invalid_utf8 else None
         frame = pl.DataFrame({"raw_line": lines}).with_columns(
             source_file=pl.lit(file.relative_path),
             file_hub_id=pl.lit(file.hub_id, dtype=pl.String),
             line_number=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
             line_problem=(
-                pl.when(pl.col("raw_line").str.contains("\ufffd", literal=True)).then(pl.lit(line_problem))
-                if line_problem else pl.lit(None, dtype=pl.String)
+                pl.when(pl.lit(invalid)).then(pl.lit(NOT_UTF8))
+                if invalid is not None else pl.lit(None, dtype=pl.String)
             ),
         )
         if read.problem and read.problem != NOT_UTF8:
