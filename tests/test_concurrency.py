@@ -1,0 +1,99 @@
+"""Many runs at once against the one DuckDB file, through the real daemon and run queue: sensor-triggered
+partitions, a CLI backfill, a manual materialization of an overlapping partition and a retrain. No lock failures,
+no lost or duplicated rows, and the final state equals running them one after another.
+"""
+
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from smart_home_assets.simulate import simulate_fleet
+from tests.test_crash_safety import snapshot_tables
+
+pytestmark = pytest.mark.slow
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+FIRST, DAYS = dt.date(2026, 6, 1), 21
+LAST = FIRST + dt.timedelta(days=DAYS - 1)
+INGEST = "raw_usage,device_usage,device_usage_quarantine,usage_features"
+# usage_features is left out of the comparison on purpose: a day's features read 28 days back, and a run that
+# builds day D's features before another run has written an earlier day keeps stale lags (the lookback is not yet
+# part of the lineage: docs/mlops-pipeline.md). The partition-local tables must match exactly.
+COMPARED = ("raw_usage", "device_usage", "device_usage_quarantine")
+MATERIALIZE = [str(BIN / "dagster"), "asset", "materialize", "-m", "smart_home_assets.definitions"]
+
+
+def environment(root: Path) -> dict[str, str]:
+    (root / "home").mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", root / "home" / "dagster.yaml")
+    env = {**os.environ, "SMART_HOME_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "home"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'data' / 'mlflow.db'}"}
+    for var in ("SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV", "SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE"):
+        env.pop(var, None)
+    simulate_fleet(root / "data" / "landing", hubs=20, days=DAYS, start=FIRST, fault_rate=0.02, seed=4,
+                   events_per_hub=60)
+    return env
+
+
+def check(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_concurrent_runs_through_the_daemon_equal_a_sequential_run(tmp_path):
+    # the sequential reference: one backfill of every day, nothing else running
+    sequential = environment(tmp_path / "sequential")
+    check(subprocess.run(MATERIALIZE + ["--select", INGEST, "--partition-range", f"{FIRST}...{LAST}"],
+                         env=sequential, capture_output=True, text=True, timeout=600))
+    expected = snapshot_tables(tmp_path / "sequential" / "data" / "warehouse.duckdb", COMPARED)
+
+    env = environment(tmp_path / "concurrent")
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+                              env={**env, "PATH": f"{BIN}{os.pathsep}{env['PATH']}"}, cwd=PROJECT_ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        # the sensor queues one raw_usage run per day while these run at once in their own processes
+        cli = [
+            subprocess.Popen(MATERIALIZE + ["--select", INGEST, "--partition-range", f"{FIRST}...{LAST}"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+            subprocess.Popen(MATERIALIZE + ["--select", INGEST, "--partition", str(FIRST + dt.timedelta(days=3))],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+            subprocess.Popen(MATERIALIZE + ["--select", INGEST, "--partition-range",
+                                            f"{FIRST + dt.timedelta(days=10)}...{LAST}"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+        ]
+        outputs = [p.communicate(timeout=900)[0] for p in cli]
+        for process, output in zip(cli, outputs):
+            assert process.returncode == 0, output[-3000:]
+        # a retrain on top, while the daemon's sensor and automation runs may still be going
+        check(subprocess.run(MATERIALIZE + ["--select", "usage_model"], env=env, capture_output=True, text=True,
+                             timeout=600))
+        deadline = time.monotonic() + 600
+        os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+        try:
+            with dg.DagsterInstance.get() as instance:
+                while time.monotonic() < deadline:
+                    runs = instance.get_runs()
+                    sensor_runs = [r for r in runs if r.tags.get("dagster/sensor_name") == "landing_zone_sensor"]
+                    busy = [r for r in runs if not r.is_finished]
+                    if len(sensor_runs) >= DAYS and not busy:
+                        break
+                    time.sleep(5)
+                runs = instance.get_runs()
+        finally:
+            os.environ.pop("DAGSTER_HOME")
+    finally:
+        os.killpg(daemon.pid, signal.SIGKILL)
+        daemon.wait()
+    failed = [(r.run_id[:8], r.status.value, dict(r.tags)) for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
+    assert failed == [], failed  # no lock errors, no failed steps
+    assert len(runs) >= 5 + DAYS - 1
+    assert snapshot_tables(tmp_path / "concurrent" / "data" / "warehouse.duckdb", COMPARED) == expected
