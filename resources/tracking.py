@@ -11,6 +11,9 @@ guarded in :func:`mlflow_run_for_materialization` (see docs/mlops-pipeline.md):
 from __future__ import annotations
 
 import os
+import socket
+import urllib.parse
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,6 +25,37 @@ EXPERIMENT_NAME = "smart_home_usage"
 REGISTERED_MODEL_NAME = "smart_home_usage"
 CHAMPION_ALIAS = "champion"
 TRACKING_URI_ENV_VAR = "MLFLOW_TRACKING_URI"
+# How long to wait for a tracking server's port before giving up (mlflow's own HTTP retries take minutes).
+CONNECT_TIMEOUT_S = 5.0
+
+
+class TrackingServerUnreachable(RuntimeError):
+    pass
+
+
+def redact_uri(uri: str, text: str | None = None) -> str:
+    """``text`` (default: ``uri`` itself) with the password of ``uri``'s user info (``http://user:secret@host``)
+    replaced by ``***``: mlflow's error messages repeat the URI as given."""
+    text = uri if text is None else text
+    password = urllib.parse.urlsplit(uri).password
+    return text.replace(password, "***") if password else text
+
+
+def check_reachable(uri: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """For an http(s) tracking server, fail within ``timeout`` seconds when nothing accepts a connection on
+    its host and port. Other stores (sqlite, file, databases) and servers behind a proxy are not checked."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(parts.hostname):
+        return  # the proxy decides; mlflow's requests go through it
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise TrackingServerUnreachable(
+            f"MLflow tracking server {redact_uri(uri)} is unreachable: no connection to {parts.hostname}:{port} "
+            f"within {timeout:g} s ({exc})") from None
 
 
 def default_tracking_uri() -> str:
@@ -60,10 +94,15 @@ def mlflow_tracking(context: dg.InitResourceContext):
     from dagster_mlflow.resources import MlFlow
 
     uri = context.resource_config.get("mlflow_tracking_uri") or default_tracking_uri()
+    check_reachable(uri)  # seconds, not the minutes of mlflow's HTTP retries
     try:
         ensure_experiment(uri)
     except Exception as exc:  # a clear message instead of a driver stack trace
-        raise RuntimeError(f"MLflow tracking store {uri!r} is unreachable: {type(exc).__name__}: {exc}") from exc
+        raw = f"MLflow tracking store {uri!r} is unreachable: {type(exc).__name__}: {exc}"
+        message = redact_uri(uri, raw)
+        if message != raw:  # the cause repeats the credentials: keep them out of the event log
+            raise RuntimeError(message) from None
+        raise RuntimeError(message) from exc
     config = {**context.resource_config, "mlflow_tracking_uri": uri}
     return MlFlow(_ContextWithConfig(context, config))
 
@@ -100,7 +139,11 @@ def mlflow_run_for_materialization(context: dg.AssetExecutionContext, run_name: 
                          "dagster_run_id": context.run_id})
         yield active
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        try:
+            mlflow.end_run(status="FAILED")
+        except Exception as exc:  # e.g. the server is gone: report the original error, not this one
+            context.log.warning(redact_uri(mlflow.get_tracking_uri(), f"could not mark MLflow run "
+                                f"{active.info.run_id} FAILED, it stays RUNNING in the store: {type(exc).__name__}: {exc}"))
         raise
     mlflow.end_run(status="FINISHED")
 
@@ -116,6 +159,7 @@ class ModelRegistry(dg.ConfigurableResource):
     def client(self):
         import mlflow
 
+        check_reachable(self.uri())
         mlflow.set_tracking_uri(self.uri())
         return mlflow.MlflowClient(tracking_uri=self.uri())
 

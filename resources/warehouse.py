@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,12 +55,20 @@ class Warehouse(DuckDBResource):
 
     @contextmanager
     def connect(self):
-        """A read-write connection (retried with backoff while another process holds the file)."""
+        """A read-write connection, retried with backoff (about 100 s) only while another process holds the
+        file lock; any other error (read-only file system, no such folder, no space) fails at once, naming
+        the file. (DuckDBResource.get_connection retries every IOException for 100 s.)"""
         path = self.path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self.model_copy(update={"database": str(path)}).get_connection() as conn:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WarehouseError(f"cannot create the folder of warehouse {path}: {exc}") from exc
+        conn = _connect_read_write(path, {"custom_user_agent": "dagster", **self.connection_config})
+        try:
             conn.execute("SET TimeZone = 'UTC'")
             yield conn
+        finally:
+            conn.close()
 
     def replace_partitions(self, tables: Mapping[str, pl.DataFrame], partition_keys: Sequence[str]) -> None:
         """Replace ``partition_keys`` of every table in ``tables`` with the given frames, in one transaction.
@@ -83,8 +92,14 @@ class Warehouse(DuckDBResource):
                 for table, frame in tables.items():
                     self._replace_in_transaction(conn, table, frame, dates)
                 conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                try:
+                    conn.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # a failed COMMIT (e.g. no space left) has already ended the transaction
+                if isinstance(exc, duckdb.Error):
+                    raise WarehouseError(f"writing {list(tables)} to warehouse {self.path()} failed, nothing was "
+                                         f"changed: {exc}") from exc
                 raise
 
     @staticmethod
@@ -130,6 +145,23 @@ class Warehouse(DuckDBResource):
                 f"SELECT {select} FROM {name} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[]))",
                 [partition_dates(partition_keys)],
             ).pl()
+
+
+LOCK_RETRY_DELAYS_S = tuple(0.1 * 2**i for i in range(10))  # 0.1 s .. 51.2 s, about 100 s in all
+
+
+def _connect_read_write(path: Path, config: dict) -> duckdb.DuckDBPyConnection:
+    for delay in (*LOCK_RETRY_DELAYS_S, None):
+        try:
+            return duckdb.connect(str(path), read_only=False, config=config)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise WarehouseError(f"cannot open warehouse {path} for writing: {exc}") from exc
+            if delay is None:
+                raise WarehouseError(f"warehouse {path} stayed locked by another process for about "
+                                     f"{sum(LOCK_RETRY_DELAYS_S):.0f} s: {exc}") from exc
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def open_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
