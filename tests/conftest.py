@@ -52,3 +52,19 @@ def project_env(tmp_path, monkeypatch) -> dict[str, Path]:
                 "SMART_HOME_DEVICE_CATALOG"):
         monkeypatch.delenv(var, raising=False)
     return {"data": data, "landing": data / "landing", "home": home, "warehouse": data / "warehouse.duckdb"}
+
+
+def simulated_features(start: dt.date, days: int, hubs: int = 25, seed: int = 3, events_per_hub: int = 80):
+    """usage_features rows of a simulated fleet over ``days`` days from ``start``, built with the pure functions
+    (no warehouse): enough history for the first model to beat the naive baselines."""
+    import polars as pl
+
+    from smart_home_assets.features import build_features, daily_device_usage
+    from smart_home_assets.simulate import build_fleet, simulate_hub_day
+
+    fleet = build_fleet(seed, hubs)
+    events = pl.concat([simulate_hub_day(hub, start + dt.timedelta(days=d), seed=seed,
+                                         events_per_hub=events_per_hub).to_frame()
+                        for d in range(days) for hub in fleet])
+    daily = daily_device_usage(events.with_columns(partition_date=pl.col("event_timestamp").dt.date()))
+    return pl.concat([build_features(daily, start + dt.timedelta(days=d)) for d in range(days)])

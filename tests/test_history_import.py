@@ -340,7 +340,6 @@ def test_import_of_the_real_tracebase_export(tmp_path):
     assert {line["device_type"] for line in lines} <= catalog
     assert {line["hub_id"] for line in lines} == {"tracebase-darmstadt", "tracebase-sydney"}
     assert all(rel.split("/")[0] == line["event_timestamp"][:10] for rel, ls in files.items() for line in ls)
-    assert elapsed < 30, f"import took {elapsed:.1f}s"
 
     # The pipeline's own ingest + cleaning with the tracebase catalog (every 10th day and every Sydney day, to
     # stay fast): all rows are judged as data, none for their format, none for an unknown device type.

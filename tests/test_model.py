@@ -6,14 +6,13 @@ import dagster as dg
 import polars as pl
 import pytest
 
+
 from resources import LandingZone, PseudonymizationKey, Warehouse
-from resources.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, ModelRegistry, mlflow_tracking
-from smart_home_assets.assets.features import usage_features
+from resources.tracking import REGISTERED_MODEL_NAME, ModelRegistry, mlflow_tracking
 from smart_home_assets.assets.model import usage_model
 from smart_home_assets.assets.predictions import usage_predictions
-from smart_home_assets.features import build_features, daily_device_usage
-from smart_home_assets.simulate import build_fleet, simulate_hub_day
 from smart_home_assets.tables import USAGE_FEATURES
+from tests.conftest import simulated_features
 
 START, DAYS = dt.date(2026, 1, 5), 40
 LAST = START + dt.timedelta(days=DAYS - 1)
@@ -22,11 +21,7 @@ LAST = START + dt.timedelta(days=DAYS - 1)
 @pytest.fixture(scope="module")
 def features() -> pl.DataFrame:
     """Features of 25 simulated hubs over 40 days (computed once, written per test into a fresh warehouse)."""
-    fleet = build_fleet(3, 25)
-    events = pl.concat([simulate_hub_day(hub, START + dt.timedelta(days=d), seed=3, events_per_hub=80).to_frame()
-                        for d in range(DAYS) for hub in fleet])
-    daily = daily_device_usage(events.with_columns(partition_date=pl.col("event_timestamp").dt.date()))
-    return pl.concat([build_features(daily, START + dt.timedelta(days=d)) for d in range(DAYS)])
+    return simulated_features(START, DAYS)
 
 
 @pytest.fixture
