@@ -263,17 +263,19 @@ def machine_note() -> str:
             f"1 uvicorn worker, client and server on the same machine")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.serve_latency", description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=500, help="counted requests (default 500)")
-    parser.add_argument("--warmup", type=int, default=20, help="uncounted requests first (default 20)")
-    parser.add_argument("--max-seconds", type=float, default=120.0, help="stop measuring after this (default 120)")
-    parser.add_argument("--fresh-connections", action="store_true", help="a new TCP connection per request")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (MLflow store, log)")
-    args = parser.parse_args(argv)
-    if not 1 <= args.requests <= MAX_REQUESTS or args.warmup < 0 or args.max_seconds <= 0:
-        parser.error(f"--requests must be 1..{MAX_REQUESTS}, --warmup >= 0, --max-seconds > 0")
+@dataclass
+class LatencyResult:
+    seconds: np.ndarray  # one entry per counted request
+    in_process_seconds: np.ndarray  # model.predict of one row, no HTTP
+    version: str
+    trees: int
+    ready_s: float  # server start until /ping answers
+    command: str
 
+
+def measure_latency(requests: int = 500, warmup: int = 20, max_seconds: float = 120.0,
+                    fresh_connections: bool = False, keep: bool = False) -> LatencyResult:
+    """Train and register a champion in a temporary store, serve it, and time ``requests`` single-row calls."""
     tmp = Path(tempfile.mkdtemp(prefix="serve_latency_"))
     try:
         print(f"setup in {tmp}: simulated features, training, logging, registering ...", flush=True)
@@ -288,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serving: {command}", flush=True)
         t0 = time.monotonic()
         with serving(champion.tracking_uri, tmp / "serve.log", port=port) as url:
-            print(f"ready after {time.monotonic() - t0:.1f} s", flush=True)
+            ready_s = time.monotonic() - t0
+            print(f"ready after {ready_s:.1f} s", flush=True)
             conn = connect(url)
             try:  # the served model is the one trained here
                 served = invoke(conn, request_body(x))
@@ -296,29 +299,44 @@ def main(argv: list[str] | None = None) -> int:
                 conn.close()
             if not np.allclose(np.clip(served, 0.0, None), expected):
                 raise SystemExit("served predictions differ from training.predict")
-            seconds = measure(url, bodies, args.requests, args.warmup, args.max_seconds, args.fresh_connections)
+            seconds = measure(url, bodies, requests, warmup, max_seconds, fresh_connections)
         in_process = []
-        for i in range(min(args.requests, 200)):
+        for i in range(min(requests, 200)):
             one = x.iloc[[i % len(x)]]
             t0 = time.perf_counter()
             champion.model.predict(one)
             in_process.append(time.perf_counter() - t0)
     finally:
-        if args.keep:
+        if keep:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    return LatencyResult(seconds, np.asarray(in_process), champion.version, champion.model.booster_.num_trees(),
+                         ready_s, command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.serve_latency", description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=500, help="counted requests (default 500)")
+    parser.add_argument("--warmup", type=int, default=20, help="uncounted requests first (default 20)")
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="stop measuring after this (default 120)")
+    parser.add_argument("--fresh-connections", action="store_true", help="a new TCP connection per request")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (MLflow store, log)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.requests <= MAX_REQUESTS or args.warmup < 0 or args.max_seconds <= 0:
+        parser.error(f"--requests must be 1..{MAX_REQUESTS}, --warmup >= 0, --max-seconds > 0")
+    result = measure_latency(args.requests, args.warmup, args.max_seconds, args.fresh_connections, args.keep)
+    seconds = result.seconds
     if seconds.size == 0:
         print("no request measured")
         return 1
     ms = seconds * 1000.0
     connection = "a new TCP connection per request" if args.fresh_connections else "one keep-alive connection"
-    trees = champion.model.booster_.num_trees()
-    print(f"\nmodel {CHAMPION_URI} (version {champion.version}, {trees} trees); {seconds.size} sequential single-row "
-          f"POST /invocations (dataframe_split, 18 features) on {connection}, after {args.warmup} warm-up")
+    print(f"\nmodel {CHAMPION_URI} (version {result.version}, {result.trees} trees); {seconds.size} sequential "
+          f"single-row POST /invocations (dataframe_split, 18 features) on {connection}, after {args.warmup} warm-up")
     print(f"latency ms: p50 {np.percentile(ms, 50):.2f}  p99 {np.percentile(ms, 99):.2f}  "
           f"mean {ms.mean():.2f}  min {ms.min():.2f}  max {ms.max():.2f}")
-    local = np.asarray(in_process) * 1000.0
+    local = result.in_process_seconds * 1000.0
     print(f"in-process model.predict of one row ({local.size} calls), ms: p50 {np.percentile(local, 50):.2f}  "
           f"p99 {np.percentile(local, 99):.2f}")
     print(f"machine: {machine_note()}")

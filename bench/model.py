@@ -1,0 +1,80 @@
+"""The model: training time against training rows, batch scoring throughput, one-request serving latency.
+
+* Features of a simulated fleet (full: 200 hubs x 60 days, quick: 20 hubs), built with the pipeline's pure
+  functions; labels and the time-based holdout as the usage_model asset makes them.
+* Training: :func:`smart_home_assets.training.train_model` (the asset's default parameters: 300 trees) on the
+  earliest 25 %, 50 % and 100 % of the training rows, interleaved.
+* Batch scoring: :func:`training.predict` over every feature row (what usage_predictions does per day, at once).
+* Serving: :func:`bench.serve_latency.measure_latency`: ``mlflow models serve`` of the champion on loopback,
+  500 sequential single-row requests after 20 warm-up ones, a fresh server per repeat.
+
+Training and scoring run in this process (lightgbm with the project's 2 threads); times are wall clock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from bench import serve_latency
+from bench.harness import Scale, median
+from smart_home_assets import training
+
+FULL_HUBS, DAYS, EVENTS_PER_HUB = 200, 60, 150
+FRACTIONS = (0.25, 0.5, 1.0)
+
+
+def timed(fn) -> tuple[float, object]:
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+def run(scale: Scale) -> dict:
+    hubs = scale.hubs(FULL_HUBS, minimum=10)
+    build_s, features = timed(lambda: serve_latency.simulated_features(seed=0, hubs=hubs, days=DAYS,
+                                                                        events_per_hub=EVENTS_PER_HUB))
+    train, holdout = training.split_holdout(training.attach_labels(features))
+    sizes = {f: train.head(round(train.height * f)) for f in FRACTIONS}
+    train_s: dict[float, list[float]] = {f: [] for f in FRACTIONS}
+    score_s: list[float] = []
+    model = None
+    for i in range(scale.repeats):
+        for f, rows in sizes.items():
+            seconds, model = timed(lambda rows=rows: training.train_model(rows, seed=0))
+            train_s[f].append(seconds)
+            print(f"    train {rows.height} rows #{i + 1}: {seconds:.2f} s", flush=True)
+        seconds, _ = timed(lambda: training.predict(model, features))
+        score_s.append(seconds)
+        print(f"    score {features.height} rows #{i + 1}: {seconds:.2f} s", flush=True)
+    mae = training.evaluate(model, holdout)["mae"]
+
+    latencies = []
+    previous_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        for i in range(scale.repeats):
+            result = serve_latency.measure_latency(requests=500, warmup=20, max_seconds=120.0)
+            ms = result.seconds * 1000.0
+            latencies.append({"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                              "mean_ms": float(ms.mean()), "requests": int(ms.size), "ready_s": result.ready_s,
+                              "in_process_p50_ms": float(np.percentile(result.in_process_seconds * 1000.0, 50))})
+            print(f"    serve #{i + 1}: p50 {latencies[-1]['p50_ms']:.2f} ms, p99 {latencies[-1]['p99_ms']:.2f} ms",
+                  flush=True)
+            command = result.command
+    finally:
+        if previous_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_uri
+    return {
+        "hubs": hubs, "days": DAYS, "feature_rows": features.height, "features_build_s": build_s,
+        "holdout_rows": holdout.height, "holdout_mae": mae,
+        "training": [{"rows": sizes[f].height, "wall_s": median(train_s[f]), "all_s": train_s[f]} for f in FRACTIONS],
+        "scoring": {"rows": features.height, "wall_s": median(score_s), "rows_per_s": features.height / median(score_s),
+                    "all_s": score_s},
+        "serving": {"runs": latencies, "p50_ms": median([r["p50_ms"] for r in latencies]),
+                    "p99_ms": median([r["p99_ms"] for r in latencies]),
+                    "in_process_p50_ms": median([r["in_process_p50_ms"] for r in latencies]), "command": command},
+    }

@@ -1,0 +1,301 @@
+"""Render docs/benchmarks.md from bench/results/*.json: the machine, the commands, every figure (median of
+the interleaved repeats) and each target of issue 6 with its measured value, ratio and PASS / MISS.
+
+Hand-written findings (profiles, fixes with before/after) live in bench/findings.md and are included as they are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.harness import DOC_PATH, load_results, machine_facts
+
+FINDINGS = Path(__file__).with_name("findings.md")
+GIB_MIB = 1024.0
+
+
+@dataclass
+class Target:
+    name: str
+    target: str
+    measured: str
+    ok: bool | None  # None: not measured
+    note: str = ""
+
+    def row(self) -> str:
+        verdict = "not measured" if self.ok is None else ("PASS" if self.ok else "**MISS**")
+        return f"| {self.name} | {self.target} | {self.measured} | {verdict} | {self.note} |"
+
+
+def fmt_s(seconds: float | None) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "-"
+    return f"{seconds:.2f} s" if seconds < 100 else f"{seconds:.0f} s"
+
+
+def fmt_n(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+def usable(result: dict | None) -> bool:
+    return bool(result) and "error" not in result
+
+
+def per_event_us(pipeline: dict, competitor: str) -> float:
+    return pipeline["per_event_s"][competitor] * 1e6
+
+
+# --- targets ------------------------------------------------------------------------------------------------
+
+
+def targets(results: dict[str, dict]) -> list[Target]:
+    rows: list[Target] = []
+    pipeline, fixed, backfill = results.get("pipeline"), results.get("fixed_cost"), results.get("backfill")
+    load, model, fresh = results.get("load_time"), results.get("model"), results.get("freshness")
+
+    if usable(pipeline):
+        project, bare, pandas = (per_event_us(pipeline, c) for c in ("project", "bare", "pandas"))
+        ratio = project / bare
+        rows.append(Target("per-event cost vs bare engine", "project ≤ 1.3 × bare",
+                           f"{project:.2f} µs vs {bare:.2f} µs: {ratio:.2f} ×", ratio <= 1.3))
+        ratio = project / pandas
+        rows.append(Target("per-event cost vs pandas", "project ≤ 0.25 × pandas",
+                           f"{project:.2f} µs vs {pandas:.2f} µs: {ratio:.2f} ×", ratio <= 0.25))
+        small, large = (str(s) for s in pipeline["sizes"])
+        big = pipeline["competitors"]["project"][large]
+        lines = big["counts"]["raw_lines"]
+        rss = big["peak_rss_mib"]
+        rows.append(Target(f"{fmt_n(lines)} events in one day's partition", "peak RSS ≤ 4 GiB",
+                           f"{fmt_s(big['wall_s'])}, peak RSS {rss / GIB_MIB:.2f} GiB", rss <= 4 * GIB_MIB))
+        steps_small = sum(pipeline["competitors"]["project"][small]["steps_s"].values())
+        steps_large = sum(big["steps_s"].values())
+        size_ratio = lines / pipeline["competitors"]["project"][small]["counts"]["raw_lines"]
+        growth = steps_large / steps_small
+        rows.append(Target("growth of the work with size", "no worse than linear (step time ratio ≤ size ratio)",
+                           f"step time × {growth:.1f} for × {size_ratio:.1f} events", growth <= size_ratio))
+    else:
+        rows += [Target("per-event cost", "project ≤ 1.3 × bare, ≤ 0.25 × pandas", "-", None),
+                 Target("10M events in a day", "peak RSS ≤ 4 GiB, linear growth", "-", None)]
+
+    if usable(fixed):
+        project, trivial = (fixed["competitors"][c]["wall_s"] for c in ("project", "trivial"))
+        ratio = project / trivial
+        rows.append(Target("fixed cost per run", "project ≤ 1.25 × trivial project",
+                           f"{fmt_s(project)} vs {fmt_s(trivial)}: {ratio:.2f} ×", ratio <= 1.25))
+    else:
+        rows.append(Target("fixed cost per run", "project ≤ 1.25 × trivial project", "-", None))
+
+    if usable(backfill) and usable(fixed):
+        single = backfill["competitors"]["single run"]["wall_s"]
+        budget = backfill["days"] * backfill["competitors"]["bare"]["per_day_s"] + \
+            fixed["competitors"]["project"]["wall_s"]
+        rows.append(Target(f"{backfill['days']}-day backfill as one run",
+                           f"≤ 1.3 × ({backfill['days']} × bare per-day + one fixed cost)",
+                           f"{fmt_s(single)} vs {fmt_s(budget)}: {single / budget:.2f} ×", single <= 1.3 * budget))
+    else:
+        rows.append(Target("backfill as one run", "≤ 1.3 × (N × bare per-day + one fixed cost)", "-", None,
+                           "needs the backfill and fixed_cost families"))
+
+    if usable(load):
+        definitions = load["competitors"]["import definitions"]["wall_s"]
+        dagster = load["competitors"]["import dagster"]["wall_s"]
+        ratio = definitions / dagster
+        rows.append(Target("code-location load", "≤ 1.5 × `import dagster`",
+                           f"{fmt_s(definitions)} vs {fmt_s(dagster)}: {ratio:.2f} ×", ratio <= 1.5))
+    else:
+        rows.append(Target("code-location load", "≤ 1.5 × `import dagster`", "-", None))
+
+    if usable(fresh) and fresh.get("seconds") is not None:
+        rows.append(Target("upload to retrained model", "≤ 120 s", fmt_s(fresh["seconds"]),
+                           fresh["seconds"] <= 120 and not fresh["missed"],
+                           f"{fresh['missed']} landing(s) without a retrain" if fresh["missed"] else ""))
+    else:
+        rows.append(Target("upload to retrained model", "≤ 120 s", "-", None if not usable(fresh) else False))
+
+    if usable(model):
+        p99 = model["serving"]["p99_ms"]
+        rows.append(Target("one prediction over HTTP", "p99 ≤ 50 ms on loopback", f"p99 {p99:.1f} ms", p99 <= 50))
+    else:
+        rows.append(Target("one prediction over HTTP", "p99 ≤ 50 ms on loopback", "-", None))
+    return rows
+
+
+# --- sections -----------------------------------------------------------------------------------------------
+
+
+def run_line(result: dict) -> str:
+    load = lambda xs: "/".join(f"{x:.1f}" for x in xs) or "-"  # noqa: E731
+    return (f"_{result['scale']} scale, {result['repeats']} repeat(s), finished {result['finished_at']} in "
+            f"{fmt_s(result['duration_s'])}; load average before {load(result['load_before'])}, after "
+            f"{load(result['load_after'])} (1/5/15 min)._")
+
+
+def section_pipeline(r: dict) -> list[str]:
+    out = ["## 1, 3. Marginal cost per event, and scale", "", run_line(r), ""]
+    out += ["One day (partition " + r["day"] + ") of simulated uploads (seed 6, 2 % faults of every kind), "
+            "each competitor on a fresh warehouse (and a fresh Dagster instance for the project):", ""]
+    out += [f"- project: `{r['commands']['project']}` (with every check of these assets)",
+            f"- bare: `{r['commands']['bare']}`: the project's own polars/DuckDB functions and Pandera checks in "
+            "one script, no Dagster",
+            f"- pandas: `{r['commands']['pandas']}`: independent, straightforward pandas", ""]
+    out += ["| competitor | events (raw lines) | wall | events/s | CPU | peak RSS | device_usage / quarantine / features rows |",
+            "|---|---|---|---|---|---|---|"]
+    for name, by_size in r["competitors"].items():
+        for size, s in by_size.items():
+            c = s["counts"]
+            out.append(f"| {name} | {fmt_n(c['raw_lines'])} | {fmt_s(s['wall_s'])} "
+                       f"({fmt_s(s['wall_min_s'])}–{fmt_s(s['wall_max_s'])}) | {fmt_n(c['raw_lines'] / s['wall_s'])} | "
+                       f"{fmt_s(s['cpu_s'])} | {s['peak_rss_mib']:,.0f} MiB | "
+                       f"{fmt_n(c['device_usage'])} / {fmt_n(c['quarantine'])} / {fmt_n(c['features'])} |")
+    agree = all(r["counts_agree"].values())
+    out += ["", f"Row counts of the three {'agree' if agree else '**DISAGREE**'} at every size.", ""]
+    out += ["| per-event cost = (wall at large − wall at small) / (events at large − events at small) | µs per event |",
+            "|---|---|"]
+    out += [f"| {name} | {per_event_us(r, name):.2f} |" for name in r["per_event_s"]]
+    for size, s in r["competitors"]["project"].items():
+        steps = s["steps_s"]
+        out += ["", f"Project steps at {fmt_n(s['counts']['raw_lines'])} events (Dagster's STEP_SUCCESS durations; "
+                f"the rest of the {fmt_s(s['wall_s'])} is process start, imports and run bookkeeping):", "",
+                "| step | seconds |", "|---|---|"]
+        out += [f"| {k} | {v:.2f} |" for k, v in steps.items()]
+        out.append(f"| all steps | {sum(steps.values()):.2f} |")
+    bare = r["competitors"]["bare"]
+    out += ["", "Bare script's own time after imports: " + ", ".join(
+        f"{fmt_s(s['compute_s'])} at {fmt_n(s['counts']['raw_lines'])} events" for s in bare.values()) + "."]
+    pandas = r["competitors"]["pandas"]
+    out += ["pandas script's own time after imports: " + ", ".join(
+        f"{fmt_s(s['compute_s'])} at {fmt_n(s['counts']['raw_lines'])} events" for s in pandas.values()) + ".", ""]
+    return out
+
+
+def section_fixed(r: dict) -> list[str]:
+    out = ["## 2. Fixed cost per run", "", run_line(r), "",
+           f"A partition with {r['events']} events (one hub), each run on a fresh instance (storage created "
+           "beforehand, untimed) with the project's dagster.yaml:", "",
+           f"- project: `{r['commands']['project']}`", f"- trivial: `{r['commands']['trivial']}`", "",
+           "| run | wall (min–max) | CPU | peak RSS | steps | time in steps |", "|---|---|---|---|---|---|"]
+    for name, s in r["competitors"].items():
+        out.append(f"| {name} | {fmt_s(s['wall_s'])} ({fmt_s(s['wall_min_s'])}–{fmt_s(s['wall_max_s'])}) | "
+                   f"{fmt_s(s['cpu_s'])} | {s['peak_rss_mib']:,.0f} MiB | {len(s['steps_s'])} | "
+                   f"{fmt_s(sum(s['steps_s'].values()))} |")
+    return out + [""]
+
+
+def section_backfill(r: dict, fixed: dict | None) -> list[str]:
+    c = r["competitors"]
+    out = ["## 4. Backfill", "", run_line(r), "",
+           f"{r['days']} days ({r['first']}..{r['last']}) × {r['hubs']} hubs, {fmt_n(r['lines'])} raw lines in all:", "",
+           f"- single run: `{r['commands']['single run']}`",
+           f"- one run per day: `{r['commands']['one run per day']}`",
+           f"- bare: `{r['commands']['bare']}`", "",
+           "| how | wall (min–max) | events/s | peak RSS |", "|---|---|---|---|"]
+    for name, s in c.items():
+        out.append(f"| {name} | {fmt_s(s['wall_s'])} ({fmt_s(s['wall_min_s'])}–{fmt_s(s['wall_max_s'])}) | "
+                   f"{fmt_n(r['lines'] / s['wall_s'])} | {s['peak_rss_mib']:,.0f} MiB |")
+    per_day = c["bare"]["per_day_s"]
+    out += ["", f"Bare per-day time (median day, after imports): {fmt_s(per_day)}; {r['days']} × that = "
+            f"{fmt_s(r['days'] * per_day)}. One run per day: {fmt_s(c['one run per day']['median_run_s'])} per run "
+            "(median)."]
+    if usable(fixed):
+        out.append(f"Budget of the target: {r['days']} × bare per-day + one fixed cost "
+                   f"({fmt_s(fixed['competitors']['project']['wall_s'])}, section 2) = "
+                   f"{fmt_s(r['days'] * per_day + fixed['competitors']['project']['wall_s'])}.")
+    out += ["", "Single-run backfill steps (seconds): " + ", ".join(
+        f"{k} {v:.1f}" for k, v in c["single run"]["steps_s"].items()) + ".",
+        f"Row counts of the three {'agree' if r['counts_agree'] else '**DISAGREE**'}.", ""]
+    return out
+
+
+def section_load(r: dict) -> list[str]:
+    out = ["## 5. Load time", "", run_line(r), "", "Each a fresh interpreter:", "",
+           "| command | wall (min–max) | peak RSS |", "|---|---|---|"]
+    for name, s in r["competitors"].items():
+        out.append(f"| `{r['commands'][name]}` | {fmt_s(s['wall_s'])} ({fmt_s(s['wall_min_s'])}–"
+                   f"{fmt_s(s['wall_max_s'])}) | {s['peak_rss_mib']:,.0f} MiB |")
+    return out + [""]
+
+
+def section_model(r: dict) -> list[str]:
+    out = ["## 6. Model", "", run_line(r), "",
+           f"Features of {r['hubs']} simulated hubs × {r['days']} days ({fmt_n(r['feature_rows'])} rows, built in "
+           f"{fmt_s(r['features_build_s'])}); LightGBM with the asset's defaults (300 trees, 2 threads); holdout MAE "
+           f"of the largest model {r['holdout_mae']:.1f} Wh on {fmt_n(r['holdout_rows'])} rows.", "",
+           "| training rows | training time | rows/s |", "|---|---|---|"]
+    out += [f"| {fmt_n(t['rows'])} | {fmt_s(t['wall_s'])} | {fmt_n(t['rows'] / t['wall_s'])} |" for t in r["training"]]
+    s = r["scoring"]
+    out += ["", f"Batch scoring (`training.predict`) of {fmt_n(s['rows'])} rows: {fmt_s(s['wall_s'])}, "
+            f"{fmt_n(s['rows_per_s'])} rows/s.", "",
+            f"Serving: `{r['serving']['command']}`, 500 sequential single-row `POST /invocations` on one keep-alive "
+            "loopback connection after 20 warm-up requests, a fresh server per repeat:", "",
+            "| repeat | p50 | p99 | mean | server ready after |", "|---|---|---|---|---|"]
+    for i, run in enumerate(r["serving"]["runs"], start=1):
+        out.append(f"| {i} | {run['p50_ms']:.2f} ms | {run['p99_ms']:.2f} ms | {run['mean_ms']:.2f} ms | "
+                   f"{fmt_s(run['ready_s'])} |")
+    out += ["", f"Median p50 {r['serving']['p50_ms']:.2f} ms, p99 {r['serving']['p99_ms']:.2f} ms; the same row "
+            f"scored in-process takes {r['serving']['in_process_p50_ms']:.2f} ms (p50).", ""]
+    return out
+
+
+def section_freshness(r: dict) -> list[str]:
+    out = ["## 7. Freshness", "", run_line(r), "",
+           f"`{r['command']}` on a fresh instance with {r['hubs']} hubs × {r['history_days']} days of history "
+           f"({r['events_per_hub']} events per hub and day) ingested and a first model trained beforehand. Each "
+           "repeat moves the next day's uploads into the landing zone at once and waits for a new usage_model "
+           "materialization:", "", "| day landed | seconds to a new usage_model | runs launched |", "|---|---|---|"]
+    for m in r["measurements"]:
+        out.append(f"| {m['day']} | {fmt_s(m['seconds']) if m['seconds'] is not None else 'none (timed out)'} | "
+                   f"{len(m['runs'])} |")
+    if r["measurements"]:
+        out += ["", "The runs after the first landing (seconds after it lands):", "",
+                "| run | assets | partition | launched by | created | ended | status |", "|---|---|---|---|---|---|---|"]
+        for run in r["measurements"][0]["runs"]:
+            out.append(f"| {run['run']} | {run['assets']} | {run['partition']} | {run['trigger']} | "
+                       f"{run['created_after_s']} | {run['ended_after_s']} | {run['status']} |")
+    return out + [""]
+
+
+def render(results: dict[str, dict]) -> str:
+    machine = machine_facts()
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    scales = sorted({r.get("scale", "?") for r in results.values()})
+    out = ["# Benchmarks", "",
+           "Measured, not asserted: tests never check timings. Generated by `make bench` "
+           "(`.venv/bin/python -m bench`; one family: `python -m bench pipeline`; `BENCH_SCALE=quick` for a smoke "
+           "run at about 1/10 of the sizes with 1 repeat) from `bench/`; do not edit by hand: hand-written findings "
+           "go to `bench/findings.md`.", "",
+           f"Machine: {machine['system']}, {machine['cpu']}, {machine['usable_cores']} usable cores, "
+           f"{machine['memory_gib']} GiB; Python {machine['python']}; {versions}. Rendered "
+           f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}.", "",
+           "Method: every figure is the median of the repeats taken in one session, the competitors interleaved "
+           "(A B C A B C …); wall time of the whole process, peak RSS = `ru_maxrss` from `wait4` (what "
+           "`/usr/bin/time -v` reports: the largest process of the tree), CPU = user + system. Inputs come from "
+           "the simulator (`smart_home_assets.simulate`, seed 6, 2 % faults of every kind), generated once per "
+           "size. Each run has its own DAGSTER_HOME (the project's dagster.yaml), data directory and MLflow store.", ""]
+    if scales != ["full"]:
+        out += [f"> **Scale: {', '.join(scales)}.** Not the issue's sizes: a smoke run on a shared machine. "
+                "Run `make bench` on a quiet machine for the real figures.", ""]
+    out += ["## Targets (issue 6)", "", "| what | target | measured | verdict | note |", "|---|---|---|---|---|"]
+    out += [t.row() for t in targets(results)]
+    out.append("")
+    sections = [("pipeline", section_pipeline), ("fixed_cost", section_fixed),
+                ("backfill", lambda r: section_backfill(r, results.get("fixed_cost"))), ("load_time", section_load),
+                ("model", section_model), ("freshness", section_freshness)]
+    for name, render_section in sections:
+        result = results.get(name)
+        if result is None:
+            out += [f"## {name}", "", "Not run yet.", ""]
+        elif "error" in result:
+            out += [f"## {name}", "", run_line(result), "", "Failed:", "", "```", result["error"].strip(), "```", ""]
+        else:
+            out += render_section(result)
+    if FINDINGS.exists():
+        out += [FINDINGS.read_text().strip(), ""]
+    return "\n".join(out)
+
+
+def write_report(path: Path = DOC_PATH) -> Path:
+    path.write_text(render(load_results()))
+    return path
