@@ -4,6 +4,9 @@
 old day's raw_usage would never reach that day's device_usage. ``follows_upstream_partitions`` is eager
 without that restriction: any partition whose upstream partition was updated, once all its upstreams exist
 and none is still running.
+
+``usage_features`` reads a window of days (its partition mapping says so), so it follows every upstream day of
+its window (``follows_history_window``), but only for days whose own upstream partition exists.
 """
 
 from __future__ import annotations
@@ -20,12 +23,72 @@ def follows_upstream_partitions() -> dg.AutomationCondition:
     ).with_label("follows_upstream_partitions")
 
 
-# The built-in automation sensor is created STOPPED; this one runs from the first start of the daemon.
+class SamePartitionUpstreamExists(dg.AutomationCondition):
+    """True for the partitions whose partition of the same key in ``upstream`` has been materialized.
+
+    A window mapping makes the built-in ``any_deps_missing`` true whenever any day of the window is missing
+    (days before a fleet's first upload are missing for ever), and says nothing about the day itself. This
+    asks exactly that: has the day's own upstream partition been written?
+    """
+
+    def __init__(self, upstream: str):
+        self.upstream = dg.AssetKey(upstream)
+
+    @property
+    def name(self) -> str:
+        return f"same_partition_of_{self.upstream.to_user_string()}_exists"
+
+    async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        view = context.asset_graph_view
+        keys = context.candidate_subset.expensively_compute_partition_keys()
+        upstream_subset = view.get_subset_from_partition_keys(
+            self.upstream, context.asset_graph.get(self.upstream).partitions_def, keys)
+        missing = await view.compute_missing_subset(key=self.upstream, from_subset=upstream_subset)
+        present = keys - missing.expensively_compute_partition_keys()
+        return dg.AutomationResult(
+            context=context, true_subset=context.candidate_subset.compute_intersection_with_partition_keys(present))
+
+
+def any_dep_updated_after_target() -> dg.AutomationCondition:
+    """Like ``any_deps_updated`` but also counting updates by runs that targeted this asset: a CLI run that
+    rewrites day D's device_usage and features for D only still leaves D+1..D+28's lags to refresh. Within
+    ``since_last_handled`` the target's own later update resets it, so a run that wrote both does not repeat."""
+    return dg.AutomationCondition.any_deps_match(
+        dg.AutomationCondition.newly_updated() | dg.AutomationCondition.will_be_requested()
+    ).with_label("any_dep_updated")
+
+
+def any_dep_failed_blocking_checks() -> dg.AutomationCondition:
+    """True if any upstream partition that exists has not passed its blocking checks. (The built-in
+    ``all_deps_blocking_checks_passed`` maps a window back as a union: one good day of 29 would satisfy it.)"""
+    return dg.AutomationCondition.any_deps_match(
+        ~dg.AutomationCondition.missing()
+        & ~dg.AutomationCondition.all_checks_match(
+            dg.AutomationCondition.check_passed() | dg.AutomationCondition.will_be_requested(), blocking_only=True)
+    ).with_label("any_dep_failed_blocking_checks")
+
+
+def follows_history_window(upstream: str) -> dg.AutomationCondition:
+    """For a partition computed from a window of upstream days: re-run whenever any day of its window was
+    updated (a late upload for D changes the lags of D..D+28), once its own day exists upstream, no upstream
+    day of the window is running, and their blocking checks passed."""
+    return (
+        (dg.AutomationCondition.newly_missing() | any_dep_updated_after_target()).since_last_handled()
+        & SamePartitionUpstreamExists(upstream)
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        & ~any_dep_failed_blocking_checks()
+    ).with_label("follows_history_window")
+
+
+# The built-in automation sensor is created STOPPED; this one runs from the first start of the daemon. It is
+# evaluated in the code server (use_user_code_server) because SamePartitionUpstreamExists is project code.
 automation_sensor = dg.AutomationConditionSensorDefinition(
     name="automation_sensor",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=15,
+    use_user_code_server=True,
 )
 
 

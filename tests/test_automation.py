@@ -84,7 +84,41 @@ def test_features_follow_device_usage_only_when_its_blocking_checks_passed(proje
         target_materialization_data=target_materialization(instance, dg.AssetKey("device_usage"), OLD))
     instance.report_runless_asset_event(failure)
     failed = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=passed.cursor)
-    assert OLD not in failed.get_requested_partitions(dg.AssetKey("usage_features"))
+    # Nor any day whose 28-day window holds OLD (NEW is 15 days later): their lags would carry the bad day.
+    assert failed.get_requested_partitions(dg.AssetKey("usage_features")) == set()
+
+
+def test_a_late_upload_refreshes_the_features_of_every_day_whose_window_holds_it(project_env, instance):
+    """Day D's features read D-28..D: a late file for OLD changes the lags of NEW (15 days later) too. Days
+    in between and after, whose own device_usage does not exist, are not built from an empty day."""
+    from smart_home_assets.assets.features import usage_features
+
+    resources = {"warehouse": Warehouse(database=str(project_env["warehouse"]))}
+    for day in (OLD, NEW):
+        write_upload(project_env["landing"], day, "hub-0001", [event(day, i) for i in range(3)])
+        assert ingest_and_check(project_env, instance, day).success
+        assert dg.materialize([usage_features], partition_key=day, resources=resources, instance=instance).success
+    settled = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=settled.cursor)
+    assert settled.get_requested_partitions(dg.AssetKey("usage_features")) == set()
+
+    write_upload(project_env["landing"], OLD, "hub-0002", [event(OLD, 0, hub="hub-0002")])
+    assert ingest_and_check(project_env, instance, OLD).success
+    late = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=settled.cursor)
+    assert late.get_requested_partitions(dg.AssetKey("usage_features")) == {OLD, NEW}
+
+
+def test_features_of_a_day_are_not_refreshed_by_a_run_that_already_wrote_them(project_env, instance):
+    """A run that rewrote device_usage and then the features of the same day leaves nothing to do."""
+    from smart_home_assets.assets.features import usage_features
+
+    resources = {"warehouse": Warehouse(database=str(project_env["warehouse"]))}
+    write_upload(project_env["landing"], NEW, "hub-0001", [event(NEW, i) for i in range(3)])
+    baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert ingest_and_check(project_env, instance, NEW).success
+    assert dg.materialize([usage_features], partition_key=NEW, resources=resources, instance=instance).success
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
+    assert after.get_requested_partitions(dg.AssetKey("usage_features")) == set()
 
 
 def test_model_retrains_once_per_batch_of_new_feature_partitions_despite_gaps(project_env, instance):

@@ -31,7 +31,7 @@ def test_asset_graph_shape():
               for k in graph.get_all_asset_keys() if graph.get(k).automation_condition}
     assert labels == {"device_usage": "follows_upstream_partitions",
                       "device_usage_quarantine": "follows_upstream_partitions",
-                      "usage_features": None,  # follows_upstream_partitions & all_deps_blocking_checks_passed
+                      "usage_features": "follows_history_window",
                       "usage_model": "retrain_when_features_land",
                       "usage_predictions": "predict_latest_days",
                       "prediction_feedback": "score_when_actuals_land"}
@@ -55,3 +55,15 @@ def test_definitions_module_does_not_import_heavy_libraries():
             "print(','.join(m for m in ('lightgbm', 'mlflow', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_features_lineage_holds_their_28_day_lookback():
+    """usage_features D reads device_usage D-28..D, and the lineage says so (late days re-run what they feed)."""
+    from smart_home_assets.assets.features import usage_features
+    from smart_home_assets.partitions import daily_partitions
+
+    mapping = usage_features.get_partition_mapping(dg.AssetKey("device_usage"))
+    day = daily_partitions.subset_with_partition_keys(["2026-03-01"])
+    upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(
+        day, daily_partitions, daily_partitions).partitions_subset.get_partition_keys()
+    assert (min(upstream), max(upstream), len(upstream)) == ("2026-02-01", "2026-03-01", 29)

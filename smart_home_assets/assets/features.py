@@ -7,21 +7,26 @@ import polars as pl
 
 from resources import Warehouse
 from smart_home_assets.assets.usage import column_schema, partition_table
-from smart_home_assets.automation import follows_upstream_partitions
+from smart_home_assets.automation import follows_history_window
 from smart_home_assets.features import FEATURES_SCHEMA, LOOKBACK_DAYS, build_features, daily_usage_sql
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.tables import DEVICE_USAGE, DUCKDB_POOL, USAGE_FEATURES
 
 
+# Day D's features read device_usage from D-28 to D: the lineage says so, and a late upload for an earlier day
+# re-runs every feature day whose window contains it (days before the partitions' start are simply absent).
+HISTORY_WINDOW = dg.TimeWindowPartitionMapping(start_offset=-LOOKBACK_DAYS, allow_nonexistent_upstream_partitions=True)
+
+
 @dg.asset(
-    deps=[DEVICE_USAGE],
+    deps=[dg.AssetDep(DEVICE_USAGE, partition_mapping=HISTORY_WINDOW)],
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=DUCKDB_POOL,
     kinds={"duckdb", "polars"},
     group_name="features",
-    # Follows device_usage partition by partition, but never from a partition whose blocking checks failed.
-    automation_condition=follows_upstream_partitions() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+    # Follows every device_usage day of its window, once its own day exists and blocking checks passed.
+    automation_condition=follows_history_window(DEVICE_USAGE),
     metadata={"dagster/table_name": f"warehouse.main.{USAGE_FEATURES}",
               "dagster/column_schema": column_schema(FEATURES_SCHEMA)},
 )
