@@ -90,13 +90,16 @@ def parse_event_timestamp(col: pl.Expr) -> pl.Expr:
     )
 
 
-def _reason(timestamp: pl.Expr, window_start: pl.Expr, catalog: Iterable[str]) -> tuple[pl.Expr, pl.Expr]:
-    naive = pl.col("event_timestamp").str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False)
+def _reason(window_start: pl.Expr, catalog: Iterable[str]) -> tuple[pl.Expr, pl.Expr]:
+    """Reason code and detail of each row, from the columns ``parsed_timestamp`` and ``naive_timestamp``
+    (parsed once beforehand: a timestamp parse is the most expensive expression here)."""
+    timestamp, naive = pl.col("parsed_timestamp"), pl.col("naive_timestamp")
     finite = pl.col("energy_wh").is_finite() & pl.col("duration_s").is_finite()
-    empty = pl.concat_list([pl.when(pl.col(f) == "").then(pl.lit(f)) for f in STRING_FIELDS]).list.drop_nulls()
+    empty = pl.concat_str([pl.when(pl.col(f) == "").then(pl.lit(f)) for f in STRING_FIELDS], separator=",",
+                          ignore_nulls=True)
     rules: list[tuple[pl.Expr, str, pl.Expr | None]] = [
         (pl.col("parse_error").is_not_null(), None, pl.col("parse_error_detail")),
-        (empty.list.len() > 0, EMPTY_FIELD, empty.list.join(",")),
+        (pl.any_horizontal([pl.col(f) == "" for f in STRING_FIELDS]), EMPTY_FIELD, empty),
         (pl.col("user_id").is_null(), NULL_USER_ID, None),
         (pl.col("hub_id") != pl.col("file_hub_id"), HUB_MISMATCH,
          pl.concat_str(pl.lit("line says "), pl.col("hub_id"), pl.lit(", file is "), pl.col("file_hub_id"))),
@@ -111,12 +114,14 @@ def _reason(timestamp: pl.Expr, window_start: pl.Expr, catalog: Iterable[str]) -
         (pl.col("energy_wh") > MAX_EVENT_ENERGY_WH, IMPLAUSIBLE_ENERGY, pl.col("energy_wh").cast(pl.String)),
         (pl.col("duration_s") > MAX_EVENT_DURATION_S, IMPLAUSIBLE_DURATION, pl.col("duration_s").cast(pl.String)),
     ]
-    reason: pl.Expr = pl.lit(None, dtype=pl.String)
-    detail: pl.Expr = pl.lit(None, dtype=pl.String)
-    for condition, code, why in reversed(rules):  # the first rule that matches wins
-        reason = pl.when(condition).then(pl.col("parse_error") if code is None else pl.lit(code)).otherwise(reason)
-        detail = pl.when(condition).then(why if why is not None else pl.lit(None, pl.String)).otherwise(detail)
-    return reason, detail
+    # One when/then chain (the first rule that matches wins); conditions are null-safe like the nested form.
+    reason: pl.Expr = pl
+    detail: pl.Expr = pl
+    for condition, code, why in rules:
+        condition = condition.fill_null(False)
+        reason = reason.when(condition).then(pl.col("parse_error") if code is None else pl.lit(code))
+        detail = detail.when(condition).then(why if why is not None else pl.lit(None, pl.String))
+    return reason.otherwise(pl.lit(None, pl.String)), detail.otherwise(pl.lit(None, pl.String))
 
 
 def clean_usage(raw: pl.DataFrame, catalog: Iterable[str], key: bytes) -> CleanResult:
@@ -125,34 +130,55 @@ def clean_usage(raw: pl.DataFrame, catalog: Iterable[str], key: bytes) -> CleanR
     An event counts for the partition (UTC day) its file was uploaded under and must fall inside it.
     Among valid rows, the first line (by file, line) of each ``(hub_id, event_id)`` is kept; exact repeats
     are quarantined as ``duplicate_event_id``, repeats with other content as ``conflicting_event_id``.
+
+    Cost: a few vectorized passes over the rows. Each timestamp is parsed once (the naive form only where the
+    offset form failed), and the first-of-key comparisons run only on rows whose key repeats.
     """
-    timestamp = parse_event_timestamp(pl.col("event_timestamp"))
     window_start = pl.col("partition_date").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    reason, detail = _reason(timestamp, window_start, catalog)
-    content = ["user_id", "device_id", "device_type", "event_timestamp", "duration_s", "energy_wh"]
-    judged = (
-        raw.sort("partition_date", "source_file", "line_number")
-        .with_columns(reason=reason, detail=detail, parsed_timestamp=timestamp)
-        .with_columns(
-            user_pseudonym=pseudonymize(raw.sort("partition_date", "source_file", "line_number")["user_id"], key))
-    )
-    valid = pl.col("reason").is_null()
-    key_cols = ["partition_date", "hub_id", "event_id"]
-    first_of_key = pl.int_range(pl.len()).over(key_cols) == 0
-    same_as_first = pl.all_horizontal([(pl.col(c) == pl.col(c).first().over(key_cols)).fill_null(False)
-                                       for c in content])
-    valid_rows = judged.filter(valid).with_columns(
-        reason=pl.when(first_of_key).then(pl.lit(None, pl.String))
-        .when(same_as_first).then(pl.lit(DUPLICATE_EVENT_ID)).otherwise(pl.lit(CONFLICTING_EVENT_ID)),
-        detail=pl.when(first_of_key).then(pl.lit(None, pl.String)).otherwise(pl.concat_str(
-            pl.lit("first seen at "), pl.col("source_file").first().over(key_cols), pl.lit(":"),
-            pl.col("line_number").first().over(key_cols).cast(pl.String))),
-    )
+    # raw_line is the bulk of a raw row and no rule reads it: sorting without it copies a fraction of the bytes.
+    ordered = raw.drop("raw_line", strict=False).sort("partition_date", "source_file", "line_number")
+    parsed = parse_event_timestamp(pl.col("event_timestamp"))
+    ordered = ordered.with_columns(parsed_timestamp=parsed).with_columns(
+        naive_timestamp=pl.when(pl.col("parsed_timestamp").is_null()).then(pl.col("event_timestamp"))
+        .str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False))
+    reason, detail = _reason(window_start, catalog)
+    judged = ordered.with_columns(reason=reason, detail=detail,
+                                  user_pseudonym=pseudonymize(ordered["user_id"], key)).drop("naive_timestamp")
+    valid_rows = _judge_repeats(judged.filter(pl.col("reason").is_null()))
     kept = valid_rows.filter(pl.col("reason").is_null())
     device_usage = kept.with_columns(event_timestamp=pl.col("parsed_timestamp")).select(
         [pl.col(c).cast(t) for c, t in DEVICE_USAGE_SCHEMA.items()])
-    quarantine = pl.concat([judged.filter(~valid), valid_rows.filter(pl.col("reason").is_not_null())]).with_columns(
+    quarantine = pl.concat([judged.filter(pl.col("reason").is_not_null()),
+                            valid_rows.filter(pl.col("reason").is_not_null())]).with_columns(
         event_timestamp_as_sent=pl.col("event_timestamp")
     ).select([pl.col(c).cast(t) for c, t in QUARANTINE_SCHEMA.items()]).sort("partition_date", "source_file",
                                                                                "line_number")
     return CleanResult(device_usage=device_usage, quarantine=quarantine)
+
+
+_KEY_COLUMNS = ["partition_date", "hub_id", "event_id"]
+_CONTENT_COLUMNS = ["user_id", "device_id", "device_type", "event_timestamp", "duration_s", "energy_wh"]
+
+
+def _judge_repeats(valid: pl.DataFrame) -> pl.DataFrame:
+    """Valid rows (in file, line order) with ``reason``/``detail`` set on every repeat of a key after its first:
+    ``duplicate_event_id`` when all content equals the first, else ``conflicting_event_id``.
+
+    Only the rows of repeated keys (a few percent) go through the per-key window expressions."""
+    repeated = pl.struct(_KEY_COLUMNS).is_duplicated()
+    indexed = valid.with_row_index("_row").with_columns(_repeated=repeated)
+    groups = indexed.filter(pl.col("_repeated"))
+    if groups.is_empty():
+        return valid
+    first_of_key = pl.int_range(pl.len()).over(_KEY_COLUMNS) == 0
+    same_as_first = pl.all_horizontal([(pl.col(c) == pl.col(c).first().over(_KEY_COLUMNS)).fill_null(False)
+                                       for c in _CONTENT_COLUMNS])
+    judged_groups = groups.with_columns(
+        reason=pl.when(first_of_key).then(pl.lit(None, pl.String))
+        .when(same_as_first).then(pl.lit(DUPLICATE_EVENT_ID)).otherwise(pl.lit(CONFLICTING_EVENT_ID)),
+        detail=pl.when(first_of_key).then(pl.lit(None, pl.String)).otherwise(pl.concat_str(
+            pl.lit("first seen at "), pl.col("source_file").first().over(_KEY_COLUMNS), pl.lit(":"),
+            pl.col("line_number").first().over(_KEY_COLUMNS).cast(pl.String))),
+    )
+    return (pl.concat([indexed.filter(~pl.col("_repeated")), judged_groups])
+            .sort("_row").drop("_row", "_repeated"))

@@ -122,7 +122,7 @@ def read_upload(file: LandingFile) -> FileRead:
     if file.problem:
         return FileRead(text="", problem=file.problem)
     try:
-        data = file.path.read_bytes()
+        data = file.read_bytes()  # a local file or an object-store key (resources.landing)
     except OSError as exc:
         return FileRead(text="", problem=UNREADABLE_FILE, tail=f"{type(exc).__name__}: {exc.strerror or exc}")
     return decode_upload(data, gzipped=file.name.endswith(".gz"))
@@ -172,28 +172,29 @@ def lines_frame(partition_key: str, files: Iterable[LandingFile]) -> tuple[pl.Da
 
 
 def _parse_sql() -> str:
-    paths = ", ".join(f"'$.\"{f}\"'" for f in UPLOAD_FIELDS)
+    """One JSON parse per function and line: the types and the text of every field come back as two lists
+    (``json_type`` / ``json_extract_string`` with a list of paths), instead of one parse per field and function."""
+    paths = "[" + ", ".join(f"'$.\"{f}\"'" for f in UPLOAD_FIELDS) + "]"
     selects = []
     for i, field in enumerate(UPLOAD_FIELDS, start=1):
-        value = f"vals[{i}]"
-        selects.append(f"json_type({value}) AS {field}__type")
+        selects.append(f"types[{i}] AS {field}__type")
         if field in NUMBER_FIELDS:
-            selects.append(
-                f"CASE WHEN json_type({value}) IN {_JSON_NUMBER_TYPES} THEN TRY_CAST({value}::VARCHAR AS DOUBLE) END"
-                f" AS {field}")
+            selects.append(f"CASE WHEN types[{i}] IN {_JSON_NUMBER_TYPES} THEN TRY_CAST(texts[{i}] AS DOUBLE) END"
+                           f" AS {field}")
         else:
-            selects.append(f"CASE WHEN json_type({value}) = 'VARCHAR' THEN {value} ->> '$' END AS {field}")
+            selects.append(f"CASE WHEN types[{i}] = 'VARCHAR' THEN texts[{i}] END AS {field}")
     return f"""
         WITH valid AS (
-            SELECT *, raw_line <> '' AND json_valid(raw_line) AS is_json FROM lines
+            SELECT _row, raw_line, raw_line <> '' AND json_valid(raw_line) AS is_json FROM lines
+        ), typed AS (
+            SELECT _row, raw_line, is_json, CASE WHEN is_json THEN json_type(raw_line) END AS top_type FROM valid
         ), parsed AS (
-            SELECT *,
-                CASE WHEN is_json THEN json_type(raw_line::JSON) END AS top_type,
-                CASE WHEN is_json AND json_type(raw_line::JSON) = 'OBJECT'
-                     THEN json_extract(raw_line::JSON, [{paths}]) END AS vals
-            FROM valid
+            SELECT _row, is_json, top_type,
+                CASE WHEN top_type = 'OBJECT' THEN json_type(raw_line, {paths}) END AS types,
+                CASE WHEN top_type = 'OBJECT' THEN json_extract_string(raw_line, {paths}) END AS texts
+            FROM typed
         )
-        SELECT * EXCLUDE (vals), {", ".join(selects)} FROM parsed
+        SELECT _row, is_json, top_type, {", ".join(selects)} FROM parsed
     """
 
 
@@ -204,36 +205,42 @@ def parse_lines(lines: pl.DataFrame, ingested_at: dt.datetime) -> pl.DataFrame:
     any other field that is absent or null is ``missing_field``; a value of the wrong JSON type is
     ``wrong_type``. The detail names the fields.
     """
+    # Only the parse results come back from DuckDB, not the lines themselves: the text is the bulk of the
+    # memory, and a copy of it per round trip is what limits the partition size a run can hold.
     con = duckdb.connect()
     try:
-        con.register("lines", lines)
-        parsed = con.execute(_parse_sql()).pl()
+        con.register("lines", lines.select("raw_line").with_row_index("_row"))
+        derived = con.execute(_parse_sql()).pl()
     finally:
         con.close()
-    missing = [
+    if not derived["_row"].is_sorted():
+        derived = derived.sort("_row")
+    parsed = pl.concat([lines, derived.drop("_row")], how="horizontal")
+    # The fields at fault, comma-joined ("" when none): one string pass each instead of list columns.
+    missing = pl.concat_str([
         pl.when(pl.col(f"{f}__type").is_null() | ((pl.col(f"{f}__type") == "NULL") & pl.lit(f != "user_id")))
         .then(pl.lit(f)) for f in UPLOAD_FIELDS
-    ]
-    wrong = [
+    ], separator=",", ignore_nulls=True)
+    wrong = pl.concat_str([
         pl.when(pl.col(f"{f}__type").is_not_null() & (pl.col(f"{f}__type") != "NULL")
                 & ~pl.col(f"{f}__type").is_in(_JSON_NUMBER_TYPES if f in NUMBER_FIELDS else ("VARCHAR",)))
         .then(pl.lit(f)) for f in UPLOAD_FIELDS
-    ]
-    missing_list = pl.concat_list(missing).list.drop_nulls()
-    wrong_list = pl.concat_list(wrong).list.drop_nulls()
+    ], separator=",", ignore_nulls=True)
+    parsed = parsed.with_columns(missing_fields=missing, wrong_fields=wrong)
+    missing, wrong = pl.col("missing_fields"), pl.col("wrong_fields")
     parse_error = (
         pl.when(pl.col("line_problem").is_not_null()).then(pl.col("line_problem"))
         .when(pl.col("raw_line") == "").then(pl.lit(EMPTY_LINE))
         .when(~pl.col("is_json")).then(pl.lit(NOT_JSON))
         .when(pl.col("top_type") != "OBJECT").then(pl.lit(NOT_OBJECT))
-        .when(missing_list.list.len() > 0).then(pl.lit(MISSING_FIELD))
-        .when(wrong_list.list.len() > 0).then(pl.lit(WRONG_TYPE))
+        .when(missing != "").then(pl.lit(MISSING_FIELD))
+        .when(wrong != "").then(pl.lit(WRONG_TYPE))
     )
     detail = (
         pl.when(pl.col("line_problem").is_not_null() | ~pl.col("is_json")).then(pl.lit(None, dtype=pl.String))
         .when(pl.col("top_type") != "OBJECT").then(pl.concat_str(pl.lit("JSON "), pl.col("top_type").str.to_lowercase()))
-        .when(missing_list.list.len() > 0).then(missing_list.list.join(","))
-        .when(wrong_list.list.len() > 0).then(wrong_list.list.join(","))
+        .when(missing != "").then(missing)
+        .when(wrong != "").then(wrong)
     )
     return (
         parsed.with_columns(parse_error=parse_error, parse_error_detail=detail,
