@@ -18,6 +18,7 @@ from resources.tracking import (
     ModelRegistry,
     mlflow_run_for_materialization,
 )
+from smart_home_assets.assets.metadata import mlflow_run_metadata
 from smart_home_assets.automation import retrain_when_features_land
 from smart_home_assets.tables import DUCKDB_POOL, USAGE_FEATURES
 
@@ -134,7 +135,7 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
             client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, version)
         context.log.info(f"model version {version}: {'promoted to champion' if decision.promote else 'challenger'}"
                          f" — {decision.reason}")
-        run_id = run.info.run_id
+        run_id, experiment_id = run.info.run_id, run.info.experiment_id
 
     return dg.MaterializeResult(metadata={
         "model_version": dg.MetadataValue.text(version),
@@ -144,8 +145,7 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
                                                   (str(champion.version) if champion else "none")),
         "previous_champion_holdout_mae": dg.MetadataValue.float(champion_mae) if champion_mae is not None
         else dg.MetadataValue.text("none"),
-        "mlflow_run_id": dg.MetadataValue.text(run_id),
-        "mlflow_tracking_uri": dg.MetadataValue.text(model_registry.uri()),
+        **mlflow_run_metadata(model_registry.uri(), experiment_id, run_id, REGISTERED_MODEL_NAME, version),
         "training_rows": dg.MetadataValue.int(train.height),
         "holdout_rows": dg.MetadataValue.int(holdout.height),
         "holdout_days": dg.MetadataValue.text(f"{holdout_dates.min()}..{holdout_dates.max()}"),

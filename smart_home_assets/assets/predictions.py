@@ -9,6 +9,7 @@ import polars as pl
 from resources import Warehouse
 from resources.tracking import REGISTERED_MODEL_NAME, ModelRegistry
 from smart_home_assets.assets.usage import column_schema, partition_table
+from smart_home_assets.assets.metadata import preview_table
 from smart_home_assets.automation import predict_latest_days, score_when_actuals_land
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.tables import DUCKDB_POOL, PREDICTION_FEEDBACK, USAGE_FEATURES, USAGE_PREDICTIONS
@@ -55,7 +56,7 @@ def predictions_for_day(features: pl.DataFrame, model, model_version: str, now: 
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=DUCKDB_POOL,
-    kinds={"lightgbm", "duckdb"},
+    kinds={"lightgbm", "mlflow", "duckdb"},
     group_name="scoring",
     automation_condition=predict_latest_days(),
     metadata={"dagster/table_name": f"warehouse.main.{USAGE_PREDICTIONS}",
@@ -85,6 +86,7 @@ def usage_predictions(context: dg.AssetExecutionContext, warehouse: Warehouse,
         "model_version": dg.MetadataValue.text(str(champion.version)),
         "skipped_devices": dg.MetadataValue.int(sum(p["skipped_too_little_history"] for p in per_partition)),
         "partitions": partition_table(per_partition),
+        "preview": preview_table(rows, f"partition {context.partition_keys[-1]}"),
     })
 
 
@@ -111,7 +113,7 @@ def feedback_for_day(predictions: pl.DataFrame, actuals: pl.DataFrame, holdout_m
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=DUCKDB_POOL,
-    kinds={"duckdb"},
+    kinds={"duckdb", "polars", "mlflow"},
     group_name="scoring",
     automation_condition=score_when_actuals_land(),
     metadata={"dagster/table_name": f"warehouse.main.{PREDICTION_FEEDBACK}",
@@ -139,7 +141,8 @@ def prediction_feedback(context: dg.AssetExecutionContext, warehouse: Warehouse,
                               "holdout_mae": round(float(frame["holdout_mae"][0]), 1)
                               if frame.height and frame["holdout_mae"][0] is not None else "-"})
     everything = pl.concat(frames) if frames else pl.DataFrame(schema=FEEDBACK_SCHEMA)
-    metadata = {"partitions": partition_table(per_partition)}
+    metadata = {"dagster/row_count": dg.MetadataValue.int(everything.height),
+                "partitions": partition_table(per_partition)}
     if everything.height:
         latest = everything.sort("partition_date").row(-1, named=True)
         metadata.update({"live_mae": dg.MetadataValue.float(latest["live_mae"]),

@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 
 from resources import LandingZone, PseudonymizationKey, Warehouse
+from smart_home_assets.assets.metadata import preview_table, quarantine_rate
 from smart_home_assets.automation import follows_upstream_partitions
 from smart_home_assets.catalog import load_device_catalog
 from smart_home_assets.cleaning import DEVICE_USAGE_SCHEMA, QUARANTINE_SCHEMA, clean_usage
@@ -113,14 +114,19 @@ def device_usage(context: dg.AssetExecutionContext, warehouse: Warehouse, pseudo
         per_partition.append({
             "partition": partition, "raw_lines": raw.height, "device_usage": result.device_usage.height,
             "quarantined": result.quarantine.height,
+            "quarantine_rate": f"{quarantine_rate(raw.height, result.quarantine.height):.2%}",
             "reasons": ", ".join(f"{r}={n}" for r, n in reasons.iter_rows()) or "-",
         })
         context.log.info(f"device_usage {partition}: {per_partition[-1]}")
+        latest_clean = result.device_usage
     rows = sum(p["device_usage"] for p in per_partition)
     quarantined = sum(p["quarantined"] for p in per_partition)
     shared = {"partitions": partition_table(per_partition), "device_catalog": dg.MetadataValue.text(catalog.label),
-              "pseudonym_key_fingerprint": dg.MetadataValue.text(pseudonym_key.fingerprint())}
+              "pseudonym_key_fingerprint": dg.MetadataValue.text(pseudonym_key.fingerprint()),
+              "quarantine_rate": dg.MetadataValue.float(quarantine_rate(
+                  sum(p["raw_lines"] for p in per_partition), quarantined))}
     yield dg.MaterializeResult(asset_key=DEVICE_USAGE, metadata={
-        "dagster/row_count": dg.MetadataValue.int(rows), **shared})
+        "dagster/row_count": dg.MetadataValue.int(rows), **shared,
+        "preview": preview_table(latest_clean, f"partition {context.partition_keys[-1]}")})
     yield dg.MaterializeResult(asset_key=DEVICE_USAGE_QUARANTINE, metadata={
         "dagster/row_count": dg.MetadataValue.int(quarantined), **shared})
