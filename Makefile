@@ -11,7 +11,17 @@ export SMART_HOME_DATA_DIR ?= $(CURDIR)/data
 
 .PHONY: install run test bench lock dev clean tracebase
 
-install: $(STAMP)
+# moto's S3 server for the object-storage tests lives in its own venv: its pins (boto3, botocore, ...) stay out
+# of requirements.lock.
+MOTO_VENV := .venv-moto
+MOTO_STAMP := $(MOTO_VENV)/.installed
+
+install: $(STAMP) $(MOTO_STAMP)
+
+$(MOTO_STAMP): requirements-moto.lock
+	$(PYTHON) -m venv $(MOTO_VENV)
+	$(MOTO_VENV)/bin/pip install --quiet -r requirements-moto.lock
+	touch $(MOTO_STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,4 +62,4 @@ lock:
 	rm requirements.lock.tmp
 
 clean:
-	rm -rf $(VENV) data dagster_home/history dagster_home/storage dagster_home/logs dagster_home/schedules
+	rm -rf $(VENV) $(MOTO_VENV) data dagster_home/history dagster_home/storage dagster_home/logs dagster_home/schedules

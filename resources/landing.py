@@ -3,19 +3,26 @@
 Only this module turns names found on disk into paths the pipeline opens, so a file name or a folder
 name never reaches a path or SQL unchecked. Files that break the naming contract are not skipped in
 silence: they are listed with the reason, and raw_usage records them (see ``LandingFile.problem``).
+
+The landing zone is a local folder or an object-store prefix ``s3://bucket/prefix`` (listed and read through
+``pyarrow.fs``, see ``resources.objectstore``): both give the same ``LandingFile`` records, whose
+``read_bytes()`` is all that ingestion calls, so the sensor, its cursor and ``raw_usage`` do not know which.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
+from typing import Any
 
+import pyarrow.fs as pafs
 from dagster import ConfigurableResource
 
-from resources.settings import default_landing_dir
+from resources.objectstore import is_object_store, s3_filesystem, split_s3
+from resources.settings import landing_location
 from smart_home_assets.contract import DATE_FOLDER_RE, HUB_ID_RE, UPLOAD_SUFFIXES
 
 
@@ -29,15 +36,24 @@ class LandingFile:
 
     day: str
     name: str
-    path: Path
+    path: Path | None  # local files; None on an object store (see ``location``)
     size: int
-    mtime_ns: int
+    mtime_ns: int  # on S3: the object's Last-Modified (whole seconds)
     hub_id: str | None
     problem: str | None = None
+    location: str | None = None  # on an object store: ``bucket/key`` for ``filesystem``
+    filesystem: Any = field(default=None, compare=False, repr=False)
 
     @property
     def relative_path(self) -> str:
         return f"{self.day}/{self.name}"
+
+    def read_bytes(self) -> bytes:
+        """The file's bytes as stored (no transparent decompression): ingestion decodes them."""
+        if self.filesystem is None:
+            return self.path.read_bytes()
+        with self.filesystem.open_input_stream(self.location, compression=None) as stream:
+            return stream.read()
 
     @property
     def fingerprint(self) -> str:
@@ -103,19 +119,82 @@ def _classify(root: Path, day: str, entry: os.DirEntry) -> LandingFile | None:
                        hub_id=hub_id, problem=problem)
 
 
+class _ObjectStoreLanding:
+    """The landing zone's listing on ``s3://bucket/prefix``: the same naming rules, no symlinks on a store."""
+
+    def __init__(self, location: str):
+        self.location = location
+        self.bucket, prefix = split_s3(location)
+        self.base = f"{self.bucket}/{prefix}" if prefix else self.bucket
+        self.fs = s3_filesystem()
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(self.bucket).type == pafs.FileType.Directory
+
+    def _entries(self, base: str, recursive: bool) -> list[pafs.FileInfo]:
+        if not self.exists():
+            raise LandingZoneError(f"landing zone {self.location}: bucket {self.bucket!r} does not exist or is "
+                                   "not reachable")
+        return self.fs.get_file_info(pafs.FileSelector(base, recursive=recursive, allow_not_found=True))
+
+    def folders(self) -> list[str]:
+        return [info.base_name for info in self._entries(self.base, recursive=False)
+                if info.type == pafs.FileType.Directory]
+
+    def files(self, day: str | None = None) -> dict[str, list[LandingFile]]:
+        """Files one level below each day folder (or of ``day`` only), by day; one LIST for the whole scan."""
+        base = f"{self.base}/{day}" if day else self.base
+        by_day: dict[str, list[LandingFile]] = {}
+        for info in self._entries(base, recursive=day is None):
+            parts = info.path[len(self.base) + 1:].split("/")
+            if len(parts) == 1:  # a day folder (or a file at the top level)
+                if info.type == pafs.FileType.Directory and parse_day_folder(parts[0]) is not None:
+                    by_day.setdefault(parts[0], [])
+                continue
+            if len(parts) != 2 or info.type != pafs.FileType.File or parse_day_folder(parts[0]) is None:
+                continue  # deeper "subfolders" are ignored, as locally
+            folder, name = parts
+            if name.startswith("."):
+                continue  # uploads in progress
+            hub_id = hub_id_from_file_name(name)
+            by_day.setdefault(folder, []).append(LandingFile(
+                day=folder, name=name, path=None, size=info.size, mtime_ns=info.mtime_ns, hub_id=hub_id,
+                problem=None if hub_id else "bad_file_name", location=info.path, filesystem=self.fs))
+        return {d: sorted(files, key=lambda f: f.name) for d, files in sorted(by_day.items())}
+
+
 class LandingZone(ConfigurableResource):
-    """A local folder of hub uploads. ``path`` defaults to ``$SMART_HOME_LANDING_DIR`` or ``<data>/landing``."""
+    """Hub uploads in a local folder or under ``s3://bucket/prefix``. ``path`` defaults to
+    ``$SMART_HOME_LANDING_DIR`` or ``<data>/landing``."""
 
     path: str = ""
 
-    def root(self) -> Path:
-        return Path(self.path).resolve() if self.path else default_landing_dir()
+    def location(self) -> str:
+        """The configured landing zone: an absolute local path or an ``s3://bucket/prefix`` URI."""
+        if self.path:
+            return self.path.rstrip("/") if is_object_store(self.path) else str(Path(self.path).resolve())
+        return landing_location()
+
+    def is_object_store(self) -> bool:
+        return is_object_store(self.location())
+
+    def _store(self) -> _ObjectStoreLanding | None:
+        return _ObjectStoreLanding(self.location()) if self.is_object_store() else None
+
+    def root(self) -> Path | str:
+        """The local folder (a Path), or the ``s3://`` URI (a str) of an object-store landing zone."""
+        location = self.location()
+        return location if is_object_store(location) else Path(location)
 
     def exists(self) -> bool:
-        return self.root().is_dir()
+        store = self._store()
+        return store.exists() if store else self.root().is_dir()
 
-    def day_folders(self) -> dict[str, Path]:
+    def day_folders(self) -> dict[str, Path | str]:
         """Valid day folders by partition key. Raises LandingZoneError when the landing zone is missing."""
+        store = self._store()
+        if store:
+            return {name: f"{store.location}/{name}" for name in store.folders() if parse_day_folder(name)}
         root = self.root()
         if not root.is_dir():
             raise LandingZoneError(f"landing zone {root} does not exist or is not a folder")
@@ -126,6 +205,9 @@ class LandingZone(ConfigurableResource):
         }
 
     def invalid_day_folders(self) -> list[str]:
+        store = self._store()
+        if store:
+            return sorted(n for n in store.folders() if not n.startswith(".") and parse_day_folder(n) is None)
         root = self.root()
         return sorted(
             entry.name for entry in os.scandir(root)
@@ -137,6 +219,9 @@ class LandingZone(ConfigurableResource):
         """Every file of one day folder (sorted by name), with a ``problem`` for those that break the contract."""
         if parse_day_folder(day) is None:
             raise LandingZoneError(f"partition key {day!r} is not a YYYY-MM-DD date")
+        store = self._store()
+        if store:
+            return store.files(day).get(day, [])
         root = self.root()
         folder = root / day
         if not folder.is_dir():
@@ -146,4 +231,7 @@ class LandingZone(ConfigurableResource):
 
     def scan(self) -> dict[str, list[LandingFile]]:
         """All day folders and their files: what the landing sensor compares with its cursor."""
+        store = self._store()
+        if store:
+            return store.files()
         return {day: self.files_for_day(day) for day in sorted(self.day_folders())}

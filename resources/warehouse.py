@@ -146,6 +146,19 @@ class Warehouse(DuckDBResource):
                 [partition_dates(partition_keys)],
             ).pl()
 
+    def read_only_table(self, table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
+        """The whole table (or some columns) through a read-only connection, which never takes the write lock;
+        an empty frame when the file or the table does not exist yet."""
+        select = ", ".join(identifier(c) for c in columns) if columns else "*"
+        name = identifier(table)
+        if not self.path().exists():
+            return pl.DataFrame()
+        with open_read_only(self.path()) as conn:
+            if not conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                                [table]).fetchone()[0]:
+                return pl.DataFrame()
+            return conn.execute(f"SELECT {select} FROM {name}").pl()
+
 
 LOCK_RETRY_DELAYS_S = tuple(0.1 * 2**i for i in range(10))  # 0.1 s .. 51.2 s, about 100 s in all
 

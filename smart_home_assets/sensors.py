@@ -11,9 +11,9 @@ import hashlib
 import json
 
 import dagster as dg
+import polars as pl
 
 from resources import LandingZone, LandingZoneError, Warehouse
-from resources.warehouse import open_read_only
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.tables import RAW_USAGE_FILES
 
@@ -36,24 +36,23 @@ def day_run_key(day: str, files: dict[str, str]) -> str:
 
 
 def ingested_fingerprints(warehouse: Warehouse) -> dict[str, dict[str, str]]:
-    """What raw_usage has already ingested, per day and file, from its manifest (read-only connection).
+    """What raw_usage has already ingested, per day and file, from its manifest (read-only: never takes
+    DuckDB's write lock; on Delta, reads never block writers).
 
     Used when the sensor has no cursor yet (first start, or a reset), so uploads that a CLI backfill
     already ingested are not requested again.
     """
-    path = warehouse.path()
-    if not path.exists():
+    manifest = warehouse.read_only_table(RAW_USAGE_FILES, ["partition_date", "source_file", "size_bytes", "mtime_ns"])
+    if manifest.is_empty():
         return {}
-    with open_read_only(path) as conn:
-        exists = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                              [RAW_USAGE_FILES]).fetchone()[0]
-        if not exists:
-            return {}
-        rows = conn.execute(f"SELECT partition_date::VARCHAR, source_file, size_bytes, mtime_ns FROM {RAW_USAGE_FILES}"
-                            ).fetchall()
+    rows = manifest.select(
+        day=pl.col("partition_date").cast(pl.String),
+        name=pl.col("source_file").str.splitn("/", 2).struct.field("field_1"),
+        fingerprint=pl.format("{}:{}", "size_bytes", "mtime_ns"),
+    )
     seen: dict[str, dict[str, str]] = {}
-    for day, source_file, size, mtime_ns in rows:
-        seen.setdefault(day, {})[source_file.split("/", 1)[1]] = f"{size}:{mtime_ns}"
+    for day, name, fingerprint in rows.iter_rows():
+        seen.setdefault(day, {})[name] = fingerprint
     return seen
 
 
