@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from pathlib import Path
 
 import duckdb
 
@@ -97,18 +98,56 @@ def measure(competitor: str, inputs, first: str, last: str, label: str) -> Run:
     return measure_worker(competitor, inputs, first, last, label)
 
 
+def available_mib() -> float:
+    """MemAvailable of this machine now, in MiB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("inf")
+
+
+def guarded(competitor: str, inputs, small: Run | None, small_lines: int, day: str, label: str) -> Run:
+    """Measure, unless the peak RSS expected from the small size (scaled by the events) would not fit in the
+    memory available now with 10 % to spare: then a skipped Run that says so (a run pushed into swap or the
+    OOM killer measures nothing, and other work on the machine would suffer)."""
+    if small is not None and small.returncode == 0:
+        expected = small.peak_rss_mib * inputs.lines / small_lines
+        available = available_mib()
+        if expected > 0.9 * available:
+            print(f"    {competitor}: skipped, expects ~{expected / 1024:.1f} GiB peak, {available / 1024:.1f} GiB "
+                  "available", flush=True)
+            return Run(float("nan"), float("nan"), expected, -1, {
+                "skipped": f"not run: expected peak RSS ~{expected / 1024:.1f} GiB (scaled from the small size), "
+                           f"{available / 1024:.1f} GiB available"})
+    return measure(competitor, inputs, day, day, label)
+
+
 def run(scale: Scale) -> dict:
     sizes = [scale.hubs(h) for h in FULL_HUBS]
     inputs = {hubs: simulated_inputs(hubs, 1, DAY) for hubs in sizes}
     day = DAY.isoformat()
     results: dict[str, dict] = {}
+    small, large = sizes
+    last_small: dict[str, Run] = {}
+
+    def small_run(name: str, i: int) -> Run:
+        last_small[name] = measure(name, inputs[small], day, day, f"{small}-{i}")
+        return last_small[name]
+
     competitors = {}
-    for hubs in sizes:
-        for name in COMPETITORS:
-            competitors[f"{name}@{hubs}"] = (lambda i, n=name, h=hubs: measure(n, inputs[h], day, day, f"{h}-{i}"))
+    for name in COMPETITORS:
+        competitors[f"{name}@{small}"] = lambda i, n=name: small_run(n, i)
+    for name in COMPETITORS:
+        competitors[f"{name}@{large}"] = lambda i, n=name: guarded(
+            n, inputs[large], last_small.get(n), inputs[small].lines, day, f"{large}-{i}")
     runs = interleaved(competitors, scale.repeats)
-    for key, measured in runs.items():
+    for key, all_runs in runs.items():
         name, hubs = key.split("@")
+        measured = [r for r in all_runs if r.returncode == 0]
+        if not measured:
+            results.setdefault(name, {})[int(hubs)] = {"skipped": all_runs[0].extra["skipped"],
+                                                       "expected_peak_rss_mib": all_runs[0].peak_rss_mib}
+            continue
         summary = summarize(measured)
         summary["counts"] = measured[0].extra["counts"]
         if name == "project":
@@ -119,14 +158,19 @@ def run(scale: Scale) -> dict:
             summary["import_s"] = sorted(r.extra["import_s"] for r in measured)[len(measured) // 2]
             summary["checks_passed"] = all(r.extra["checks_passed"] for r in measured)
         results.setdefault(name, {})[int(hubs)] = summary
-    small, large = sizes
     lines = {h: inputs[h].lines for h in sizes}
-    counts_agree = {h: len({tuple(sorted(results[c][h]["counts"].items())) for c in COMPETITORS}) == 1 for h in sizes}
-    marginal = {c: (results[c][large]["wall_s"] - results[c][small]["wall_s"])
-                / (results[c][large]["counts"]["raw_lines"] - results[c][small]["counts"]["raw_lines"])
-                for c in COMPETITORS}
+    counts_agree = {h: len({tuple(sorted(results[c][h]["counts"].items())) for c in COMPETITORS
+                            if "counts" in results[c][h]}) == 1 for h in sizes}
+
+    def marginal(c: str, field: str) -> float | None:
+        a, b = results[c][small], results[c][large]
+        if "skipped" in a or "skipped" in b:
+            return None
+        return (b[field] - a[field]) / (b["counts"]["raw_lines"] - a["counts"]["raw_lines"])
+
     return {"day": day, "sizes": sizes, "lines": lines, "competitors": results, "counts_agree": counts_agree,
-            "per_event_s": marginal,
+            "per_event_s": {c: marginal(c, "wall_s") for c in COMPETITORS},
+            "per_event_cpu_s": {c: marginal(c, "cpu_s") for c in COMPETITORS},
             "commands": {"project": " ".join(["dagster", *project_command(day)[1:]]),
                          "bare": f"python -m bench.bare_pipeline --landing L --warehouse W --from {day} --to {day}",
                          "pandas": f"python -m bench.pandas_pipeline --landing L --out O --from {day} --to {day}"}}
