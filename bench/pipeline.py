@@ -1,6 +1,6 @@
 """Marginal cost per event and scale: one day of uploads through the project, the bare engine and pandas.
 
-At two sizes (full: 1,000 and 10,000 hubs x ~1,000 lines each, one day; quick: a tenth), interleaved:
+At three sizes (full: 100, 1,000 and 10,000 hubs x ~1,000 lines each, one day; quick: a tenth), interleaved:
 
 * project: ``dagster asset materialize -m smart_home_assets.definitions --select raw_usage,device_usage,
   device_usage_quarantine,usage_features --partition D`` (every asset check of those assets runs too), on a
@@ -8,8 +8,10 @@ At two sizes (full: 1,000 and 10,000 hubs x ~1,000 lines each, one day; quick: a
 * bare: ``python -m bench.bare_pipeline`` (the same polars/DuckDB code and checks, no Dagster);
 * pandas: ``python -m bench.pandas_pipeline`` (an independent, straightforward pandas version).
 
-Per-event cost = (wall at the large size - wall at the small size) / (lines at large - lines at small): the
-fixed costs (interpreter, imports, Dagster's run) cancel. The three must produce the same row counts.
+Per-event cost = (wall at the largest size - wall at the next) / (lines at largest - lines at next): the fixed
+costs (interpreter, imports, Dagster's run) cancel. A size whose expected peak memory (extrapolated from the two
+sizes below it) does not fit in the memory available is skipped and said so; the per-event cost then comes
+from the two largest sizes that ran. The three must produce the same row counts.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from bench.harness import (
 )
 
 DAY = dt.date(2026, 3, 2)  # a Monday in the heating season
-FULL_HUBS = (1_000, 10_000)
+FULL_HUBS = (100, 1_000, 10_000)
 COMPETITORS = ("project", "bare", "pandas")
 COUNTED = ("raw_lines", "device_usage", "quarantine", "features")
 
@@ -106,19 +108,31 @@ def available_mib() -> float:
     return float("inf")
 
 
-def guarded(competitor: str, inputs, small: Run | None, small_lines: int, day: str, label: str) -> Run:
-    """Measure, unless the peak RSS expected from the small size (scaled by the events) would not fit in the
-    memory available now with 10 % to spare: then a skipped Run that says so (a run pushed into swap or the
-    OOM killer measures nothing, and other work on the machine would suffer)."""
-    if small is not None and small.returncode == 0:
-        expected = small.peak_rss_mib * inputs.lines / small_lines
-        available = available_mib()
-        if expected > 0.9 * available:
-            print(f"    {competitor}: skipped, expects ~{expected / 1024:.1f} GiB peak, {available / 1024:.1f} GiB "
-                  "available", flush=True)
-            return Run(float("nan"), float("nan"), expected, -1, {
-                "skipped": f"not run: expected peak RSS ~{expected / 1024:.1f} GiB (scaled from the small size), "
-                           f"{available / 1024:.1f} GiB available"})
+def expected_peak_mib(previous: list[tuple[int, Run]], lines: int) -> float | None:
+    """Peak RSS at ``lines`` extrapolated linearly from the runs of the two sizes below (lines, run)."""
+    ran = [(n, r) for n, r in previous if r.returncode == 0]
+    if not ran:
+        return None
+    if len(ran) == 1:
+        (n, r), = ran
+        return r.peak_rss_mib * lines / n
+    (n0, r0), (n1, r1) = ran[-2:]
+    slope = max(0.0, (r1.peak_rss_mib - r0.peak_rss_mib) / (n1 - n0))
+    return r1.peak_rss_mib + slope * (lines - n1)
+
+
+def guarded(competitor: str, inputs, previous: list[tuple[int, Run]], day: str, label: str) -> Run:
+    """Measure, unless the expected peak RSS would not fit in the memory available now with 10 % to spare:
+    then a skipped Run that says so (a run pushed into swap or the OOM killer measures nothing, and other work
+    on the machine would suffer)."""
+    expected = expected_peak_mib(previous, inputs.lines)
+    available = available_mib()
+    if expected is not None and expected > 0.9 * available:
+        print(f"    {competitor}: skipped, expects ~{expected / 1024:.1f} GiB peak, {available / 1024:.1f} GiB "
+              "available", flush=True)
+        return Run(float("nan"), float("nan"), expected, -1, {
+            "skipped": f"not run: expected peak RSS ~{expected / 1024:.1f} GiB (extrapolated from the smaller "
+                       f"sizes), {available / 1024:.1f} GiB available"})
     return measure(competitor, inputs, day, day, label)
 
 
@@ -127,19 +141,18 @@ def run(scale: Scale) -> dict:
     inputs = {hubs: simulated_inputs(hubs, 1, DAY) for hubs in sizes}
     day = DAY.isoformat()
     results: dict[str, dict] = {}
-    small, large = sizes
-    last_small: dict[str, Run] = {}
+    # this repeat's runs per competitor, smallest size first, for the memory guard
+    earlier: dict[str, list[tuple[int, Run]]] = {name: [] for name in COMPETITORS}
 
-    def small_run(name: str, i: int) -> Run:
-        last_small[name] = measure(name, inputs[small], day, day, f"{small}-{i}")
-        return last_small[name]
+    def measure_guarded(name: str, hubs: int, i: int) -> Run:
+        if hubs == sizes[0]:
+            earlier[name] = []
+        run = guarded(name, inputs[hubs], earlier[name], day, f"{hubs}-{i}")
+        earlier[name].append((inputs[hubs].lines, run))
+        return run
 
-    competitors = {}
-    for name in COMPETITORS:
-        competitors[f"{name}@{small}"] = lambda i, n=name: small_run(n, i)
-    for name in COMPETITORS:
-        competitors[f"{name}@{large}"] = lambda i, n=name: guarded(
-            n, inputs[large], last_small.get(n), inputs[small].lines, day, f"{large}-{i}")
+    competitors = {f"{name}@{hubs}": (lambda i, n=name, h=hubs: measure_guarded(n, h, i))
+                   for hubs in sizes for name in COMPETITORS}
     runs = interleaved(competitors, scale.repeats)
     for key, all_runs in runs.items():
         name, hubs = key.split("@")
@@ -162,13 +175,21 @@ def run(scale: Scale) -> dict:
     counts_agree = {h: len({tuple(sorted(results[c][h]["counts"].items())) for c in COMPETITORS
                             if "counts" in results[c][h]}) == 1 for h in sizes}
 
+    def ran(c: str) -> list[int]:
+        return [h for h in sizes if "skipped" not in results[c][h]]
+
+    # the two largest sizes every competitor ran: the same pair for all three
+    common = [h for h in sizes if all(h in ran(c) for c in COMPETITORS)]
+    pair = common[-2:] if len(common) >= 2 else None
+
     def marginal(c: str, field: str) -> float | None:
-        a, b = results[c][small], results[c][large]
-        if "skipped" in a or "skipped" in b:
+        if pair is None:
             return None
+        a, b = results[c][pair[0]], results[c][pair[1]]
         return (b[field] - a[field]) / (b["counts"]["raw_lines"] - a["counts"]["raw_lines"])
 
-    return {"day": day, "sizes": sizes, "lines": lines, "competitors": results, "counts_agree": counts_agree,
+    return {"day": day, "sizes": sizes, "lines": lines, "per_event_pair": pair, "competitors": results,
+            "counts_agree": counts_agree,
             "per_event_s": {c: marginal(c, "wall_s") for c in COMPETITORS},
             "per_event_cpu_s": {c: marginal(c, "cpu_s") for c in COMPETITORS},
             "commands": {"project": " ".join(["dagster", *project_command(day)[1:]]),
