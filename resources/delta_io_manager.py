@@ -19,9 +19,11 @@ create it at once cannot replace each other's partition with an unrestricted ove
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Sequence
 
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 from dagster import InputContext, OutputContext
 from dagster._core.definitions.partitions.utils import TimeWindow
 from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
@@ -73,13 +75,22 @@ def window_filter(table_slice: TableSlice, field_types: dict[str, str]) -> ds.Ex
     return expression
 
 
+def _dataset(table: DeltaTable, table_uri: str) -> ds.Dataset:
+    """A local table is read through pyarrow's native file system: deltalake's default Python file-system
+    handler can abort the process at exit (see resources/delta_warehouse.py)."""
+    if "://" in table_uri and not table_uri.startswith("file://"):
+        return table.to_pyarrow_dataset()
+    path = os.path.abspath(table_uri.removeprefix("file://"))
+    return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(path, pafs.LocalFileSystem()))
+
+
 class WindowedDeltaLakePolarsTypeHandler(DeltaLakePolarsTypeHandler):
     def load_input(self, context: InputContext, table_slice: TableSlice, connection: TableConnection):
         table = DeltaTable(connection.table_uri, storage_options=connection.storage_options)
         expression = window_filter(table_slice, _field_types(table))
         if expression is None:  # unpartitioned or static partitions: upstream's handling is correct
             return super().load_input(context, table_slice, connection)
-        dataset = table.to_pyarrow_dataset().filter(expression)
+        dataset = _dataset(table, connection.table_uri).filter(expression)
         if table_slice.columns is not None:
             return self.from_arrow(dataset.scanner(columns=table_slice.columns).to_reader(),
                                    context.dagster_type.typing_type)

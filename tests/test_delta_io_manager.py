@@ -51,9 +51,12 @@ def downstream_metadata(manager):
 
 
 def table_rows(tmp_path):
+    import pyarrow.fs as pafs
     from deltalake import DeltaTable
 
-    table = pl.from_arrow(DeltaTable(str(tmp_path / "delta" / "public" / "readings")).to_pyarrow_table())
+    path = str(tmp_path / "delta" / "public" / "readings")
+    table = pl.from_arrow(DeltaTable(path).to_pyarrow_table(
+        filesystem=pafs.SubTreeFileSystem(path, pafs.LocalFileSystem())))
     return table.group_by("partition_date").len().sort("partition_date").rows()
 
 
