@@ -6,15 +6,36 @@ from pathlib import Path
 
 import polars as pl
 
+from resources.settings import warehouse_backend
 from resources.warehouse import open_read_only
 from smart_home_assets.cleaning import DUPLICATE_EVENT_ID
 from smart_home_assets.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, RAW_USAGE
 
 
+def _read(warehouse_path: Path, sql: str) -> pl.DataFrame:
+    """Read-only SQL over the configured warehouse: the DuckDB file at ``warehouse_path``, or the Delta tables
+    when ``SMART_HOME_WAREHOUSE_BACKEND=delta`` (docs/deployment.md)."""
+    if warehouse_backend() == "delta":
+        from resources.delta_warehouse import DeltaWarehouse
+
+        return DeltaWarehouse().query(sql)
+    with open_read_only(warehouse_path) as conn:
+        return conn.execute(sql).pl()
+
+
+def _table_exists(warehouse_path: Path, table: str) -> bool:
+    if warehouse_backend() == "delta":
+        from resources.delta_warehouse import DeltaWarehouse
+
+        return DeltaWarehouse().table_exists(table)
+    with open_read_only(warehouse_path) as conn:
+        return bool(conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                                 [table]).fetchone()[0])
+
+
 def partition_accounting(warehouse_path: Path) -> pl.DataFrame:
     """Per partition: raw lines, device_usage rows, quarantined rows, duplicates, and whether they add up."""
-    with open_read_only(warehouse_path) as conn:
-        frame = conn.execute(f"""
+    frame = _read(warehouse_path, f"""
             WITH raw AS (SELECT partition_date, count(*) AS raw_lines FROM {RAW_USAGE} GROUP BY ALL),
                  clean AS (SELECT partition_date, count(*) AS device_usage FROM {DEVICE_USAGE} GROUP BY ALL),
                  q AS (SELECT partition_date,
@@ -24,16 +45,14 @@ def partition_accounting(warehouse_path: Path) -> pl.DataFrame:
             SELECT raw.partition_date, raw_lines, coalesce(device_usage, 0) AS device_usage,
                    coalesce(quarantined, 0) AS quarantined, coalesce(duplicates, 0) AS duplicates
             FROM raw LEFT JOIN clean USING (partition_date) LEFT JOIN q USING (partition_date)
-            ORDER BY partition_date""").pl()
+            ORDER BY partition_date""")
     return frame.with_columns(
         conserved=pl.col("raw_lines") == pl.col("device_usage") + pl.col("quarantined") + pl.col("duplicates"))
 
 
 def quarantine_reasons(warehouse_path: Path) -> pl.DataFrame:
-    with open_read_only(warehouse_path) as conn:
-        return conn.execute(
-            f"SELECT reason, count(*) AS lines FROM {DEVICE_USAGE_QUARANTINE} GROUP BY reason ORDER BY lines DESC"
-        ).pl()
+    return _read(warehouse_path,
+                 f"SELECT reason, count(*) AS lines FROM {DEVICE_USAGE_QUARANTINE} GROUP BY reason ORDER BY lines DESC")
 
 
 def check_results(run_ids: list[str] | None = None) -> pl.DataFrame:
@@ -118,12 +137,10 @@ def print_model_summary(warehouse_path: Path) -> bool:
         return False
     print(f"champion: v{summary['champion_version']} (@{summary['alias']}), holdout MAE "
           f"{summary['champion_holdout_mae']:.1f} Wh vs best baseline {summary['champion_best_baseline_mae']:.1f} Wh")
-    with open_read_only(warehouse_path) as conn:
-        if conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'prediction_feedback'"
-                        ).fetchone()[0]:
-            feedback = conn.execute("SELECT * FROM prediction_feedback ORDER BY partition_date").pl()
-            with pl.Config(tbl_rows=40, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
-                           float_precision=3, tbl_width_chars=140):
-                print("\n== live error of the predictions once the actuals landed (prediction_feedback)")
-                print(feedback)
+    if _table_exists(warehouse_path, "prediction_feedback"):
+        feedback = _read(warehouse_path, "SELECT * FROM prediction_feedback ORDER BY partition_date")
+        with pl.Config(tbl_rows=40, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
+                       float_precision=3, tbl_width_chars=140):
+            print("\n== live error of the predictions once the actuals landed (prediction_feedback)")
+            print(feedback)
     return summary["champion_holdout_mae"] < summary["champion_best_baseline_mae"]

@@ -133,6 +133,17 @@ def test_a_second_backfill_converges_to_the_same_rows(both, s3):
     assert {t: delta.query(ordered(t, ex)).rows() for t, ex in TABLES.items()} == before
 
 
+def test_the_pipeline_summary_reads_the_delta_tables(both, s3, monkeypatch):
+    from smart_home_assets.report import partition_accounting, quarantine_reasons
+
+    duck = partition_accounting(both["duckdb"]), quarantine_reasons(both["duckdb"])
+    for name in ("SMART_HOME_WAREHOUSE_BACKEND", "SMART_HOME_DELTA_URI", *s3.env()):
+        monkeypatch.setenv(name, both["delta_env"][name])
+    delta = partition_accounting(Path("/nonexistent.duckdb")), quarantine_reasons(Path("/nonexistent.duckdb"))
+    assert delta[0].rows() == duck[0].rows() and delta[0]["conserved"].all() and delta[0].height == DAYS
+    assert sorted(delta[1].rows()) == sorted(duck[1].rows())
+
+
 def documented_snippets() -> list[str]:
     text = (PROJECT_ROOT / "docs" / "deployment.md").read_text()
     section = text.split("## Query the Delta tables with SQL", 1)[1].split("\n## ", 1)[0]
