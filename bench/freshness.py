@@ -2,7 +2,7 @@
 materialization, with no clicks (the landing sensor, declarative automation and the run queue do it all).
 
 Setup, untimed, on a fresh instance and data directory: a history of uploads (full: 200 hubs x 30 days,
-150 events per hub and day; quick: 20 hubs x 20 days) ingested by one CLI backfill run, a first usage_model,
+150 events per hub and day; quick: 20 hubs) ingested by one CLI backfill run, a first usage_model,
 then ``dagster dev -w workspace.yaml`` on a free loopback port, left until no run is in progress and none
 has started for 30 s. Then, once per repeat, the next day's files (simulated beforehand into a staging folder)
 are moved into the landing zone in one ``rename`` and the clock runs until usage_model has a materialization
@@ -38,7 +38,8 @@ from bench.harness import (
 from bench.pipeline import project_command
 from bench.serve_latency import free_port
 
-FULL_HUBS, FULL_DAYS, QUICK_DAYS, FRESH_EVENTS_PER_HUB = 200, 30, 20, 150
+# 30 days: the model needs 7 days of history per device, 7 training days and a 7-day holdout
+FULL_HUBS, HISTORY_DAYS, FRESH_EVENTS_PER_HUB = 200, 30, 150
 SETTLE_S, SETTLE_TIMEOUT_S, FRESHNESS_TIMEOUT_S = 30.0, 900.0, 900.0
 MODEL = "usage_model"
 
@@ -123,7 +124,7 @@ def run(scale: Scale) -> dict:
     from smart_home_assets.simulate import simulate_fleet
 
     hubs = scale.hubs(FULL_HUBS, minimum=10)
-    history_days = FULL_DAYS if scale.name == "full" else QUICK_DAYS
+    history_days = HISTORY_DAYS
     today = dt.datetime.now(dt.timezone.utc).date()
     new_days = [today - dt.timedelta(days=scale.repeats - 1 - i) for i in range(scale.repeats)]
     first = new_days[0] - dt.timedelta(days=history_days)

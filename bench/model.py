@@ -14,6 +14,7 @@ Training and scoring run in this process (lightgbm with the project's 2 threads)
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import numpy as np
@@ -64,7 +65,7 @@ def run(scale: Scale) -> dict:
                               "in_process_p50_ms": float(np.percentile(result.in_process_seconds * 1000.0, 50))})
             print(f"    serve #{i + 1}: p50 {latencies[-1]['p50_ms']:.2f} ms, p99 {latencies[-1]['p99_ms']:.2f} ms",
                   flush=True)
-            command = result.command
+            command = re.sub(r"--port \d+", "--port <free port>", result.command)
     finally:
         if previous_uri is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
