@@ -3,8 +3,8 @@ materialization, with no clicks (the landing sensor, declarative automation and 
 
 Setup, untimed, on a fresh instance and data directory: a history of uploads (full: 200 hubs x 30 days,
 150 events per hub and day; quick: 20 hubs) ingested by one CLI backfill run, a first usage_model,
-then ``dagster dev -w workspace.yaml`` on a free loopback port, left until no run is in progress and none
-has started for 30 s. Then, once per repeat, the next day's files (simulated beforehand into a staging folder)
+then ``dagster dev -w workspace.yaml`` on a free loopback port, left for 60 s (the sensors' first ticks) and
+then until no run is in progress and none has started for 30 s. Then, once per repeat, the next day's files (simulated beforehand into a staging folder)
 are moved into the landing zone in one ``rename`` and the clock runs until usage_model has a materialization
 newer than that moment. The chain of runs the daemon launched is recorded. The webserver, daemon and code
 server are stopped with their whole process group.
@@ -41,6 +41,9 @@ from bench.serve_latency import free_port
 # 30 days: the model needs 7 days of history per device, 7 training days and a 7-day holdout
 FULL_HUBS, HISTORY_DAYS, FRESH_EVENTS_PER_HUB = 200, 30, 150
 SETTLE_S, SETTLE_TIMEOUT_S, FRESHNESS_TIMEOUT_S = 30.0, 900.0, 900.0
+# After start-up, the sensors' first ticks (every 15 s) may launch runs of their own (the automation sensor's
+# first evaluation): let a few ticks pass before deciding the instance is quiet.
+WARM_UP_S = 60.0
 MODEL = "usage_model"
 
 
@@ -153,6 +156,7 @@ def run(scale: Scale) -> dict:
         started = time.monotonic()
         wait_for_webserver(url, proc, log)
         print(f"  dagster dev up after {time.monotonic() - started:.0f} s; waiting until it is quiet", flush=True)
+        time.sleep(WARM_UP_S)
         wait_until_quiet(env)
         measurements = []
         for day in new_days:
