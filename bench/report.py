@@ -177,7 +177,7 @@ def section_pipeline(r: dict) -> list[str]:
     agree = all(r["counts_agree"].values())
     out += ["", f"Row counts of the three {'agree' if agree else '**DISAGREE**'} at every size.", ""]
     pair = r.get("per_event_pair") or []
-    between = " and ".join(fmt_n(r["lines"][str(h)]) for h in pair) or "-"
+    between = " and ".join(fmt_n(r["competitors"]["project"][str(h)]["counts"]["raw_lines"]) for h in pair) or "-"
     out += [f"Per-event cost = (time at the larger size − time at the smaller) / (events at larger − events at "
             f"smaller), between {between} events (the two largest sizes all three ran); CPU = user + system time of "
             "the process tree, steadier than wall time on a shared machine:", "",
