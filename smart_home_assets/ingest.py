@@ -172,26 +172,27 @@ def lines_frame(partition_key: str, files: Iterable[LandingFile]) -> tuple[pl.Da
 
 
 def _parse_sql() -> str:
-    """One JSON parse per function and line: the types and the text of every field come back as two lists
-    (``json_type`` / ``json_extract_string`` with a list of paths), instead of one parse per field and function."""
-    paths = "[" + ", ".join(f"'$.\"{f}\"'" for f in UPLOAD_FIELDS) + "]"
+    """Three JSON parses per line: ``json_valid``, then the types of the line itself and of every field as one
+    list (``json_type`` with the paths ``$``, ``$.event_id``, ...), then the texts of every field as one list
+    (``json_extract_string``), instead of one parse per field and function."""
+    fields = [f"'$.\"{f}\"'" for f in UPLOAD_FIELDS]
     selects = []
     for i, field in enumerate(UPLOAD_FIELDS, start=1):
-        selects.append(f"types[{i}] AS {field}__type")
+        selects.append(f"types[{i + 1}] AS {field}__type")
         if field in NUMBER_FIELDS:
-            selects.append(f"CASE WHEN types[{i}] IN {_JSON_NUMBER_TYPES} THEN TRY_CAST(texts[{i}] AS DOUBLE) END"
+            selects.append(f"CASE WHEN types[{i + 1}] IN {_JSON_NUMBER_TYPES} THEN TRY_CAST(texts[{i}] AS DOUBLE) END"
                            f" AS {field}")
         else:
-            selects.append(f"CASE WHEN types[{i}] = 'VARCHAR' THEN texts[{i}] END AS {field}")
+            selects.append(f"CASE WHEN types[{i + 1}] = 'VARCHAR' THEN texts[{i}] END AS {field}")
     return f"""
         WITH valid AS (
             SELECT _row, raw_line, raw_line <> '' AND json_valid(raw_line) AS is_json FROM lines
         ), typed AS (
-            SELECT _row, raw_line, is_json, CASE WHEN is_json THEN json_type(raw_line) END AS top_type FROM valid
+            SELECT _row, raw_line, is_json,
+                CASE WHEN is_json THEN json_type(raw_line, ['$', {", ".join(fields)}]) END AS types FROM valid
         ), parsed AS (
-            SELECT _row, is_json, top_type,
-                CASE WHEN top_type = 'OBJECT' THEN json_type(raw_line, {paths}) END AS types,
-                CASE WHEN top_type = 'OBJECT' THEN json_extract_string(raw_line, {paths}) END AS texts
+            SELECT _row, is_json, types, types[1] AS top_type,
+                CASE WHEN types[1] = 'OBJECT' THEN json_extract_string(raw_line, [{", ".join(fields)}]) END AS texts
             FROM typed
         )
         SELECT _row, is_json, top_type, {", ".join(selects)} FROM parsed
