@@ -10,11 +10,14 @@ import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
-from dagster._core.storage.event_log.base import AssetRecordsFilter
 
 
 def target_materialization(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str,
                            ) -> AssetCheckEvaluationTargetMaterializationData | None:
+    # Imported here: the event-log storage module pulls in SQLAlchemy and alembic (about 0.5 s), which a process
+    # that only loads the definitions does not otherwise need.
+    from dagster._core.storage.event_log.base import AssetRecordsFilter
+
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1).records
     if not records:

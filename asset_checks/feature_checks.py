@@ -3,10 +3,10 @@
 import datetime as dt
 import warnings
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
-import pandera.polars as pa
 import polars as pl
 
 from asset_checks.evaluations import check_outputs, partition_evaluation
@@ -14,6 +14,9 @@ from asset_checks.schemas import failure_cases
 from resources import Warehouse
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.tables import DUCKDB_POOL, USAGE_FEATURES
+
+if TYPE_CHECKING:
+    import pandera.polars as pa
 
 warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*", category=dg.PreviewWarning)
 
@@ -31,7 +34,9 @@ ROWS = "check_features_valid"
 DRIFT = "check_feature_drift_psi"
 
 
-def features_schema() -> pa.DataFrameSchema:
+def features_schema() -> "pa.DataFrameSchema":
+    import pandera.polars as pa  # imported by check steps only (see asset_checks/schemas.py)
+
     columns = {c: pa.Column(nullable=False) for c in REQUIRED}
     for c in NON_NEGATIVE:
         columns[c] = pa.Column(nullable=c not in REQUIRED, checks=pa.Check.ge(0))

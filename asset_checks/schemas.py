@@ -6,17 +6,24 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import pandera.polars as pa
 import polars as pl
 
 from smart_home_assets.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH
+
+if TYPE_CHECKING:
+    import pandera.polars as pa
 
 PSEUDONYM_PATTERN = r"^[0-9a-f]{64}$"
 
 
 def device_usage_schema(partition_key: str, catalog: Iterable[str]) -> pa.DataFrameSchema:
     """The contract device_usage rows of one partition must satisfy."""
+    # Imported here, not at module level: pandera imports pandas (about 1 s) into every process that loads the
+    # definitions (code server, webserver, daemon, each run), and only check steps use it.
+    import pandera.polars as pa
+
     start = dt.datetime.combine(dt.date.fromisoformat(partition_key), dt.time(), tzinfo=dt.timezone.utc)
     end = start + dt.timedelta(days=1)
     return pa.DataFrameSchema(
@@ -42,6 +49,8 @@ def failure_cases(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.DataFra
     """All failure cases of ``frame`` against ``schema`` (empty when valid), as one polars frame with
     the columns ``column``, ``check`` and ``failure_case`` (as text). A missing column is a failure case
     of that column (check ``column_in_dataframe``), not a crash."""
+    import pandera.polars as pa
+
     missing = [name for name in schema.columns if name not in frame.columns]
     if missing:
         return pl.DataFrame({"column": missing, "check": ["column_in_dataframe"] * len(missing),
