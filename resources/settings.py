@@ -53,3 +53,27 @@ def default_delta_uri() -> str:
     if value.startswith("s3://"):
         return value.rstrip("/")
     return str(Path(value).resolve() if value else data_dir() / "delta")
+
+
+EXECUTORS = ("in_process", "multiprocess", "dask")
+
+
+def executor_kind() -> str:
+    """``$SMART_HOME_EXECUTOR``: where a run's steps execute. ``in_process`` (default: one process per run),
+    ``multiprocess`` (one process per step) or ``dask`` (steps on a Dask cluster's workers)."""
+    kind = (os.environ.get("SMART_HOME_EXECUTOR") or "in_process").strip().lower().replace("-", "_")
+    if kind not in EXECUTORS:
+        raise ValueError(f"SMART_HOME_EXECUTOR={kind!r}: expected one of {', '.join(EXECUTORS)}")
+    return kind
+
+
+def dask_cluster() -> dict:
+    """The dagster-dask ``cluster`` config: ``$SMART_HOME_DASK_SCHEDULER`` (``tcp://host:8786``) joins an existing
+    cluster; unset, each run starts a local one with ``$SMART_HOME_DASK_WORKERS`` (default 2) worker processes."""
+    address = (os.environ.get("SMART_HOME_DASK_SCHEDULER") or "").strip()
+    if address:
+        return {"existing": {"address": address}}
+    workers = int(os.environ.get("SMART_HOME_DASK_WORKERS") or 2)
+    if workers < 1:
+        raise ValueError(f"SMART_HOME_DASK_WORKERS={workers}: at least 1")
+    return {"local": {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}}

@@ -17,6 +17,7 @@ from smart_home_assets.assets.model import usage_model
 from smart_home_assets.assets.predictions import prediction_feedback, usage_predictions
 from smart_home_assets.assets.usage import device_usage, raw_usage
 from smart_home_assets.automation import automation_sensor
+from smart_home_assets.executors import executor_from_environment
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.sensors import ingest_job, landing_zone_sensor
 from smart_home_assets.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, RAW_USAGE
@@ -48,7 +49,6 @@ defs = dg.Definitions(
     jobs=[ingest_job, ingest_and_clean_job],
     sensors=[landing_zone_sensor, automation_sensor],
     resources=build_resources(),
-    # One process per run: every step would otherwise re-import the stack (seconds each), and DuckDB
-    # serializes the steps anyway (see dagster_home/dagster.yaml).
-    executor=dg.in_process_executor,
+    # One process per run by default; SMART_HOME_EXECUTOR=dask puts steps on a Dask cluster (executors.py).
+    executor=executor_from_environment(),
 )
