@@ -67,6 +67,23 @@ def test_first_model_beats_baselines_and_becomes_champion(env):
     assert artifacts == {"plots/feature_importance.png", "plots/predicted_vs_actual.png"}
 
 
+@pytest.mark.slow
+def test_training_on_a_two_worker_dask_cluster_is_logged_registered_and_promoted_the_same_way(env):
+    """dask_scheduler selects LightGBM's Dask interface (workers read their own days); everything after the fit
+    is the same path: MLflow run, registered version, holdout and baselines, promotion."""
+    import mlflow
+
+    in_step, local = train(env)
+    result, meta = train(env, dask_scheduler="local:2")
+    assert result.success
+    assert meta["model_version"] == "2" and meta["training_rows"] == local["training_rows"]
+    assert meta["holdout_days"] == local["holdout_days"]
+    assert meta["holdout_mae"] == pytest.approx(local["holdout_mae"], rel=0.1)
+    assert meta["holdout_mae"] < meta["best_baseline_mae"]
+    run = mlflow.MlflowClient().get_run(meta["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["trained_on"] == "local:2"
+
+
 def test_a_crippled_challenger_is_not_promoted(env):
     train(env)
     result, meta = train(env, n_estimators=1, num_leaves=2, learning_rate=0.01)

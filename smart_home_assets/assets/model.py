@@ -6,7 +6,9 @@ naive baselines and the current champion, log it all to MLflow, register a versi
 import base64
 import datetime as dt
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -36,6 +38,9 @@ class UsageModelConfig(dg.Config):
     # True for data where a device is not metered every day (history imports): a next day without events
     # is "not measured" and is neither trained on nor scored, instead of a zero label.
     silent_next_day_is_unknown: bool = False
+    # "" trains in the step's process; "local" / "local:N" on a local Dask cluster of N workers; a scheduler
+    # address (tcp://host:8786) on that cluster: LightGBM's Dask interface, each worker reading its own days.
+    dask_scheduler: str = ""
 
 
 def load_features(warehouse: Warehouse, training_window_days: int, holdout_days: int) -> pl.DataFrame:
@@ -48,6 +53,41 @@ def load_features(warehouse: Warehouse, training_window_days: int, holdout_days:
     return warehouse.query(
         f"SELECT * FROM {USAGE_FEATURES} WHERE partition_date > (SELECT max(partition_date) FROM {USAGE_FEATURES})"
         f" - ?::INTEGER", [days])
+
+
+@dataclass(frozen=True)
+class Fitted:
+    model: Any
+    holdout: pl.DataFrame
+    training_rows: int
+    train_first_day: dt.date
+
+
+def fit_in_step(warehouse: Warehouse, config: UsageModelConfig, params: dict) -> Fitted:
+    """Read the labeled window into the step and fit there."""
+    from smart_home_assets import training
+
+    features = load_features(warehouse, config.training_window_days, config.holdout_days)
+    labeled = training.attach_labels(features, config.silent_next_day_is_unknown)
+    train, holdout = training.split_holdout(labeled, holdout_days=config.holdout_days)
+    model = training.train_model(train, params=params, seed=config.seed)
+    return Fitted(model, holdout, train.height, train["partition_date"].min())
+
+
+def fit_on_dask(warehouse: Warehouse, config: UsageModelConfig, params: dict) -> Fitted:
+    """Fit on a Dask cluster: the step reads only the holdout days; workers read the training days."""
+    from smart_home_assets import distributed_training as dist
+    from smart_home_assets import training
+
+    train_days, holdout_days = dist.split_days(dist.feature_days(warehouse), config.holdout_days,
+                                               config.training_window_days)
+    holdout = dist.load_labeled_days(warehouse, holdout_days, config.silent_next_day_is_unknown)
+    types = training.device_type_categories(
+        warehouse.query(f"SELECT DISTINCT device_type FROM {USAGE_FEATURES}"))
+    with dist.dask_client(config.dask_scheduler) as client:
+        model, rows = dist.train_model_dask(client, warehouse, train_days, types, params=params, seed=config.seed,
+                                            silent_next_day_is_unknown=config.silent_next_day_is_unknown)
+    return Fitted(model, holdout, rows, train_days[0])
 
 
 def png_markdown(path: Path, alt: str) -> dg.MetadataValue:
@@ -86,15 +126,14 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
                            "training_window_days": config.training_window_days,
                            "silent_next_day_is_unknown": config.silent_next_day_is_unknown,
                            "features": ",".join(training.FEATURE_COLUMNS)})
-        features = load_features(warehouse, config.training_window_days, config.holdout_days)
-        labeled = training.attach_labels(features, config.silent_next_day_is_unknown)
-        train, holdout = training.split_holdout(labeled, holdout_days=config.holdout_days)
+        fitted = (fit_on_dask if config.dask_scheduler else fit_in_step)(warehouse, config, params)
+        model, holdout = fitted.model, fitted.holdout
         holdout_dates = holdout["partition_date"].unique().sort()
-        mlflow.log_params({"training_rows": train.height, "holdout_rows": holdout.height,
-                           "train_first_day": str(train["partition_date"].min()),
+        mlflow.log_params({"training_rows": fitted.training_rows, "holdout_rows": holdout.height,
+                           "train_first_day": str(fitted.train_first_day),
                            "holdout_first_day": str(holdout_dates.min()),
-                           "holdout_last_day": str(holdout_dates.max())})
-        model = training.train_model(train, params=params, seed=config.seed)
+                           "holdout_last_day": str(holdout_dates.max()),
+                           "trained_on": config.dask_scheduler or "the step's process"})
         metrics = training.evaluate(model, holdout)
         baselines = training.baseline_metrics(holdout)
         best_name, best = training.best_baseline(baselines)
@@ -146,7 +185,7 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
         "previous_champion_holdout_mae": dg.MetadataValue.float(champion_mae) if champion_mae is not None
         else dg.MetadataValue.text("none"),
         **mlflow_run_metadata(model_registry.uri(), experiment_id, run_id, REGISTERED_MODEL_NAME, version),
-        "training_rows": dg.MetadataValue.int(train.height),
+        "training_rows": dg.MetadataValue.int(fitted.training_rows),
         "holdout_rows": dg.MetadataValue.int(holdout.height),
         "holdout_days": dg.MetadataValue.text(f"{holdout_dates.min()}..{holdout_dates.max()}"),
         **{f"holdout_{k}": dg.MetadataValue.float(float(v)) for k, v in metrics.items()},

@@ -1,0 +1,116 @@
+"""Training beyond one machine: LightGBM's Dask interface on a Dask cluster (``usage_model`` config
+``dask_scheduler``).
+
+The step only decides which days are trained on and which are held out (one cheap ``DISTINCT`` query). Each
+Dask partition is a chunk of training days that a worker reads from the warehouse itself, with the day after
+for the labels, so the training rows never pass through the step's process and are read lazily, chunk by chunk.
+The result is an ordinary ``LGBMRegressor`` (``to_local()``): evaluated, logged, registered and promoted
+exactly like a model trained in the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import polars as pl
+
+from smart_home_assets import training
+from smart_home_assets.features import FEATURES_SCHEMA
+from smart_home_assets.tables import USAGE_FEATURES
+
+DAYS_PER_PART = 7
+
+
+@contextlib.contextmanager
+def dask_client(address: str) -> Iterator[Any]:
+    """``local`` or ``local:N`` starts a local cluster of N (default 2) worker processes for this training;
+    anything else is a scheduler address (``tcp://host:8786``) to join."""
+    from dask.distributed import Client, LocalCluster
+
+    if address == "local" or address.startswith("local:"):
+        workers = int(address.partition(":")[2] or 2)
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            yield client
+    else:
+        with Client(address) as client:
+            yield client
+
+
+def feature_days(warehouse) -> list[dt.date]:
+    days = warehouse.query(f"SELECT DISTINCT partition_date FROM {USAGE_FEATURES} ORDER BY 1")
+    return days.get_column("partition_date").to_list()
+
+
+def split_days(days: Sequence[dt.date], holdout_days: int, training_window_days: int = 0,
+               ) -> tuple[list[dt.date], list[dt.date]]:
+    """(train days, holdout days): the last day has no label yet; the ``holdout_days`` before it are held out."""
+    labeled = list(days)[:-1]
+    if len(labeled) < holdout_days + training.MIN_TRAIN_DAYS:
+        raise ValueError(f"not enough labeled days to train and evaluate: need "
+                         f"{holdout_days + training.MIN_TRAIN_DAYS}, got {len(labeled)}")
+    train, holdout = labeled[:-holdout_days], labeled[-holdout_days:]
+    if training_window_days > 0:
+        train = train[-training_window_days:]
+    return train, holdout
+
+
+def load_labeled_days(warehouse, days: Sequence[dt.date], silent_next_day_is_unknown: bool) -> pl.DataFrame:
+    """Labeled feature rows of ``days`` (read with the day after each, where the labels come from)."""
+    keys = sorted({str(d) for d in days} | {str(d + dt.timedelta(days=1)) for d in days})
+    frame = warehouse.read_partitions(USAGE_FEATURES, keys)
+    if frame.is_empty():
+        frame = pl.DataFrame(schema=FEATURES_SCHEMA)
+    labeled = training.attach_labels(frame, silent_next_day_is_unknown)
+    return labeled.filter(pl.col("partition_date").is_in(list(days)))
+
+
+def _portable(warehouse) -> tuple[type, dict]:
+    """The warehouse resource as (class, settings): Dagster resources do not pickle, their settings do."""
+    return type(warehouse), warehouse.model_dump()
+
+
+def _part(warehouse: tuple[type, dict], days: Sequence[dt.date], silent_next_day_is_unknown: bool,
+          device_types: Sequence[str]):
+    """One Dask partition, built on a worker: the model input of a chunk of days, with the label column."""
+    cls, settings = warehouse
+    labeled = load_labeled_days(cls(**settings), days, silent_next_day_is_unknown)
+    frame = training.to_model_input(labeled, device_types)
+    frame[training.LABEL] = labeled.get_column(training.LABEL).cast(pl.Float64).to_numpy()
+    return frame
+
+
+def train_model_dask(client, warehouse, train_days: Sequence[dt.date], device_types: Sequence[str],
+                     params: dict[str, Any] | None = None, seed: int = 0, silent_next_day_is_unknown: bool = False,
+                     days_per_part: int = DAYS_PER_PART):
+    """Fit with ``lightgbm.DaskLGBMRegressor`` on the cluster of ``client``; returns the local model with its
+    device-type list, like :func:`training.train_model`, and the number of training rows."""
+    import dask
+    import dask.dataframe as dd
+    import lightgbm as lgb
+
+    chunks = [list(train_days[i:i + days_per_part]) for i in range(0, len(train_days), days_per_part)]
+    meta = _part_meta(device_types)
+    portable = _portable(warehouse)
+    frame = dd.from_delayed([dask.delayed(_part)(portable, chunk, silent_next_day_is_unknown, device_types)
+                             for chunk in chunks], meta=meta, verify_meta=False)
+    frame = frame.persist()
+    rows = int(frame.shape[0].compute())
+    if rows == 0:
+        raise ValueError("no training rows")
+    model = lgb.DaskLGBMRegressor(client=client, **{**training.DEFAULT_PARAMS, **(params or {}),
+                                                    **training._DETERMINISM, "random_state": seed})
+    model.fit(frame[training.FEATURE_COLUMNS], frame[training.LABEL],
+              categorical_feature=training.CATEGORICAL_COLUMNS)
+    local = model.to_local()
+    setattr(local, training.DEVICE_TYPES_ATTR, list(device_types))
+    return local, rows
+
+
+def _part_meta(device_types: Sequence[str]):
+    frame = training.to_model_input(pl.DataFrame(schema=FEATURES_SCHEMA), device_types)
+    frame[training.LABEL] = frame["energy_wh"].astype("float64")
+    return frame
