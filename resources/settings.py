@@ -55,12 +55,13 @@ def default_delta_uri() -> str:
     return str(Path(value).resolve() if value else data_dir() / "delta")
 
 
-EXECUTORS = ("in_process", "multiprocess", "dask")
+EXECUTORS = ("in_process", "multiprocess", "dask", "k8s_job")
 
 
 def executor_kind() -> str:
     """``$SMART_HOME_EXECUTOR``: where a run's steps execute. ``in_process`` (default: one process per run),
-    ``multiprocess`` (one process per step) or ``dask`` (steps on a Dask cluster's workers)."""
+    ``multiprocess`` (one process per step), ``dask`` (steps on a Dask cluster's workers) or ``k8s_job`` (a
+    Kubernetes Job per step, dagster-k8s; its settings are run config: deploy/k8s/step-executor.yaml)."""
     kind = (os.environ.get("SMART_HOME_EXECUTOR") or "in_process").strip().lower().replace("-", "_")
     if kind not in EXECUTORS:
         raise ValueError(f"SMART_HOME_EXECUTOR={kind!r}: expected one of {', '.join(EXECUTORS)}")

@@ -21,4 +21,8 @@ def executor_from_environment() -> dg.ExecutorDefinition:
         from smart_home_assets.dask_execution import record_safe_dask_executor
 
         return record_safe_dask_executor.configured({"cluster": dask_cluster()}, name="dask")
+    if kind == "k8s_job":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
     return dg.in_process_executor
