@@ -5,7 +5,8 @@ dagster_run, ...)``. dask >= 2025 parses every argument into its task spec and w
 Dagster's records (the run, the known state, the instance ref) are tuples that refuse iteration, so every run
 fails with "Iteration is not allowed on `@record` RunOpConcurrency". Here each Dagster argument travels in an
 opaque holder that dask does not walk into, and is unwrapped on the worker. The step futures
-(``dependencies``) stay visible to dask, which is what orders the steps.
+(``dependencies``) stay visible to dask, which is what orders the steps. It also names each step's task after
+its run: dagster-dask's "<job>.<step>" keys repeat across runs, and dask runs a repeated key only once.
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ def run_step_on_worker(dependencies: Any, *wrapped: Opaque):
 class RecordSafeClient(dask.distributed.Client):
     def submit(self, func, *args, **kwargs):
         if func is query_on_dask_worker:
-            dependencies, *rest = args
-            return super().submit(run_step_on_worker, dependencies, *map(Opaque, rest), **kwargs)
+            dependencies, _recon_job, dagster_run, *_ = args
+            # dagster-dask names a step's task "<job>.<step>": the same key for that step in every run. On a
+            # shared cluster dask treats a key it holds as the same task, so a second run of the job got the
+            # first run's result back and executed nothing, yet succeeded. The run id makes each key unique.
+            kwargs["key"] = f"{kwargs.get('key', 'step')}.{dagster_run.run_id}"
+            return super().submit(run_step_on_worker, dependencies, *map(Opaque, args[1:]), **kwargs)
         return super().submit(func, *args, **kwargs)
 
 
