@@ -38,7 +38,13 @@ from pydantic import Field
 
 from resources.objectstore import delta_storage_options, is_object_store, s3_filesystem, split_s3
 from resources.settings import default_delta_uri
-from resources.warehouse import PARTITION_COLUMN, WarehouseError, identifier, partition_dates
+from resources.warehouse import (
+    PARTITION_COLUMN,
+    WarehouseError,
+    checked_partition_dates,
+    identifier,
+    partition_dates,
+)
 
 COMMIT_ATTEMPTS = 5  # a commit that conflicts with a concurrent writer of the same partition is retried
 
@@ -128,16 +134,7 @@ class DeltaWarehouse(ConfigurableResource):
     def replace_partitions(self, tables: Mapping[str, pl.DataFrame], partition_keys: Sequence[str]) -> None:
         """Replace ``partition_keys`` of every table with the given frames: one Delta commit per table, in the
         order given, after every frame has been checked (see the module docstring for what is atomic)."""
-        dates = partition_dates(partition_keys)
-        for table, frame in tables.items():
-            identifier(table)
-            if PARTITION_COLUMN not in frame.columns:
-                raise WarehouseError(f"frame for {table} has no {PARTITION_COLUMN} column")
-            for column in frame.columns:
-                identifier(column)
-            outside = frame.filter(~pl.col(PARTITION_COLUMN).is_in(dates)).height
-            if outside:
-                raise WarehouseError(f"{outside} rows for {table} fall outside partitions {list(partition_keys)}")
+        dates = checked_partition_dates(tables, partition_keys)
         aligned = {}
         for table, frame in tables.items():  # every check before the first commit
             target = self._schema(table, self.create_table(table, frame.schema))

@@ -45,6 +45,22 @@ def partition_dates(keys: Sequence[str]) -> list[dt.date]:
         raise WarehouseError(f"invalid partition key in {list(keys)!r}: {exc}") from exc
 
 
+def checked_partition_dates(tables: Mapping[str, pl.DataFrame], partition_keys: Sequence[str]) -> list[dt.date]:
+    """The dates of ``partition_keys``, once every table name and column is a safe identifier and every frame
+    holds only rows of those partitions (checked before anything is written, by every warehouse backend)."""
+    dates = partition_dates(partition_keys)
+    for table, frame in tables.items():
+        identifier(table)
+        if PARTITION_COLUMN not in frame.columns:
+            raise WarehouseError(f"frame for {table} has no {PARTITION_COLUMN} column")
+        for column in frame.columns:
+            identifier(column)
+        outside = frame.filter(~pl.col(PARTITION_COLUMN).is_in(dates)).height
+        if outside:
+            raise WarehouseError(f"{outside} rows for {table} fall outside partitions {list(partition_keys)}")
+    return dates
+
+
 class Warehouse(DuckDBResource):
     """The DuckDB warehouse. ``database`` defaults to ``$SMART_HOME_WAREHOUSE`` or ``<data>/warehouse.duckdb``."""
 
@@ -76,16 +92,7 @@ class Warehouse(DuckDBResource):
         Readers see either all of the old partitions or all of the new ones; a crash at any moment rolls back.
         Every frame must carry the ``partition_date`` column, and only rows of ``partition_keys``.
         """
-        dates = partition_dates(partition_keys)
-        for table, frame in tables.items():
-            identifier(table)
-            if PARTITION_COLUMN not in frame.columns:
-                raise WarehouseError(f"frame for {table} has no {PARTITION_COLUMN} column")
-            for column in frame.columns:
-                identifier(column)
-            outside = frame.filter(~pl.col(PARTITION_COLUMN).is_in(dates)).height
-            if outside:
-                raise WarehouseError(f"{outside} rows for {table} fall outside partitions {list(partition_keys)}")
+        dates = checked_partition_dates(tables, partition_keys)
         with self.connect() as conn:
             conn.execute("BEGIN TRANSACTION")
             try:

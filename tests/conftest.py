@@ -68,3 +68,26 @@ def simulated_features(start: dt.date, days: int, hubs: int = 25, seed: int = 3,
                         for d in range(days) for hub in fleet])
     daily = daily_device_usage(events.with_columns(partition_date=pl.col("event_timestamp").dt.date()))
     return pl.concat([build_features(daily, start + dt.timedelta(days=d)) for d in range(days)])
+
+
+def latest_run_check_evaluations(dagster_home: str) -> list:
+    """The asset check evaluations of the newest run of the instance at ``dagster_home``, which must have
+    succeeded (for tests that ran a CLI backfill in a subprocess)."""
+    import os
+
+    import dagster as dg
+    from dagster._core.events import DagsterEventType
+
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = dagster_home
+    try:
+        with dg.DagsterInstance.get() as instance:
+            (run,) = instance.get_runs(limit=1)
+            assert run.status == dg.DagsterRunStatus.SUCCESS
+            return [r.dagster_event.event_specific_data
+                    for r in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
+    finally:
+        if previous is None:
+            os.environ.pop("DAGSTER_HOME")
+        else:
+            os.environ["DAGSTER_HOME"] = previous

@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 import pytest
 
 from smart_home_assets.simulate import FAULT_KINDS, simulate_fleet
+from tests.conftest import latest_run_check_evaluations
 
 pytestmark = pytest.mark.slow
 
@@ -89,17 +89,7 @@ def test_every_injected_fault_kind_is_quarantined_under_its_reason(backfilled):
 
 def test_checks_are_recorded_per_partition(backfilled):
     root, env, _ = backfilled
-    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
-    try:
-        with dg.DagsterInstance.get() as instance:
-            run = instance.get_runs(limit=1)[0]
-            assert run.status == dg.DagsterRunStatus.SUCCESS
-            from dagster._core.events import DagsterEventType
-
-            evaluations = [r.dagster_event.event_specific_data
-                           for r in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
-    finally:
-        os.environ.pop("DAGSTER_HOME")
+    evaluations = latest_run_check_evaluations(env["DAGSTER_HOME"])
     conserved = {e.partition for e in evaluations if e.check_name == "check_rows_conserved" and e.passed}
     assert conserved == {str(FIRST + dt.timedelta(days=i)) for i in range(DAYS)}
     blocking_failures = [e for e in evaluations if not e.passed and e.blocking]

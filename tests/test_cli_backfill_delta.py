@@ -17,6 +17,7 @@ import pytest
 
 from resources.delta_warehouse import DeltaWarehouse
 from smart_home_assets.simulate import simulate_fleet
+from tests.conftest import latest_run_check_evaluations
 from tests.moto_s3 import moto_server
 
 pytestmark = pytest.mark.slow
@@ -109,18 +110,7 @@ def test_every_partition_is_conserved_and_checks_passed_on_delta(both, s3):
     for day, raw, clean, quarantined in counts.rows():
         assert raw == clean + quarantined > 0, day
 
-    import dagster as dg
-    from dagster._core.events import DagsterEventType
-
-    os.environ["DAGSTER_HOME"] = both["delta_env"]["DAGSTER_HOME"]
-    try:
-        with dg.DagsterInstance.get() as instance:
-            (run,) = instance.get_runs(limit=1)
-            assert run.status == dg.DagsterRunStatus.SUCCESS
-            evaluations = [r.dagster_event.event_specific_data
-                           for r in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
-    finally:
-        os.environ.pop("DAGSTER_HOME")
+    evaluations = latest_run_check_evaluations(both["delta_env"]["DAGSTER_HOME"])
     conserved = {e.partition for e in evaluations if e.check_name == "check_rows_conserved" and e.passed}
     assert conserved == {str(FIRST + dt.timedelta(days=i)) for i in range(DAYS)}
     assert [e for e in evaluations if not e.passed and e.blocking] == []
