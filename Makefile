@@ -34,6 +34,7 @@ run: install
 	$(BIN)/smart-home demo
 
 test: install
+	bash scripts/system-packages.sh
 	$(BIN)/pytest
 
 dev: install
