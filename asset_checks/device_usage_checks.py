@@ -20,6 +20,8 @@ warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec
 from asset_checks.evaluations import check_outputs, partition_evaluation
 from asset_checks.schemas import device_usage_schema, failure_cases
 from resources import PseudonymizationKey, Warehouse
+from resources.settings import batch_rows
+from smart_home_assets.batching import grouped_batches
 from smart_home_assets.catalog import load_device_catalog
 from smart_home_assets.cleaning import DUPLICATE_EVENT_ID, UNKNOWN_DEVICE_TYPE, pseudonymize
 from smart_home_assets.contract import PLACEHOLDER_USER_ID
@@ -82,10 +84,16 @@ def pandera_evaluations(partition: str, rows: pl.DataFrame, catalog: tuple[str, 
                         extra_metadata: dict[str, dict] | None = None) -> list[dg.AssetCheckEvaluation]:
     """One evaluation per Pandera rule, with failure counts per check and a sample of failure cases."""
     cases = failure_cases(device_usage_schema(partition, catalog), rows)
+    return evaluations_of_cases(partition, cases, rows.height, context, extra_metadata)
+
+
+def evaluations_of_cases(partition: str, cases: pl.DataFrame, rows_checked: int, context=None,
+                         extra_metadata: dict[str, dict] | None = None) -> list[dg.AssetCheckEvaluation]:
+    """One evaluation per Pandera rule from the failure cases of ``rows_checked`` rows (``failure_cases``)."""
     evaluations = []
     for rule in PANDERA_RULES:
         mine = rule.selects(cases)
-        metadata = {"rows_checked": rows.height, "failures": mine.height, **(extra_metadata or {}).get(rule.name, {})}
+        metadata = {"rows_checked": rows_checked, "failures": mine.height, **(extra_metadata or {}).get(rule.name, {})}
         if mine.height:
             counts = mine.group_by("column", "check").len().sort("len", descending=True)
             metadata["failures_by_check"] = {f"{c}: {k}": n for c, k, n in counts.iter_rows()}
@@ -112,6 +120,16 @@ def conservation_evaluations(partition: str, raw_lines: int, clean_rows: int, qu
     ]
 
 
+def clean_file_batches(warehouse: Warehouse, partition: str, max_rows: int) -> list[list[str]]:
+    """The partition's device_usage source files in batches of whole hubs."""
+    if not warehouse.table_exists(DEVICE_USAGE):
+        return []
+    sizes = warehouse.query(
+        f"SELECT source_file AS item, hub_id AS \"group\", count(*) AS rows FROM {DEVICE_USAGE}"
+        " WHERE partition_date = ?::DATE GROUP BY ALL ORDER BY item", [partition])
+    return grouped_batches(sizes, max_rows)
+
+
 @dg.multi_asset_check(specs=DEVICE_USAGE_CHECK_SPECS, pool=DUCKDB_POOL, can_subset=False)
 def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse,
                         pseudonym_key: PseudonymizationKey) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
@@ -120,7 +138,16 @@ def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Wareh
     placeholder = pseudonymize(pl.Series([PLACEHOLDER_USER_ID]), pseudonym_key.secret())[0]
     failed = []
     for partition in context.partition_keys if context.has_partition_key_range or context.has_partition_key else []:
-        rows = warehouse.read_partitions(DEVICE_USAGE, [partition])
+        # Pandera over batches of whole hubs: uniqueness is per (hub_id, event_id), every other rule per row
+        schema = device_usage_schema(partition, catalog.device_types)
+        cases, rows_checked, placeholder_rows = [], 0, 0
+        for files in clean_file_batches(warehouse, partition, batch_rows()):
+            rows = warehouse.read_partitions(DEVICE_USAGE, [partition], where={"source_file": files})
+            if rows.height:
+                cases.append(failure_cases(schema, rows))
+                rows_checked += rows.height
+                placeholder_rows += int((rows["user_pseudonym"] == placeholder).sum())
+            del rows
         unknown = warehouse.query(
             f"SELECT device_type, count(*) AS n FROM {DEVICE_USAGE_QUARANTINE} WHERE partition_date = ?::DATE"
             " AND reason = ? GROUP BY ALL ORDER BY n DESC, device_type LIMIT 50", [partition, UNKNOWN_DEVICE_TYPE])
@@ -131,11 +158,11 @@ def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Wareh
                 "unknown_types_in_quarantine": {str(t): n for t, n in unknown.iter_rows()},
             },
             "check_user_id_not_null": {
-                "placeholder_user_rows": int((rows["user_pseudonym"] == placeholder).sum()) if rows.height else 0,
+                "placeholder_user_rows": placeholder_rows,
                 "placeholder_user_id": PLACEHOLDER_USER_ID,
             },
         }
-        evaluations = pandera_evaluations(partition, rows, catalog.device_types, context, extra) if rows.height else [
+        evaluations = evaluations_of_cases(partition, pl.concat(cases), rows_checked, context, extra) if cases else [
             _evaluation(r.name, partition, True, {"rows_checked": 0, **extra.get(r.name, {})}, context=context)
             for r in PANDERA_RULES]
         counts = warehouse.query(
@@ -150,7 +177,7 @@ def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Wareh
         reasons = warehouse.query(
             f"SELECT reason, count(*) AS n FROM {DEVICE_USAGE_QUARANTINE} WHERE partition_date = ?::DATE"
             " GROUP BY reason ORDER BY n DESC", [partition])
-        evaluations += conservation_evaluations(partition, counts["raw_lines"], rows.height, counts["quarantined"],
+        evaluations += conservation_evaluations(partition, counts["raw_lines"], rows_checked, counts["quarantined"],
                                                 counts["duplicates"], dict(reasons.iter_rows()), context)
         failed += [f"{e.check_name}[{partition}]" for e in evaluations if not e.passed and e.blocking]
         yield from evaluations

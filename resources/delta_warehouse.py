@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import duckdb
 import polars as pl
@@ -149,6 +149,20 @@ class DeltaWarehouse(ConfigurableResource):
         for table, frame in aligned.items():
             self._overwrite(table, frame, predicate)
 
+    def replace_partition_in_batches(self, partition_key: str, tables: Sequence[str],
+                                     batches: Iterable[Mapping[str, pl.DataFrame]]) -> None:
+        """``replace_partitions`` of the concatenated batches: one Delta commit per table, as there. Unlike the
+        DuckDB warehouse, the batches of a partition are gathered in memory before the commit (a delta-rs write
+        takes one stream per table); on Delta, a day's memory is bounded by partitioning finer, not by batches."""
+        collected: dict[str, list[pl.DataFrame]] = {table: [] for table in tables}
+        for batch in batches:
+            for table in tables:
+                collected[table].append(batch[table])
+        frames = {table: pl.concat(parts, how="vertical_relaxed") for table, parts in collected.items() if parts}
+        if len(frames) < len(tables):
+            raise WarehouseError(f"no rows or schema given for {sorted(set(tables) - set(frames))}")
+        self.replace_partitions(frames, [partition_key])
+
     def _overwrite(self, table: str, frame: pl.DataFrame, predicate: str) -> None:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
@@ -171,16 +185,19 @@ class DeltaWarehouse(ConfigurableResource):
         return self._open(table) is not None
 
     def read_partitions(self, table: str, partition_keys: Sequence[str], columns: Sequence[str] | None = None,
-                        ) -> pl.DataFrame:
-        """Rows of ``partition_keys`` of ``table``; an empty frame when the table does not exist yet."""
-        for column in columns or ():
+                        where: Mapping[str, Sequence[str]] | None = None) -> pl.DataFrame:
+        """Rows of ``partition_keys`` of ``table`` (only those whose column ``c`` is one of ``where[c]``, for each
+        column in ``where``); an empty frame when the table does not exist yet."""
+        for column in [*(columns or ()), *(where or {})]:
             identifier(column)
         delta = self._open(table)
         if delta is None:
             return pl.DataFrame()
         dates = partition_dates(partition_keys)
-        rows = self._dataset(table, delta).to_table(
-            columns=list(columns) if columns else None, filter=pc.field(PARTITION_COLUMN).isin(dates))
+        condition = pc.field(PARTITION_COLUMN).isin(dates)
+        for column, values in (where or {}).items():
+            condition = condition & pc.field(column).isin(list(values))
+        rows = self._dataset(table, delta).to_table(columns=list(columns) if columns else None, filter=condition)
         return pl.from_arrow(rows)
 
     def read_only_table(self, table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:

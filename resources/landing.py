@@ -16,14 +16,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow.fs as pafs
 from dagster import ConfigurableResource
 
 from resources.objectstore import is_object_store, s3_filesystem, split_s3
 from resources.settings import landing_location
 from smart_home_assets.contract import DATE_FOLDER_RE, HUB_ID_RE, UPLOAD_SUFFIXES
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 
 class LandingZoneError(RuntimeError):
@@ -129,20 +131,28 @@ class _ObjectStoreLanding:
         self.fs = s3_filesystem()
 
     def exists(self) -> bool:
+        import pyarrow.fs as pafs  # only object-store landings need pyarrow's file systems (load time)
+
         return self.fs.get_file_info(self.bucket).type == pafs.FileType.Directory
 
     def _entries(self, base: str, recursive: bool) -> list[pafs.FileInfo]:
+        import pyarrow.fs as pafs
+
         if not self.exists():
             raise LandingZoneError(f"landing zone {self.location}: bucket {self.bucket!r} does not exist or is "
                                    "not reachable")
         return self.fs.get_file_info(pafs.FileSelector(base, recursive=recursive, allow_not_found=True))
 
     def folders(self) -> list[str]:
+        import pyarrow.fs as pafs
+
         return [info.base_name for info in self._entries(self.base, recursive=False)
                 if info.type == pafs.FileType.Directory]
 
     def files(self, day: str | None = None) -> dict[str, list[LandingFile]]:
         """Files one level below each day folder (or of ``day`` only), by day; one LIST for the whole scan."""
+        import pyarrow.fs as pafs
+
         base = f"{self.base}/{day}" if day else self.base
         by_day: dict[str, list[LandingFile]] = {}
         for info in self._entries(base, recursive=day is None):

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import pyarrow.fs as pafs
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
 
 S3_SCHEME = "s3://"
 
@@ -51,6 +54,8 @@ def s3_filesystem(env: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
     if endpoint:
         parsed = urlparse(endpoint)
         kwargs.update(endpoint_override=parsed.netloc or endpoint, scheme=parsed.scheme or "https")
+    import pyarrow.fs as pafs  # imported when an object store is used, not when the definitions load
+
     return pafs.S3FileSystem(**kwargs)
 
 

@@ -78,3 +78,15 @@ def dask_cluster() -> dict:
     if workers < 1:
         raise ValueError(f"SMART_HOME_DASK_WORKERS={workers}: at least 1")
     return {"local": {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}}
+
+
+DEFAULT_BATCH_ROWS = 250_000
+
+
+def batch_rows() -> int:
+    """``$SMART_HOME_BATCH_ROWS``: about how many rows a step holds in memory at once while it ingests, cleans or
+    checks one day (whole files and hubs per batch; docs/benchmarks.md measures the peak memory it gives)."""
+    value = int(os.environ.get("SMART_HOME_BATCH_ROWS") or DEFAULT_BATCH_ROWS)
+    if value < 1:
+        raise ValueError(f"SMART_HOME_BATCH_ROWS={value}: at least 1")
+    return value

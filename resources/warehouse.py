@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from resources.settings import default_warehouse_path
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 PARTITION_COLUMN = "partition_date"
+# DuckDB's memory while a staged partition is inserted (replace_partition_in_batches); beyond it DuckDB spills.
+STAGED_INSERT_MEMORY_LIMIT = "1GB"
 
 
 class WarehouseError(RuntimeError):
@@ -93,11 +97,61 @@ class Warehouse(DuckDBResource):
         Every frame must carry the ``partition_date`` column, and only rows of ``partition_keys``.
         """
         dates = checked_partition_dates(tables, partition_keys)
+        with self._transaction(list(tables)) as conn:
+            for table, frame in tables.items():
+                self._replace_in_transaction(conn, table, frame, dates)
+
+    def replace_partition_in_batches(self, partition_key: str, tables: Sequence[str],
+                                     batches: Iterable[Mapping[str, pl.DataFrame]]) -> None:
+        """Replace one partition of every table in ``tables`` with the concatenation of ``batches`` (each a frame
+        per table), in one transaction: readers see the old or the new partition, never a part. A table that gets
+        no batch is emptied for the partition.
+
+        Memory is bounded by one batch, not by the partition: each batch is staged as Parquet files in a folder
+        beside the warehouse, then one transaction deletes the partition and inserts the staged files, with
+        DuckDB's memory limited to ``STAGED_INSERT_MEMORY_LIMIT`` (DuckDB spills to disk beyond it). Inserting
+        the batches from Arrow inside one transaction instead keeps about 1.2 KB per raw line in memory until
+        the commit, outside DuckDB's memory limit (measured in docs/benchmarks.md)."""
+        dates = partition_dates([partition_key])
+        staging = self.path().parent / f".staging-{uuid.uuid4().hex}"
+        try:
+            staged: dict[str, list[str]] = {table: [] for table in tables}
+            for number, batch in enumerate(batches):
+                checked_partition_dates(batch, [partition_key])
+                for table in tables:
+                    identifier(table)  # a plain name: safe in a file name too
+                    path = staging / f"{table}-{number:06d}.parquet"
+                    try:
+                        staging.mkdir(parents=True, exist_ok=True)
+                        batch[table].write_parquet(path, compression="lz4", statistics=False)
+                    except (OSError, pl.exceptions.PolarsError) as exc:
+                        raise WarehouseError(f"staging partition {partition_key} of {list(tables)} for warehouse "
+                                             f"{self.path()} in {staging} failed, nothing was changed: {exc}") from exc
+                    staged[table].append(str(path))
+            with self._transaction(list(tables)) as conn:
+                conn.execute(f"SET memory_limit = '{STAGED_INSERT_MEMORY_LIMIT}'")
+                for table in tables:
+                    name = identifier(table)
+                    if staged[table]:
+                        conn.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM read_parquet(?) LIMIT 0",
+                                     [staged[table][:1]])
+                        incoming = conn.execute("DESCRIBE SELECT * FROM read_parquet(?)", [staged[table][:1]])
+                        self._check_columns(conn, table, [row[0] for row in incoming.fetchall()])
+                    elif not self._exists(conn, table):
+                        continue
+                    conn.execute(f"DELETE FROM {name} WHERE {PARTITION_COLUMN} = ?", [dates[0]])
+                    if staged[table]:
+                        conn.execute(f"INSERT INTO {name} BY NAME SELECT * FROM read_parquet(?)", [staged[table]])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @contextmanager
+    def _transaction(self, tables: list[str]):
+        """A connection inside one transaction: committed when the block ends, rolled back on any error."""
         with self.connect() as conn:
             conn.execute("BEGIN TRANSACTION")
             try:
-                for table, frame in tables.items():
-                    self._replace_in_transaction(conn, table, frame, dates)
+                yield conn
                 conn.execute("COMMIT")
             except BaseException as exc:
                 try:
@@ -105,9 +159,14 @@ class Warehouse(DuckDBResource):
                 except duckdb.Error:
                     pass  # a failed COMMIT (e.g. no space left) has already ended the transaction
                 if isinstance(exc, duckdb.Error):
-                    raise WarehouseError(f"writing {list(tables)} to warehouse {self.path()} failed, nothing was "
+                    raise WarehouseError(f"writing {tables} to warehouse {self.path()} failed, nothing was "
                                          f"changed: {exc}") from exc
                 raise
+
+    @staticmethod
+    def _exists(conn, table: str) -> bool:
+        return bool(conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                                 [table]).fetchone()[0])
 
     @staticmethod
     def _replace_in_transaction(conn, table: str, frame: pl.DataFrame, dates: list[dt.date]) -> None:
@@ -115,16 +174,19 @@ class Warehouse(DuckDBResource):
         conn.register("incoming_frame", frame)
         try:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming_frame LIMIT 0")
-            existing = {row[0] for row in conn.execute(f"DESCRIBE {name}").fetchall()}
-            missing = [c for c in frame.columns if c not in existing]
-            if missing:
-                raise WarehouseError(
-                    f"table {table} has no column(s) {missing}: the schema changed; migrate or drop the table"
-                )
+            Warehouse._check_columns(conn, table, frame.columns)
             conn.execute(f"DELETE FROM {name} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[]))", [dates])
             conn.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming_frame")
         finally:
             conn.unregister("incoming_frame")
+
+    @staticmethod
+    def _check_columns(conn, table: str, columns: Sequence[str]) -> None:
+        existing = {row[0] for row in conn.execute(f"DESCRIBE {identifier(table)}").fetchall()}
+        missing = [c for c in columns if c not in existing]
+        if missing:
+            raise WarehouseError(
+                f"table {table} has no column(s) {missing}: the schema changed; migrate or drop the table")
 
     def query(self, sql: str, params: Sequence | None = None) -> pl.DataFrame:
         """Run one read query and return a polars frame (via Arrow)."""
@@ -139,18 +201,18 @@ class Warehouse(DuckDBResource):
             ).fetchone()[0])
 
     def read_partitions(self, table: str, partition_keys: Sequence[str], columns: Sequence[str] | None = None,
-                        ) -> pl.DataFrame:
-        """Rows of ``partition_keys`` of ``table``; an empty frame when the table does not exist yet."""
+                        where: Mapping[str, Sequence[str]] | None = None) -> pl.DataFrame:
+        """Rows of ``partition_keys`` of ``table`` (only those whose column ``c`` is one of ``where[c]``, for each
+        column in ``where``); an empty frame when the table does not exist yet."""
         select = ", ".join(identifier(c) for c in columns) if columns else "*"
         name = identifier(table)
+        filters = "".join(f" AND {identifier(c)} IN (SELECT UNNEST(?::VARCHAR[]))" for c in where or {})
         with self.connect() as conn:  # one connection for both statements: connecting costs more than reading
-            exists = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                                  [table]).fetchone()[0]
-            if not exists:
+            if not self._exists(conn, table):
                 return pl.DataFrame()
             return conn.execute(
-                f"SELECT {select} FROM {name} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[]))",
-                [partition_dates(partition_keys)],
+                f"SELECT {select} FROM {name} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[])){filters}",
+                [partition_dates(partition_keys), *(list(v) for v in (where or {}).values())],
             ).pl()
 
     def read_only_table(self, table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import duckdb
@@ -136,10 +136,14 @@ def split_lines(text: str) -> pl.Series:
     return lines.str.strip_suffix("\r")
 
 
-def lines_frame(partition_key: str, files: Iterable[LandingFile]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """All lines of a day's files (one row per line, file-level problems attached) and a per-file manifest."""
-    frames: list[pl.DataFrame] = []
-    manifest: list[dict] = []
+_LINES_SCHEMA = {"raw_line": pl.String, "source_file": pl.String, "file_hub_id": pl.String, "line_number": pl.Int64,
+                 "line_problem": pl.String}
+_MANIFEST_COLUMNS = ("source_file", "size_bytes", "mtime_ns", "lines", "problem")
+
+
+def file_lines(files: Iterable[LandingFile]) -> Iterator[tuple[pl.DataFrame, dict]]:
+    """Each file's lines (one row per line, file-level problems attached) and its manifest row, one file at a
+    time."""
     for file in files:
         read = read_upload(file)
         lines = split_lines(read.text)
@@ -159,16 +163,25 @@ def lines_frame(partition_key: str, files: Iterable[LandingFile]) -> tuple[pl.Da
                 "raw_line": [read.tail or ""], "source_file": [file.relative_path], "file_hub_id": [file.hub_id],
                 "line_number": [lines.len() + 1], "line_problem": [read.problem],
             }, schema=frame.schema)])
-        frames.append(frame)
-        manifest.append({"source_file": file.relative_path, "size_bytes": file.size, "mtime_ns": file.mtime_ns,
-                         "lines": frame.height, "problem": read.problem})
+        yield frame, {"source_file": file.relative_path, "size_bytes": file.size, "mtime_ns": file.mtime_ns,
+                      "lines": frame.height, "problem": read.problem}
+
+
+def _frames(partition_key: str, frames: list[pl.DataFrame], manifest: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
     date = dt.date.fromisoformat(partition_key)
-    schema = {"raw_line": pl.String, "source_file": pl.String, "file_hub_id": pl.String,
-              "line_number": pl.Int64, "line_problem": pl.String}
-    lines_df = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=schema)
+    lines_df = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=_LINES_SCHEMA)
     manifest_df = pl.DataFrame(manifest, schema={k: v for k, v in RAW_USAGE_FILES_SCHEMA.items()
-                                                 if k in ("source_file", "size_bytes", "mtime_ns", "lines", "problem")})
+                                                 if k in _MANIFEST_COLUMNS})
     return lines_df.with_columns(partition_date=pl.lit(date)), manifest_df.with_columns(partition_date=pl.lit(date))
+
+
+def lines_frame(partition_key: str, files: Iterable[LandingFile]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """All lines of a day's files (one row per line, file-level problems attached) and a per-file manifest."""
+    frames, manifest = [], []
+    for frame, row in file_lines(files):
+        frames.append(frame)
+        manifest.append(row)
+    return _frames(partition_key, frames, manifest)
 
 
 def _parse_sql() -> str:
@@ -250,10 +263,30 @@ def parse_lines(lines: pl.DataFrame, ingested_at: dt.datetime) -> pl.DataFrame:
     )
 
 
-def ingest_day(partition_key: str, files: list[LandingFile], ingested_at: dt.datetime,
-               ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """raw_usage rows and the file manifest for one day's landing files."""
-    lines, manifest = lines_frame(partition_key, files)
+def _ingest(lines: pl.DataFrame, manifest: pl.DataFrame, ingested_at: dt.datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
     raw = parse_lines(lines, ingested_at)
     manifest = manifest.with_columns(ingested_at=pl.lit(ingested_at, dtype=pl.Datetime("us", "UTC")))
     return raw, manifest.select(list(RAW_USAGE_FILES_SCHEMA))
+
+
+def ingest_day(partition_key: str, files: list[LandingFile], ingested_at: dt.datetime,
+               ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """raw_usage rows and the file manifest for one day's landing files."""
+    return _ingest(*lines_frame(partition_key, files), ingested_at)
+
+
+def ingest_day_in_batches(partition_key: str, files: list[LandingFile], ingested_at: dt.datetime, batch_rows: int,
+                          ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """``ingest_day`` in batches of whole files: a batch is closed once it holds ``batch_rows`` lines or more, so
+    memory depends on the batch, not on the day. Concatenated, the batches equal ``ingest_day``'s frames. Yields
+    at least one (possibly empty) batch."""
+    frames, manifest, held, yielded = [], [], 0, False
+    for frame, row in file_lines(files):
+        frames.append(frame)
+        manifest.append(row)
+        held += frame.height
+        if held >= batch_rows:
+            yield _ingest(*_frames(partition_key, frames, manifest), ingested_at)
+            frames, manifest, held, yielded = [], [], 0, True
+    if manifest or not yielded:
+        yield _ingest(*_frames(partition_key, frames, manifest), ingested_at)

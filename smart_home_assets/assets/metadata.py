@@ -31,12 +31,14 @@ def _cell(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def preview_table(frame: pl.DataFrame, of: str, rows: int = PREVIEW_ROWS) -> dg.MetadataValue:
-    """The first ``rows`` rows of ``frame`` (``of``: which slice it is) as a markdown table the UI renders."""
+def preview_table(frame: pl.DataFrame, of: str, rows: int = PREVIEW_ROWS, total: int | None = None,
+                  ) -> dg.MetadataValue:
+    """The first ``rows`` rows of ``frame`` (``of``: which slice it is; ``total``: its row count when ``frame``
+    holds only the first of them) as a markdown table the UI renders."""
     if frame.is_empty():
         return dg.MetadataValue.md(f"{of}: no rows")
     head = frame.head(rows)
-    lines = [f"First {head.height} of {frame.height:,} rows of {of}:", "",
+    lines = [f"First {head.height} of {frame.height if total is None else total:,} rows of {of}:", "",
              "| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in head.iter_rows()]
     return dg.MetadataValue.md("\n".join(lines))

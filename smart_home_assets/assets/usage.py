@@ -12,11 +12,13 @@ import dagster as dg
 import polars as pl
 
 from resources import LandingZone, PseudonymizationKey, Warehouse
-from smart_home_assets.assets.metadata import preview_table, quarantine_rate
+from resources.settings import batch_rows
+from smart_home_assets.assets.metadata import PREVIEW_ROWS, preview_table, quarantine_rate
 from smart_home_assets.automation import follows_upstream_partitions
 from smart_home_assets.catalog import load_device_catalog
 from smart_home_assets.cleaning import DEVICE_USAGE_SCHEMA, QUARANTINE_SCHEMA, clean_usage
-from smart_home_assets.ingest import RAW_USAGE_SCHEMA, ingest_day
+from smart_home_assets.batching import grouped_batches
+from smart_home_assets.ingest import RAW_USAGE_SCHEMA, ingest_day_in_batches
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.tables import (
     DEVICE_USAGE,
@@ -29,6 +31,20 @@ from smart_home_assets.tables import (
 
 def column_schema(schema: dict[str, pl.DataType]) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()])
+
+
+# cleaning reads every raw column but the line text (the bulk of a raw row, which no rule reads)
+CLEANED_RAW_COLUMNS = [c for c in RAW_USAGE_SCHEMA if c != "raw_line"]
+
+
+def raw_file_batches(warehouse: Warehouse, partition: str, max_rows: int) -> list[list[str]]:
+    """The partition's raw_usage source files in batches of whole hubs (at least one batch, maybe empty)."""
+    sizes = pl.DataFrame(schema={"item": pl.String, "group": pl.String, "rows": pl.Int64})
+    if warehouse.table_exists(RAW_USAGE):
+        sizes = warehouse.query(
+            f"SELECT source_file AS item, file_hub_id AS \"group\", count(*) AS rows FROM {RAW_USAGE}"
+            " WHERE partition_date = ?::DATE GROUP BY ALL ORDER BY item", [partition])
+    return grouped_batches(sizes, max_rows) or [[]]
 
 
 def partition_table(rows: list[dict]) -> dg.MetadataValue:
@@ -56,16 +72,23 @@ def raw_usage(context: dg.AssetExecutionContext, landing: LandingZone, warehouse
     per_partition = []
     for key in context.partition_keys:
         files = landing.files_for_day(key)
-        raw, manifest = ingest_day(key, files, ingested_at)
-        warehouse.replace_partitions({RAW_USAGE: raw, RAW_USAGE_FILES: manifest}, [key])
-        problems = manifest.filter(pl.col("problem").is_not_null())
-        for row in problems.iter_rows(named=True):
-            context.log.warning(f"partition {key}: file {row['source_file']}: {row['problem']}")
-        per_partition.append({
-            "partition": key, "files": manifest.height, "lines": raw.height,
-            "bytes": int(manifest["size_bytes"].sum() or 0),
-            "parse_errors": raw["parse_error"].is_not_null().sum(), "file_problems": problems.height,
-        })
+        stats = dict.fromkeys(("files", "lines", "bytes", "parse_errors", "file_problems"), 0)
+
+        def batches(key=key, files=files, stats=stats):
+            # whole files at a time: memory is bounded by the batch, the partition is still one transaction
+            for raw, manifest in ingest_day_in_batches(key, files, ingested_at, batch_rows()):
+                problems = manifest.filter(pl.col("problem").is_not_null())
+                for row in problems.iter_rows(named=True):
+                    context.log.warning(f"partition {key}: file {row['source_file']}: {row['problem']}")
+                stats["files"] += manifest.height
+                stats["lines"] += raw.height
+                stats["bytes"] += int(manifest["size_bytes"].sum() or 0)
+                stats["parse_errors"] += raw["parse_error"].is_not_null().sum()
+                stats["file_problems"] += problems.height
+                yield {RAW_USAGE: raw, RAW_USAGE_FILES: manifest}
+
+        warehouse.replace_partition_in_batches(key, [RAW_USAGE, RAW_USAGE_FILES], batches())
+        per_partition.append({"partition": key, **stats})
         context.log.info(f"raw_usage {key}: {per_partition[-1]}")
     totals = {k: sum(p[k] for p in per_partition) for k in ("files", "lines", "bytes", "parse_errors", "file_problems")}
     return dg.MaterializeResult(metadata={
@@ -103,22 +126,35 @@ def device_usage(context: dg.AssetExecutionContext, warehouse: Warehouse, pseudo
     catalog = load_device_catalog()
     key = pseudonym_key.secret()
     per_partition = []
+    heads: dict[str, pl.DataFrame] = {}  # each partition's first clean rows, for the preview
     for partition in context.partition_keys:
-        raw = warehouse.read_partitions(RAW_USAGE, [partition])
-        if raw.is_empty():
-            raw = pl.DataFrame(schema=RAW_USAGE_SCHEMA)
-        result = clean_usage(raw, catalog.device_types, key)
-        warehouse.replace_partitions(
-            {DEVICE_USAGE: result.device_usage, DEVICE_USAGE_QUARANTINE: result.quarantine}, [partition])
-        reasons = result.quarantine.group_by("reason").len().sort("len", descending=True)
+        counts = {"raw_lines": 0, "device_usage": 0, "quarantined": 0}
+        reasons: dict[str, int] = {}
+
+        def batches(partition=partition, counts=counts, reasons=reasons):
+            # whole hubs at a time (duplicates are judged per hub: the same rows as cleaning the whole day)
+            for files in raw_file_batches(warehouse, partition, batch_rows()):
+                raw = warehouse.read_partitions(RAW_USAGE, [partition], columns=CLEANED_RAW_COLUMNS,
+                                                where={"source_file": files})
+                if raw.is_empty():
+                    raw = pl.DataFrame(schema={c: RAW_USAGE_SCHEMA[c] for c in CLEANED_RAW_COLUMNS})
+                result = clean_usage(raw, catalog.device_types, key)
+                counts["raw_lines"] += raw.height
+                counts["device_usage"] += result.device_usage.height
+                counts["quarantined"] += result.quarantine.height
+                for reason, n in result.quarantine.group_by("reason").len().iter_rows():
+                    reasons[reason] = reasons.get(reason, 0) + n
+                if heads.get(partition, pl.DataFrame()).is_empty():
+                    heads[partition] = result.device_usage.head(PREVIEW_ROWS)
+                yield {DEVICE_USAGE: result.device_usage, DEVICE_USAGE_QUARANTINE: result.quarantine}
+
+        warehouse.replace_partition_in_batches(partition, [DEVICE_USAGE, DEVICE_USAGE_QUARANTINE], batches())
         per_partition.append({
-            "partition": partition, "raw_lines": raw.height, "device_usage": result.device_usage.height,
-            "quarantined": result.quarantine.height,
-            "quarantine_rate": f"{quarantine_rate(raw.height, result.quarantine.height):.2%}",
-            "reasons": ", ".join(f"{r}={n}" for r, n in reasons.iter_rows()) or "-",
+            "partition": partition, **counts,
+            "quarantine_rate": f"{quarantine_rate(counts['raw_lines'], counts['quarantined']):.2%}",
+            "reasons": ", ".join(f"{r}={n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])) or "-",
         })
         context.log.info(f"device_usage {partition}: {per_partition[-1]}")
-        latest_clean = result.device_usage
     rows = sum(p["device_usage"] for p in per_partition)
     quarantined = sum(p["quarantined"] for p in per_partition)
     shared = {"partitions": partition_table(per_partition), "device_catalog": dg.MetadataValue.text(catalog.label),
@@ -127,6 +163,7 @@ def device_usage(context: dg.AssetExecutionContext, warehouse: Warehouse, pseudo
                   sum(p["raw_lines"] for p in per_partition), quarantined))}
     yield dg.MaterializeResult(asset_key=DEVICE_USAGE, metadata={
         "dagster/row_count": dg.MetadataValue.int(rows), **shared,
-        "preview": preview_table(latest_clean, f"partition {context.partition_keys[-1]}")})
+        "preview": preview_table(heads.get(context.partition_keys[-1], pl.DataFrame()),
+                                 f"partition {context.partition_keys[-1]}", total=per_partition[-1]["device_usage"])})
     yield dg.MaterializeResult(asset_key=DEVICE_USAGE_QUARANTINE, metadata={
         "dagster/row_count": dg.MetadataValue.int(quarantined), **shared})

@@ -1,0 +1,29 @@
+"""Splitting one day into batches that bound memory without changing any result.
+
+Cleaning judges duplicates per (hub, event id), and a valid row always carries its file's hub (a line naming
+another hub is quarantined as ``hub_mismatch``), so batches of whole hubs clean exactly as the whole day does.
+The device_usage checks are per row or per (hub, event id) too.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def grouped_batches(sizes: pl.DataFrame, max_rows: int) -> list[list[str]]:
+    """Batches of ``item`` values (in the order given), keeping every item of one ``group`` in one batch; a batch
+    is closed once it holds ``max_rows`` rows or more. ``sizes`` has the columns ``item`` (never null), ``group``
+    (null: the item is a group of its own) and ``rows``. A group larger than ``max_rows`` is one batch."""
+    batches: list[list[str]] = []
+    current: list[str] = []
+    held = 0
+    groups = sizes.with_columns(group=pl.coalesce(pl.col("group"), pl.lit("\0") + pl.col("item")))
+    for _, members in groups.group_by("group", maintain_order=True):
+        current.extend(members["item"].to_list())
+        held += int(members["rows"].sum())
+        if held >= max_rows:
+            batches.append(current)
+            current, held = [], 0
+    if current:
+        batches.append(current)
+    return batches

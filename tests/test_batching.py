@@ -1,0 +1,119 @@
+"""A day is ingested, cleaned and checked in batches of whole files and hubs, so memory is bounded by the batch
+(SMART_HOME_BATCH_ROWS), not by the day; the tables and check results are exactly those of one batch per day, and
+the partition is still replaced in one transaction."""
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from asset_checks import device_usage_checks
+from resources import LandingZone, PseudonymizationKey, Warehouse
+from smart_home_assets.assets.usage import device_usage, raw_usage
+from smart_home_assets.batching import grouped_batches
+from smart_home_assets.ingest import ingest_day, ingest_day_in_batches
+from smart_home_assets.simulate import simulate_fleet
+from tests.conftest import event, write_upload
+
+DAY = "2026-03-02"
+NOW = dt.datetime(2026, 3, 3, tzinfo=dt.timezone.utc)
+TABLES = {"raw_usage": ["source_file", "line_number"], "raw_usage_files": ["source_file"],
+          "device_usage": ["source_file", "line_number"], "device_usage_quarantine": ["source_file", "line_number"]}
+
+
+def sizes(rows: list[tuple[str, str | None, int]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={"item": pl.String, "group": pl.String, "rows": pl.Int64}, orient="row")
+
+
+def test_batches_close_at_the_row_budget_and_keep_each_group_whole():
+    frame = sizes([("a.gz", "h1", 3), ("a.jsonl", "h1", 3), ("b", "h2", 2), ("c", "h3", 5), ("d", None, 1),
+                   ("e", None, 1), ("f", "h4", 1)])
+    assert grouped_batches(frame, 4) == [["a.gz", "a.jsonl"], ["b", "c"], ["d", "e", "f"]]
+    assert grouped_batches(frame, 1) == [["a.gz", "a.jsonl"], ["b"], ["c"], ["d"], ["e"], ["f"]]
+    assert grouped_batches(frame, 10**6) == [["a.gz", "a.jsonl", "b", "c", "d", "e", "f"]]
+    # members of one group are batched together even when they are not next to each other
+    assert grouped_batches(sizes([("x1", "h1", 1), ("y", "h2", 1), ("x2", "h1", 1)]), 2) == [["x1", "x2"], ["y"]]
+    assert grouped_batches(sizes([]), 5) == []
+
+
+@pytest.fixture
+def landing(tmp_path):
+    root = tmp_path / "landing"
+    simulate_fleet(root, hubs=12, days=1, start=dt.date.fromisoformat(DAY), fault_rate=0.05, seed=11,
+                   events_per_hub=40)
+    # one hub uploads the day twice, as .jsonl.gz and .jsonl: its repeats span two files of one batch
+    write_upload(root, DAY, "hub-dup", [event(DAY, i, hub="hub-dup") for i in range(6)], gz=True)
+    write_upload(root, DAY, "hub-dup", [event(DAY, i, hub="hub-dup") for i in range(3, 9)], gz=False)
+    return root
+
+
+def test_ingesting_in_batches_yields_the_days_rows_in_pieces_of_whole_files(landing):
+    files = LandingZone(path=str(landing)).files_for_day(DAY)
+    whole_raw, whole_manifest = ingest_day(DAY, files, NOW)
+    batches = list(ingest_day_in_batches(DAY, files, NOW, batch_rows=100))
+    assert len(batches) > 3
+    assert_frame_equal(pl.concat([raw for raw, _ in batches]), whole_raw)
+    assert_frame_equal(pl.concat([manifest for _, manifest in batches]), whole_manifest)
+    for raw, manifest in batches:  # no file is split between batches
+        assert set(raw["source_file"]) == set(manifest["source_file"])
+    empty = list(ingest_day_in_batches(DAY, [], NOW, batch_rows=100))
+    assert len(empty) == 1 and empty[0][0].is_empty()
+
+
+def materialize_day(landing, data, monkeypatch, batch_rows: int) -> tuple[dict[str, pl.DataFrame], dict]:
+    monkeypatch.setenv("SMART_HOME_BATCH_ROWS", str(batch_rows))
+    warehouse = Warehouse(database=str(data / "warehouse.duckdb"))
+    resources = {"landing": LandingZone(path=str(landing)), "warehouse": warehouse,
+                 "pseudonym_key": PseudonymizationKey()}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([raw_usage, device_usage, device_usage_checks], partition_key=DAY,
+                                resources=resources, instance=instance)
+        assert result.success
+        evaluations = {e.check_name: (e.passed, {k: v.value for k, v in e.metadata.items()
+                                                 if k in ("rows_checked", "failures", "raw_lines", "device_usage_rows",
+                                                          "quarantined_rows", "duplicates", "unaccounted")})
+                       for e in result.get_asset_check_evaluations()}
+    tables = {t: warehouse.query(f"SELECT * FROM {t}").drop("ingested_at", strict=False).sort(order)
+              for t, order in TABLES.items()}
+    return tables, evaluations
+
+
+def test_assets_and_checks_in_small_batches_equal_one_batch_per_day(landing, tmp_path, monkeypatch):
+    whole_tables, whole_checks = materialize_day(landing, tmp_path / "whole", monkeypatch, 10**9)
+    batched_tables, batched_checks = materialize_day(landing, tmp_path / "batched", monkeypatch, 60)
+    for table in TABLES:
+        assert_frame_equal(batched_tables[table], whole_tables[table])
+    assert batched_checks == whole_checks
+    assert all(passed for name, (passed, _) in batched_checks.items() if name != "check_quality_score")
+    quarantine = batched_tables["device_usage_quarantine"]
+    assert quarantine.filter(pl.col("hub_id") == "hub-dup")["reason"].to_list() == ["duplicate_event_id"] * 3
+    assert whole_checks["check_rows_conserved"][1]["raw_lines"] == batched_tables["raw_usage"].height
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_failure_between_batches_leaves_the_partition_as_it_was(tmp_path):
+    warehouse = Warehouse(database=str(tmp_path / "w.duckdb"))
+    date = dt.date.fromisoformat(DAY)
+
+    def frame(values):
+        return pl.DataFrame({"partition_date": [date] * len(values), "v": values})
+
+    warehouse.replace_partitions({"t": frame([1, 2, 3])}, [DAY])
+
+    def failing():
+        yield {"t": frame([10])}
+        yield {"t": frame([11])}
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        warehouse.replace_partition_in_batches(DAY, ["t"], failing())
+    assert sorted(warehouse.query("SELECT v FROM t")["v"]) == [1, 2, 3]
+    warehouse.replace_partition_in_batches(DAY, ["t"], iter([{"t": frame([10])}, {"t": frame([11])}]))
+    assert sorted(warehouse.query("SELECT v FROM t")["v"]) == [10, 11]
+    warehouse.replace_partition_in_batches(DAY, ["t"], iter([]))  # no batch: the partition is emptied
+    assert warehouse.query("SELECT v FROM t").is_empty()
