@@ -2,10 +2,11 @@
 
     python -m bench.bare_pipeline --landing DIR --warehouse FILE --from YYYY-MM-DD --to YYYY-MM-DD
 
-For each day, in one process and on one DuckDB connection: read the landing files and parse every line
-(:func:`smart_home_assets.ingest.ingest_day`), clean, deduplicate and pseudonymize
-(:func:`smart_home_assets.cleaning.clean_usage`), write raw_usage, raw_usage_files, device_usage and the
-quarantine in one transaction, validate device_usage with the same Pandera schema and count conservation,
+For each day, in one process: in batches of whole hubs (``SMART_HOME_BATCH_ROWS``, as the assets), read the
+landing files and parse every line (:func:`smart_home_assets.ingest.ingest_day_in_batches`), clean,
+deduplicate and pseudonymize (:func:`smart_home_assets.cleaning.clean_usage`) and validate device_usage with the
+same Pandera schema, then write raw_usage, raw_usage_files, device_usage and the quarantine in one transaction
+(the project's ``Warehouse.replace_partition_in_batches``: bounded memory at any size), count conservation,
 aggregate the 28-day lookback in DuckDB and build the features (:mod:`smart_home_assets.features`), write
 them, validate them and compute the drift PSI. The same polars/DuckDB code and the same checks as the assets,
 so the difference to the project path is what Dagster and the asset boundaries add: run and step bookkeeping,
@@ -25,8 +26,6 @@ import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 
-import duckdb  # noqa: E402
-import polars as pl  # noqa: E402
 
 # Importing these also imports dagster (the resources/checks packages define Dagster resources and checks):
 # only their pure functions are used, and the import is counted apart from the per-day times.
@@ -34,10 +33,12 @@ from asset_checks.feature_checks import DRIFT_REFERENCE_DAYS, drift_report, feat
 from asset_checks.schemas import device_usage_schema, failure_cases  # noqa: E402
 from resources.landing import LandingZone  # noqa: E402
 from resources.privacy import resolve_key  # noqa: E402
+from resources.settings import batch_rows  # noqa: E402
+from resources.warehouse import Warehouse  # noqa: E402
 from smart_home_assets.catalog import load_device_catalog  # noqa: E402
 from smart_home_assets.cleaning import clean_usage  # noqa: E402
 from smart_home_assets.features import LOOKBACK_DAYS, build_features, daily_usage_sql  # noqa: E402
-from smart_home_assets.ingest import ingest_day  # noqa: E402
+from smart_home_assets.ingest import ingest_day_in_batches  # noqa: E402
 from smart_home_assets.tables import (  # noqa: E402
     DEVICE_USAGE,
     DEVICE_USAGE_QUARANTINE,
@@ -49,39 +50,36 @@ from smart_home_assets.tables import (  # noqa: E402
 IMPORT_S = time.perf_counter() - _STARTED
 
 
-def replace_partition(con: duckdb.DuckDBPyConnection, tables: dict[str, pl.DataFrame], day: dt.date) -> None:
-    """Replace ``day`` in every table in one transaction (the same statements as the project's warehouse)."""
-    con.execute("BEGIN TRANSACTION")
-    for name, frame in tables.items():
-        con.register("incoming_frame", frame)
-        con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming_frame LIMIT 0")
-        con.execute(f"DELETE FROM {name} WHERE partition_date = ?", [day])
-        con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming_frame")
-        con.unregister("incoming_frame")
-    con.execute("COMMIT")
-
-
-def run_day(con: duckdb.DuckDBPyConnection, landing: LandingZone, day: dt.date, catalog, key: bytes) -> dict:
+def run_day(warehouse: Warehouse, landing: LandingZone, day: dt.date, catalog, key: bytes) -> dict:
     partition = day.isoformat()
-    raw, manifest = ingest_day(partition, landing.files_for_day(partition), dt.datetime.now(dt.timezone.utc))
-    clean = clean_usage(raw, catalog.device_types, key)
-    replace_partition(con, {RAW_USAGE: raw, RAW_USAGE_FILES: manifest, DEVICE_USAGE: clean.device_usage,
-                            DEVICE_USAGE_QUARANTINE: clean.quarantine}, day)
+    schema = device_usage_schema(partition, catalog.device_types)
+    counts = dict.fromkeys(("raw_lines", "device_usage", "quarantine", "usage_check_failures"), 0)
 
-    usage_failures = failure_cases(device_usage_schema(partition, catalog.device_types), clean.device_usage)
-    conserved = raw.height == clean.device_usage.height + clean.quarantine.height
+    def batches():
+        # batches of whole hubs, each ingested and cleaned in one pass: raw rows are never read back
+        for raw, manifest in ingest_day_in_batches(partition, landing.files_for_day(partition),
+                                                   dt.datetime.now(dt.timezone.utc), batch_rows()):
+            clean = clean_usage(raw, catalog.device_types, key)
+            counts["raw_lines"] += raw.height
+            counts["device_usage"] += clean.device_usage.height
+            counts["quarantine"] += clean.quarantine.height
+            counts["usage_check_failures"] += failure_cases(schema, clean.device_usage).height
+            yield {RAW_USAGE: raw, RAW_USAGE_FILES: manifest, DEVICE_USAGE: clean.device_usage,
+                   DEVICE_USAGE_QUARANTINE: clean.quarantine}
 
-    daily = con.execute(daily_usage_sql(DEVICE_USAGE), [day - dt.timedelta(days=LOOKBACK_DAYS), day]).pl()
+    warehouse.replace_partition_in_batches(partition, [RAW_USAGE, RAW_USAGE_FILES, DEVICE_USAGE,
+                                                       DEVICE_USAGE_QUARANTINE], batches())
+    conserved = counts["raw_lines"] == counts["device_usage"] + counts["quarantine"]
+
+    daily = warehouse.query(daily_usage_sql(DEVICE_USAGE), [day - dt.timedelta(days=LOOKBACK_DAYS), day])
     features = build_features(daily, day)
-    replace_partition(con, {USAGE_FEATURES: features}, day)
+    warehouse.replace_partitions({USAGE_FEATURES: features}, [partition])
     feature_failures = failure_cases(features_schema(), features)
-    reference = con.execute(f"SELECT * FROM {USAGE_FEATURES} WHERE partition_date BETWEEN ? AND ?",
-                            [day - dt.timedelta(days=DRIFT_REFERENCE_DAYS), day - dt.timedelta(days=1)]).pl()
+    reference = warehouse.query(f"SELECT * FROM {USAGE_FEATURES} WHERE partition_date BETWEEN ? AND ?",
+                                [day - dt.timedelta(days=DRIFT_REFERENCE_DAYS), day - dt.timedelta(days=1)])
     psi = drift_report(reference, features) if reference.height and features.height else {}
-    return {"partition": partition, "raw_lines": raw.height, "device_usage": clean.device_usage.height,
-            "quarantine": clean.quarantine.height, "features": features.height, "conserved": conserved,
-            "usage_check_failures": usage_failures.height, "feature_check_failures": feature_failures.height,
-            "max_psi": max(psi.values(), default=0.0)}
+    return {"partition": partition, **counts, "features": features.height, "conserved": conserved,
+            "feature_check_failures": feature_failures.height, "max_psi": max(psi.values(), default=0.0)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,17 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     catalog = load_device_catalog()
     key = resolve_key()
     days = []
-    con = duckdb.connect(args.warehouse)
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        day = args.first
-        while day <= args.last:
-            started = time.perf_counter()
-            counts = run_day(con, landing, day, catalog, key)
-            days.append({**counts, "seconds": time.perf_counter() - started})
-            day += dt.timedelta(days=1)
-    finally:
-        con.close()
+    warehouse = Warehouse(database=args.warehouse)
+    day = args.first
+    while day <= args.last:
+        started = time.perf_counter()
+        counts = run_day(warehouse, landing, day, catalog, key)
+        days.append({**counts, "seconds": time.perf_counter() - started})
+        day += dt.timedelta(days=1)
     print("BENCH_RESULT " + json.dumps({"import_s": IMPORT_S, "days": days,
                                         "compute_s": sum(d["seconds"] for d in days)}), flush=True)
     return 0

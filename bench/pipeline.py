@@ -10,8 +10,9 @@ At three sizes (full: 100, 1,000 and 10,000 hubs x ~1,000 lines each, one day; q
 
 Per-event cost = (wall at the largest size - wall at the next) / (lines at largest - lines at next): the fixed
 costs (interpreter, imports, Dagster's run) cancel. A size whose expected peak memory (extrapolated from the two
-sizes below it) does not fit in the memory available is skipped and said so; the per-event cost then comes
-from the two largest sizes that ran. The three must produce the same row counts.
+sizes below it) does not fit in the memory available is skipped and said so; a competitor's per-event cost then
+comes from the two largest sizes it ran, and the project is compared with it over those same two sizes. The
+three must produce the same row counts.
 """
 
 from __future__ import annotations
@@ -178,20 +179,23 @@ def run(scale: Scale) -> dict:
     def ran(c: str) -> list[int]:
         return [h for h in sizes if "skipped" not in results[c][h]]
 
-    # the two largest sizes every competitor ran: the same pair for all three
-    common = [h for h in sizes if all(h in ran(c) for c in COMPETITORS)]
-    pair = common[-2:] if len(common) >= 2 else None
-
-    def marginal(c: str, field: str) -> float | None:
-        if pair is None:
+    def marginal(c: str, pair: list[int], field: str) -> float | None:
+        if len(pair) < 2:
             return None
         a, b = results[c][pair[0]], results[c][pair[1]]
         return (b[field] - a[field]) / (b["counts"]["raw_lines"] - a["counts"]["raw_lines"])
 
-    return {"day": day, "sizes": sizes, "lines": lines, "per_event_pair": pair, "competitors": results,
-            "counts_agree": counts_agree,
-            "per_event_s": {c: marginal(c, "wall_s") for c in COMPETITORS},
-            "per_event_cpu_s": {c: marginal(c, "cpu_s") for c in COMPETITORS},
+    # each competitor over the two largest sizes it ran; each comparison over the two largest both ran
+    pairs = {c: ran(c)[-2:] for c in COMPETITORS}
+    comparisons = {}
+    for other in ("bare", "pandas"):
+        pair = [h for h in sizes if h in ran("project") and h in ran(other)][-2:]
+        comparisons[other] = {"pair": pair, **{f"{c}_{unit}": marginal(c, pair, field) for c in ("project", other)
+                                               for unit, field in (("s", "wall_s"), ("cpu_s", "cpu_s"))}}
+    return {"day": day, "sizes": sizes, "lines": lines, "per_event_pairs": pairs, "comparisons": comparisons,
+            "competitors": results, "counts_agree": counts_agree,
+            "per_event_s": {c: marginal(c, pairs[c], "wall_s") for c in COMPETITORS},
+            "per_event_cpu_s": {c: marginal(c, pairs[c], "cpu_s") for c in COMPETITORS},
             "commands": {"project": " ".join(["dagster", *project_command(day)[1:]]),
                          "bare": f"python -m bench.bare_pipeline --landing L --warehouse W --from {day} --to {day}",
                          "pandas": f"python -m bench.pandas_pipeline --landing L --out O --from {day} --to {day}"}}

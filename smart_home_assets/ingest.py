@@ -277,16 +277,18 @@ def ingest_day(partition_key: str, files: list[LandingFile], ingested_at: dt.dat
 
 def ingest_day_in_batches(partition_key: str, files: list[LandingFile], ingested_at: dt.datetime, batch_rows: int,
                           ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
-    """``ingest_day`` in batches of whole files: a batch is closed once it holds ``batch_rows`` lines or more, so
-    memory depends on the batch, not on the day. Concatenated, the batches equal ``ingest_day``'s frames. Yields
-    at least one (possibly empty) batch."""
-    frames, manifest, held, yielded = [], [], 0, False
-    for frame, row in file_lines(files):
+    """``ingest_day`` in batches of whole hubs: a batch is closed once it holds ``batch_rows`` lines or more and the
+    next file is another hub's, so memory depends on the batch, not on the day, and each batch can be cleaned on
+    its own (``clean_usage`` judges duplicates per hub). Concatenated, the batches equal ``ingest_day``'s frames.
+    Yields at least one (possibly empty) batch."""
+    frames, manifest, held, last_hub, yielded = [], [], 0, None, False
+    for file, (frame, row) in zip(files, file_lines(files)):
+        if held >= batch_rows and (file.hub_id is None or file.hub_id != last_hub):
+            yield _ingest(*_frames(partition_key, frames, manifest), ingested_at)
+            frames, manifest, held, yielded = [], [], 0, True
         frames.append(frame)
         manifest.append(row)
         held += frame.height
-        if held >= batch_rows:
-            yield _ingest(*_frames(partition_key, frames, manifest), ingested_at)
-            frames, manifest, held, yielded = [], [], 0, True
+        last_hub = file.hub_id
     if manifest or not yielded:
         yield _ingest(*_frames(partition_key, frames, manifest), ingested_at)
