@@ -9,6 +9,7 @@ name, and table/column names are checked identifiers, never text taken from data
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import shutil
 import time
@@ -113,7 +114,8 @@ class Warehouse(DuckDBResource):
         the batches from Arrow inside one transaction instead keeps about 1.2 KB per raw line in memory until
         the commit, outside DuckDB's memory limit (measured in docs/benchmarks.md)."""
         dates = partition_dates([partition_key])
-        staging = self.path().parent / f".staging-{uuid.uuid4().hex}"
+        remove_abandoned_staging(self.path().parent)
+        staging = self.path().parent / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
         try:
             staged: dict[str, list[str]] = {table: [] for table in tables}
             for number, batch in enumerate(batches):
@@ -227,6 +229,24 @@ class Warehouse(DuckDBResource):
                                 [table]).fetchone()[0]:
                 return pl.DataFrame()
             return conn.execute(f"SELECT {select} FROM {name}").pl()
+
+
+STAGING_PREFIX = ".staging-"
+
+
+def remove_abandoned_staging(folder: Path) -> None:
+    """Remove the staging folders (``.staging-<pid>-<id>``) of writers that died before cleaning up (a killed
+    run), so they do not pile up beside the warehouse. A folder whose process still runs is left alone."""
+    for path in folder.glob(f"{STAGING_PREFIX}*"):
+        pid = path.name.removeprefix(STAGING_PREFIX).split("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's live process
 
 
 LOCK_RETRY_DELAYS_S = tuple(0.1 * 2**i for i in range(10))  # 0.1 s .. 51.2 s, about 100 s in all

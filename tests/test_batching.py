@@ -3,6 +3,9 @@
 the partition is still replaced in one transaction."""
 
 import datetime as dt
+import os
+import subprocess
+import sys
 
 import dagster as dg
 import polars as pl
@@ -120,3 +123,18 @@ def test_a_failure_between_batches_leaves_the_partition_as_it_was(tmp_path):
     assert sorted(warehouse.query("SELECT v FROM t")["v"]) == [10, 11]
     warehouse.replace_partition_in_batches(DAY, ["t"], iter([]))  # no batch: the partition is emptied
     assert warehouse.query("SELECT v FROM t").is_empty()
+
+
+def test_staging_left_by_a_killed_writer_is_removed_and_a_live_ones_kept(tmp_path):
+    warehouse = Warehouse(database=str(tmp_path / "w.duckdb"))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = tmp_path / f".staging-{dead.pid}-0123"
+    live = tmp_path / f".staging-{os.getpid()}-4567"
+    for folder in (abandoned, live):
+        folder.mkdir()
+        (folder / "raw_usage-000000.parquet").write_bytes(b"partial")
+    date = dt.date.fromisoformat(DAY)
+    warehouse.replace_partition_in_batches(DAY, ["t"], iter([{"t": pl.DataFrame({"partition_date": [date]})}]))
+    assert not abandoned.exists() and live.exists()
+    assert [p.name for p in tmp_path.glob(".staging-*")] == [live.name]  # its own folder is gone too
