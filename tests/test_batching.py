@@ -138,3 +138,12 @@ def test_staging_left_by_a_killed_writer_is_removed_and_a_live_ones_kept(tmp_pat
     warehouse.replace_partition_in_batches(DAY, ["t"], iter([{"t": pl.DataFrame({"partition_date": [date]})}]))
     assert not abandoned.exists() and live.exists()
     assert [p.name for p in tmp_path.glob(".staging-*")] == [live.name]  # its own folder is gone too
+
+
+def test_reading_a_batch_returns_exactly_its_files_even_when_others_sort_between_them(tmp_path):
+    warehouse = Warehouse(database=str(tmp_path / "w.duckdb"))
+    date = dt.date.fromisoformat(DAY)
+    names = ["a", "b", "c", "d"]
+    warehouse.replace_partitions({"t": pl.DataFrame({"partition_date": [date] * 4, "f": names})}, [DAY])
+    assert sorted(warehouse.read_partitions("t", [DAY], where={"f": ["a", "c"]})["f"]) == ["a", "c"]
+    assert warehouse.read_partitions("t", [DAY], where={"f": []}).is_empty()
