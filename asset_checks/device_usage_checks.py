@@ -21,7 +21,7 @@ from asset_checks.evaluations import check_outputs, partition_evaluation
 from asset_checks.schemas import device_usage_schema, failure_cases
 from resources import PseudonymizationKey, Warehouse
 from resources.settings import batch_rows
-from smart_home_assets.batching import grouped_batches
+from smart_home_assets.batching import partition_file_batches
 from smart_home_assets.catalog import load_device_catalog
 from smart_home_assets.cleaning import DUPLICATE_EVENT_ID, UNKNOWN_DEVICE_TYPE, pseudonymize
 from smart_home_assets.contract import PLACEHOLDER_USER_ID
@@ -120,16 +120,6 @@ def conservation_evaluations(partition: str, raw_lines: int, clean_rows: int, qu
     ]
 
 
-def clean_file_batches(warehouse: Warehouse, partition: str, max_rows: int) -> list[list[str]]:
-    """The partition's device_usage source files in batches of whole hubs."""
-    if not warehouse.table_exists(DEVICE_USAGE):
-        return []
-    sizes = warehouse.query(
-        f"SELECT source_file AS item, hub_id AS \"group\", count(*) AS rows FROM {DEVICE_USAGE}"
-        " WHERE partition_date = ?::DATE GROUP BY ALL ORDER BY item", [partition])
-    return grouped_batches(sizes, max_rows)
-
-
 @dg.multi_asset_check(specs=DEVICE_USAGE_CHECK_SPECS, pool=DUCKDB_POOL, can_subset=False)
 def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse,
                         pseudonym_key: PseudonymizationKey) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
@@ -141,7 +131,7 @@ def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Wareh
         # Pandera over batches of whole hubs: uniqueness is per (hub_id, event_id), every other rule per row
         schema = device_usage_schema(partition, catalog.device_types)
         cases, rows_checked, placeholder_rows = [], 0, 0
-        for files in clean_file_batches(warehouse, partition, batch_rows()):
+        for files in partition_file_batches(warehouse, DEVICE_USAGE, "hub_id", partition, batch_rows()):
             rows = warehouse.read_partitions(DEVICE_USAGE, [partition], where={"source_file": files})
             if rows.height:
                 cases.append(failure_cases(schema, rows))

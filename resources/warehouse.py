@@ -112,7 +112,7 @@ class Warehouse(DuckDBResource):
         beside the warehouse, then one transaction deletes the partition and inserts the staged files, with
         DuckDB's memory limited to ``STAGED_INSERT_MEMORY_LIMIT`` (DuckDB spills to disk beyond it). Inserting
         the batches from Arrow inside one transaction instead keeps about 1.2 KB per raw line in memory until
-        the commit, outside DuckDB's memory limit (measured in docs/benchmarks.md)."""
+        the commit, outside DuckDB's memory limit (measured in bench/findings.md)."""
         dates = partition_dates([partition_key])
         remove_abandoned_staging(self.path().parent)
         staging = self.path().parent / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"

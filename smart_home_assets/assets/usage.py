@@ -17,7 +17,7 @@ from smart_home_assets.assets.metadata import PREVIEW_ROWS, preview_table, quara
 from smart_home_assets.automation import follows_upstream_partitions
 from smart_home_assets.catalog import load_device_catalog
 from smart_home_assets.cleaning import DEVICE_USAGE_SCHEMA, QUARANTINE_SCHEMA, clean_usage
-from smart_home_assets.batching import grouped_batches
+from smart_home_assets.batching import partition_file_batches
 from smart_home_assets.ingest import RAW_USAGE_SCHEMA, ingest_day_in_batches
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.tables import (
@@ -39,12 +39,7 @@ CLEANED_RAW_COLUMNS = [c for c in RAW_USAGE_SCHEMA if c != "raw_line"]
 
 def raw_file_batches(warehouse: Warehouse, partition: str, max_rows: int) -> list[list[str]]:
     """The partition's raw_usage source files in batches of whole hubs (at least one batch, maybe empty)."""
-    sizes = pl.DataFrame(schema={"item": pl.String, "group": pl.String, "rows": pl.Int64})
-    if warehouse.table_exists(RAW_USAGE):
-        sizes = warehouse.query(
-            f"SELECT source_file AS item, file_hub_id AS \"group\", count(*) AS rows FROM {RAW_USAGE}"
-            " WHERE partition_date = ?::DATE GROUP BY ALL ORDER BY item", [partition])
-    return grouped_batches(sizes, max_rows) or [[]]
+    return partition_file_batches(warehouse, RAW_USAGE, "file_hub_id", partition, max_rows) or [[]]
 
 
 def partition_table(rows: list[dict]) -> dg.MetadataValue:
