@@ -2,6 +2,6 @@
 
 from asset_checks.device_usage_checks import device_usage_checks
 from asset_checks.feature_checks import usage_features_checks
-from asset_checks.model_checks import check_model_beats_naive_baselines
+from asset_checks.model_checks import check_champion_beats_naive_baselines
 
-ALL_ASSET_CHECKS = [device_usage_checks, usage_features_checks, check_model_beats_naive_baselines]
+ALL_ASSET_CHECKS = [device_usage_checks, usage_features_checks, check_champion_beats_naive_baselines]

@@ -1,25 +1,51 @@
-"""Checks on usage_model: the newest version must beat the best naive baseline (blocking predictions)."""
+"""Checks on usage_model: the model that serves is never worse than a naive forecast (blocking predictions).
+
+The check guards promotion, not training. A run that correctly declines to promote a worse candidate passes:
+the champion that stays (or the baseline that takes over) is what it judges. It fails, and holds
+``usage_predictions`` back, when the registry's ``champion`` is not the version this materialization decided
+on (the alias was moved by hand since), or when that champion is a trained model whose backtest MAE is not
+below the best naive baseline's on the latest backtest.
+"""
+
+import math
 
 import dagster as dg
 
 MODEL_KEY = dg.AssetKey("usage_model")
+CHECK_NAME = "check_champion_beats_naive_baselines"
 
 
-def beats_best_baseline(metadata: dict) -> tuple[bool, dict]:
-    mae = float(metadata["holdout_mae"].value)
-    baseline = float(metadata["best_baseline_mae"].value)
-    return mae < baseline, {
-        "holdout_mae": mae, "best_baseline": metadata["best_baseline"].value, "best_baseline_mae": baseline,
-        "model_version": metadata["model_version"].value,
-        "improvement_vs_baseline": dg.MetadataValue.float(round(1 - mae / baseline, 4) if baseline else 0.0),
-    }
+def judge_champion(metadata: dict, registry_champion: str | None) -> tuple[bool, str, dict]:
+    """(passed, description, metadata) from usage_model's materialization metadata and the registry's champion."""
+    value = {k: v.value for k, v in metadata.items() if hasattr(v, "value")}
+    decided = str(value.get("champion_version", "none"))
+    kind = value.get("champion_kind", "none")
+    out = {"champion_version": decided, "champion_kind": kind, "champion_name": value.get("champion_name", "none"),
+           "registry_champion": registry_champion or "none", "decision": value.get("decision", ""),
+           "best_baseline": value.get("best_baseline", ""), "best_baseline_mae": value.get("best_baseline_mae")}
+    if registry_champion != decided:
+        return False, (f"the registry's champion is v{registry_champion} but usage_model decided on v{decided}: "
+                       "the alias was moved outside the pipeline"), out
+    if kind == "baseline":
+        return True, f"the naive baseline {out['champion_name']} serves (no trained model beats it)", out
+    mae, best = value.get("champion_backtest_mae"), value.get("best_baseline_mae")
+    if mae is None or best is None or (isinstance(best, float) and math.isnan(best)):
+        return False, "usage_model's materialization has no backtest scores for its champion", out
+    out["champion_backtest_mae"] = mae
+    out["skill_vs_best_baseline"] = round(1 - mae / best, 4) if best else 0.0
+    if not mae < best:
+        return False, f"champion v{decided} backtest MAE {mae:.1f} Wh is not below the best baseline's {best:.1f}", out
+    return True, f"champion v{decided} backtest MAE {mae:.1f} Wh beats the best baseline's {best:.1f}", out
 
 
-@dg.asset_check(asset=MODEL_KEY, blocking=True)
-def check_model_beats_naive_baselines(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    """The newest model version's holdout MAE is below the best naive baseline's on the same holdout."""
+@dg.asset_check(asset=MODEL_KEY, name=CHECK_NAME, blocking=True, required_resource_keys={"model_registry"})
+def check_champion_beats_naive_baselines(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    """The champion is the version usage_model decided on, and beats the best naive baseline on the latest
+    backtest (or is that baseline)."""
     event = context.instance.get_latest_materialization_event(MODEL_KEY)
     if event is None or event.asset_materialization is None:
         return dg.AssetCheckResult(passed=False, description="usage_model was never materialized")
-    passed, metadata = beats_best_baseline(event.asset_materialization.metadata)
-    return dg.AssetCheckResult(passed=passed, metadata=metadata)
+    found = context.resources.model_registry.champion_version()
+    passed, description, metadata = judge_champion(event.asset_materialization.metadata,
+                                                   str(found.version) if found else None)
+    return dg.AssetCheckResult(passed=passed, description=description, metadata=metadata)

@@ -174,8 +174,11 @@ class ModelRegistry(dg.ConfigurableResource):
                 return None
             raise
 
-    def load_version(self, version: str | int):
+    def load_forecaster(self, version: str | int):
+        """The forecaster of a registered version (LightGBM or a naive baseline), as usage_predictions scores it."""
         import mlflow
 
+        from smart_home_assets.forecast_model import load_forecaster
+
         mlflow.set_tracking_uri(self.uri())
-        return mlflow.lightgbm.load_model(f"models:/{REGISTERED_MODEL_NAME}/{version}")
+        return load_forecaster(f"models:/{REGISTERED_MODEL_NAME}/{version}")

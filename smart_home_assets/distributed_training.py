@@ -1,7 +1,7 @@
 """Training beyond one machine: LightGBM's Dask interface on a Dask cluster (``usage_model`` config
 ``dask_scheduler``).
 
-The step only decides which days are trained on and which are held out (one cheap ``DISTINCT`` query). Each
+The step only decides which days are trained on and which are scored (one cheap ``DISTINCT`` query). Each
 Dask partition is a chunk of training days that a worker reads from the warehouse itself, with the day after
 for the labels, so the training rows never pass through the step's process and are read lazily, chunk by chunk.
 The result is an ordinary ``LGBMRegressor`` (``to_local()``): evaluated, logged, registered and promoted
@@ -22,6 +22,7 @@ from smart_home_assets.features import FEATURES_SCHEMA
 from smart_home_assets.tables import USAGE_FEATURES
 
 DAYS_PER_PART = 7
+WEIGHT = "sample_weight"
 
 
 @contextlib.contextmanager
@@ -45,19 +46,6 @@ def feature_days(warehouse) -> list[dt.date]:
     return days.get_column("partition_date").to_list()
 
 
-def split_days(days: Sequence[dt.date], holdout_days: int, training_window_days: int = 0,
-               ) -> tuple[list[dt.date], list[dt.date]]:
-    """(train days, holdout days): the last day has no label yet; the ``holdout_days`` before it are held out."""
-    labeled = list(days)[:-1]
-    if len(labeled) < holdout_days + training.MIN_TRAIN_DAYS:
-        raise ValueError(f"not enough labeled days to train and evaluate: need "
-                         f"{holdout_days + training.MIN_TRAIN_DAYS}, got {len(labeled)}")
-    train, holdout = labeled[:-holdout_days], labeled[-holdout_days:]
-    if training_window_days > 0:
-        train = train[-training_window_days:]
-    return train, holdout
-
-
 def load_labeled_days(warehouse, days: Sequence[dt.date], silent_next_day_is_unknown: bool) -> pl.DataFrame:
     """Labeled feature rows of ``days`` (read with the day after each, where the labels come from)."""
     keys = sorted({str(d) for d in days} | {str(d + dt.timedelta(days=1)) for d in days})
@@ -79,7 +67,9 @@ def _part(warehouse: tuple[type, dict], days: Sequence[dt.date], silent_next_day
     cls, settings = warehouse
     labeled = load_labeled_days(cls(**settings), days, silent_next_day_is_unknown)
     frame = training.to_model_input(labeled, device_types)
-    frame[training.LABEL] = labeled.get_column(training.LABEL).cast(pl.Float64).to_numpy()
+    # The relative target and its weight, as training.train_model fits them.
+    frame[training.LABEL] = labeled.get_column(training.LABEL).cast(pl.Float64).to_numpy() / frame[training.LEVEL]
+    frame[WEIGHT] = frame[training.LEVEL]
     return frame
 
 
@@ -103,14 +93,16 @@ def train_model_dask(client, warehouse, train_days: Sequence[dt.date], device_ty
         raise ValueError("no training rows")
     model = lgb.DaskLGBMRegressor(client=client, **{**training.DEFAULT_PARAMS, **(params or {}),
                                                     **training._DETERMINISM, "random_state": seed})
-    model.fit(frame[training.FEATURE_COLUMNS], frame[training.LABEL],
+    model.fit(frame[training.FEATURE_COLUMNS], frame[training.LABEL], sample_weight=frame[WEIGHT],
               categorical_feature=training.CATEGORICAL_COLUMNS)
     local = model.to_local()
     setattr(local, training.DEVICE_TYPES_ATTR, list(device_types))
+    setattr(local, training.TARGET_ATTR, training.TARGET)
     return local, rows
 
 
 def _part_meta(device_types: Sequence[str]):
     frame = training.to_model_input(pl.DataFrame(schema=FEATURES_SCHEMA), device_types)
-    frame[training.LABEL] = frame["energy_wh"].astype("float64")
+    frame[training.LABEL] = frame[training.LEVEL].astype("float64")
+    frame[WEIGHT] = frame[training.LEVEL].astype("float64")
     return frame

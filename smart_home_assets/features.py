@@ -9,6 +9,15 @@ Two steps, both pure polars (frames in, frames out, no Dagster):
 A feature row of ``D`` only uses data up to and including ``D``; the label (energy on ``D + 1``) is attached
 later by :func:`smart_home_assets.training.attach_labels`, once ``D + 1`` has happened.
 
+Context a single device cannot see. Every hub knows at the end of ``D`` what the fleet did that day: the fleet's
+level of each device type on ``D`` (and ``D - 1``) relative to the week before (``fleet_type_ratio*``) shows a
+fleet-wide cold spell on the day it starts, and the hub's own total relative to its week before
+(``hub_energy_ratio``) shows a household away or with guests. Longer memory comes from a narrow window one year
+back (``YEAR_DAYS`` = 364 days, 52 weeks, so weekdays line up): the device's energy around the predicted day last
+year and the fleet's week-over-week change then (``fleet_type_last_year_trend``). Those read 15 days of daily
+sums a year back (:func:`history_ranges`), never the year in between; with less than a year of history they are
+null.
+
 Silence is information. The daily sums only have rows for days with events, so a device that was seen in the
 window but sent nothing on a day used *zero* energy that day (0, not missing). Days before a device's first
 appearance in the window are unknown instead (the device may not have existed yet): lags that reach back
@@ -31,6 +40,12 @@ MIN_HISTORY_DAYS = 7
 
 LAGS = (1, 2, 6, 7)  # lag 6 is the same weekday as the predicted day D+1, one week earlier
 ROLLING_WINDOWS = (7, 28)
+# D+1 minus 1..4 weeks: the predicted day's weekday in the last four weeks.
+SAME_WEEKDAY_LAGS = (6, 13, 20, 27)
+# One year back, in whole weeks: D + 1 - YEAR_DAYS is the same weekday as the predicted day D + 1.
+YEAR_DAYS = 364
+# Days around a day last year that the year-ago features average over (D+1-364 +- 3).
+YEAR_HALF_WINDOW = 3
 
 DAILY_USAGE_SCHEMA: dict[str, pl.DataType] = {
     "partition_date": pl.Date(),
@@ -71,6 +86,24 @@ FEATURES_SCHEMA: dict[str, pl.DataType] = {
     "target_day_of_week": pl.Int8(),  # of D+1, the day being predicted (known in advance)
     "target_is_weekend": pl.Boolean(),  # D+1 is a Saturday or Sunday
     "hub_energy_wh": pl.Float64(),  # the hub's total energy on D over all its devices
+    "target_day_of_year": pl.Int16(),  # of D+1, 1..366
+    # Mean energy over D-7..D-1 (the week before D; silent days 0, only days since the first appearance); null
+    # when D is the first day seen. The reference level of the ratios below.
+    "energy_prev7_mean": pl.Float64(),
+    # Mean energy on D+1's weekday over the last four weeks (D-6, D-13, D-20, D-27; those since the first
+    # appearance); null when none is known yet.
+    "energy_same_weekday_mean4": pl.Float64(),
+    # The fleet on D, per device type, over devices seen for at least 8 days: sum of energy on D (lag 1: on D-1)
+    # over the sum of their energy_prev7_mean. 1.5 = the type used half again its usual energy fleet-wide.
+    "fleet_type_ratio": pl.Float64(),
+    "fleet_type_ratio_lag_1": pl.Float64(),
+    "hub_energy_ratio": pl.Float64(),  # the hub's energy on D over the sum of its devices' energy_prev7_mean
+    # One year back (null without that history): the device's energy on D+1-364 and its mean over D-366..D-360
+    # (0 when the device was seen then but silent), and the fleet's change for the type a year ago: energy over
+    # D-363..D-357 (the week being predicted, last year) over energy of D-370..D-364.
+    "energy_last_year": pl.Float64(),
+    "energy_last_year_mean7": pl.Float64(),
+    "fleet_type_last_year_trend": pl.Float64(),
     "history_days": pl.Int32(),  # days from the first appearance in the window to D, inclusive (1..29)
     "has_enough_history": pl.Boolean(),  # history_days >= MIN_HISTORY_DAYS
 }
@@ -123,6 +156,20 @@ def daily_usage_sql(table: str = "device_usage") -> str:
         ORDER BY partition_date, device_id"""
 
 
+def history_ranges(first: dt.date, last: dt.date) -> list[tuple[dt.date, dt.date]]:
+    """The day ranges (inclusive) of daily sums that the features of days ``first..last`` read: the lookback
+    window and the narrow window one year back, merged into one when they meet (a backfill of a year or more).
+
+    Reading them as separate ranges keeps one day's feature step at 29 + 14 days of daily sums, never a year.
+    """
+    recent = (first - dt.timedelta(days=LOOKBACK_DAYS), last)
+    year_ago = (first - dt.timedelta(days=YEAR_DAYS + YEAR_HALF_WINDOW + 3),
+                last - dt.timedelta(days=YEAR_DAYS - 7))
+    if year_ago[1] >= recent[0] - dt.timedelta(days=1):
+        return [(year_ago[0], recent[1])]
+    return [year_ago, recent]
+
+
 def _on(day: dt.date, column: str = "energy_wh") -> pl.Expr:
     """The grid value of ``column`` on ``day`` for the current device; null when the grid has no such day."""
     return pl.col(column).filter(pl.col("partition_date") == day).first()
@@ -130,6 +177,41 @@ def _on(day: dt.date, column: str = "energy_wh") -> pl.Expr:
 
 def _since(start: dt.date) -> pl.Expr:
     return pl.col("energy_wh").filter(pl.col("partition_date") >= start)
+
+
+def _between(first: dt.date, last: dt.date) -> pl.Expr:
+    return pl.col("energy_wh").filter(pl.col("partition_date").is_between(first, last))
+
+
+def _ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
+    """numerator / denominator, null where the denominator is null or not positive."""
+    return pl.when(denominator > 0).then(numerator / denominator).otherwise(None)
+
+
+def year_ago_features(daily: pl.DataFrame, day: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per device seen around the predicted day one year back: energy_last_year, energy_last_year_mean7; and
+    per device type: fleet_type_last_year_trend (see :data:`FEATURES_SCHEMA`). Reads only D-370..D-357."""
+    target = day + dt.timedelta(days=1 - YEAR_DAYS)
+    half = dt.timedelta(days=YEAR_HALF_WINDOW)
+    window = daily.filter(pl.col("partition_date").is_between(target - half, target + half))
+    per_device = window.group_by("device_id").agg(
+        energy_last_year=pl.col("energy_wh").filter(pl.col("partition_date") == target).sum(),
+        energy_last_year_mean7=pl.col("energy_wh").sum() / (2 * YEAR_HALF_WINDOW + 1),
+    )
+    week_after = (target, target + dt.timedelta(days=6))
+    week_before = (target - dt.timedelta(days=7), target - dt.timedelta(days=1))
+    trend = (
+        daily.filter(pl.col("partition_date").is_between(week_before[0], week_after[1]))
+        .sort("device_id", "partition_date")
+        .group_by("device_type")
+        .agg(after=_between(*week_after).sum(), before=_between(*week_before).sum(),
+             days_after=pl.col("partition_date").filter(pl.col("partition_date") >= target).n_unique(),
+             days_before=pl.col("partition_date").filter(pl.col("partition_date") < target).n_unique())
+        # Both weeks must have been seen, or a missing day would look like a drop.
+        .filter((pl.col("days_after") == 7) & (pl.col("days_before") == 7))
+        .select("device_type", fleet_type_last_year_trend=_ratio(pl.col("after"), pl.col("before")))
+    )
+    return per_device, trend
 
 
 def build_features(daily: pl.DataFrame, day: dt.date) -> pl.DataFrame:
@@ -178,7 +260,11 @@ def build_features(daily: pl.DataFrame, day: dt.date) -> pl.DataFrame:
         event_count=_on(day, "event_count"),
         **{f"energy_lag_{k}": _on(back(k)) for k in LAGS},
         **rolling,
+        energy_prev7_mean=_between(back(7), back(1)).mean(),  # null when first seen on D
+        energy_same_weekday_mean4=pl.col("energy_wh").filter(
+            pl.col("partition_date").is_in([back(k) for k in SAME_WEEKDAY_LAGS])).mean(),
     )
+    year_devices, year_trend = year_ago_features(daily, day)
 
     target = day + dt.timedelta(days=1)
     features = (
@@ -194,7 +280,21 @@ def build_features(daily: pl.DataFrame, day: dt.date) -> pl.DataFrame:
             # Every device active on D has a row, so summing the rows is the hub's total of the day.
             hub_energy_wh=pl.col("energy_wh").sum().over("hub_id"),
             history_days=(pl.lit(day, dtype=pl.Date) - pl.col("first_seen")).dt.total_days() + 1,
+            target_day_of_year=pl.lit(target.timetuple().tm_yday),
         )
         .with_columns(has_enough_history=pl.col("history_days") >= MIN_HISTORY_DAYS)
+    )
+    # The fleet's state on D per type, from devices with a full week before D (a newcomer has no level yet).
+    settled = pl.col("history_days") >= 8
+    reference = pl.col("energy_prev7_mean").filter(settled).sum()
+    features = (
+        features.with_columns(
+            fleet_type_ratio=_ratio(pl.col("energy_wh").filter(settled).sum(), reference).over("device_type"),
+            fleet_type_ratio_lag_1=_ratio(pl.col("energy_lag_1").filter(settled).sum(), reference).over("device_type"),
+            hub_energy_ratio=_ratio(pl.col("energy_wh").filter(pl.col("energy_prev7_mean").is_not_null()).sum(),
+                                    pl.col("energy_prev7_mean").sum()).over("hub_id"),
+        )
+        .join(year_devices, on="device_id", how="left")
+        .join(year_trend, on="device_type", how="left")
     )
     return features.select([pl.col(c).cast(t) for c, t in FEATURES_SCHEMA.items()]).sort("device_id")

@@ -41,7 +41,7 @@ def test_asset_graph_shape():
         "check_event_id_unique", "check_energy_and_duration_plausible", "check_required_fields_present",
         "check_rows_conserved", "check_quality_score"])
     blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
-    assert blocking >= {"check_rows_conserved", "check_features_valid", "check_model_beats_naive_baselines"}
+    assert blocking >= {"check_rows_conserved", "check_features_valid", "check_champion_beats_naive_baselines"}
     assert not blocking & {"check_quality_score", "check_feature_drift_psi"}
 
 

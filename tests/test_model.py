@@ -51,10 +51,11 @@ def test_first_model_beats_baselines_and_becomes_champion(env):
 
     result, meta = train(env)
     assert result.success
-    assert meta["promoted"] is True and meta["model_version"] == "1"
-    assert meta["holdout_mae"] < meta["best_baseline_mae"]
-    for key in ("holdout_rmse", "holdout_wape", "baseline_same_as_yesterday_mae", "baseline_same_weekday_last_week_mae",
-                "baseline_mean_last_7_days_mae", "mlflow_run_id", "training_rows", "decision_reason"):
+    assert meta["promoted"] is True and meta["model_version"] == "1" and meta["champion_kind"] == "lightgbm"
+    assert meta["backtest_mae"] < meta["best_baseline_mae"] and meta["backtest_skill"] > 0
+    for key in ("backtest_wape", "backtest_folds", "backtest_mae_same_as_yesterday", "backtest_mae_same_weekday_last_week",
+                "backtest_mae_mean_last_7_days", "backtest", "backtest_mae_by_device_type", "interval", "mlflow_run_id",
+                "training_rows", "decision_reason"):
         assert key in meta, key
     assert meta["feature_importance"].startswith("![feature importance](data:image/png;base64,")
     champion = env["registry"].champion_version()
@@ -62,24 +63,42 @@ def test_first_model_beats_baselines_and_becomes_champion(env):
     run = mlflow.MlflowClient().get_run(meta["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["dagster_run_id"] == result.run_id
-    assert {"holdout_mae", "baseline_same_as_yesterday_mae"} <= set(run.data.metrics)
+    folds = meta["backtest_folds"]
+    assert folds >= 2
+    expected = {"backtest_mae", "backtest_skill", "backtest_wape", "backtest_mae_mean_last_7_days",
+                "backtest_mae_same_as_yesterday", "backtest_mae_same_weekday_last_week",
+                *(f"fold{k}_mae" for k in range(1, folds + 1)), *(f"fold{k}_mae_mean_last_7_days" for k in range(1, folds + 1)),
+                "type_fridge_mae", "type_heating_wape"}
+    assert expected <= set(run.data.metrics)
+    assert run.data.metrics["backtest_skill"] == pytest.approx(
+        1 - run.data.metrics["backtest_mae"] / min(run.data.metrics[f"backtest_mae_{b}"] for b in
+                                                   ("mean_last_7_days", "same_as_yesterday", "same_weekday_last_week")))
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/feature_importance.png", "plots/predicted_vs_actual.png"}
 
 
+def test_config_defaults_are_the_training_modules():
+    from smart_home_assets import training
+    from smart_home_assets.assets.model import UsageModelConfig, params_of
+
+    config = UsageModelConfig()
+    assert params_of(config) == {k: v for k, v in training.DEFAULT_PARAMS.items() if k != "objective"}
+    assert (config.backtest_folds, config.fold_days) == (training.BACKTEST_FOLDS, training.FOLD_DAYS)
+
+
 @pytest.mark.slow
 def test_training_on_a_two_worker_dask_cluster_is_logged_registered_and_promoted_the_same_way(env):
-    """dask_scheduler selects LightGBM's Dask interface (workers read their own days); everything after the fit
-    is the same path: MLflow run, registered version, holdout and baselines, promotion."""
+    """dask_scheduler selects LightGBM's Dask interface (workers read their own days), for every fold and the
+    final fit; everything after the fit is the same path: MLflow run, registered version, backtest, promotion."""
     import mlflow
 
     in_step, local = train(env)
     result, meta = train(env, dask_scheduler="local:2")
     assert result.success
     assert meta["model_version"] == "2" and meta["training_rows"] == local["training_rows"]
-    assert meta["holdout_days"] == local["holdout_days"]
-    assert meta["holdout_mae"] == pytest.approx(local["holdout_mae"], rel=0.1)
-    assert meta["holdout_mae"] < meta["best_baseline_mae"]
+    assert meta["backtest_days"] == local["backtest_days"]
+    assert meta["backtest_mae"] == pytest.approx(local["backtest_mae"], rel=0.1)
+    assert meta["backtest_mae"] < meta["best_baseline_mae"]
     run = mlflow.MlflowClient().get_run(meta["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.params["trained_on"] == "local:2"
 
@@ -88,11 +107,61 @@ def test_a_crippled_challenger_is_not_promoted(env):
     train(env)
     result, meta = train(env, n_estimators=1, num_leaves=2, learning_rate=0.01)
     assert result.success  # the materialization succeeds; the version stays a challenger
-    assert meta["promoted"] is False and meta["model_version"] == "2"
-    assert "champion" in meta["decision_reason"] or "baseline" in meta["decision_reason"]
+    assert meta["promoted"] is False and meta["model_version"] == "2" and meta["decision"] == "keep"
+    assert "champion v1" in meta["decision_reason"]
     assert str(env["registry"].champion_version().version) == "1"
     version = env["registry"].client().get_model_version(REGISTERED_MODEL_NAME, "2")
     assert version.tags["promoted"] == "False" and version.tags["decision_reason"] == meta["decision_reason"]
+
+
+def steady(features: pl.DataFrame) -> pl.DataFrame:
+    """Every device uses the same energy every day: mean_last_7_days is exact, so nothing can beat it."""
+    constant = pl.col("device_id").hash(seed=1).mod(1000).cast(pl.Float64) + 100.0
+    energies = ["energy_wh", "energy_lag_1", "energy_lag_2", "energy_lag_6", "energy_lag_7", "energy_roll7_mean",
+                "energy_roll28_mean", "energy_prev7_mean", "energy_same_weekday_mean4"]
+    return features.with_columns(**{c: pl.when(pl.col(c).is_null()).then(None).otherwise(constant) for c in energies},
+                                 energy_roll7_std=pl.lit(0.0), energy_roll28_std=pl.lit(0.0),
+                                 fleet_type_ratio=pl.lit(1.0), fleet_type_ratio_lag_1=pl.lit(1.0),
+                                 hub_energy_ratio=pl.lit(1.0))
+
+
+def test_when_no_model_beats_the_baselines_the_best_baseline_serves(env, features):
+    """A fleet so steady that the mean of the last 7 days is exact: no trained model can beat it, and with no
+    champion the best baseline is registered as a pyfunc version and becomes champion; predictions come from
+    it, say so, and carry its interval."""
+    env["resources"]["warehouse"].replace_partitions(
+        {USAGE_FEATURES: steady(features)}, [str(START + dt.timedelta(days=d)) for d in range(DAYS)])
+    result, meta = train(env)
+    assert result.success
+    assert meta["decision"] == "baseline" and meta["promoted"] is False
+    assert meta["champion_kind"] == "baseline" and meta["champion_name"] == meta["best_baseline"] == "mean_last_7_days"
+    assert meta["best_baseline_mae"] == 0.0
+    champion = env["registry"].champion_version()
+    assert str(champion.version) == meta["champion_version"] == "2"  # v1 is the losing candidate
+    assert champion.tags["model_kind"] == "baseline" and champion.tags["model_name"] == meta["best_baseline"]
+    forecaster = env["registry"].load_forecaster(champion.version)
+    assert forecaster.kind == "baseline" and forecaster.interval is not None
+
+    day = str(LAST)
+    assert dg.materialize([usage_predictions], partition_key=day, resources=env["resources"],
+                          instance=env["instance"], selection=[usage_predictions.key]).success
+    rows = env["resources"]["warehouse"].read_partitions("usage_predictions", [day])
+    assert set(rows["model_kind"]) == {"baseline"} and set(rows["model_name"]) == {meta["best_baseline"]}
+    assert set(rows["model_version"]) == {"2"}
+    features = env["resources"]["warehouse"].read_partitions(USAGE_FEATURES, [day]).filter(pl.col("has_enough_history"))
+    from smart_home_assets import training
+
+    expected = dict(zip(features["device_id"], training.baseline_predictions(features)[meta["best_baseline"]]))
+    assert all(abs(p - expected[d]) < 1e-6 for d, p in zip(rows["device_id"], rows["predicted_energy_wh"]))
+    assert (rows["p10_wh"] <= rows["predicted_energy_wh"]).all() and (rows["predicted_energy_wh"] <= rows["p90_wh"]).all()
+
+
+def test_too_short_a_history_serves_the_baseline(env):
+    """Fewer labeled days than one fold and its training days: no model is trained, the baseline serves."""
+    result, meta = train(env, fold_days=40)
+    assert result.success and meta["decision"] == "baseline"
+    assert "not enough labeled days" in meta["decision_reason"]
+    assert env["registry"].champion_version().tags["model_kind"] == "baseline"
 
 
 def test_every_materialization_is_its_own_finished_run(env):
@@ -110,7 +179,7 @@ def test_a_failed_training_ends_its_mlflow_run_as_failed_and_keeps_the_champion(
     import mlflow
 
     train(env)
-    result, _ = train(env, holdout_days=500)  # more holdout days than there are days: training fails
+    result, _ = train(env, backtest_folds=0)  # no fold at all: training fails
     assert not result.success
     runs = mlflow.search_runs(experiment_names=["smart_home_usage"], filter_string=f"tags.dagster_run_id = '{result.run_id}'")
     assert list(runs["status"]) == ["FAILED"]
@@ -118,14 +187,14 @@ def test_a_failed_training_ends_its_mlflow_run_as_failed_and_keeps_the_champion(
     assert mlflow.active_run() is None
 
 
-def test_predictions_carry_the_champion_version_and_skip_short_histories(env):
+def test_predictions_carry_the_champion_version_and_an_interval(env):
     train(env)
     result = dg.materialize([usage_predictions], partition_key=str(LAST), resources=env["resources"],
                             instance=env["instance"], selection=[usage_predictions.key])
     assert result.success
     rows = env["resources"]["warehouse"].read_partitions("usage_predictions", [str(LAST)])
-    assert rows.height > 0 and set(rows["model_version"]) == {"1"}
+    assert rows.height > 0 and set(rows["model_version"]) == {"1"} and set(rows["model_kind"]) == {"lightgbm"}
     assert (rows["target_date"] == LAST + dt.timedelta(days=1)).all()
     assert (rows["predicted_energy_wh"] >= 0).all()
-    meta = result.asset_materializations_for_node("usage_predictions")[0].metadata
-    assert meta["skipped_devices"].value >= 0
+    assert (rows["p10_wh"] <= rows["predicted_energy_wh"]).all() and (rows["predicted_energy_wh"] <= rows["p90_wh"]).all()
+    assert (rows["p90_wh"] > rows["p10_wh"]).mean() > 0.9

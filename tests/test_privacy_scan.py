@@ -99,7 +99,7 @@ def pipeline(tmp_path_factory):
     # Should the model ever lose to the baselines, the blocking check fails the run after the model was trained,
     # logged and registered: still everything this test scans.
     run_cli(["--select", "usage_model", "--config-json", json.dumps(MODEL_CONFIG)], env, outputs,
-            allowed_failure="check_model_beats_naive_baselines")
+            allowed_failure="check_champion_beats_naive_baselines")
     needles = Needles([hub.user_id for hub in build_fleet(SEED, HUBS)], key)
     return {"root": root, "home": home, "data": data, "key": key, "needles": needles, "outputs": outputs,
             "tracking_uri": env["MLFLOW_TRACKING_URI"]}

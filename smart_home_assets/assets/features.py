@@ -8,7 +8,7 @@ import polars as pl
 from resources import Warehouse
 from smart_home_assets.assets.usage import column_schema, partition_table
 from smart_home_assets.automation import follows_history_window
-from smart_home_assets.features import FEATURES_SCHEMA, LOOKBACK_DAYS, build_features, daily_usage_sql
+from smart_home_assets.features import FEATURES_SCHEMA, LOOKBACK_DAYS, build_features, daily_usage_sql, history_ranges
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.tables import DEVICE_USAGE, DUCKDB_POOL, USAGE_FEATURES
 
@@ -34,12 +34,14 @@ def usage_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
     """Per device and day: usage, lags, rolling statistics, calendar and hub totals; devices with too
     little history are flagged (has_enough_history), never guessed.
 
-    The lookback (28 days) is one DuckDB aggregation over device_usage for the whole run, not a
-    recomputation of all history per partition.
+    The lookback (28 days, and 14 days one year back) is one DuckDB aggregation per range over device_usage for
+    the whole run, not a recomputation of all history per partition. The year-back days are not in the
+    partition mapping (a mapping is one contiguous window): a late upload a year back does not re-run today.
     """
     keys = context.partition_keys
     first, last = dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])
-    daily = warehouse.query(daily_usage_sql(DEVICE_USAGE), [first - dt.timedelta(days=LOOKBACK_DAYS), last])
+    # The lookback and the narrow window one year back (two ranges unless the run spans a year).
+    daily = pl.concat([warehouse.query(daily_usage_sql(DEVICE_USAGE), [lo, hi]) for lo, hi in history_ranges(first, last)])
     per_partition = []
     for key in keys:
         day = dt.date.fromisoformat(key)

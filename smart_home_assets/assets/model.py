@@ -1,11 +1,16 @@
-"""usage_model: train LightGBM on every labeled feature row, evaluate on a time-based holdout against
-naive baselines and the current champion, log it all to MLflow, register a version, and move the
-``champion`` alias only when the new version wins. Moving the alias is the last step.
+"""usage_model: a rolling-origin backtest of the LightGBM candidate, the current champion and the naive baselines
+on the same folds; the candidate fitted on every labeled day; everything logged to MLflow; the ``champion``
+alias moved only when the candidate wins, and to the best baseline when nothing trained beats it, so a champion
+always exists once features do. Moving the alias is the last step.
 """
+
 
 import base64
 import datetime as dt
+import json
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,20 +25,24 @@ from resources.tracking import (
     ModelRegistry,
     mlflow_run_for_materialization,
 )
+from smart_home_assets import training
 from smart_home_assets.assets.metadata import mlflow_run_metadata
 from smart_home_assets.automation import retrain_when_features_land
 from smart_home_assets.tables import DUCKDB_POOL, USAGE_FEATURES
 
+_P = training.DEFAULT_PARAMS
+
 
 class UsageModelConfig(dg.Config):
-    """Training settings (override in the launchpad or with --config)."""
+    """Training settings (override in the launchpad or with --config-json); defaults from training."""
 
-    holdout_days: int = 7
-    training_window_days: int = 0  # 0 = every labeled day; N = only the last N days before the holdout
-    n_estimators: int = 300
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_child_samples: int = 20
+    backtest_folds: int = training.BACKTEST_FOLDS  # folds of the rolling-origin backtest (fewer if history is short)
+    fold_days: int = training.FOLD_DAYS  # labeled days per fold
+    training_window_days: int = 0  # 0 = every labeled day before a fold (and for the final fit); N = the last N
+    n_estimators: int = _P["n_estimators"]
+    learning_rate: float = _P["learning_rate"]
+    num_leaves: int = _P["num_leaves"]
+    min_child_samples: int = _P["min_child_samples"]
     seed: int = 0
     # True for data where a device is not metered every day (history imports): a next day without events
     # is "not measured" and is neither trained on nor scored, instead of a zero label.
@@ -41,59 +50,153 @@ class UsageModelConfig(dg.Config):
     # "" trains in the step's process; "local" / "local:N" on a local Dask cluster of N workers; a scheduler
     # address (tcp://host:8786) on that cluster: LightGBM's Dask interface, each worker reading its own days.
     dask_scheduler: str = ""
+    # A bounded hyper-parameter search on the backtest folds before the candidate is fitted (0 = off, the
+    # default path): at most tuning_trials trials and tuning_timeout_s seconds, each trial an MLflow child run.
+    tuning_trials: int = 0
+    tuning_timeout_s: float = 600.0
 
 
-def load_features(warehouse: Warehouse, training_window_days: int, holdout_days: int) -> pl.DataFrame:
-    """Feature rows for training: all of them, or the last window + holdout (+1 day for labels)."""
+def params_of(config: UsageModelConfig) -> dict[str, Any]:
+    return {"n_estimators": config.n_estimators, "learning_rate": config.learning_rate,
+            "num_leaves": config.num_leaves, "min_child_samples": config.min_child_samples}
+
+
+def load_features(warehouse: Warehouse) -> pl.DataFrame:
     if not warehouse.table_exists(USAGE_FEATURES):
         raise dg.Failure(f"table {USAGE_FEATURES} does not exist yet: materialize usage_features first")
-    if training_window_days <= 0:
-        return warehouse.query(f"SELECT * FROM {USAGE_FEATURES}")
-    days = training_window_days + holdout_days + 1
-    return warehouse.query(
-        f"SELECT * FROM {USAGE_FEATURES} WHERE partition_date > (SELECT max(partition_date) FROM {USAGE_FEATURES})"
-        f" - ?::INTEGER", [days])
+    return warehouse.query(f"SELECT * FROM {USAGE_FEATURES}")
 
 
-@dataclass(frozen=True)
-class Fitted:
-    model: Any
-    holdout: pl.DataFrame
-    training_rows: int
-    train_first_day: dt.date
+def _window(rows: pl.DataFrame, before: dt.date | None, window_days: int) -> pl.DataFrame:
+    """Labeled rows before ``before`` (all when None), only the last ``window_days`` days of them when > 0."""
+    if before is not None:
+        rows = rows.filter(pl.col("partition_date") < before)
+    if window_days > 0 and rows.height:
+        rows = rows.filter(pl.col("partition_date") > rows["partition_date"].max() - dt.timedelta(days=window_days))
+    return rows
 
 
-def fit_in_step(warehouse: Warehouse, config: UsageModelConfig, params: dict) -> Fitted:
-    """Read the labeled window into the step and fit there."""
-    from smart_home_assets import training
+@dataclass
+class Trainer:
+    """Where rows come from and where models are fitted: in the step, or on a Dask cluster."""
 
-    features = load_features(warehouse, config.training_window_days, config.holdout_days)
-    labeled = training.attach_labels(features, config.silent_next_day_is_unknown)
-    train, holdout = training.split_holdout(labeled, holdout_days=config.holdout_days)
-    model = training.train_model(train, params=params, seed=config.seed)
-    return Fitted(model, holdout, train.height, train["partition_date"].min())
+    labeled_days: list[dt.date]
+    rows_of: Callable[[dt.date, dt.date], pl.DataFrame]  # labeled rows of first..last
+    fit_before: Callable[[dt.date | None, dict], tuple[Any, int]]  # (model, training rows) on days before a day
+    device_types: list[str]
 
 
-def fit_on_dask(warehouse: Warehouse, config: UsageModelConfig, params: dict) -> Fitted:
-    """Fit on a Dask cluster: the step reads only the holdout days; workers read the training days."""
+def in_step_trainer(warehouse: Warehouse, config: UsageModelConfig) -> Trainer:
+    labeled = training.attach_labels(load_features(warehouse), config.silent_next_day_is_unknown)
+    types = training.device_type_categories(labeled) if labeled.height else training.device_type_categories()
+
+    def fit(before: dt.date | None, params: dict) -> tuple[Any, int]:
+        rows = _window(labeled, before, config.training_window_days)
+        return training.train_model(rows, params=params, seed=config.seed, device_types=types), rows.height
+
+    return Trainer(sorted(labeled["partition_date"].unique().to_list()),
+                   lambda first, last: labeled.filter(pl.col("partition_date").is_between(first, last)), fit, types)
+
+
+def dask_trainer(warehouse: Warehouse, config: UsageModelConfig, client) -> Trainer:
+    """Fits on the cluster: workers read their own training days; the step reads only the days it scores."""
     from smart_home_assets import distributed_training as dist
-    from smart_home_assets import training
 
-    train_days, holdout_days = dist.split_days(dist.feature_days(warehouse), config.holdout_days,
-                                               config.training_window_days)
-    holdout = dist.load_labeled_days(warehouse, holdout_days, config.silent_next_day_is_unknown)
-    types = training.device_type_categories(
-        warehouse.query(f"SELECT DISTINCT device_type FROM {USAGE_FEATURES}"))
-    with dist.dask_client(config.dask_scheduler) as client:
-        model, rows = dist.train_model_dask(client, warehouse, train_days, types, params=params, seed=config.seed,
-                                            silent_next_day_is_unknown=config.silent_next_day_is_unknown)
-    return Fitted(model, holdout, rows, train_days[0])
+    days = dist.feature_days(warehouse)[:-1]  # the newest day has no label yet
+    types = training.device_type_categories(warehouse.query(f"SELECT DISTINCT device_type FROM {USAGE_FEATURES}"))
+
+    def fit(before: dt.date | None, params: dict) -> tuple[Any, int]:
+        train_days = [d for d in days if before is None or d < before]
+        if config.training_window_days > 0:
+            train_days = train_days[-config.training_window_days:]
+        return dist.train_model_dask(client, warehouse, train_days, types, params=params, seed=config.seed,
+                                     silent_next_day_is_unknown=config.silent_next_day_is_unknown)
+
+    def rows_of(first: dt.date, last: dt.date) -> pl.DataFrame:
+        return dist.load_labeled_days(warehouse, [d for d in days if first <= d <= last],
+                                      config.silent_next_day_is_unknown)
+
+    return Trainer(days, rows_of, fit, types)
 
 
 def png_markdown(path: Path, alt: str) -> dg.MetadataValue:
     """A PNG embedded in markdown metadata, so the Dagster UI shows the plot itself."""
     data = base64.b64encode(path.read_bytes()).decode()
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
+
+
+def model_spec(params: dict, config: UsageModelConfig) -> dict[str, Any]:
+    """What a LightGBM version is, beyond its weights: refit on other days, it is the same model."""
+    return {"kind": "lightgbm", "target": training.TARGET, "features": list(training.FEATURE_COLUMNS),
+            "params": dict(sorted(params.items())), "seed": config.seed,
+            "training_window_days": config.training_window_days,
+            "silent_next_day_is_unknown": config.silent_next_day_is_unknown}
+
+
+@dataclass
+class Champion:
+    version: str
+    kind: str  # lightgbm | baseline
+    name: str  # lightgbm, or the baseline's name
+    spec: dict | None
+    forecaster: Any
+
+    @property
+    def label(self) -> str:
+        return f"champion v{self.version} ({self.name})"
+
+
+def current_champion(registry: ModelRegistry) -> Champion | None:
+    found = registry.champion_version()
+    if found is None:
+        return None
+    forecaster = registry.load_forecaster(found.version)
+    spec = json.loads(found.tags["model_spec"]) if "model_spec" in found.tags else None
+    return Champion(str(found.version), forecaster.kind, forecaster.name, spec, forecaster)
+
+
+def scores_table(scores, folds) -> dg.MetadataValue:
+    names = ["candidate", *([n for n in scores.mae if n not in ("candidate",)])]
+    lines = ["| fold | days | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for k, fold in enumerate(folds):
+        lines.append(f"| {fold.index} | {fold.first}..{fold.last} | "
+                     + " | ".join(f"{scores.fold_mae[n][k]:.1f}" for n in names) + " |")
+    lines.append("| mean | | " + " | ".join(f"**{scores.mae[n]:.1f}**" for n in names) + " |")
+    lines.append("| WAPE | | " + " | ".join(f"{scores.wape[n]:.3f}" for n in names) + " |")
+    return dg.MetadataValue.md("MAE (Wh) per fold\n\n" + "\n".join(lines))
+
+
+def tune(trainer: Trainer, folds, base_params: dict, config: UsageModelConfig, context) -> dict:
+    """Random search over a small space on the backtest folds; each trial is a nested MLflow run. Returns the
+    best parameters (the configured ones when no trial beats them)."""
+    import mlflow
+    import numpy as np
+
+    rng = np.random.default_rng(config.seed)
+    started = time.monotonic()
+
+    def score(params: dict) -> float:
+        maes = []
+        for fold in folds:
+            model, _ = trainer.fit_before(fold.first, params)
+            maes.append(training.evaluate(model, trainer.rows_of(fold.first, fold.last))["mae"])
+        return float(np.mean(maes))
+
+    best_params, best = base_params, score(base_params)
+    for trial in range(config.tuning_trials):
+        if time.monotonic() - started > config.tuning_timeout_s:
+            context.log.info(f"tuning stopped after {trial} trials: {config.tuning_timeout_s:g} s time box")
+            break
+        params = {"n_estimators": int(rng.choice([150, 300, 500])), "learning_rate": float(rng.choice([0.03, 0.05, 0.1])),
+                  "num_leaves": int(rng.choice([15, 31, 63])), "min_child_samples": int(rng.choice([10, 20, 50]))}
+        with mlflow.start_run(run_name=f"tuning trial {trial}", nested=True):
+            mlflow.log_params(params)
+            mae = score(params)
+            mlflow.log_metric("backtest_mae", mae)
+        if mae < best:
+            best_params, best = params, mae
+    mlflow.log_metric("tuning_best_backtest_mae", best)
+    return best_params
 
 
 @dg.asset(
@@ -107,92 +210,247 @@ def png_markdown(path: Path, alt: str) -> dg.MetadataValue:
     automation_condition=retrain_when_features_land(),
 )
 def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> dg.MaterializeResult:
-    """LightGBM next-day energy model in the MLflow registry as ``smart_home_usage``; ``champion`` moves
-    to the new version only if it beats the current champion on the same holdout and the best naive baseline.
-    """
+    """LightGBM next-day energy model in the MLflow registry as ``smart_home_usage``, judged by a rolling-origin
+    backtest against the champion and the naive baselines; ``champion`` moves to it only if it wins, and to the
+    best baseline (registered as a model too) when nothing trained beats that baseline."""
+    import contextlib
+
     import mlflow
 
-    from smart_home_assets import training
-
     warehouse: Warehouse = context.resources.warehouse
-    model_registry: ModelRegistry = context.resources.model_registry
-    client = model_registry.client()
-    params = {"n_estimators": config.n_estimators, "learning_rate": config.learning_rate,
-              "num_leaves": config.num_leaves, "min_child_samples": config.min_child_samples}
+    registry: ModelRegistry = context.resources.model_registry
+    client = registry.client()
+    params = params_of(config)
 
-    # The MLflow run covers everything from reading features on, so any failure ends it as FAILED.
-    with mlflow_run_for_materialization(context, run_name=f"usage_model {context.run_id[:8]}") as run:
-        mlflow.log_params({**params, "seed": config.seed, "holdout_days": config.holdout_days,
-                           "training_window_days": config.training_window_days,
+    with mlflow_run_for_materialization(context, run_name=f"usage_model {context.run_id[:8]}") as run, \
+            contextlib.ExitStack() as stack:
+        if config.dask_scheduler:
+            from smart_home_assets.distributed_training import dask_client
+
+            trainer = dask_trainer(warehouse, config, stack.enter_context(dask_client(config.dask_scheduler)))
+        else:
+            trainer = in_step_trainer(warehouse, config)
+        mlflow.log_params({**params, "seed": config.seed, "backtest_folds": config.backtest_folds,
+                           "fold_days": config.fold_days, "training_window_days": config.training_window_days,
                            "silent_next_day_is_unknown": config.silent_next_day_is_unknown,
-                           "features": ",".join(training.FEATURE_COLUMNS)})
-        fitted = (fit_on_dask if config.dask_scheduler else fit_in_step)(warehouse, config, params)
-        model, holdout = fitted.model, fitted.holdout
-        holdout_dates = holdout["partition_date"].unique().sort()
-        mlflow.log_params({"training_rows": fitted.training_rows, "holdout_rows": holdout.height,
-                           "train_first_day": str(fitted.train_first_day),
-                           "holdout_first_day": str(holdout_dates.min()),
-                           "holdout_last_day": str(holdout_dates.max()),
+                           "target": training.TARGET, "features": ",".join(training.FEATURE_COLUMNS),
                            "trained_on": config.dask_scheduler or "the step's process"})
-        metrics = training.evaluate(model, holdout)
-        baselines = training.baseline_metrics(holdout)
-        best_name, best = training.best_baseline(baselines)
-        mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
-        mlflow.log_metrics({f"baseline_{name}_{k}": v for name, m in baselines.items() for k, v in m.items()})
+        champion = current_champion(registry)
+        try:
+            folds = training.fold_windows(trainer.labeled_days, config.backtest_folds, config.fold_days)
+        except training.NotEnoughHistory as exc:
+            result = serve_baseline_for_short_history(context, client, trainer, champion, str(exc))
+            run_id, experiment_id = run.info.run_id, run.info.experiment_id
+            return dg.MaterializeResult(metadata={**result, **mlflow_run_metadata(
+                registry.uri(), experiment_id, run_id, REGISTERED_MODEL_NAME, result["champion_version"].value)})
+        if len(folds) < config.backtest_folds:
+            context.log.warning(f"history holds {len(folds)} of the {config.backtest_folds} backtest folds "
+                                f"({len(trainer.labeled_days)} labeled days)")
+        if config.tuning_trials > 0:
+            params = tune(trainer, folds, params, config, context)
+            mlflow.log_params({f"tuned_{k}": v for k, v in params.items()})
+        spec = model_spec(params, config)
 
-        # mlflow.lightgbm flavor, servable with `mlflow models serve`: numeric input with the model's own
-        # device-type codes, signature from the whole holdout (nullable features optional), 20-row example.
-        info = training.log_lightgbm_model(model, holdout, registered_model_name=REGISTERED_MODEL_NAME)
+        # The backtest: candidate, champion and baselines forecast the same fold rows.
+        contenders: dict[str, training.Contender] = {
+            "candidate": lambda fold, rows: training.predict(trainer.fit_before(fold.first, params)[0], rows)}
+        same_recipe = champion is not None and champion.spec == spec
+        champion_column = None
+        if champion is not None and champion.kind == "baseline":
+            champion_column = champion.name
+        elif champion is not None:
+            champion_column = "champion"
+            if same_recipe:
+                contenders["champion"] = None  # filled from the candidate's own column below
+            elif champion.spec and champion.spec.get("features") == training.FEATURE_COLUMNS \
+                    and champion.spec.get("target") == training.TARGET:
+                champ_params = champion.spec["params"]
+                contenders["champion"] = lambda fold, rows: training.predict(
+                    trainer.fit_before(fold.first, champ_params)[0], rows)
+            else:  # a model of another recipe (an older code version): scored as it is
+                contenders["champion"] = lambda fold, rows: champion.forecaster.point_forecast(rows)
+        fold_rows = lambda fold: trainer.rows_of(fold.first, fold.last)  # noqa: E731
+        started = time.perf_counter()
+        oof = training.backtest(folds, fold_rows, {k: v for k, v in contenders.items() if v is not None})
+        if same_recipe:
+            oof = oof.with_columns(pred_champion=pl.col("pred_candidate"))
+        backtest_s = time.perf_counter() - started
+        scores = training.backtest_scores(oof)
+        decision = training.decide_promotion(
+            scores, champion=champion_column, champion_label=champion.label if champion else "champion",
+            champion_is_baseline=champion is not None and champion.kind == "baseline", same_recipe=same_recipe)
+        best_name = decision.baseline
+
+        # The candidate: fitted on every labeled day, with the interval of its backtest errors.
+        model, training_rows = trainer.fit_before(None, params)
+        interval = training.IntervalCalibration.fit(oof.rename({training.LEVEL: training.LEVEL_SOURCE}),
+                                                    oof[training.LABEL], oof["pred_candidate"])
+        candidate = training.LightGBMForecaster(model, interval)
+        log_backtest(scores, folds, oof, backtest_s)
+
+        newest = trainer.rows_of(folds[-1].first, folds[-1].last)
+        from smart_home_assets.forecast_model import log_forecaster
+
+        info = log_forecaster(candidate, newest, registered_model_name=REGISTERED_MODEL_NAME)
         version = str(info.registered_model_version)
+        tags = {"model_kind": "lightgbm", "model_name": "lightgbm", "model_spec": json.dumps(spec),
+                "backtest_mae": f"{scores.mae['candidate']:.6f}", "backtest_skill": f"{scores.skill('candidate'):.6f}",
+                "best_baseline": best_name, "best_baseline_mae": f"{scores.mae[best_name]:.6f}",
+                "promoted": str(decision.promote), "decision_reason": decision.reason,
+                "dagster_run_id": context.run_id, "trained_through": str(trainer.labeled_days[-1]),
+                "backtest_days": f"{folds[0].first}..{folds[-1].last}"}
+        for key, value in tags.items():
+            client.set_model_version_tag(REGISTERED_MODEL_NAME, version, key, value)
 
         with tempfile.TemporaryDirectory() as tmp:
             importance_png = training.importance_plot_png(model, Path(tmp) / "feature_importance.png")
-            scatter_png = training.predicted_vs_actual_png(
-                holdout[training.LABEL], training.predict(model, holdout), Path(tmp) / "predicted_vs_actual.png")
+            scatter_png = training.predicted_vs_actual_png(oof[training.LABEL], oof["pred_candidate"],
+                                                           Path(tmp) / "predicted_vs_actual.png")
             mlflow.log_artifact(str(importance_png), artifact_path="plots")
             mlflow.log_artifact(str(scatter_png), artifact_path="plots")
             importance_md = png_markdown(importance_png, "feature importance")
-            scatter_md = png_markdown(scatter_png, "predicted vs actual")
+            scatter_md = png_markdown(scatter_png, "predicted vs actual (backtest)")
 
-        champion = model_registry.champion_version()
-        champion_mae = None
-        if champion is not None:
-            champion_model = model_registry.load_version(champion.version)
-            champion_mae = training.evaluate(champion_model, holdout)["mae"]
-            mlflow.log_metric("champion_holdout_mae", champion_mae)
-        decision = training.decide_promotion(metrics["mae"], champion_mae, best["mae"], best_baseline_name=best_name,
-                                             champion_version=str(champion.version) if champion else None)
-        for key, value in {"holdout_mae": f"{metrics['mae']:.6f}", "best_baseline": best_name,
-                           "best_baseline_mae": f"{best['mae']:.6f}", "promoted": str(decision.promote),
-                           "decision_reason": decision.reason, "dagster_run_id": context.run_id,
-                           "holdout_last_day": str(holdout_dates.max())}.items():
-            client.set_model_version_tag(REGISTERED_MODEL_NAME, version, key, value)
+        champion_version, champion_kind, champion_name = (champion.version, champion.kind, champion.name) \
+            if champion else ("none", "none", "none")
+        if decision.outcome == "candidate":
+            champion_version, champion_kind, champion_name = version, "lightgbm", "lightgbm"
+        elif decision.outcome == "baseline":
+            champion_version = register_baseline(client, best_name, oof, scores, decision.reason, context.run_id,
+                                                 newest)
+            champion_kind, champion_name = "baseline", best_name
+        champion_mae = scores.mae["candidate"] if decision.outcome == "candidate" else \
+            scores.mae[best_name] if champion_kind == "baseline" and champion_name == best_name else \
+            scores.mae.get("champion", scores.mae[best_name])
         mlflow.set_tags({"promoted": str(decision.promote), "decision_reason": decision.reason,
-                         "model_version": version})
-        if decision.promote:
+                         "model_version": version, "champion_version": champion_version})
+        if champion_version != (champion.version if champion else None):
             # Last step: everything above can fail and leave the champion untouched.
-            client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, version)
-        context.log.info(f"model version {version}: {'promoted to champion' if decision.promote else 'challenger'}"
-                         f" — {decision.reason}")
+            client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, champion_version)
+        context.log.info(f"model version {version}: {decision.outcome} — {decision.reason}; champion is "
+                         f"v{champion_version} ({champion_name})")
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
 
     return dg.MaterializeResult(metadata={
         "model_version": dg.MetadataValue.text(version),
         "promoted": dg.MetadataValue.bool(decision.promote),
+        "decision": dg.MetadataValue.text(decision.outcome),
         "decision_reason": dg.MetadataValue.text(decision.reason),
-        "champion_version": dg.MetadataValue.text(version if decision.promote else
-                                                  (str(champion.version) if champion else "none")),
-        "previous_champion_holdout_mae": dg.MetadataValue.float(champion_mae) if champion_mae is not None
-        else dg.MetadataValue.text("none"),
-        **mlflow_run_metadata(model_registry.uri(), experiment_id, run_id, REGISTERED_MODEL_NAME, version),
-        "training_rows": dg.MetadataValue.int(fitted.training_rows),
-        "holdout_rows": dg.MetadataValue.int(holdout.height),
-        "holdout_days": dg.MetadataValue.text(f"{holdout_dates.min()}..{holdout_dates.max()}"),
-        **{f"holdout_{k}": dg.MetadataValue.float(float(v)) for k, v in metrics.items()},
-        **{f"baseline_{name}_mae": dg.MetadataValue.float(float(m["mae"])) for name, m in baselines.items()},
+        "champion_version": dg.MetadataValue.text(champion_version),
+        "champion_kind": dg.MetadataValue.text(champion_kind),
+        "champion_name": dg.MetadataValue.text(champion_name),
+        "champion_backtest_mae": dg.MetadataValue.float(float(champion_mae)),
+        "previous_champion": dg.MetadataValue.text(champion.label if champion else "none"),
+        **mlflow_run_metadata(registry.uri(), experiment_id, run_id, REGISTERED_MODEL_NAME, version),
+        "training_rows": dg.MetadataValue.int(training_rows),
+        "backtest_folds": dg.MetadataValue.int(len(folds)),
+        "backtest_days": dg.MetadataValue.text(f"{folds[0].first}..{folds[-1].last}"),
+        "backtest_mae": dg.MetadataValue.float(scores.mae["candidate"]),
+        "backtest_wape": dg.MetadataValue.float(scores.wape["candidate"]),
+        "backtest_skill": dg.MetadataValue.float(scores.skill("candidate")),
+        "backtest_folds_lost": dg.MetadataValue.int(scores.losses("candidate", best_name)),
+        **{f"backtest_mae_{name}": dg.MetadataValue.float(scores.mae[name]) for name in training.BASELINE_NAMES},
         "best_baseline": dg.MetadataValue.text(best_name),
-        "best_baseline_mae": dg.MetadataValue.float(float(best["mae"])),
+        "best_baseline_mae": dg.MetadataValue.float(scores.mae[best_name]),
+        "backtest": scores_table(scores, folds),
+        "backtest_mae_by_device_type": dg.MetadataValue.json(
+            {t: {n: round(v[t], 2) for n, v in scores.type_mae.items()} for t in sorted(scores.type_mae["candidate"])}),
+        "interval": dg.MetadataValue.json(interval.to_dict()),
+        "backtest_seconds": dg.MetadataValue.float(round(backtest_s, 2)),
         "feature_importance": importance_md,
         "predicted_vs_actual": scatter_md,
         "trained_at": dg.MetadataValue.text(dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")),
     })
+
+
+def log_backtest(scores, folds, oof: pl.DataFrame, seconds: float) -> None:
+    """backtest_mae / _wape / _skill, backtest_mae_<baseline> (means over folds), per fold and per device type."""
+    import mlflow
+
+    metrics = {"backtest_mae": scores.mae["candidate"], "backtest_wape": scores.wape["candidate"],
+               "backtest_skill": scores.skill("candidate"), "backtest_seconds": seconds,
+               "backtest_folds": len(folds)}
+    for name in scores.mae:
+        if name != "candidate":
+            metrics[f"backtest_mae_{name}"] = scores.mae[name]
+            metrics[f"backtest_wape_{name}"] = scores.wape[name]
+    for k, fold in enumerate(folds):
+        for name in scores.fold_mae:
+            suffix = "" if name == "candidate" else f"_{name}"
+            metrics[f"fold{fold.index}_mae{suffix}"] = scores.fold_mae[name][k]
+            metrics[f"fold{fold.index}_wape{suffix}"] = scores.fold_wape[name][k]
+    for device_type, mae in scores.type_mae["candidate"].items():
+        metrics[f"type_{device_type}_mae"] = mae
+        metrics[f"type_{device_type}_wape"] = scores.type_wape["candidate"][device_type]
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    mlflow.log_dict({"folds": [{"fold": f.index, "first": str(f.first), "last": str(f.last)} for f in folds],
+                     "fold_mae": scores.fold_mae, "fold_wape": scores.fold_wape, "type_mae": scores.type_mae,
+                     "mae": scores.mae, "wape": scores.wape, "best_baseline": scores.best_baseline(),
+                     "rows": oof.height, "label": training.LABEL}, "backtest.json")
+
+
+def register_baseline(client, name: str, oof: pl.DataFrame | None, scores, reason: str, run_id: str,
+                      sample: pl.DataFrame) -> str:
+    """Log the baseline ``name`` as a pyfunc model version (interval from its own backtest errors) and tag it."""
+    from smart_home_assets.forecast_model import log_forecaster
+
+    interval = None
+    if oof is not None and oof.height:
+        interval = training.IntervalCalibration.fit(oof.rename({training.LEVEL: training.LEVEL_SOURCE}),
+                                                    oof[training.LABEL], oof[f"pred_{name}"])
+    info = log_forecaster(training.BaselineForecaster(name, interval), sample,
+                          registered_model_name=REGISTERED_MODEL_NAME, name="baseline_model")
+    version = str(info.registered_model_version)
+    tags = {"model_kind": "baseline", "model_name": name, "promoted": "True", "decision_reason": reason,
+            "dagster_run_id": run_id}
+    if scores is not None:
+        tags |= {"backtest_mae": f"{scores.mae[name]:.6f}", "backtest_skill": "0.0", "best_baseline": name,
+                 "best_baseline_mae": f"{scores.mae[name]:.6f}"}
+    for key, value in tags.items():
+        client.set_model_version_tag(REGISTERED_MODEL_NAME, version, key, value)
+    return version
+
+
+def serve_baseline_for_short_history(context, client, trainer: Trainer, champion: Champion | None,
+                                     why: str) -> dict[str, dg.MetadataValue]:
+    """Too little history for a backtest: the best baseline on the labeled rows there are (mean_last_7_days
+    when there are none) serves, unless a champion exists already."""
+    import mlflow
+
+    rows = trainer.rows_of(dt.date.min, dt.date.max) if trainer.labeled_days else pl.DataFrame(
+        schema={c: pl.Float64 for c in training.SOURCE_COLUMNS} | {"device_type": pl.String})
+    name, metrics = ("mean_last_7_days", None) if rows.is_empty() else training.best_baseline(
+        training.baseline_metrics(rows))
+    reason = f"{why}: no model can be trained and judged yet"
+    mlflow.set_tags({"promoted": "False", "decision_reason": reason})
+    if champion is not None:
+        version, kind, label = champion.version, champion.kind, champion.name
+        reason += f"; {champion.label} stays"
+    elif rows.is_empty():  # not one labeled row yet: the mean of the last 7 days, without an interval
+        version = register_baseline(client, name, None, None, reason + f"; the baseline {name} serves",
+                                    context.run_id, rows)
+        kind, label = "baseline", name
+        reason += f"; the baseline {name} becomes champion"
+        client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, version)
+    else:
+        oof = rows.select("partition_date", "device_id", "device_type", training.LABEL, training.LEVEL_SOURCE,
+                          "energy_wh").with_columns(**{f"pred_{n}": pl.Series(p) for n, p in
+                                                       training.baseline_predictions(rows).items()})
+        oof = oof.with_columns(**{training.LEVEL: training.level(rows)}).drop(training.LEVEL_SOURCE)
+        version = register_baseline(client, name, oof, None, reason + f"; the baseline {name} serves", context.run_id,
+                                    rows.head(20))
+        kind, label = "baseline", name
+        reason += f"; the baseline {name} becomes champion"
+        client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, version)
+    context.log.warning(reason)
+    return {
+        "promoted": dg.MetadataValue.bool(False),
+        "decision": dg.MetadataValue.text("baseline" if champion is None else "keep"),
+        "decision_reason": dg.MetadataValue.text(reason),
+        "champion_version": dg.MetadataValue.text(version),
+        "champion_kind": dg.MetadataValue.text(kind),
+        "champion_name": dg.MetadataValue.text(label),
+        "best_baseline": dg.MetadataValue.text(name),
+        "best_baseline_mae": dg.MetadataValue.float(metrics["mae"] if metrics else float("nan")),
+        "labeled_days": dg.MetadataValue.int(len(trainer.labeled_days)),
+    }

@@ -20,8 +20,12 @@ PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
     "device_id": pl.String(),
     "hub_id": pl.String(),
     "device_type": pl.String(),
-    "predicted_energy_wh": pl.Float64(),
-    "model_version": pl.String(),
+    "predicted_energy_wh": pl.Float64(),  # the point forecast (p50)
+    "p10_wh": pl.Float64(),  # the 80 % interval
+    "p90_wh": pl.Float64(),
+    "model_kind": pl.String(),  # lightgbm | baseline
+    "model_name": pl.String(),  # lightgbm, or the baseline's name
+    "model_version": pl.String(),  # the registered version ("unregistered" for the fallback without a registry)
     "predicted_at": pl.Datetime("us", "UTC"),
 }
 
@@ -32,23 +36,42 @@ FEEDBACK_SCHEMA: dict[str, pl.DataType] = {
     "devices": pl.Int64(),
     "live_mae": pl.Float64(),
     "live_wape": pl.Float64(),
-    "holdout_mae": pl.Float64(),
-    "mae_ratio_live_to_holdout": pl.Float64(),
+    "interval_coverage": pl.Float64(),  # share of actuals inside [p10, p90]
+    "nominal_coverage": pl.Float64(),  # 0.8
+    "best_baseline": pl.String(),  # the naive baseline with the lowest live MAE on the same devices
+    "best_baseline_live_mae": pl.Float64(),
+    "live_skill": pl.Float64(),  # 1 - live_mae / best_baseline_live_mae
+    "backtest_mae": pl.Float64(),  # the version's backtest MAE
+    "mae_ratio_live_to_backtest": pl.Float64(),
 }
+NOMINAL_COVERAGE = 0.8
 
 
-def predictions_for_day(features: pl.DataFrame, model, model_version: str, now: dt.datetime) -> pl.DataFrame:
+def predictions_for_day(features: pl.DataFrame, forecaster, model_version: str, now: dt.datetime) -> pl.DataFrame:
     """Rows of usage_predictions for the devices with enough history (the rest are counted, not guessed)."""
-    from smart_home_assets import training
-
     eligible = features.filter(pl.col("has_enough_history"))
-    predicted = training.predict(model, eligible) if eligible.height else []
+    forecast = forecaster.forecast(eligible)
     return eligible.select(
         "partition_date", (pl.col("partition_date") + pl.duration(days=1)).alias("target_date"),
         "device_id", "hub_id", "device_type",
-    ).with_columns(predicted_energy_wh=pl.Series(predicted, dtype=pl.Float64), model_version=pl.lit(model_version),
+    ).with_columns(predicted_energy_wh=forecast["prediction_wh"], p10_wh=forecast["p10_wh"],
+                   p90_wh=forecast["p90_wh"], model_kind=pl.lit(forecaster.kind), model_name=pl.lit(forecaster.name),
+                   model_version=pl.lit(model_version),
                    predicted_at=pl.lit(now, dtype=pl.Datetime("us", "UTC"))).select(
         [pl.col(c).cast(t) for c, t in PREDICTIONS_SCHEMA.items()])
+
+
+def serving_forecaster(model_registry: ModelRegistry, log) -> tuple[object, str]:
+    """The champion's forecaster and version; without any champion (a registry nobody trained into yet), the
+    naive mean of the last 7 days, so predictions never go missing once features exist."""
+    from smart_home_assets import training
+
+    champion = model_registry.champion_version()
+    if champion is None:
+        log.warning("no champion in the registry yet: predicting with the unregistered baseline "
+                    "mean_last_7_days (materialize usage_model to register a champion)")
+        return training.BaselineForecaster("mean_last_7_days"), "unregistered"
+    return model_registry.load_forecaster(champion.version), str(champion.version)
 
 
 @dg.asset(
@@ -64,52 +87,62 @@ def predictions_for_day(features: pl.DataFrame, model, model_version: str, now: 
 )
 def usage_predictions(context: dg.AssetExecutionContext, warehouse: Warehouse,
                       model_registry: ModelRegistry) -> dg.MaterializeResult:
-    """For day D, each device's predicted energy on D+1 from the champion, with the model version on every row."""
-    champion = model_registry.champion_version()
-    if champion is None:
-        raise dg.Failure("no champion model in the registry yet: materialize usage_model first "
-                         "(a version is promoted only when it beats the naive baselines)")
-    model = model_registry.load_version(champion.version)
+    """For day D, each device's predicted energy on D+1 with its 80 % interval, from the champion (a LightGBM
+    version or a naive baseline), with the model's kind, name and version on every row."""
+    forecaster, version = serving_forecaster(model_registry, context.log)
     now = dt.datetime.now(dt.timezone.utc)
     per_partition = []
     for key in context.partition_keys:
         features = warehouse.read_partitions(USAGE_FEATURES, [key])
         if features.is_empty():
             raise dg.Failure(f"usage_features has no rows for partition {key}: materialize it first")
-        rows = predictions_for_day(features, model, str(champion.version), now)
+        rows = predictions_for_day(features, forecaster, version, now)
         warehouse.replace_partitions({USAGE_PREDICTIONS: rows}, [key])
         per_partition.append({"partition": key, "predicted": rows.height,
                               "skipped_too_little_history": features.height - rows.height,
                               "predicted_total_kwh": round(float(rows["predicted_energy_wh"].sum()) / 1000, 1)})
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(sum(p["predicted"] for p in per_partition)),
-        "model_version": dg.MetadataValue.text(str(champion.version)),
+        "model_version": dg.MetadataValue.text(version),
+        "model": dg.MetadataValue.text(f"{forecaster.kind} {forecaster.name}"),
         "skipped_devices": dg.MetadataValue.int(sum(p["skipped_too_little_history"] for p in per_partition)),
         "partitions": partition_table(per_partition),
         "preview": preview_table(rows, f"partition {context.partition_keys[-1]}"),
     })
 
 
-def feedback_for_day(predictions: pl.DataFrame, actuals: pl.DataFrame, holdout_mae: float | None) -> pl.DataFrame:
-    """Live error of one day's predictions against the next day's actual energy (devices in both)."""
-    from smart_home_assets.training import regression_metrics
+def feedback_for_day(predictions: pl.DataFrame, features: pl.DataFrame, actuals: pl.DataFrame,
+                     backtest_mae: float | None) -> pl.DataFrame:
+    """Live error of one day's predictions against the next day's actual energy (devices in both), their
+    interval coverage, and the naive baselines' live error on the same devices (from D's features)."""
+    from smart_home_assets.training import BASELINE_NAMES, baseline_predictions, interval_coverage, regression_metrics
 
     joined = predictions.join(actuals.select("device_id", pl.col("energy_wh").alias("actual")), on="device_id")
+    joined = joined.join(features, on="device_id", how="inner", suffix="_features")
     if joined.is_empty():
         return pl.DataFrame(schema=FEEDBACK_SCHEMA)
-    metrics = regression_metrics(joined["actual"].to_numpy(), joined["predicted_energy_wh"].to_numpy())
+    actual = joined["actual"].to_numpy()
+    metrics = regression_metrics(actual, joined["predicted_energy_wh"].to_numpy())
+    naive = {n: regression_metrics(actual, p)["mae"] for n, p in baseline_predictions(joined).items()}
+    best = min(BASELINE_NAMES, key=lambda n: (naive[n], n))
     return pl.DataFrame([{
         "partition_date": joined["partition_date"][0], "target_date": joined["target_date"][0],
         "model_version": ",".join(sorted(joined["model_version"].unique().to_list())),
         "devices": joined.height, "live_mae": metrics["mae"], "live_wape": metrics["wape"],
-        "holdout_mae": holdout_mae,
-        "mae_ratio_live_to_holdout": metrics["mae"] / holdout_mae if holdout_mae else None,
+        "interval_coverage": interval_coverage(actual, joined["p10_wh"].fill_null(float("nan")),
+                                               joined["p90_wh"].fill_null(float("nan")))
+        if joined["p10_wh"].null_count() < joined.height else None,
+        "nominal_coverage": NOMINAL_COVERAGE, "best_baseline": best, "best_baseline_live_mae": naive[best],
+        "live_skill": 1 - metrics["mae"] / naive[best] if naive[best] > 0 else None,
+        "backtest_mae": backtest_mae,
+        "mae_ratio_live_to_backtest": metrics["mae"] / backtest_mae if backtest_mae else None,
     }], schema=FEEDBACK_SCHEMA)
 
 
 @dg.asset(
     deps=[USAGE_PREDICTIONS,
-          dg.AssetDep(USAGE_FEATURES, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=1, end_offset=1))],
+          # D's features (what the naive baselines would have said) and D+1's (the actuals)
+          dg.AssetDep(USAGE_FEATURES, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1))],
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=DUCKDB_POOL,
@@ -121,32 +154,46 @@ def feedback_for_day(predictions: pl.DataFrame, actuals: pl.DataFrame, holdout_m
 )
 def prediction_feedback(context: dg.AssetExecutionContext, warehouse: Warehouse,
                         model_registry: ModelRegistry) -> dg.MaterializeResult:
-    """Once D+1's actuals land: the live MAE of D's predictions next to the model version's holdout MAE."""
+    """Once D+1's actuals land: the live MAE of D's predictions, their interval coverage against the nominal
+    80 %, the live skill against the naive baselines, next to the model version's backtest MAE."""
+    from smart_home_assets.training import SOURCE_COLUMNS
+
     per_partition, frames = [], []
     client = model_registry.client()
-    holdout_by_version: dict[str, float | None] = {}
+    backtest_by_version: dict[str, float | None] = {"unregistered": None}
     for key in context.partition_keys:
         predictions = warehouse.read_partitions(USAGE_PREDICTIONS, [key])
         target = (dt.date.fromisoformat(key) + dt.timedelta(days=1)).isoformat()
         actuals = warehouse.read_partitions(USAGE_FEATURES, [target], columns=["device_id", "energy_wh"])
+        features = warehouse.read_partitions(USAGE_FEATURES, [key], columns=["device_id", *SOURCE_COLUMNS])
         version = predictions["model_version"][0] if predictions.height else None
-        if version is not None and version not in holdout_by_version:
+        if version is not None and version not in backtest_by_version:
             tags = client.get_model_version(REGISTERED_MODEL_NAME, version).tags
-            holdout_by_version[version] = float(tags["holdout_mae"]) if "holdout_mae" in tags else None
-        frame = feedback_for_day(predictions, actuals, holdout_by_version.get(version))
+            mae = tags.get("backtest_mae", tags.get("holdout_mae"))  # holdout_mae: versions before the backtest
+            backtest_by_version[version] = float(mae) if mae is not None else None
+        frame = feedback_for_day(predictions, features, actuals, backtest_by_version.get(version))
         warehouse.replace_partitions({PREDICTION_FEEDBACK: frame}, [key])
         frames.append(frame)
         per_partition.append({"partition": key, "devices": frame["devices"].sum(),
                               "live_mae": round(float(frame["live_mae"][0]), 1) if frame.height else "-",
-                              "holdout_mae": round(float(frame["holdout_mae"][0]), 1)
-                              if frame.height and frame["holdout_mae"][0] is not None else "-"})
+                              "live_skill": round(float(frame["live_skill"][0]), 3)
+                              if frame.height and frame["live_skill"][0] is not None else "-",
+                              "interval_coverage": round(float(frame["interval_coverage"][0]), 3)
+                              if frame.height and frame["interval_coverage"][0] is not None else "-"})
     everything = pl.concat(frames) if frames else pl.DataFrame(schema=FEEDBACK_SCHEMA)
     metadata = {"dagster/row_count": dg.MetadataValue.int(everything.height),
                 "partitions": partition_table(per_partition)}
     if everything.height:
         latest = everything.sort("partition_date").row(-1, named=True)
+        def number(value) -> dg.MetadataValue:
+            return dg.MetadataValue.float(float("nan") if value is None else float(value))
+
         metadata.update({"live_mae": dg.MetadataValue.float(latest["live_mae"]),
-                         "holdout_mae": dg.MetadataValue.float(latest["holdout_mae"] or float("nan")),
+                         "backtest_mae": number(latest["backtest_mae"]),
+                         "live_skill": number(latest["live_skill"]),
+                         "interval_coverage": number(latest["interval_coverage"]),
+                         "nominal_coverage": dg.MetadataValue.float(NOMINAL_COVERAGE),
+                         "best_baseline": dg.MetadataValue.text(latest["best_baseline"]),
                          "model_version": dg.MetadataValue.text(latest["model_version"]),
                          "devices": dg.MetadataValue.int(latest["devices"])})
     return dg.MaterializeResult(metadata=metadata)
