@@ -20,10 +20,10 @@ import polars as pl
 
 from smart_home_assets import training
 
-# The stored feature types a request is cast to (JSON numbers and nulls arrive as floats or objects).
-_INPUT_TYPES: dict[str, pl.DataType] = {
-    c: (pl.String() if c == "device_type" else pl.Float64()) for c in training.SOURCE_COLUMNS
-}
+# The request's column types: (polars type it is cast to, MLflow signature type); the rest are doubles.
+_TYPED = {"device_type": (pl.String(), "string"), "target_is_weekend": (pl.Boolean(), "boolean"),
+          **{c: (pl.Int64(), "long") for c in ("day_of_week", "target_day_of_week", "target_day_of_year")}}
+_INPUT_TYPES: dict[str, pl.DataType] = {c: _TYPED.get(c, (pl.Float64(), ""))[0] for c in training.SOURCE_COLUMNS}
 
 
 class UsageForecastModel(mlflow.pyfunc.PythonModel):
@@ -50,8 +50,8 @@ def signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    inputs = Schema([ColSpec("string" if c == "device_type" else "double", c,
-                             required=c not in training.NULLABLE_SOURCE_COLUMNS) for c in training.SOURCE_COLUMNS])
+    inputs = Schema([ColSpec(_TYPED.get(c, (None, "double"))[1], c, required=c not in training.NULLABLE_SOURCE_COLUMNS)
+                     for c in training.SOURCE_COLUMNS])
     outputs = Schema([ColSpec("double", c) for c in training.FORECAST_SCHEMA])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
@@ -78,15 +78,20 @@ def serving_metadata(forecaster: Any) -> dict[str, Any]:
     }
 
 
+def model_arguments(forecaster: Any, sample: pl.DataFrame) -> dict[str, Any]:
+    """The arguments of ``mlflow.pyfunc.log_model`` / ``save_model`` for ``forecaster``: the pyfunc, the
+    signature, an input example from ``sample``, the pinned requirements and :func:`serving_metadata`."""
+    return {"python_model": UsageForecastModel(forecaster), "signature": signature(),
+            "input_example": input_example(sample) if sample.height else None,
+            "pip_requirements": _requirements(), "metadata": serving_metadata(forecaster)}
+
+
 def log_forecaster(forecaster: Any, sample: pl.DataFrame, registered_model_name: str | None = None,
                    *, name: str = "model"):
-    """Log ``forecaster`` to the active MLflow run as a pyfunc servable by ``mlflow models serve``, with the
-    signature, an input example from ``sample`` and :func:`serving_metadata`; registered when a name is given.
-    Returns mlflow's ModelInfo."""
-    return mlflow.pyfunc.log_model(
-        name=name, python_model=UsageForecastModel(forecaster), signature=signature(),
-        input_example=input_example(sample) if sample.height else None, registered_model_name=registered_model_name,
-        pip_requirements=_requirements(), metadata=serving_metadata(forecaster))
+    """Log ``forecaster`` to the active MLflow run as a pyfunc servable by ``mlflow models serve``
+    (:func:`model_arguments`); registered when a name is given. Returns mlflow's ModelInfo."""
+    return mlflow.pyfunc.log_model(name=name, registered_model_name=registered_model_name,
+                                   **model_arguments(forecaster, sample))
 
 
 def load_forecaster(model_uri: str) -> Any:

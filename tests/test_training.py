@@ -1,7 +1,8 @@
-"""Tests for labels, the time-based holdout, baselines, metrics, the promotion rule and the LightGBM model.
+"""Tests for labels, the backtest's folds, baselines, metrics, the promotion rule, intervals and the model.
 
-The end-to-end test is the project's central claim: on simulated fleet data, the model forecasts next-day
-device energy better (holdout MAE) than every naive baseline.
+The end-to-end tests are the project's central claims: on simulated fleet data, the model forecasts next-day
+device energy better than every naive baseline on every fold of a rolling-origin backtest, and its 80 %
+interval covers about 80 % of days it never saw.
 """
 
 from __future__ import annotations
@@ -112,30 +113,106 @@ def test_baselines_are_exact_and_fill_nulls_with_the_latest_actual():
     assert tr.best_baseline(metrics) == ("same_as_yesterday", metrics["same_as_yesterday"])
 
 
+# --- folds ---------------------------------------------------------------------------------------------
+
+
+def test_folds_are_the_last_days_each_after_its_training_days():
+    days = [day(k) for k in range(40)]
+    folds = tr.fold_windows(days, folds=4, fold_days=7, min_train_days=7)
+    assert [(f.first, f.last) for f in folds] == [(day(12 + 7 * k), day(18 + 7 * k)) for k in range(4)]
+    # Fewer days: as many whole folds as fit after 7 training days.
+    assert len(tr.fold_windows(days[:30], folds=4)) == 3
+    with pytest.raises(tr.NotEnoughHistory, match=r"need 14 \(7 to train \+ 7 per fold\), got 13"):
+        tr.fold_windows(days[:13])
+    with pytest.raises(ValueError):
+        tr.fold_windows(days, folds=0)
+
+
+def test_a_backtest_contender_only_trains_on_days_before_its_fold():
+    labeled = feature_rows([(d, k, float(k), True) for k in range(30) for d in ("a", "b")]).with_columns(
+        pl.col("energy_wh").alias(tr.LABEL), energy_roll7_mean=pl.col("energy_wh"), energy_lag_6=pl.col("energy_wh"),
+        device_type=pl.lit("fridge"))
+    folds = tr.fold_windows(labeled["partition_date"].unique().to_list(), folds=3)
+    seen = []
+
+    def fit(rows):
+        seen.append(rows["partition_date"].max())
+        return tr.BaselineForecaster("same_as_yesterday")
+
+    oof = tr.backtest(folds, lambda f: labeled.filter(pl.col("partition_date").is_between(f.first, f.last)),
+                      {"candidate": tr.fit_before(labeled, fit)})
+    assert seen == [f.first - dt.timedelta(days=1) for f in folds]
+    assert oof["fold"].unique().sort().to_list() == [1, 2, 3] and oof.height == 3 * 7 * 2
+    assert set(oof["partition_date"].to_list()) == {day(k) for k in range(9, 30)}
+
+
 # --- promotion ---------------------------------------------------------------------------------------
 
 
-def test_first_model_is_promoted_only_if_it_beats_the_baselines():
-    ok = tr.decide_promotion(800.0, None, 900.0, best_baseline_name="mean_last_7_days")
-    assert ok.promote and "800.0" in ok.reason and "900.0" in ok.reason and "mean_last_7_days" in ok.reason
-    worse = tr.decide_promotion(950.0, None, 900.0, best_baseline_name="mean_last_7_days")
-    assert not worse.promote and "950.0" in worse.reason and "900.0" in worse.reason
+def scores(**fold_mae: list[float]) -> tr.BacktestScores:
+    """Backtest scores with the given per-fold MAE (the three baselines default to 100 on every fold)."""
+    n = len(next(iter(fold_mae.values())))
+    fold_mae = {b: [100.0] * n for b in tr.BASELINE_NAMES} | fold_mae
+    return tr.BacktestScores(folds=[f"fold{k}" for k in range(1, n + 1)], fold_mae=fold_mae, fold_wape=fold_mae,
+                             type_mae={}, type_wape={}, mae={k: float(np.mean(v)) for k, v in fold_mae.items()},
+                             wape={k: 0.0 for k in fold_mae})
 
 
-def test_not_promoted_when_worse_than_the_champion():
-    d = tr.decide_promotion(850.0, 845.0, 901.2, best_baseline_name="mean_last_7_days", champion_version=3)
-    assert not d.promote
-    assert "850.0" in d.reason and "champion v3 (845.0)" in d.reason
-    better = tr.decide_promotion(812.3, 845.0, 901.2, best_baseline_name="mean_last_7_days", champion_version=3)
-    assert better.promote
-    assert better.reason == "MAE 812.3 Wh beats champion v3 (845.0) and best baseline mean_last_7_days (901.2)"
+def test_first_model_is_promoted_only_if_it_beats_the_best_baseline_on_the_mean_and_most_folds():
+    ok = tr.decide_promotion(scores(candidate=[80, 90, 95, 99]))
+    assert ok.outcome == "candidate" and "4/4 folds" in ok.reason and "no trained champion yet" in ok.reason
+    # Better on the mean but losing on 3 of 4 folds: not promoted, and the baseline serves.
+    lucky = tr.decide_promotion(scores(candidate=[10, 101, 101, 101]))
+    assert lucky.outcome == "baseline" and "loses 3/4 folds" in lucky.reason
+    # Losing half the folds is not losing most of them.
+    assert tr.decide_promotion(scores(candidate=[50, 50, 101, 101])).promote
+    worse = tr.decide_promotion(scores(candidate=[120, 110, 130, 101], mean_last_7_days=[90, 95, 99, 98]))
+    assert worse.outcome == "baseline" and worse.baseline == "mean_last_7_days"
+    assert "does not beat best baseline mean_last_7_days" in worse.reason
+
+
+def test_a_champion_stays_unless_the_candidate_beats_it_on_the_same_folds():
+    keep = tr.decide_promotion(scores(candidate=[80, 80, 80, 80], champion=[70, 70, 70, 70]), champion="champion",
+                               champion_label="champion v3 (lightgbm)")
+    assert keep.outcome == "keep" and "champion v3 (lightgbm) (70.0" in keep.reason
+    better = tr.decide_promotion(scores(candidate=[60, 60, 60, 75], champion=[70, 70, 70, 70]), champion="champion")
+    assert better.outcome == "candidate"
+    # A champion that no longer beats the baselines gives way to the best baseline.
+    stale = tr.decide_promotion(scores(candidate=[120] * 4, champion=[110] * 4), champion="champion")
+    assert stale.outcome == "baseline"
+    # The same configuration scores identically on the backtest: refreshed on newer days once it wins.
+    same = tr.decide_promotion(scores(candidate=[80] * 4, champion=[80] * 4), champion="champion", same_recipe=True)
+    assert same.outcome == "candidate" and "refreshed on newer days" in same.reason
 
 
 def test_ties_do_not_promote():
-    assert not tr.decide_promotion(845.0, 845.0, 900.0).promote
-    assert not tr.decide_promotion(900.0, None, 900.0).promote
-    # A candidate that beats the champion but not the baselines is not promoted either.
-    assert not tr.decide_promotion(800.0, 850.0, 790.0).promote
+    assert tr.decide_promotion(scores(candidate=[100.0] * 4)).outcome == "baseline"
+    tie = tr.decide_promotion(scores(candidate=[80.0] * 4, champion=[80.0] * 4), champion="champion")
+    assert tie.outcome == "keep"
+
+
+def test_a_baseline_champion_stays_while_it_is_the_best_baseline():
+    kept = tr.decide_promotion(scores(candidate=[120.0] * 4, mean_last_7_days=[90.0] * 4), champion="mean_last_7_days",
+                               champion_is_baseline=True)
+    assert kept.outcome == "keep" and "stays champion" in kept.reason
+    moved = tr.decide_promotion(scores(candidate=[120.0] * 4, same_as_yesterday=[80.0] * 4),
+                                champion="mean_last_7_days", champion_is_baseline=True)
+    assert moved.outcome == "baseline" and moved.baseline == "same_as_yesterday"
+    beaten = tr.decide_promotion(scores(candidate=[70.0] * 4), champion="mean_last_7_days", champion_is_baseline=True)
+    assert beaten.outcome == "candidate"
+
+
+def test_backtest_scores_are_exact():
+    oof = pl.DataFrame({"fold": [1, 1, 2, 2], "device_type": ["a", "b", "a", "b"], tr.LABEL: [10.0, 0.0, 10.0, 20.0],
+                        "pred_candidate": [12.0, 1.0, 10.0, 10.0],
+                        **{f"pred_{b}": [10.0, 0.0, 0.0, 0.0] for b in tr.BASELINE_NAMES}})
+    s = tr.backtest_scores(oof)
+    assert s.fold_mae["candidate"] == [1.5, 5.0] and s.mae["candidate"] == 3.25
+    assert s.fold_wape["candidate"] == [pytest.approx(0.3), pytest.approx(10 / 30)]
+    assert s.type_mae["candidate"] == {"a": 1.0, "b": 5.5}
+    assert s.wape["candidate"] == pytest.approx(13 / 40)
+    assert s.mae["mean_last_7_days"] == 7.5 and s.skill("candidate") == pytest.approx(1 - 3.25 / 7.5)
+    assert s.losses("candidate", "mean_last_7_days") == 1
 
 
 # --- model -------------------------------------------------------------------------------------------
@@ -165,17 +242,48 @@ def simulated() -> dict:
     return {"train": train, "holdout": holdout, "model": tr.train_model(train, seed=0)}
 
 
-def test_model_beats_every_naive_baseline_on_the_holdout(simulated):
+def test_model_beats_every_naive_baseline_on_every_fold_of_the_backtest(simulated):
+    labeled = pl.concat([simulated["train"], simulated["holdout"]])
+    folds = tr.fold_windows(labeled["partition_date"].unique().to_list())
+    assert len(folds) == tr.BACKTEST_FOLDS
+    oof = tr.backtest(folds, lambda f: labeled.filter(pl.col("partition_date").is_between(f.first, f.last)),
+                      {"candidate": tr.fit_before(labeled, tr.train_model)})
+    s = tr.backtest_scores(oof)
+    best = s.best_baseline()
+    print("backtest MAE per fold (Wh):", {k: [round(v) for v in m] for k, m in s.fold_mae.items()})
+    assert s.losses("candidate", best) == 0 and s.skill("candidate") >= 0.10, s.fold_mae
+    for baseline in tr.BASELINE_NAMES:  # every baseline, on every fold
+        assert all(c < b for c, b in zip(s.fold_mae["candidate"], s.fold_mae[baseline], strict=True)), baseline
+    assert tr.decide_promotion(s).promote
+
+
+def test_the_interval_covers_about_80_percent_of_days_never_seen(simulated):
+    """Calibrated on the backtest's out-of-fold errors, as usage_model does; judged on the next 2+ weeks, which
+    neither the folds nor the final model saw: within 5 points of the nominal 80 %."""
+    labeled = pl.concat([simulated["train"], simulated["holdout"]])
+    days = labeled["partition_date"].unique().sort().to_list()
+    cut = days[-18]
+    past, future = labeled.filter(pl.col("partition_date") < cut), labeled.filter(pl.col("partition_date") >= cut)
+    folds = tr.fold_windows(past["partition_date"].unique().to_list())
+    oof = tr.backtest(folds, lambda f: past.filter(pl.col("partition_date").is_between(f.first, f.last)),
+                      {"candidate": tr.fit_before(past, tr.train_model)})
+    interval = tr.IntervalCalibration.fit(oof.rename({tr.LEVEL: tr.LEVEL_SOURCE}), oof[tr.LABEL], oof["pred_candidate"])
+    forecaster = tr.LightGBMForecaster(tr.train_model(past), interval)
+    out = forecaster.forecast(future)
+    coverage = tr.interval_coverage(future[tr.LABEL], out["p10_wh"], out["p90_wh"])
+    print(f"coverage on {future.height} unseen rows: {coverage:.3f}")
+    assert 0.75 <= coverage <= 0.85
+    assert (out["p10_wh"] <= out["prediction_wh"]).all() and (out["prediction_wh"] <= out["p90_wh"]).all()
+    assert (out["p10_wh"] >= 0).all()
+    assert set(interval.by_type) == set(labeled["device_type"].unique())
+
+
+def test_the_model_beats_the_baselines_on_the_holdout_too(simulated):
     holdout = simulated["holdout"]
     model_metrics = tr.evaluate(simulated["model"], holdout)
-    baselines = tr.baseline_metrics(holdout)
-    name, best = tr.best_baseline(baselines)
-    report = {"model": round(model_metrics["mae"], 1), **{k: round(v["mae"], 1) for k, v in baselines.items()}}
-    print("holdout MAE (Wh):", report)
+    _, best = tr.best_baseline(tr.baseline_metrics(holdout))
     assert holdout["partition_date"].n_unique() == 7 and holdout.height > 1000
-    assert model_metrics["mae"] < best["mae"], report
-    decision = tr.decide_promotion(model_metrics["mae"], None, best["mae"], best_baseline_name=name)
-    assert decision.promote, decision.reason
+    assert model_metrics["mae"] < best["mae"]
 
 
 def test_training_is_deterministic_and_predictions_non_negative(simulated):
@@ -221,9 +329,9 @@ def test_scoring_a_frame_with_an_unseen_type_keeps_other_rows_consistent(simulat
     # An unseen type scores exactly like a missing one (LightGBM's missing branch of every type split).
     null_type = rows.head(1).with_columns(device_type=pl.lit(None, dtype=pl.String))
     assert tr.predict(model, null_type)[0] == after[50]
-    # So does a negative code, which a client of the served model may send instead of null.
+    # So does a negative code (LightGBM's missing category).
     x = tr.model_input(model, null_type).assign(device_type=-1.0)
-    assert np.clip(model.predict(x), 0.0, None)[0] == after[50]
+    assert np.clip(model.predict(x) * x[tr.LEVEL].to_numpy(), 0.0, None)[0] == after[50]
     # Only a subset of the types: same predictions as in the full frame.
     fridges = rows.filter(pl.col("device_type") == "fridge")
     assert np.allclose(tr.predict(model, fridges), before[(rows["device_type"] == "fridge").to_numpy()])
@@ -245,52 +353,48 @@ def test_a_catalog_change_after_training_does_not_shift_the_models_codes(simulat
     assert tr.model_device_types(retrained) == sorted(types)
 
 
-def test_models_trained_on_a_pandas_categorical_still_score(simulated):
-    """Versions trained before the numeric codes (device_type as a pandas Categorical) may still be champion."""
+def test_models_of_the_absolute_target_still_score(simulated):
+    """Versions trained before the relative target (18 absolute inputs, label in Wh) may still be champion."""
     import lightgbm as lgb
-    import pandas as pd
 
     train, rows = simulated["train"].head(3000), simulated["holdout"].head(100)
     types = sorted(load_device_catalog().device_types)
-
-    def categorical_input(frame):
-        x = tr.to_model_input(frame, types)
-        x["device_type"] = pd.Categorical(frame["device_type"].to_numpy(), categories=types)
-        return x
-
     legacy = lgb.LGBMRegressor(n_estimators=20, verbose=-1, n_jobs=1)
-    legacy.fit(categorical_input(train), train[tr.LABEL].to_numpy(), categorical_feature=tr.CATEGORICAL_COLUMNS)
-    expected = np.clip(legacy.predict(categorical_input(rows)), 0.0, None)
+    legacy.fit(tr._legacy_input(train, types), train[tr.LABEL].to_numpy(), categorical_feature=tr.CATEGORICAL_COLUMNS)
+    setattr(legacy, tr.DEVICE_TYPES_ATTR, types)
+    expected = np.clip(legacy.predict(tr._legacy_input(rows, types)), 0.0, None)
     assert np.array_equal(tr.predict(legacy, rows), expected)
+    assert np.array_equal(tr.LightGBMForecaster(legacy).forecast(rows)["prediction_wh"].to_numpy(), expected)
 
 
-def test_the_device_type_list_survives_mlflow_save_and_load(simulated, tmp_path):
-    """mlflow.lightgbm stores an LGBMRegressor with skops (default) keeping its attributes; pyfunc, what
-    ``mlflow models serve`` runs, scores the numeric frame with nulls in the optional columns."""
+def test_the_forecaster_survives_mlflow_save_and_load_as_a_pyfunc(simulated, tmp_path):
+    """The registered model is a pyfunc around the forecaster: what ``mlflow models serve`` runs takes stored
+    feature rows (device_type by name, nulls in the optional columns) and answers the forecast and interval."""
     import mlflow
 
-    model, rows = simulated["model"], simulated["holdout"].head(30)
+    from smart_home_assets import forecast_model as fm
+
+    rows = simulated["holdout"].head(30)
+    forecaster = tr.LightGBMForecaster(simulated["model"], tr.IntervalCalibration(-0.5, 0.5))
     path = tmp_path / "model"
-    mlflow.lightgbm.save_model(model, str(path), signature=tr.model_signature(model, simulated["holdout"]),
-                               input_example=tr.model_input(model, rows.head(3)),
-                               metadata=tr.serving_metadata(model), pip_requirements=[])
-    loaded = mlflow.lightgbm.load_model(str(path))
-    assert tr.model_device_types(loaded) == tr.model_device_types(model)
-    assert np.array_equal(tr.predict(loaded, rows), tr.predict(model, rows))
+    mlflow.pyfunc.save_model(str(path), **fm.model_arguments(forecaster, rows))
+    loaded = fm.load_forecaster(str(path))
+    assert tr.model_device_types(loaded.model) == tr.model_device_types(simulated["model"])
+    assert loaded.forecast(rows).equals(forecaster.forecast(rows))
 
     pyfunc = mlflow.pyfunc.load_model(str(path))
-    assert pyfunc.metadata.metadata["device_type_categories"] == tr.model_device_types(model)
+    assert pyfunc.metadata.metadata["model_kind"] == "lightgbm"
     inputs = {c.name: c for c in pyfunc.metadata.get_input_schema().inputs}
-    assert [n for n, c in inputs.items() if not c.required] == tr.NULLABLE_COLUMNS
-    assert {c.type.name for c in inputs.values()} == {"double"}
+    assert list(inputs) == tr.SOURCE_COLUMNS
+    assert [n for n, c in inputs.items() if not c.required] == tr.NULLABLE_SOURCE_COLUMNS
     with_nulls = rows.with_columns(energy_lag_7=pl.lit(None, dtype=pl.Float64),
                                    energy_roll7_std=pl.when(pl.int_range(pl.len()) % 2 == 0).then(None)
                                    .otherwise(pl.col("energy_roll7_std")),
                                    device_type=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("sauna"))
                                    .otherwise(pl.col("device_type")))
-    x = tr.model_input(model, with_nulls)
-    assert x["energy_lag_7"].isna().all() and np.isnan(x["device_type"][0])
-    assert np.allclose(np.clip(np.asarray(pyfunc.predict(x)), 0.0, None), tr.predict(model, with_nulls))
+    served = pyfunc.predict(with_nulls.select(tr.SOURCE_COLUMNS).to_pandas())
+    assert list(served.columns) == ["prediction_wh", "p10_wh", "p90_wh"]
+    assert np.allclose(served["prediction_wh"].to_numpy(), tr.predict(simulated["model"], with_nulls))
 
 
 def test_feature_importance_and_plots(simulated, tmp_path):
