@@ -3,15 +3,16 @@
     python -m bench.serve_latency [--requests 500] [--max-seconds 120] [--keep]
 
 In a temporary directory: an SQLite MLflow store, a LightGBM model (the asset's default parameters)
-trained on a small simulated fleet, logged by :func:`training.log_lightgbm_model` (the call the
+trained on a small simulated fleet, logged by :func:`forecast_model.log_forecaster` (the call the
 ``usage_model`` asset makes), registered as ``smart_home_usage`` with the ``champion`` alias; then
 
     mlflow models serve -m models:/smart_home_usage@champion --env-manager local --host 127.0.0.1 --port <free>
 
 in its own process group, and N sequential single-row ``/invocations`` requests on one keep-alive
 connection (``--fresh-connections``: a new TCP connection per request). The first ``--warmup`` requests
-are not counted; for scale, the same rows scored in-process (``model.predict``, no HTTP, no MLflow) are
-timed too. It stops by itself after N requests or ``--max-seconds``, and always stops the server.
+are not counted; for scale, the same rows scored in-process (the forecaster, no HTTP, no MLflow) are
+timed too. A request is one stored feature row (``training.SOURCE_COLUMNS``, device_type by name); the answer
+holds prediction_wh, p10_wh and p90_wh. It stops by itself after N requests or ``--max-seconds``, and always stops the server.
 
 The setup helpers are shared with tests/test_serving.py, which exercises the same path once.
 Only loopback addresses are used.
@@ -74,7 +75,7 @@ def simulated_features(seed: int = 0, hubs: int = 10, days: int = 30, events_per
 
 @dataclass
 class Champion:
-    model: Any  # lightgbm.LGBMRegressor, as trained (not reloaded)
+    model: Any  # the training.LightGBMForecaster, as trained (not reloaded)
     train: pl.DataFrame
     holdout: pl.DataFrame
     version: str
@@ -87,7 +88,7 @@ def tracking_uri_in(directory: Path) -> str:
 
 def register_champion(directory: Path, features: pl.DataFrame, n_estimators: int | None = None) -> Champion:
     """Train on ``features`` (:data:`training.DEFAULT_PARAMS`, as the asset; ``n_estimators`` to make it
-    smaller), log with :func:`training.log_lightgbm_model` into an MLflow store in
+    smaller; the interval from the holdout's errors), log with :func:`forecast_model.log_forecaster` into an MLflow store in
     ``directory`` (artifacts there too), register and point ``champion`` at the version.
 
     Uses ``$MLFLOW_TRACKING_URI`` only through the explicit URI: the caller decides the environment.
@@ -101,9 +102,13 @@ def register_champion(directory: Path, features: pl.DataFrame, n_estimators: int
     experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
         EXPERIMENT_NAME, artifact_location=(directory / "mlartifacts").as_uri())
     train, holdout = training.split_holdout(training.attach_labels(features))
-    model = training.train_model(train, params={"n_estimators": n_estimators} if n_estimators else None, seed=0)
+    from smart_home_assets.forecast_model import log_forecaster
+
+    fitted = training.train_model(train, params={"n_estimators": n_estimators} if n_estimators else None, seed=0)
+    interval = training.IntervalCalibration.fit(holdout, holdout[training.LABEL], training.predict(fitted, holdout))
+    model = training.LightGBMForecaster(fitted, interval)
     with mlflow.start_run(experiment_id=experiment_id, run_name="serving"):
-        info = training.log_lightgbm_model(model, holdout, registered_model_name=REGISTERED_MODEL_NAME)
+        info = log_forecaster(model, holdout, registered_model_name=REGISTERED_MODEL_NAME)
     version = str(info.registered_model_version)
     mlflow.MlflowClient(tracking_uri=uri).set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, version)
     return Champion(model=model, train=train, holdout=holdout, version=version, tracking_uri=uri)
@@ -198,21 +203,27 @@ def _tail(path: Path, chars: int = 4000) -> str:
 # --- requests ---------------------------------------------------------------------------------------------
 
 
-def request_body(x) -> bytes:
-    """``{"dataframe_split": ...}`` of a model-input frame; NaN as null, floats exact (repr round trip)."""
-    data = [[None if (isinstance(v, float) and math.isnan(v)) else float(v) for v in row]
-            for row in x.itertuples(index=False, name=None)]
-    return json.dumps({"dataframe_split": {"columns": list(x.columns), "data": data}}, allow_nan=False).encode()
+def request_body(rows: pl.DataFrame) -> bytes:
+    """``{"dataframe_split": ...}`` of stored feature rows (the served model's input columns); nulls as null."""
+    x = rows.select(training.SOURCE_COLUMNS)
+    data = [[None if (isinstance(v, float) and math.isnan(v)) else v for v in row] for row in x.iter_rows()]
+    return json.dumps({"dataframe_split": {"columns": x.columns, "data": data}}, allow_nan=False).encode()
 
 
 def invoke(conn: http.client.HTTPConnection, body: bytes) -> np.ndarray:
-    """POST /invocations on ``conn``; the predictions (raw model output) as an array."""
+    """POST /invocations on ``conn``; the answered prediction_wh per row as an array."""
+    return invoke_rows(conn, body)["prediction_wh"]
+
+
+def invoke_rows(conn: http.client.HTTPConnection, body: bytes) -> dict[str, np.ndarray]:
+    """POST /invocations on ``conn``; every answered column (prediction_wh, p10_wh, p90_wh) as an array."""
     conn.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
     resp = conn.getresponse()
     payload = resp.read()
     if resp.status != 200:
         raise RuntimeError(f"/invocations answered {resp.status}: {payload[:2000]!r}")
-    return np.asarray(json.loads(payload)["predictions"], dtype=float)
+    records = json.loads(payload)["predictions"]
+    return {k: np.asarray([r[k] for r in records], dtype=float) for k in training.FORECAST_SCHEMA}
 
 
 def connect(url: str, timeout_s: float = 30.0) -> http.client.HTTPConnection:
@@ -282,9 +293,8 @@ def measure_latency(requests: int = 500, warmup: int = 20, max_seconds: float = 
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri_in(tmp)
         champion = register_champion(tmp, simulated_features())
         rows = champion.holdout.head(50)
-        x = training.model_input(champion.model, rows)
-        bodies = [request_body(x.iloc[[i]]) for i in range(len(x))]
-        expected = np.clip(champion.model.predict(x), 0.0, None)
+        bodies = [request_body(rows.slice(i, 1)) for i in range(rows.height)]
+        expected = training.predict(champion.model, rows)
         port = free_port()
         command = shlex.join(["mlflow", *serve_command(port)[1:]])
         print(f"serving: {command}", flush=True)
@@ -294,24 +304,24 @@ def measure_latency(requests: int = 500, warmup: int = 20, max_seconds: float = 
             print(f"ready after {ready_s:.1f} s", flush=True)
             conn = connect(url)
             try:  # the served model is the one trained here
-                served = invoke(conn, request_body(x))
+                served = invoke(conn, request_body(rows))
             finally:
                 conn.close()
-            if not np.allclose(np.clip(served, 0.0, None), expected):
+            if not np.allclose(served, expected):
                 raise SystemExit("served predictions differ from training.predict")
             seconds = measure(url, bodies, requests, warmup, max_seconds, fresh_connections)
         in_process = []
         for i in range(min(requests, 200)):
-            one = x.iloc[[i % len(x)]]
+            one = rows.slice(i % rows.height, 1)
             t0 = time.perf_counter()
-            champion.model.predict(one)
+            champion.model.forecast(one)
             in_process.append(time.perf_counter() - t0)
     finally:
         if keep:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    return LatencyResult(seconds, np.asarray(in_process), champion.version, champion.model.booster_.num_trees(),
+    return LatencyResult(seconds, np.asarray(in_process), champion.version, champion.model.model.booster_.num_trees(),
                          ready_s, command)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from resources import Warehouse
 from smart_home_assets import training
-from smart_home_assets.distributed_training import dask_client, feature_days, split_days, train_model_dask
+from smart_home_assets.distributed_training import dask_client, feature_days, load_labeled_days, train_model_dask
 from smart_home_assets.tables import USAGE_FEATURES
 from tests.conftest import simulated_features
 
@@ -34,8 +34,11 @@ def test_dask_training_uses_the_same_rows_and_forecasts_as_well_as_local_trainin
     types = training.device_type_categories(features)
     local = training.train_model(train, device_types=types)
 
-    train_days, holdout_days = split_days(feature_days(warehouse), holdout_days=7)
-    assert holdout_days == holdout.get_column("partition_date").unique().sort().to_list()
+    labeled_days = feature_days(warehouse)[:-1]  # the newest day has no label yet
+    (fold,) = training.fold_windows(labeled_days, folds=1)
+    train_days = [d for d in labeled_days if d < fold.first]
+    assert fold.first == holdout["partition_date"].min()
+    assert load_labeled_days(warehouse, [d for d in labeled_days if d >= fold.first], False).equals(holdout)
     with dask_client("local:2") as client:
         assert len(client.scheduler_info()["workers"]) == 2
         model, rows = train_model_dask(client, warehouse, train_days, types)
@@ -43,18 +46,12 @@ def test_dask_training_uses_the_same_rows_and_forecasts_as_well_as_local_trainin
     assert rows == train.height  # every training row, and only those, reached the cluster
     assert isinstance(model, lightgbm.LGBMRegressor)
     assert getattr(model, training.DEVICE_TYPES_ATTR) == types
+    assert getattr(model, training.TARGET_ATTR) == training.TARGET  # the relative target, as in the step
     local_mae = training.evaluate(local, holdout)["mae"]
     dask_mae = training.evaluate(model, holdout)["mae"]
     _, best = training.best_baseline(training.baseline_metrics(holdout))
     # data-parallel LightGBM builds its histograms per worker: not bit-identical, but as good
-    assert dask_mae == pytest.approx(local_mae, rel=0.1)
+    # (bin boundaries come from each worker's half of 20 hubs, and the relative target's weights make the
+    # small-data fits differ more than the absolute target's did: 834 vs 757 Wh here)
+    assert dask_mae == pytest.approx(local_mae, rel=0.15), (dask_mae, local_mae, best["mae"])
     assert dask_mae < best["mae"]
-
-
-def test_a_training_window_and_too_few_days_are_honoured():
-    days = [START + dt.timedelta(days=d) for d in range(30)]
-    train, holdout = split_days(days, holdout_days=7, training_window_days=10)
-    assert holdout == days[22:29] and train == days[12:22]
-    with pytest.raises(ValueError, match="not enough labeled days"):
-        split_days(days[:12], holdout_days=7)
-    assert pl.Series(train).is_sorted()

@@ -15,9 +15,11 @@ from smart_home_assets.features import (
     FEATURES_SCHEMA,
     LOOKBACK_DAYS,
     MIN_HISTORY_DAYS,
+    YEAR_DAYS,
     build_features,
     daily_device_usage,
     daily_usage_sql,
+    history_ranges,
 )
 
 D = dt.date(2026, 3, 13)  # a Friday, so the predicted day D+1 is a Saturday
@@ -247,3 +249,80 @@ def test_ten_thousand_devices_get_one_row_each():
     out = build_features(frame, D)
     assert out.height == n
     assert not math.isnan(out["energy_roll28_mean"].mean())
+
+
+# --- context and longer memory --------------------------------------------------------------------------
+
+
+def test_prev7_mean_and_the_fleet_and_hub_ratios_are_exact():
+    # Two fridges seen for 10 days: X uses 100 a day, Y 300; on D both double. A newcomer Z (first seen D-2)
+    # is left out of the fleet's reference. Another hub's heating is steady.
+    rows = ([("X", "hub-1", "fridge", ago(k), 100.0) for k in range(1, 10)] + [("X", "hub-1", "fridge", D, 200.0)]
+            + [("Y", "hub-2", "fridge", ago(k), 300.0) for k in range(1, 10)] + [("Y", "hub-2", "fridge", D, 600.0)]
+            + [("Z", "hub-2", "fridge", ago(2), 5000.0), ("Z", "hub-2", "fridge", D, 5000.0)]
+            + [("H", "hub-3", "heating", ago(k), 1000.0) for k in range(0, 10)])
+    f = build_features(daily(rows), D)
+    x, y, z, h = (row(f, d) for d in "XYZH")
+    assert x["energy_prev7_mean"] == 100.0 and y["energy_prev7_mean"] == 300.0
+    assert z["energy_prev7_mean"] == pytest.approx(5000.0 / 2)  # D-2 and a silent D-1
+    assert x["fleet_type_ratio"] == y["fleet_type_ratio"] == z["fleet_type_ratio"] == pytest.approx(2.0)
+    assert x["fleet_type_ratio_lag_1"] == pytest.approx(1.0)
+    assert h["fleet_type_ratio"] == pytest.approx(1.0)  # per device type
+    assert x["hub_energy_ratio"] == pytest.approx(2.0)
+    assert y["hub_energy_ratio"] == pytest.approx((600.0 + 5000.0) / (300.0 + 2500.0))
+    assert x["energy_same_weekday_mean4"] == 100.0  # D-6 only: D-13.. are before the first appearance
+    assert x["target_day_of_year"] == (D + dt.timedelta(days=1)).timetuple().tm_yday
+
+
+def test_a_device_first_seen_on_d_has_no_reference_week():
+    f = build_features(daily([("F", "hub-1", "oven", D, 50.0)]), D)
+    assert row(f, "F")["energy_prev7_mean"] is None and row(f, "F")["fleet_type_ratio"] is None
+
+
+def test_last_years_values_come_from_a_narrow_window_one_year_back():
+    target_last_year = D + dt.timedelta(days=1 - YEAR_DAYS)
+    rows = ([("A", "hub-1", "heating", ago(k), 10.0) for k in range(0, 8)]
+            + [("A", "hub-1", "heating", target_last_year + dt.timedelta(days=k), 100.0 + k) for k in range(-7, 7)]
+            + [("B", "hub-1", "heating", ago(k), 20.0) for k in range(0, 8)])
+    f = build_features(daily(rows), D)
+    a, b = row(f, "A"), row(f, "B")
+    assert a["energy_last_year"] == 100.0
+    assert a["energy_last_year_mean7"] == pytest.approx(sum(100.0 + k for k in range(-3, 4)) / 7)
+    after, before = sum(100.0 + k for k in range(0, 7)), sum(100.0 + k for k in range(-7, 0))
+    assert a["fleet_type_last_year_trend"] == b["fleet_type_last_year_trend"] == pytest.approx(after / before)
+    assert b["energy_last_year"] is None  # B did not exist a year ago
+    # Without a year of history: all null.
+    short = build_features(daily([r for r in rows if r[3] > ago(30)]), D)
+    assert short["energy_last_year"].null_count() == short["fleet_type_last_year_trend"].null_count() == short.height
+
+
+def test_a_day_reads_the_lookback_and_fourteen_days_a_year_back_not_the_year_between():
+    assert history_ranges(D, D) == [(D - dt.timedelta(days=370), D - dt.timedelta(days=357)),
+                                    (D - dt.timedelta(days=LOOKBACK_DAYS), D)]
+    # A backfill of a year or more reads one contiguous range.
+    first = D - dt.timedelta(days=400)
+    assert history_ranges(first, D) == [(first - dt.timedelta(days=370), D)]
+
+
+def test_no_feature_of_day_d_uses_anything_after_d():
+    """Leakage: the features of D built from history that ends on D equal those built from history that
+    goes on past D, whatever happens after D (here: a simulated fleet whose later days are scrambled)."""
+    fleet = sim.build_fleet(5, 6)
+    start = dt.date(2025, 11, 1)
+    days = [start + dt.timedelta(days=k) for k in range(400)]
+    frames = []
+    for d in days:
+        w = sim.weather_anomaly(5, d)
+        for hub in fleet:
+            energy, _ = sim._daily_energy(hub, d, w, sim._rng(5, 2, hub.index, d.toordinal()))
+            frames.append(pl.DataFrame({"partition_date": [d] * len(energy), "device_id": hub.device_ids,
+                                        "hub_id": [hub.hub_id] * len(energy), "device_type": hub.device_types,
+                                        "energy_wh": energy, "active_s": energy, "event_count": [1] * len(energy)}))
+    history = pl.concat(frames).filter(pl.col("energy_wh") > 0).cast(DAILY_USAGE_SCHEMA)
+    for day in (days[30], days[380]):
+        upto = history.filter(pl.col("partition_date") <= day)
+        future = history.filter(pl.col("partition_date") > day).with_columns(
+            energy_wh=pl.col("energy_wh") * 7 + 1, active_s=pl.col("active_s") * 3, event_count=pl.lit(9, pl.Int64))
+        extra = future.head(1).with_columns(device_id=pl.lit("new-device"), partition_date=pl.lit(day + dt.timedelta(days=1)))
+        assert build_features(upto, day).equals(build_features(pl.concat([upto, future, extra]), day)), day
+    assert build_features(history, days[380])["energy_last_year"].null_count() < build_features(history, days[380]).height

@@ -1,8 +1,8 @@
 """The champion is servable: ``mlflow models serve -m models:/smart_home_usage@champion --env-manager local``.
 
 One real server on loopback (a subprocess in its own process group, always stopped): the model is logged as
-the usage_model asset logs it (training.log_lightgbm_model), registered and aliased champion in a temporary
-SQLite MLflow store; the served predictions must be those of training.predict. Slow (the server imports
+the usage_model asset logs it (forecast_model.log_forecaster), registered and aliased champion in a temporary
+SQLite MLflow store; the served forecasts and intervals must be those of the forecaster. Slow (the server imports
 mlflow and starts uvicorn, ~15 s) but part of the default suite. Latency is measured by
 ``python -m bench.serve_latency``, not asserted here.
 """
@@ -36,24 +36,25 @@ def test_the_champion_is_served_by_mlflow_models_serve(features, tmp_path, monke
     # Nulls where features may be null, and a type the model never saw (scored as missing).
     odd = holdout.slice(6, 2).with_columns(
         energy_lag_7=pl.lit(None, dtype=pl.Float64), energy_roll7_std=pl.lit(None, dtype=pl.Float64),
-        energy_roll28_std=pl.lit(None, dtype=pl.Float64), device_type=pl.Series(["sauna", "fridge"]))
+        energy_last_year=pl.lit(None, dtype=pl.Float64), device_type=pl.Series(["sauna", "fridge"]))
     batch = pl.concat([rows, odd])
-    x = training.model_input(model, batch)
-    assert x["energy_lag_7"].isna().sum() == 2 and x["device_type"].isna().sum() == 1
 
     with serve.serving(champion.tracking_uri, tmp_path / "serve.log") as url:
         assert url.startswith("http://127.0.0.1:")
         conn = serve.connect(url)
         try:
-            served = serve.invoke(conn, serve.request_body(x))
-            # A single row whose optional columns are all null (JSON null -> an all-None column).
-            single = serve.invoke(conn, serve.request_body(x.iloc[[7]]))
+            served = serve.invoke_rows(conn, serve.request_body(batch))
+            # A single row whose optional columns are null (JSON null).
+            single = serve.invoke(conn, serve.request_body(batch.slice(7, 1)))
         finally:
             conn.close()
 
-    assert served.shape == (batch.height,)
-    # The server returns the raw model output; training.predict clips it at 0 (energy is never negative).
-    assert np.allclose(served, model.predict(x))
-    assert np.allclose(np.clip(served, 0.0, None), training.predict(model, batch))
-    assert np.allclose(single, served[7:8])
+    expected = model.forecast(batch)
+    assert served["prediction_wh"].shape == (batch.height,)
+    # The server answers what the batch predictions store: the clipped forecast and its interval, in Wh.
+    assert np.allclose(served["prediction_wh"], training.predict(model, batch))
+    assert np.allclose(served["p10_wh"], expected["p10_wh"].to_numpy())
+    assert np.allclose(served["p90_wh"], expected["p90_wh"].to_numpy())
+    assert (served["prediction_wh"] >= 0).all()
+    assert np.allclose(single, served["prediction_wh"][7:8])
     assert "Started server process" in (tmp_path / "serve.log").read_text(errors="replace")
