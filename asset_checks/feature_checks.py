@@ -25,10 +25,13 @@ PSI_WARN_ABOVE = 0.2
 DRIFT_FEATURES = ("energy_wh", "energy_roll7_mean", "event_count", "active_s")
 DRIFT_REFERENCE_DAYS = 28
 NON_NEGATIVE = ("energy_wh", "active_s", "event_count", "energy_lag_1", "energy_lag_2", "energy_lag_6",
-                "energy_lag_7", "energy_roll7_mean", "energy_roll28_mean", "hub_energy_wh", "history_days")
+                "energy_lag_7", "energy_roll7_mean", "energy_roll28_mean", "hub_energy_wh", "history_days",
+                "energy_prev7_mean", "energy_same_weekday_mean4", "fleet_type_ratio", "fleet_type_ratio_lag_1",
+                "hub_energy_ratio", "energy_last_year", "energy_last_year_mean7", "fleet_type_last_year_trend")
 REQUIRED = ("partition_date", "device_id", "hub_id", "device_type", "energy_wh", "active_s", "event_count",
             "energy_roll7_mean", "energy_roll28_mean", "day_of_week", "is_weekend", "month",
-            "target_day_of_week", "target_is_weekend", "hub_energy_wh", "history_days", "has_enough_history")
+            "target_day_of_week", "target_is_weekend", "target_day_of_year", "hub_energy_wh", "history_days",
+            "has_enough_history")
 
 ROWS = "check_features_valid"
 DRIFT = "check_feature_drift_psi"

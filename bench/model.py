@@ -4,6 +4,8 @@
   functions; labels and the time-based holdout as the usage_model asset makes them.
 * Training: :func:`smart_home_assets.training.train_model` (the asset's default parameters: 300 trees) on the
   earliest 25 %, 50 % and 100 % of the training rows, interleaved.
+* Backtest: the rolling-origin backtest usage_model runs before its final fit (4 folds of 7 days, each a fit
+  on the days before it, plus the baselines), against one fit on every training row.
 * Batch scoring: :func:`training.predict` over every feature row (what usage_predictions does per day, at once).
 * Serving: :func:`bench.serve_latency.measure_latency`: ``mlflow models serve`` of the champion on loopback,
   500 sequential single-row requests after 20 warm-up ones, a fresh server per repeat.
@@ -37,18 +39,26 @@ def run(scale: Scale) -> dict:
     hubs = scale.hubs(FULL_HUBS, minimum=10)
     build_s, features = timed(lambda: serve_latency.simulated_features(seed=0, hubs=hubs, days=DAYS,
                                                                         events_per_hub=EVENTS_PER_HUB))
-    train, holdout = training.split_holdout(training.attach_labels(features))
+    labeled = training.attach_labels(features)
+    train, holdout = training.split_holdout(labeled)
     sizes = {f: train.head(round(train.height * f)) for f in FRACTIONS}
     # untimed warm-up: the first fit imports lightgbm and scikit-learn (seconds), which is not training time
     training.train_model(train.head(200), params={"n_estimators": 5}, seed=0)
     train_s: dict[float, list[float]] = {f: [] for f in FRACTIONS}
     score_s: list[float] = []
+    backtest_s: list[float] = []
     model = None
     for i in range(scale.repeats):
         for f, rows in sizes.items():
             seconds, model = timed(lambda rows=rows: training.train_model(rows, seed=0))
             train_s[f].append(seconds)
             print(f"    train {rows.height} rows #{i + 1}: {seconds:.2f} s", flush=True)
+        folds = training.fold_windows(labeled["partition_date"].unique().to_list())
+        seconds, _ = timed(lambda: training.backtest(
+            folds, lambda f: labeled.filter(labeled["partition_date"].is_between(f.first, f.last)),
+            {"candidate": training.fit_before(labeled, lambda rows: training.train_model(rows, seed=0))}))
+        backtest_s.append(seconds)
+        print(f"    backtest {len(folds)} folds #{i + 1}: {seconds:.2f} s", flush=True)
         seconds, _ = timed(lambda: training.predict(model, features))
         score_s.append(seconds)
         print(f"    score {features.height} rows #{i + 1}: {seconds:.2f} s", flush=True)
@@ -75,6 +85,7 @@ def run(scale: Scale) -> dict:
         "hubs": hubs, "days": DAYS, "feature_rows": features.height, "features_build_s": build_s,
         "holdout_rows": holdout.height, "holdout_mae": mae,
         "training": [{"rows": sizes[f].height, "wall_s": median(train_s[f]), "all_s": train_s[f]} for f in FRACTIONS],
+        "backtest": {"folds": training.BACKTEST_FOLDS, "wall_s": median(backtest_s), "all_s": backtest_s},
         "scoring": {"rows": features.height, "wall_s": median(score_s), "rows_per_s": features.height / median(score_s),
                     "all_s": score_s},
         "serving": {"runs": latencies, "p50_ms": median([r["p50_ms"] for r in latencies]),

@@ -299,6 +299,11 @@ def section_model(r: dict) -> list[str]:
            f"of the largest model {r['holdout_mae']:.1f} Wh on {fmt_n(r['holdout_rows'])} rows.", "",
            "| training rows | training time | rows/s |", "|---|---|---|"]
     out += [f"| {fmt_n(t['rows'])} | {fmt_s(t['wall_s'])} | {fmt_n(t['rows'] / t['wall_s'])} |" for t in r["training"]]
+    if "backtest" in r:
+        b, full = r["backtest"], r["training"][-1]
+        out += ["", f"The backtest usage_model runs before its final fit ({b['folds']} folds of 7 days, each fitted on "
+                f"the days before it): {fmt_s(b['wall_s'])}, {b['wall_s'] / full['wall_s']:.1f} × one fit on all "
+                f"{fmt_n(full['rows'])} training rows."]
     s = r["scoring"]
     out += ["", f"Batch scoring (`training.predict`) of {fmt_n(s['rows'])} rows: {fmt_s(s['wall_s'])}, "
             f"{fmt_n(s['rows_per_s'])} rows/s.", "",

@@ -97,50 +97,68 @@ def print_summary(warehouse_path: Path, run_ids: list[str] | None = None) -> boo
 
 
 def model_summary() -> dict:
-    """The champion and the newest version of the registered model, with their holdout numbers."""
+    """The champion and the newest trained (LightGBM) version, with the backtest of that version's run."""
     from resources.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, ModelRegistry
+    from smart_home_assets.training import BASELINE_NAMES
 
     registry = ModelRegistry()
     client = registry.client()
     versions = client.search_model_versions(f"name = '{REGISTERED_MODEL_NAME}'")
     if not versions:
         return {}
-    newest = max(versions, key=lambda v: int(v.version))
+    trained = [v for v in versions if v.tags.get("model_kind", "lightgbm") == "lightgbm"] or versions
+    newest = max(trained, key=lambda v: int(v.version))
     champion = registry.champion_version()
-    run = client.get_run(newest.run_id)
-    baselines = {k.removeprefix("baseline_").removesuffix("_mae"): v for k, v in run.data.metrics.items()
-                 if k.startswith("baseline_") and k.endswith("_mae")}
+    metrics = client.get_run(newest.run_id).data.metrics
+    folds = sorted({int(k[4:].split("_")[0]) for k in metrics if k.startswith("fold") and k.endswith("_mae")})
+    best = newest.tags.get("best_baseline")
     return {
         "champion_version": champion.version if champion else None,
-        "champion_holdout_mae": float(champion.tags["holdout_mae"]) if champion else None,
-        "champion_best_baseline_mae": float(champion.tags["best_baseline_mae"]) if champion else None,
+        "champion_kind": champion.tags.get("model_kind", "lightgbm") if champion else None,
+        "champion_name": champion.tags.get("model_name", "lightgbm") if champion else None,
+        "champion_backtest_mae": float(champion.tags["backtest_mae"]) if champion and "backtest_mae" in champion.tags
+        else None,
         "newest_version": newest.version, "newest_promoted": newest.tags.get("promoted"),
         "newest_reason": newest.tags.get("decision_reason"),
-        "newest_holdout_mae": run.data.metrics.get("holdout_mae"), "baselines_mae": baselines,
+        "backtest_mae": metrics.get("backtest_mae"), "backtest_skill": metrics.get("backtest_skill"),
+        "baselines_mae": {b: metrics[f"backtest_mae_{b}"] for b in BASELINE_NAMES if f"backtest_mae_{b}" in metrics},
+        "best_baseline": best,
+        "fold_skill": [1 - metrics[f"fold{k}_mae"] / metrics[f"fold{k}_mae_{best}"] for k in folds
+                       if best and metrics.get(f"fold{k}_mae_{best}")],
         "versions": len(versions), "alias": CHAMPION_ALIAS, "tracking_uri": registry.uri(),
     }
 
 
 def print_model_summary(warehouse_path: Path) -> bool:
-    """Print the champion against the baselines and the prediction feedback; True when a champion beats them."""
+    """Print the champion, the newest candidate's backtest against the baselines, and the prediction feedback;
+    True when the champion is a trained model (one beat the baselines), False when a baseline serves."""
     summary = model_summary()
     if not summary:
         print("no model registered yet")
         return False
     print(f"\n== model registry ({summary['tracking_uri']})")
-    print(f"newest version v{summary['newest_version']}: holdout MAE {summary['newest_holdout_mae']:.1f} Wh; "
-          f"promoted={summary['newest_promoted']}: {summary['newest_reason']}")
-    for name, mae in sorted(summary["baselines_mae"].items(), key=lambda kv: kv[1]):
-        print(f"  baseline {name:<24} holdout MAE {mae:.1f} Wh")
+    if summary["backtest_mae"] is not None:
+        folds = ", ".join(f"{s:+.3f}" for s in summary["fold_skill"])
+        print(f"newest LightGBM version v{summary['newest_version']}: backtest MAE {summary['backtest_mae']:.1f} Wh, "
+              f"skill {summary['backtest_skill']:+.3f} against the best baseline (per fold: {folds})")
+        for name, mae in sorted(summary["baselines_mae"].items(), key=lambda kv: kv[1]):
+            print(f"  baseline {name:<24} backtest MAE {mae:.1f} Wh")
+    print(f"  decision: {summary['newest_reason']}")
     if summary["champion_version"] is None:
-        print("no champion: no version has beaten the naive baselines")
+        print("no champion yet")
         return False
-    print(f"champion: v{summary['champion_version']} (@{summary['alias']}), holdout MAE "
-          f"{summary['champion_holdout_mae']:.1f} Wh vs best baseline {summary['champion_best_baseline_mae']:.1f} Wh")
+    mae = summary["champion_backtest_mae"]
+    print(f"champion: v{summary['champion_version']} (@{summary['alias']}), {summary['champion_kind']} "
+          f"{summary['champion_name']}" + (f", backtest MAE {mae:.1f} Wh" if mae is not None else ""))
+    if summary["champion_kind"] == "baseline":
+        print("  the naive baseline serves: no trained model beats it on this history")
     if _table_exists(warehouse_path, "prediction_feedback"):
-        feedback = _read(warehouse_path, "SELECT * FROM prediction_feedback ORDER BY partition_date")
+        feedback = _read(warehouse_path, "SELECT partition_date, model_version, devices, live_mae, best_baseline, "
+                         "best_baseline_live_mae, live_skill, interval_coverage, backtest_mae "
+                         "FROM prediction_feedback ORDER BY partition_date")
         with pl.Config(tbl_rows=40, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
-                       float_precision=3, tbl_width_chars=140):
-            print("\n== live error of the predictions once the actuals landed (prediction_feedback)")
+                       float_precision=3, tbl_width_chars=160):
+            print("\n== live error of the predictions once the actuals landed (prediction_feedback; nominal "
+                  "interval coverage 0.8)")
             print(feedback)
-    return summary["champion_holdout_mae"] < summary["champion_best_baseline_mae"]
+    return summary["champion_kind"] == "lightgbm"

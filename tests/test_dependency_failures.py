@@ -200,7 +200,7 @@ def count(store: Path, sql: str) -> int:
         return con.execute(sql).fetchone()[0]
 
 
-TRAINING_STARTED = "SELECT count(*) FROM params WHERE key = 'training_rows'"  # logged once features are read
+TRAINING_STARTED = "SELECT count(*) FROM params WHERE key = 'labeled_days'"  # logged once features are read
 
 
 def test_mlflow_server_stopped_mid_run_fails_clearly_and_keeps_the_champion(trained, monkeypatch):

@@ -94,7 +94,7 @@ def test_blocking_checks_pass_on_real_data(tracebase):
     assert failed_blocking == set()
 
 
-def test_model_and_baselines_were_scored_on_the_same_holdout(tracebase):
+def test_model_and_baselines_were_scored_on_the_same_backtest_folds(tracebase):
     import mlflow
 
     from smart_home_assets import training
@@ -103,15 +103,21 @@ def test_model_and_baselines_were_scored_on_the_same_holdout(tracebase):
     run = mlflow.search_runs(experiment_names=["smart_home_usage"], output_format="list")[0]
     with duckdb.connect(str(tracebase["root"] / "data" / "warehouse.duckdb"), read_only=True) as con:
         features = con.execute("SELECT * FROM usage_features").pl()
-    _, holdout = training.split_holdout(training.attach_labels(features, silent_next_day_is_unknown=True),
-                                        holdout_days=7)
+    labeled = training.attach_labels(features, silent_next_day_is_unknown=True)
+    folds = training.fold_windows(labeled["partition_date"].unique().to_list())
     assert run.info.status == "FINISHED"
-    assert int(run.data.params["holdout_rows"]) == holdout.height
-    assert run.data.params["holdout_first_day"] == str(holdout["partition_date"].min())
-    # baselines recomputed here on that holdout give the numbers the run logged next to the model's
-    for name, metrics in training.baseline_metrics(holdout).items():
-        assert run.data.metrics[f"baseline_{name}_mae"] == pytest.approx(metrics["mae"])
+    assert int(run.data.metrics["backtest_folds"]) == len(folds)
+    # baselines recomputed here on those folds give the numbers the run logged next to the model's
+    oof = training.backtest(folds, lambda f: labeled.filter(pl.col("partition_date").is_between(f.first, f.last)), {})
+    scores = training.backtest_scores(oof)
+    for name in training.BASELINE_NAMES:
+        assert run.data.metrics[f"backtest_mae_{name}"] == pytest.approx(scores.mae[name])
+        for k, fold in enumerate(folds):
+            assert run.data.metrics[f"fold{fold.index}_mae_{name}"] == pytest.approx(scores.fold_mae[name][k])
     assert run.data.params["silent_next_day_is_unknown"] == "True"
     # the promotion decision is consistent with the numbers it logged
-    best = min(v for k, v in run.data.metrics.items() if k.startswith("baseline_") and k.endswith("_mae"))
-    assert (run.data.tags["promoted"] == "True") == (run.data.metrics["holdout_mae"] < best)
+    best = min(run.data.metrics[f"backtest_mae_{name}"] for name in training.BASELINE_NAMES)
+    lost = sum(run.data.metrics[f"fold{f.index}_mae"] >= run.data.metrics[f"fold{f.index}_mae_{scores.best_baseline()}"]
+               for f in folds)
+    assert (run.data.tags["promoted"] == "True") == (run.data.metrics["backtest_mae"] < best and lost <= len(folds) // 2)
+    assert run.data.metrics["backtest_skill"] == pytest.approx(1 - run.data.metrics["backtest_mae"] / best)

@@ -37,8 +37,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 FIRST, DAYS, HUBS = dt.date(2026, 6, 1), 20, 6
 LAST = FIRST + dt.timedelta(days=DAYS - 1)
-# 20 days leave too few labeled days for the default 7-day holdout; a smaller forest is enough here.
-MODEL_CONFIG = {"ops": {"usage_model": {"config": {"holdout_days": 3, "n_estimators": 100}}}}
+# 20 days leave 13 labeled days: too few for the default backtest (4 folds of 7 days after 7 to train), enough
+# for 2 folds of 3 days; a smaller forest is enough here.
+MODEL_CONFIG = {"ops": {"usage_model": {"config": {"backtest_folds": 2, "fold_days": 3, "n_estimators": 100}}}}
 LOCATION = "smart_home_assets"
 SENSORS = ("landing_zone_sensor", "automation_sensor")
 # Every project asset the issue names, in the order data moves.
@@ -315,7 +316,8 @@ def test_model_materialization_metadata_in_the_ui(browser, server):
     page.get_by_text("Metadata", exact=True).first.wait_for()
     page.get_by_text(f"Materialized in run {run_id[:8]}").wait_for()
     body = page.inner_text("body")
-    for label in ("model_version", "promoted", "holdout_mae", "best_baseline_mae", "mlflow_run_url", "training_rows"):
+    for label in ("model_version", "promoted", "backtest_mae", "backtest_skill", "best_baseline_mae", "mlflow_run_url",
+                  "training_rows"):
         assert label in body, label
     assert meta["mlflow_run_id"] in body and meta["decision_reason"] in body
     IMG_DIR.mkdir(parents=True, exist_ok=True)
@@ -331,14 +333,14 @@ def test_graphql_reads_the_models_latest_metadata(server):
 
     _, meta = latest_metadata(server, "usage_model")
     assert meta["promoted"] is True
-    assert 0 < meta["holdout_mae"] < meta["best_baseline_mae"]
+    assert 0 < meta["backtest_mae"] < meta["best_baseline_mae"] and meta["backtest_skill"] > 0
     assert meta["champion_version"] == meta["model_version"]
     assert meta["mlflow_run_url"].endswith(f"/runs/{meta['mlflow_run_id']}")
     assert "@" not in meta["mlflow_tracking_uri"]
     # The same numbers as in MLflow itself.
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{server['root'] / 'data' / 'mlflow.db'}")
     run = client.get_run(meta["mlflow_run_id"])
-    assert run.data.metrics["holdout_mae"] == pytest.approx(meta["holdout_mae"])
+    assert run.data.metrics["backtest_mae"] == pytest.approx(meta["backtest_mae"])
     assert str(client.get_model_version_by_alias("smart_home_usage", "champion").version) == meta["model_version"]
     # Warehouse tables carry their column schema, and device_usage its quarantine rate and a preview.
     _, clean = latest_metadata(server, "device_usage")

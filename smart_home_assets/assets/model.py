@@ -235,6 +235,9 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
                            "silent_next_day_is_unknown": config.silent_next_day_is_unknown,
                            "target": training.TARGET, "features": ",".join(training.FEATURE_COLUMNS),
                            "trained_on": config.dask_scheduler or "the step's process"})
+        mlflow.log_params({"labeled_days": len(trainer.labeled_days),
+                           "labeled_first_day": str(trainer.labeled_days[0]) if trainer.labeled_days else "none",
+                           "labeled_last_day": str(trainer.labeled_days[-1]) if trainer.labeled_days else "none"})
         champion = current_champion(registry)
         try:
             folds = training.fold_windows(trainer.labeled_days, config.backtest_folds, config.fold_days)
@@ -286,6 +289,8 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
         interval = training.IntervalCalibration.fit(oof.rename({training.LEVEL: training.LEVEL_SOURCE}),
                                                     oof[training.LABEL], oof["pred_candidate"])
         candidate = training.LightGBMForecaster(model, interval)
+        mlflow.log_params({"training_rows": training_rows, "backtest_first_day": str(folds[0].first),
+                           "backtest_last_day": str(folds[-1].last)})
         log_backtest(scores, folds, oof, backtest_s)
 
         newest = trainer.rows_of(folds[-1].first, folds[-1].last)
