@@ -54,7 +54,7 @@ def test_first_model_beats_baselines_and_becomes_champion(env):
     assert meta["promoted"] is True and meta["model_version"] == "1" and meta["champion_kind"] == "lightgbm"
     assert meta["backtest_mae"] < meta["best_baseline_mae"] and meta["backtest_skill"] > 0
     for key in ("backtest_wape", "backtest_folds", "backtest_mae_same_as_yesterday", "backtest_mae_same_weekday_last_week",
-                "backtest_mae_mean_last_7_days", "backtest", "backtest_mae_by_device_type", "interval", "mlflow_run_id",
+                "backtest_mae_mean_last_7_days", "backtest", "backtest_by_device_type", "interval", "mlflow_run_id",
                 "training_rows", "decision_reason"):
         assert key in meta, key
     assert meta["feature_importance"].startswith("![feature importance](data:image/png;base64,")
@@ -123,6 +123,22 @@ def steady(features: pl.DataFrame) -> pl.DataFrame:
                                  energy_roll7_std=pl.lit(0.0), energy_roll28_std=pl.lit(0.0),
                                  fleet_type_ratio=pl.lit(1.0), fleet_type_ratio_lag_1=pl.lit(1.0),
                                  hub_energy_ratio=pl.lit(1.0))
+
+
+def test_a_better_challenger_moves_the_champion_after_both_are_scored_on_the_same_folds(env):
+    import mlflow
+
+    _, weak = train(env, n_estimators=3, num_leaves=2, learning_rate=0.05)
+    first = str(env["registry"].champion_version().version)
+    result, strong = train(env)
+    assert result.success and strong["decision"] == "candidate" and strong["promoted"] is True
+    assert str(env["registry"].champion_version().version) == strong["model_version"] != first
+    assert strong["previous_champion"].startswith(f"champion v{first}")
+    metrics = mlflow.MlflowClient().get_run(strong["mlflow_run_id"]).data.metrics
+    if weak["champion_kind"] == "lightgbm":  # the weak recipe was refitted on the same folds and lost
+        assert metrics["backtest_mae"] < metrics["backtest_mae_champion"]
+        assert metrics["backtest_mae_champion"] == pytest.approx(weak["backtest_mae"], rel=0.02)
+    assert "beats" in strong["decision_reason"]
 
 
 def test_when_no_model_beats_the_baselines_the_best_baseline_serves(env, features):

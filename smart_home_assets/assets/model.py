@@ -156,14 +156,19 @@ def current_champion(registry: ModelRegistry) -> Champion | None:
 
 
 def scores_table(scores, folds) -> dg.MetadataValue:
-    names = ["candidate", *([n for n in scores.mae if n not in ("candidate",)])]
+    """Markdown: MAE (WAPE) of every contender per fold, and overall (mean MAE over folds, pooled WAPE)."""
+    names = ["candidate", *[n for n in scores.mae if n != "candidate"]]
     lines = ["| fold | days | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for k, fold in enumerate(folds):
         lines.append(f"| {fold.index} | {fold.first}..{fold.last} | "
-                     + " | ".join(f"{scores.fold_mae[n][k]:.1f}" for n in names) + " |")
-    lines.append("| mean | | " + " | ".join(f"**{scores.mae[n]:.1f}**" for n in names) + " |")
-    lines.append("| WAPE | | " + " | ".join(f"{scores.wape[n]:.3f}" for n in names) + " |")
-    return dg.MetadataValue.md("MAE (Wh) per fold\n\n" + "\n".join(lines))
+                     + " | ".join(f"{scores.fold_mae[n][k]:.1f} ({scores.fold_wape[n][k]:.3f})" for n in names) + " |")
+    lines.append("| overall | | " + " | ".join(f"**{scores.mae[n]:.1f}** ({scores.wape[n]:.3f})" for n in names) + " |")
+    return dg.MetadataValue.md("Backtest: MAE in Wh (WAPE) per fold\n\n" + "\n".join(lines))
+
+
+def by_device_type(scores) -> dg.MetadataValue:
+    return dg.MetadataValue.json({t: {n: {"mae": round(scores.type_mae[n][t], 2), "wape": round(scores.type_wape[n][t], 4)}
+                                      for n in scores.type_mae} for t in sorted(scores.type_mae["candidate"])})
 
 
 def tune(trainer: Trainer, folds, base_params: dict, config: UsageModelConfig, context) -> dict:
@@ -324,9 +329,9 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
             champion_version = register_baseline(client, best_name, oof, scores, decision.reason, context.run_id,
                                                  newest)
             champion_kind, champion_name = "baseline", best_name
-        champion_mae = scores.mae["candidate"] if decision.outcome == "candidate" else \
-            scores.mae[best_name] if champion_kind == "baseline" and champion_name == best_name else \
-            scores.mae.get("champion", scores.mae[best_name])
+        # The champion's own backtest score: the candidate's, a baseline's column, or the trained champion's.
+        champion_mae = scores.mae["candidate" if decision.outcome == "candidate" else
+                                  champion_name if champion_kind == "baseline" else "champion"]
         mlflow.set_tags({"promoted": str(decision.promote), "decision_reason": decision.reason,
                          "model_version": version, "champion_version": champion_version})
         if champion_version != (champion.version if champion else None):
@@ -358,8 +363,7 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
         "best_baseline": dg.MetadataValue.text(best_name),
         "best_baseline_mae": dg.MetadataValue.float(scores.mae[best_name]),
         "backtest": scores_table(scores, folds),
-        "backtest_mae_by_device_type": dg.MetadataValue.json(
-            {t: {n: round(v[t], 2) for n, v in scores.type_mae.items()} for t in sorted(scores.type_mae["candidate"])}),
+        "backtest_by_device_type": by_device_type(scores),
         "interval": dg.MetadataValue.json(interval.to_dict()),
         "backtest_seconds": dg.MetadataValue.float(round(backtest_s, 2)),
         "feature_importance": importance_md,
