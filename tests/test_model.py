@@ -214,3 +214,32 @@ def test_predictions_carry_the_champion_version_and_an_interval(env):
     assert (rows["predicted_energy_wh"] >= 0).all()
     assert (rows["p10_wh"] <= rows["predicted_energy_wh"]).all() and (rows["predicted_energy_wh"] <= rows["p90_wh"]).all()
     assert (rows["p90_wh"] > rows["p10_wh"]).mean() > 0.9
+
+
+def test_bounded_tuning_logs_each_trial_as_a_child_run_and_keeps_the_best(env):
+    import mlflow
+
+    result, meta = train(env, tuning_trials=2, n_estimators=50)
+    assert result.success
+    client = mlflow.MlflowClient()
+    parent = client.get_run(meta["mlflow_run_id"])
+    children = mlflow.search_runs(experiment_names=["smart_home_usage"], output_format="list",
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 2 and all("backtest_mae" in c.data.metrics for c in children)
+    trials = [c.data.metrics["backtest_mae"] for c in children]
+    best = parent.data.metrics["tuning_best_backtest_mae"]
+    assert best <= min(trials)
+    # the candidate was fitted with the winning parameters: its backtest is the best trial's (or the configured)
+    assert meta["backtest_mae"] == pytest.approx(best)
+    assert {f"tuned_{k}" for k in ("n_estimators", "learning_rate", "num_leaves", "min_child_samples")} <= set(
+        parent.data.params)
+
+
+def test_tuning_stops_at_its_time_box(env):
+    import mlflow
+
+    result, meta = train(env, tuning_trials=50, tuning_timeout_s=0.0, n_estimators=50)
+    assert result.success
+    children = mlflow.search_runs(experiment_names=["smart_home_usage"], output_format="list",
+                                  filter_string=f"tags.mlflow.parentRunId = '{meta['mlflow_run_id']}'")
+    assert len(children) == 0  # the configured parameters were scored, then the time box was already spent

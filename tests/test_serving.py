@@ -58,3 +58,34 @@ def test_the_champion_is_served_by_mlflow_models_serve(features, tmp_path, monke
     assert (served["prediction_wh"] >= 0).all()
     assert np.allclose(single, served["prediction_wh"][7:8])
     assert "Started server process" in (tmp_path / "serve.log").read_text(errors="replace")
+
+
+@pytest.mark.slow
+def test_a_baseline_champion_is_served_by_the_same_command(features, tmp_path, monkeypatch):
+    """When no trained model beats the naive baselines, the best baseline is the champion: a pyfunc version that
+    the same ``mlflow models serve`` command serves, answering the baseline's forecast and its interval."""
+    import mlflow
+
+    from smart_home_assets.forecast_model import log_forecaster
+
+    uri = serve.tracking_uri_in(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment(serve.EXPERIMENT_NAME, artifact_location=(tmp_path / "mlartifacts").as_uri())
+    rows = training.attach_labels(features).tail(12)
+    baseline = training.BaselineForecaster("mean_last_7_days", training.IntervalCalibration(-0.4, 0.3))
+    with mlflow.start_run(experiment_id=experiment):
+        info = log_forecaster(baseline, rows, registered_model_name=serve.REGISTERED_MODEL_NAME, name="baseline_model")
+    mlflow.MlflowClient().set_registered_model_alias(serve.REGISTERED_MODEL_NAME, serve.CHAMPION_ALIAS,
+                                                     str(info.registered_model_version))
+
+    with serve.serving(uri, tmp_path / "serve.log") as url:
+        conn = serve.connect(url)
+        try:
+            served = serve.invoke_rows(conn, serve.request_body(rows))
+        finally:
+            conn.close()
+    expected = baseline.forecast(rows)
+    assert np.allclose(served["prediction_wh"], rows["energy_roll7_mean"].to_numpy())
+    assert np.allclose(served["p10_wh"], expected["p10_wh"].to_numpy())
+    assert np.allclose(served["p90_wh"], expected["p90_wh"].to_numpy())
