@@ -105,7 +105,7 @@ def register_champion(directory: Path, features: pl.DataFrame, n_estimators: int
     from smart_home_assets.forecast_model import log_forecaster
 
     fitted = training.train_model(train, params={"n_estimators": n_estimators} if n_estimators else None, seed=0)
-    interval = training.IntervalCalibration.fit(holdout, holdout[training.LABEL], training.predict(fitted, holdout))
+    interval = training.IntervalCalibration.fit(holdout, training.predict(fitted, holdout))
     model = training.LightGBMForecaster(fitted, interval)
     with mlflow.start_run(experiment_id=experiment_id, run_name="serving"):
         info = log_forecaster(model, holdout, registered_model_name=REGISTERED_MODEL_NAME)

@@ -413,9 +413,12 @@ class IntervalCalibration:
     rows: int = 0
 
     @classmethod
-    def fit(cls, frame: pl.DataFrame, actual: Any, forecast: Any, quantiles: tuple[float, float] = INTERVAL_QUANTILES,
+    def fit(cls, rows: pl.DataFrame, forecast: Any, quantiles: tuple[float, float] = INTERVAL_QUANTILES,
             min_rows: int = 50) -> IntervalCalibration:
-        errors = (np.asarray(actual, dtype=float) - np.asarray(forecast, dtype=float)) / level(frame)
+        """From labeled ``rows`` (feature rows, or :func:`backtest`'s out-of-fold rows, which carry the level)
+        and their ``forecast``s, made by models that did not train on them."""
+        lvl = rows[LEVEL].to_numpy() if LEVEL in rows.columns else level(rows)
+        errors = (rows[LABEL].cast(pl.Float64).to_numpy() - np.asarray(forecast, dtype=float)) / lvl
         if errors.size == 0:
             raise ValueError("no errors to calibrate an interval on")
         lo, hi = quantiles
@@ -423,8 +426,8 @@ class IntervalCalibration:
         def bounds(e: np.ndarray) -> tuple[float, float]:
             return float(np.quantile(e, lo, method="lower")), float(np.quantile(e, hi, method="higher"))
 
-        types = frame.get_column("device_type").to_numpy()
-        by_type = {str(t): bounds(errors[types == t]) for t in np.unique(types.astype(str))
+        types = rows.get_column("device_type").cast(pl.String).fill_null("").to_numpy()
+        by_type = {str(t): bounds(errors[types == t]) for t in np.unique(types)
                    if int(np.sum(types == t)) >= min_rows}
         overall = bounds(errors)
         return cls(overall[0], overall[1], by_type, quantiles, int(errors.size))

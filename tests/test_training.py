@@ -267,7 +267,7 @@ def test_the_interval_covers_about_80_percent_of_days_never_seen(simulated):
     folds = tr.fold_windows(past["partition_date"].unique().to_list())
     oof = tr.backtest(folds, lambda f: past.filter(pl.col("partition_date").is_between(f.first, f.last)),
                       {"candidate": tr.fit_before(past, tr.train_model)})
-    interval = tr.IntervalCalibration.fit(oof.rename({tr.LEVEL: tr.LEVEL_SOURCE}), oof[tr.LABEL], oof["pred_candidate"])
+    interval = tr.IntervalCalibration.fit(oof, oof["pred_candidate"])
     forecaster = tr.LightGBMForecaster(tr.train_model(past), interval)
     out = forecaster.forecast(future)
     coverage = tr.interval_coverage(future[tr.LABEL], out["p10_wh"], out["p90_wh"])

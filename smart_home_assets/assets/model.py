@@ -291,8 +291,7 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
 
         # The candidate: fitted on every labeled day, with the interval of its backtest errors.
         model, training_rows = trainer.fit_before(None, params)
-        interval = training.IntervalCalibration.fit(oof.rename({training.LEVEL: training.LEVEL_SOURCE}),
-                                                    oof[training.LABEL], oof["pred_candidate"])
+        interval = training.IntervalCalibration.fit(oof, oof["pred_candidate"])
         candidate = training.LightGBMForecaster(model, interval)
         mlflow.log_params({"training_rows": training_rows, "backtest_first_day": str(folds[0].first),
                            "backtest_last_day": str(folds[-1].last)})
@@ -405,8 +404,7 @@ def register_baseline(client, name: str, oof: pl.DataFrame | None, scores, reaso
 
     interval = None
     if oof is not None and oof.height:
-        interval = training.IntervalCalibration.fit(oof.rename({training.LEVEL: training.LEVEL_SOURCE}),
-                                                    oof[training.LABEL], oof[f"pred_{name}"])
+        interval = training.IntervalCalibration.fit(oof, oof[f"pred_{name}"])
     info = log_forecaster(training.BaselineForecaster(name, interval), sample,
                           registered_model_name=REGISTERED_MODEL_NAME, name="baseline_model")
     version = str(info.registered_model_version)
@@ -442,10 +440,9 @@ def serve_baseline_for_short_history(context, client, trainer: Trainer, champion
         reason += f"; the baseline {name} becomes champion"
         client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, version)
     else:
-        oof = rows.select("partition_date", "device_id", "device_type", training.LABEL, training.LEVEL_SOURCE,
-                          "energy_wh").with_columns(**{f"pred_{n}": pl.Series(p) for n, p in
-                                                       training.baseline_predictions(rows).items()})
-        oof = oof.with_columns(**{training.LEVEL: training.level(rows)}).drop(training.LEVEL_SOURCE)
+        # A baseline trains on nothing: every labeled row is out of sample for its interval.
+        everything = training.Fold(0, rows["partition_date"].min(), rows["partition_date"].max())
+        oof = training.backtest([everything], lambda _: rows, {})
         version = register_baseline(client, name, oof, None, reason + f"; the baseline {name} serves", context.run_id,
                                     rows.head(20))
         kind, label = "baseline", name
