@@ -11,6 +11,7 @@ The landing zone is a local folder or an object-store prefix ``s3://bucket/prefi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from dataclasses import dataclass, field
@@ -32,6 +33,23 @@ class LandingZoneError(RuntimeError):
     pass
 
 
+# Entry-level reasons (raw_usage records each such entry as one line with the reason; see docs/data-quality.md).
+NOT_A_FILE = "not_a_file"  # a folder, FIFO, socket or device named like an upload
+SUBFOLDER = "subfolder_in_day_folder"  # a folder inside a day folder: uploads belong directly in the day folder
+SYMLINK_OUTSIDE_LANDING = "symlink_outside_landing"  # a file or a day folder that resolves outside the zone
+CONFLICTING_UPLOAD = "conflicting_upload"  # a hub's day uploaded twice (hub.jsonl and hub.jsonl.gz)
+
+
+def flag_conflicting_uploads(files: list[LandingFile]) -> list[LandingFile]:
+    """Two readable uploads of one hub for one day (``hub.jsonl`` and ``hub.jsonl.gz``): neither is trusted over
+    the other by an accident of sort order. Both are read and kept in raw_usage, and every line of both is
+    quarantined as ``conflicting_upload`` until the hub re-uploads one of them (see ``LandingFile.lines_problem``)."""
+    hubs = [f.hub_id for f in files if f.problem is None and f.hub_id]
+    twice = {h for h in hubs if hubs.count(h) > 1}
+    return [dataclasses.replace(f, lines_problem=CONFLICTING_UPLOAD) if f.problem is None and f.hub_id in twice
+            else f for f in files]
+
+
 @dataclass(frozen=True)
 class LandingFile:
     """One file in a day folder. ``problem`` is a reason code when the file must not be read."""
@@ -45,6 +63,8 @@ class LandingFile:
     problem: str | None = None
     location: str | None = None  # on an object store: ``bucket/key`` for ``filesystem``
     filesystem: Any = field(default=None, compare=False, repr=False)
+    # A reason for every line of a file that is read but must not reach device_usage (conflicting_upload).
+    lines_problem: str | None = None
 
     @property
     def relative_path(self) -> str:
@@ -103,7 +123,7 @@ def _classify(root: Path, day: str, entry: os.DirEntry) -> LandingFile | None:
         if target is None:
             problem = problem or "broken_symlink"
         elif not target.is_relative_to(root):
-            problem = "symlink_outside_landing"
+            problem = SYMLINK_OUTSIDE_LANDING
         else:
             try:
                 stat = target.stat()
@@ -112,8 +132,13 @@ def _classify(root: Path, day: str, entry: os.DirEntry) -> LandingFile | None:
             else:
                 if not S_ISREG(stat.st_mode):  # a folder or a FIFO (reading one would block the run)
                     problem = problem or "unreadable_file"
-    elif not entry.is_file():
-        return None
+    elif entry.is_dir(follow_symlinks=False):
+        # Never read, never silent: a folder named like an upload, or a subfolder holding uploads.
+        problem = problem or (NOT_A_FILE if hub_id_from_file_name(name) else SUBFOLDER)
+        return LandingFile(day=day, name=name + "/", path=path, size=0, mtime_ns=stat.st_mtime_ns, hub_id=None,
+                           problem=problem)
+    elif not entry.is_file(follow_symlinks=False):  # a FIFO, socket or device: opening one could block the run
+        problem = problem or NOT_A_FILE
     hub_id = hub_id_from_file_name(name)
     if problem is None and hub_id is None:
         problem = "bad_file_name"
@@ -161,16 +186,22 @@ class _ObjectStoreLanding:
                 if info.type == pafs.FileType.Directory and parse_day_folder(parts[0]) is not None:
                     by_day.setdefault(parts[0], [])
                 continue
-            if len(parts) != 2 or info.type != pafs.FileType.File or parse_day_folder(parts[0]) is None:
-                continue  # deeper "subfolders" are ignored, as locally
-            folder, name = parts
-            if name.startswith("."):
-                continue  # uploads in progress
+            if parse_day_folder(parts[0]) is None or parts[1].startswith("."):
+                continue  # not a day folder; or an upload in progress
+            folder, name = parts[0], parts[1]
+            if len(parts) > 2 or info.type != pafs.FileType.File:
+                # A "folder" inside a day folder (a prefix with keys below it), recorded once, never read.
+                entry = name + "/"
+                if all(f.name != entry for f in by_day.get(folder, [])):
+                    by_day.setdefault(folder, []).append(LandingFile(
+                        day=folder, name=entry, path=None, size=0, mtime_ns=0, hub_id=None,
+                        problem=NOT_A_FILE if hub_id_from_file_name(name) else SUBFOLDER, location=None))
+                continue
             hub_id = hub_id_from_file_name(name)
             by_day.setdefault(folder, []).append(LandingFile(
                 day=folder, name=name, path=None, size=info.size, mtime_ns=info.mtime_ns, hub_id=hub_id,
                 problem=None if hub_id else "bad_file_name", location=info.path, filesystem=self.fs))
-        return {d: sorted(files, key=lambda f: f.name) for d, files in sorted(by_day.items())}
+        return {d: flag_conflicting_uploads(sorted(files, key=lambda f: f.name)) for d, files in sorted(by_day.items())}
 
 
 class LandingZone(ConfigurableResource):
@@ -234,10 +265,19 @@ class LandingZone(ConfigurableResource):
             return store.files(day).get(day, [])
         root = self.root()
         folder = root / day
+        if folder.is_symlink():
+            # The day folder itself may point elsewhere: resolved against the landing root like a file.
+            try:
+                target = folder.resolve()
+            except (OSError, RuntimeError):
+                target = None
+            if target is None or not target.is_relative_to(root.resolve()):
+                return [LandingFile(day=day, name="", path=None, size=0, mtime_ns=0, hub_id=None,
+                                    problem=SYMLINK_OUTSIDE_LANDING)]
         if not folder.is_dir():
             return []
         files = [f for entry in os.scandir(folder) if (f := _classify(root, day, entry)) is not None]
-        return sorted(files, key=lambda f: f.name)
+        return flag_conflicting_uploads(sorted(files, key=lambda f: f.name))
 
     def scan(self) -> dict[str, list[LandingFile]]:
         """All day folders and their files: what the landing sensor compares with its cursor."""

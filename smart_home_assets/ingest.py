@@ -43,6 +43,12 @@ RAW_USAGE_FILES_SCHEMA: dict[str, pl.DataType] = {
 
 # Line-level parse error codes (also quarantine reasons).
 NOT_JSON = "not_json"
+# DuckDB's JSON reader accepts more than RFC 8259; a line must be strict JSON, or another reader (Python's,
+# JavaScript's) could see other values than the ones stored. Trailing commas: not_strict_json. Repeated keys
+# at the top level, where the contract's fields are (DuckDB keeps the first, most readers the last):
+# duplicate_key, with the names as detail.
+NOT_STRICT_JSON = "not_strict_json"
+DUPLICATE_KEY = "duplicate_key"
 NOT_OBJECT = "not_object"
 EMPTY_LINE = "empty_line"
 MISSING_FIELD = "missing_field"
@@ -153,8 +159,10 @@ def file_lines(files: Iterable[LandingFile]) -> Iterator[tuple[pl.DataFrame, dic
             file_hub_id=pl.lit(file.hub_id, dtype=pl.String),
             line_number=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
             line_problem=(
-                pl.when(pl.lit(invalid)).then(pl.lit(NOT_UTF8))
-                if invalid is not None else pl.lit(None, dtype=pl.String)
+                # a file read but not trusted (conflicting_upload): every line keeps that reason
+                pl.lit(file.lines_problem, dtype=pl.String) if file.lines_problem
+                else pl.when(pl.lit(invalid)).then(pl.lit(NOT_UTF8)) if invalid is not None
+                else pl.lit(None, dtype=pl.String)
             ),
         )
         if read.problem and read.problem != NOT_UTF8:
@@ -164,7 +172,7 @@ def file_lines(files: Iterable[LandingFile]) -> Iterator[tuple[pl.DataFrame, dic
                 "line_number": [lines.len() + 1], "line_problem": [read.problem],
             }, schema=frame.schema)])
         yield frame, {"source_file": file.relative_path, "size_bytes": file.size, "mtime_ns": file.mtime_ns,
-                      "lines": frame.height, "problem": read.problem}
+                      "lines": frame.height, "problem": read.problem or file.lines_problem}
 
 
 def _frames(partition_key: str, frames: list[pl.DataFrame], manifest: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -197,18 +205,29 @@ def _parse_sql() -> str:
                            f" AS {field}")
         else:
             selects.append(f"CASE WHEN types[{i + 1}] = 'VARCHAR' THEN texts[{i}] END AS {field}")
+    # A comma before a closing bracket, outside string literals: the cheap test first (no string can hide it
+    # when the raw line has none), then again with every string literal emptied.
+    trailing = r"',\s*[\]}]'"
+    strings = """'"(?:[^"\\\\]|\\\\.)*"'"""
     return f"""
         WITH valid AS (
             SELECT _row, raw_line, raw_line <> '' AND json_valid(raw_line) AS is_json FROM lines
         ), typed AS (
             SELECT _row, raw_line, is_json,
-                CASE WHEN is_json THEN json_type(raw_line, ['$', {", ".join(fields)}]) END AS types FROM valid
+                CASE WHEN is_json THEN json_type(raw_line, ['$', {", ".join(fields)}]) END AS types,
+                is_json AND regexp_matches(raw_line, {trailing})
+                    AND regexp_matches(regexp_replace(raw_line, {strings}, '""', 'g'), {trailing}) AS trailing_comma
+            FROM valid
         ), parsed AS (
-            SELECT _row, is_json, types, types[1] AS top_type,
-                CASE WHEN types[1] = 'OBJECT' THEN json_extract_string(raw_line, [{", ".join(fields)}]) END AS texts
+            SELECT _row, is_json, types, types[1] AS top_type, trailing_comma,
+                CASE WHEN types[1] = 'OBJECT' THEN json_extract_string(raw_line, [{", ".join(fields)}]) END AS texts,
+                CASE WHEN types[1] = 'OBJECT' THEN json_keys(raw_line) END AS keys
             FROM typed
         )
-        SELECT _row, is_json, top_type, {", ".join(selects)} FROM parsed
+        SELECT _row, is_json, top_type, trailing_comma,
+            CASE WHEN len(keys) <> len(list_distinct(keys)) THEN array_to_string(list_sort(list_distinct(
+                list_filter(keys, k -> len(list_filter(keys, j -> j = k)) > 1))), ',') END AS duplicate_keys,
+            {", ".join(selects)} FROM parsed
     """
 
 
@@ -246,13 +265,17 @@ def parse_lines(lines: pl.DataFrame, ingested_at: dt.datetime) -> pl.DataFrame:
         pl.when(pl.col("line_problem").is_not_null()).then(pl.col("line_problem"))
         .when(pl.col("raw_line") == "").then(pl.lit(EMPTY_LINE))
         .when(~pl.col("is_json")).then(pl.lit(NOT_JSON))
+        .when(pl.col("trailing_comma")).then(pl.lit(NOT_STRICT_JSON))
         .when(pl.col("top_type") != "OBJECT").then(pl.lit(NOT_OBJECT))
+        .when(pl.col("duplicate_keys").is_not_null()).then(pl.lit(DUPLICATE_KEY))
         .when(missing != "").then(pl.lit(MISSING_FIELD))
         .when(wrong != "").then(pl.lit(WRONG_TYPE))
     )
     detail = (
         pl.when(pl.col("line_problem").is_not_null() | ~pl.col("is_json")).then(pl.lit(None, dtype=pl.String))
+        .when(pl.col("trailing_comma")).then(pl.lit("trailing comma"))
         .when(pl.col("top_type") != "OBJECT").then(pl.concat_str(pl.lit("JSON "), pl.col("top_type").str.to_lowercase()))
+        .when(pl.col("duplicate_keys").is_not_null()).then(pl.col("duplicate_keys"))
         .when(missing != "").then(missing)
         .when(wrong != "").then(wrong)
     )

@@ -38,7 +38,8 @@ NEXT_DAY = "2026-03-02"
 NOW = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc)
 KEY = b"k" * 32
 CATALOG = load_device_catalog().device_types
-PARSE_CODES = {"empty_line", "not_json", "not_object", "missing_field", "wrong_type", "not_utf8"}
+PARSE_CODES = {"empty_line", "not_json", "not_strict_json", "not_object", "duplicate_key", "missing_field", "wrong_type",
+               "not_utf8"}
 
 
 def run(landing: Path, day: str = DAY) -> tuple[pl.DataFrame, pl.DataFrame, CleanResult]:
@@ -209,6 +210,69 @@ def test_lines_that_are_not_records(tmp_path, line, reason, detail):
     assert result.device_usage["line_number"].to_list() == [2]
 
 
+GOOD = json.dumps(event(DAY, 0))
+
+
+@pytest.mark.parametrize("line,reason,detail", [
+    (GOOD[:-1] + ",}", "not_strict_json", "trailing comma"),
+    (GOOD[:-1] + ' , \t }', "not_strict_json", "trailing comma"),
+    (GOOD[:-1] + ', "tags": [1, 2,]}', "not_strict_json", "trailing comma"),
+    (json.dumps([event(DAY, 0)])[:-1] + ",]", "not_strict_json", "trailing comma"),
+    # the same characters inside a string are data, not a trailing comma
+    (GOOD[:-1] + ', "note": "a,}b, ]\\",}"}', None, None),
+    # a repeated key: DuckDB would keep the first value, Python and JavaScript the last
+    (GOOD[:-1] + ', "energy_wh": -5}', "duplicate_key", "energy_wh"),
+    (GOOD[:-1] + ', "hub_id": "hub-0002", "event_id": "e-x"}', "duplicate_key", "event_id,hub_id"),
+    # repeated keys of an unknown nested field are tolerated like the field itself
+    (GOOD[:-1] + ', "extra": {"a": 1, "b": 2}}', None, None),
+])
+def test_a_line_must_be_strict_json_with_unique_keys(tmp_path, line, reason, detail):
+    write_upload(tmp_path, DAY, "hub-0001", [line, event(DAY, 5)])
+    raw, _, result = run(tmp_path)
+    assert_conserved(raw, result, 2)
+    assert result.quarantine.select("reason", "detail").rows() == ([(reason, detail)] if reason else [])
+    assert result.device_usage.height == (1 if reason else 2)
+
+
+@st.composite
+def json_text(draw, depth: int = 0):
+    """(text, has_trailing_comma): JSON rendered by hand, sometimes with a comma before a closing bracket."""
+    kind = draw(st.sampled_from(["object", "array", "string", "number"] if depth < 3 else ["string", "number"]))
+    if kind == "string":
+        return json.dumps(draw(st.text(st.sampled_from(',]}"\\ ab:[{'), max_size=6))), False
+    if kind == "number":
+        return json.dumps(draw(st.integers(-5, 5) | st.floats(-1e3, 1e3))), False
+    items = draw(st.lists(json_text(depth + 1), max_size=3))
+    trailing = bool(items) and draw(st.booleans()) and draw(st.booleans())
+    inner_trailing = any(t for _, t in items)
+    keys = [f'"k{i}"' for i in range(len(items))]
+    parts = [f"{k}: {v}" for k, (v, _) in zip(keys, items)] if kind == "object" else [v for v, _ in items]
+    body = ", ".join(parts) + ("," + draw(st.sampled_from(["", " ", "\t"])) if trailing else "")
+    return ("{%s}" if kind == "object" else "[%s]") % body, trailing or inner_trailing
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(json_text(), min_size=1, max_size=8))
+def test_strictness_agrees_with_pythons_reader(tmp_path_factory, texts):
+    """Every line that DuckDB and Python's strict reader disagree on is caught: a line Python cannot read is
+    never parsed into fields, and a line it can read is not flagged as not strict."""
+    landing = tmp_path_factory.mktemp("strict")
+    lines = [f'{{"event_id": "e-{i}", "payload": {t}}}' for i, (t, _) in enumerate(texts)]
+    write_upload(landing, DAY, "hub-0001", lines)
+    raw, _, _ = run(landing)
+    for line, (_, trailing), error in zip(lines, texts, raw.sort("line_number")["parse_error"]):
+        try:
+            json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+            python_reads = True
+        except ValueError:
+            python_reads = False
+        assert python_reads == (not trailing), line
+        if trailing:
+            assert error == "not_strict_json", (line, error)
+        else:
+            assert error == "missing_field", (line, error)
+
+
 @pytest.mark.parametrize("gz", [True, False])
 def test_utf8_bom_and_crlf_line_ends_are_accepted(tmp_path, gz):
     data = "\ufeff".encode() + jsonl([event(DAY, n) for n in range(3)], newline="\r\n")
@@ -360,6 +424,59 @@ def test_symlink_outside_the_landing_zone_is_never_read(tmp_path):
     assert not raw["raw_line"].str.contains("secret-user").any()
 
 
+def test_a_day_folder_that_is_a_symlink_outside_the_landing_zone_is_never_read(tmp_path):
+    landing, elsewhere = tmp_path / "landing", tmp_path / "elsewhere"
+    write_upload(elsewhere, DAY, "hub-0001", [event(DAY, 0, user_id="secret-user", device_id="secret-device")])
+    landing.mkdir()
+    (landing / DAY).symlink_to(elsewhere / DAY, target_is_directory=True)
+    raw, manifest, result = run(landing)
+    assert manifest.select("source_file", "problem").rows() == [(f"{DAY}/", "symlink_outside_landing")]
+    assert_conserved(raw, result, 1)
+    assert reasons(result) == ["symlink_outside_landing"] and result.device_usage.is_empty()
+    assert not raw["raw_line"].str.contains("secret").any()
+    # A day folder linked to another folder inside the landing zone is read like any other.
+    write_upload(landing, "archive", "hub-0002", [event(DAY, 1, hub="hub-0002")])
+    (landing / DAY).unlink()
+    (landing / DAY).symlink_to(landing / "archive", target_is_directory=True)
+    raw, manifest, result = run(landing)
+    assert manifest["problem"].to_list() == [None] and result.device_usage.height == 1
+
+
+def test_entries_that_are_not_uploads_are_recorded_never_skipped_in_silence(tmp_path):
+    """A folder named like an upload (holding a file, or empty), a FIFO named like one, an upload inside a
+    subfolder: each gets a manifest row and a quarantined line with its reason; none is read."""
+    day = tmp_path / DAY
+    write_upload(tmp_path, DAY, "hub-0001", [event(DAY, 0)])
+    (day / "hub-0002.jsonl.gz").mkdir()
+    write_upload(day / "hub-0002.jsonl.gz", "x", "hub-0002", [event(DAY, 1, hub="hub-0002")])
+    (day / "hub-0003.jsonl").mkdir()
+    os.mkfifo(day / "hub-0004.jsonl")
+    write_upload(day, "late", "hub-0005", [event(DAY, 2, hub="hub-0005")])
+    raw, manifest, result = run(tmp_path)
+    assert dict(manifest.select("source_file", "problem").rows()) == {
+        f"{DAY}/hub-0001.jsonl.gz": None, f"{DAY}/hub-0002.jsonl.gz/": "not_a_file",
+        f"{DAY}/hub-0003.jsonl/": "not_a_file", f"{DAY}/hub-0004.jsonl": "not_a_file",
+        f"{DAY}/late/": "subfolder_in_day_folder"}
+    assert_conserved(raw, result, 5)
+    assert sorted(reasons(result)) == ["not_a_file"] * 3 + ["subfolder_in_day_folder"]
+    assert result.device_usage["hub_id"].to_list() == ["hub-0001"]
+
+
+def test_two_uploads_of_one_hub_and_day_are_a_conflict_not_an_accident_of_sort_order(tmp_path):
+    """hub.jsonl beside hub.jsonl.gz: both are kept in raw_usage, every line of both is quarantined as
+    conflicting_upload, and no event of either reaches device_usage."""
+    write_upload(tmp_path, DAY, "hub-0001", [event(DAY, 0), event(DAY, 1)])
+    write_upload(tmp_path, DAY, "hub-0001", [event(DAY, 0, energy_wh=9999.0)], gz=False)  # the forgery sorts first
+    write_upload(tmp_path, DAY, "hub-0002", [event(DAY, 2, hub="hub-0002")])
+    raw, manifest, result = run(tmp_path)
+    assert dict(manifest.select("source_file", "problem").rows()) == {
+        f"{DAY}/hub-0001.jsonl": "conflicting_upload", f"{DAY}/hub-0001.jsonl.gz": "conflicting_upload",
+        f"{DAY}/hub-0002.jsonl.gz": None}
+    assert_conserved(raw, result, 4)
+    assert reasons(result) == ["conflicting_upload"] * 3
+    assert result.device_usage["hub_id"].to_list() == ["hub-0002"]
+
+
 def test_symlink_loops_and_dangling_symlinks_are_broken_symlink(tmp_path):
     folder = tmp_path / DAY
     folder.mkdir()
@@ -388,7 +505,7 @@ def test_symlink_to_a_fifo_or_folder_does_not_block_the_run(tmp_path):
     (tmp_path / "dir").mkdir()
     (folder / "hub-0001.jsonl").symlink_to(tmp_path / "pipe")
     (folder / "hub-0002.jsonl").symlink_to(tmp_path / "dir")
-    os.mkfifo(folder / "hub-0003.jsonl")  # not a file: not listed
+    os.mkfifo(folder / "hub-0003.jsonl")  # not a file: listed with its reason, never opened
     outcome: dict = {}
     worker = threading.Thread(target=lambda: outcome.update(result=run(tmp_path)), daemon=True)
     worker.start()
@@ -399,8 +516,9 @@ def test_symlink_to_a_fifo_or_folder_does_not_block_the_run(tmp_path):
         pytest.fail("reading the landing zone blocked on a FIFO")
     raw, manifest, result = outcome["result"]
     assert manifest.select("source_file", "problem").rows() == [
-        (f"{DAY}/hub-0001.jsonl", "unreadable_file"), (f"{DAY}/hub-0002.jsonl", "unreadable_file")]
-    assert_conserved(raw, result, 2)
+        (f"{DAY}/hub-0001.jsonl", "unreadable_file"), (f"{DAY}/hub-0002.jsonl", "unreadable_file"),
+        (f"{DAY}/hub-0003.jsonl", "not_a_file")]
+    assert_conserved(raw, result, 3)
 
 
 # -- property: random mixes of good and bad lines ---------------------------------------------------------
