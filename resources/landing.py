@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableResource
@@ -71,11 +72,20 @@ class LandingFile:
         return f"{self.day}/{self.name}"
 
     def read_bytes(self) -> bytes:
-        """The file's bytes as stored (no transparent decompression): ingestion decodes them."""
+        """The file's bytes as stored (no transparent decompression)."""
+        return b"".join(self.chunks())
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        """The file's bytes as stored, ``size`` at a time: ingestion decodes them as a stream and may stop early,
+        so a huge upload is never read whole."""
         if self.filesystem is None:
-            return self.path.read_bytes()
+            with open(self.path, "rb") as handle:
+                while chunk := handle.read(size):
+                    yield chunk
+            return
         with self.filesystem.open_input_stream(self.location, compression=None) as stream:
-            return stream.read()
+            while chunk := stream.read(size):
+                yield chunk
 
     @property
     def fingerprint(self) -> str:

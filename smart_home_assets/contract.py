@@ -34,3 +34,10 @@ PLACEHOLDER_USER_ID = "unknown-user"
 # Plausible ranges for one event; beyond them a row is quarantined (see docs/data-quality.md).
 MAX_EVENT_DURATION_S = 86_400.0  # an event cannot last longer than the day it belongs to
 MAX_EVENT_ENERGY_WH = 25_000.0  # 25 kWh in one event: beyond any household appliance incl. EV charging
+
+# Limits on one upload, far above what a hub sends in a day (a contract line is about 250 bytes; 500,000 events is
+# about 6 a second all day long): a file past one is cut there, so what one upload can make a step hold is bounded.
+# Each is configuration: SMART_HOME_MAX_FILE_BYTES, SMART_HOME_MAX_FILE_LINES, SMART_HOME_MAX_LINE_BYTES.
+MAX_FILE_BYTES = 128 * 2**20  # decompressed
+MAX_FILE_LINES = 500_000
+MAX_LINE_BYTES = 2**20  # one line, without its newline

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 
 import duckdb
 import polars as pl
 
 from resources.landing import LandingFile
-from smart_home_assets.contract import NUMBER_FIELDS, STRING_FIELDS, UPLOAD_FIELDS
+from smart_home_assets.contract import (
+    MAX_FILE_BYTES,
+    MAX_FILE_LINES,
+    MAX_LINE_BYTES,
+    NUMBER_FIELDS,
+    STRING_FIELDS,
+    UPLOAD_FIELDS,
+)
 
 RAW_USAGE_SCHEMA: dict[str, pl.DataType] = {
     "partition_date": pl.Date(),
@@ -57,6 +64,10 @@ NOT_UTF8 = "not_utf8"
 TRUNCATED_GZIP = "truncated_gzip"
 NOT_GZIP = "not_gzip"
 UNREADABLE_FILE = "unreadable_file"
+# A file past one of its limits (UploadLimits): cut there, the reason names the limit.
+FILE_TOO_LARGE = "file_too_large"
+TOO_MANY_LINES = "too_many_lines"
+LINE_TOO_LONG = "line_too_long"
 
 _JSON_NUMBER_TYPES = ("BIGINT", "UBIGINT", "HUGEINT", "DOUBLE")
 
@@ -74,48 +85,161 @@ class FileRead:
     escaped_text: str | None = None
 
 
-def gunzip(data: bytes) -> tuple[bytes, str | None]:
-    """Every member of a gzip file (appending to a .gz adds a member) and truncated_gzip / not_gzip or None.
+@dataclass(frozen=True)
+class UploadLimits:
+    """What one upload may hold (decompressed): past a limit the file is cut (see :func:`bounded_bytes`)."""
 
-    Trailing zero padding is ignored, as gzip does. Bytes after a complete member that are not another
-    member are ``not_gzip``: the members before them are kept. Each member's input is fed in slices that
-    double from 256 bytes, so what zlib copies past a member's end stays within the member's own size
-    (many tiny members are not quadratic).
+    max_bytes: int = MAX_FILE_BYTES
+    max_lines: int = MAX_FILE_LINES
+    max_line_bytes: int = MAX_LINE_BYTES
+
+    @classmethod
+    def from_environment(cls) -> UploadLimits:
+        from resources.settings import upload_limits
+
+        return cls(*upload_limits())
+
+
+_PIECE = 1 << 20  # decompressed bytes per step: what a stream holds beyond the kept lines
+_TAIL_BYTES = 1024  # how much of a cut file's remainder raw_usage keeps as its last line
+
+
+def gunzip_pieces(chunks: Iterable[bytes]) -> Generator[bytes, None, str | None]:
+    """Decompress gzip data arriving in ``chunks`` at most ``_PIECE`` bytes at a time; returns truncated_gzip /
+    not_gzip or None when the stream is done.
+
+    Every member is read (appending to a .gz adds one); trailing zero padding is ignored, as gzip does. Bytes
+    after a complete member that are neither another member nor padding are ``not_gzip``: the members before
+    them are kept. An empty file is ``truncated_gzip``.
     """
-    out: list[bytes] = []
-    view = memoryview(data)
-    pos = 0
+    decompressor = zlib.decompressobj(wbits=31)
+    in_member = started = padding = False
+    for chunk in chunks:
+        data = chunk
+        while data:
+            if padding:
+                if data.strip(b"\0"):
+                    return NOT_GZIP
+                break
+            try:
+                out = decompressor.decompress(data, _PIECE)
+            except zlib.error:
+                return NOT_GZIP
+            in_member = started = True
+            if out:
+                yield out
+            if decompressor.eof:
+                data = decompressor.unused_data
+                decompressor = zlib.decompressobj(wbits=31)
+                in_member = False
+                if data and not data.strip(b"\0"):
+                    padding = True
+                    break
+            else:
+                data = decompressor.unconsumed_tail
+    if padding or (started and not in_member):
+        return None
+    if in_member:
+        out = decompressor.flush()
+        if out:
+            yield out
+    return TRUNCATED_GZIP
+
+
+def gunzip(data: bytes) -> tuple[bytes, str | None]:
+    """Every member of gzip ``data`` and truncated_gzip / not_gzip or None (see :func:`gunzip_pieces`)."""
+    pieces: list[bytes] = []
+    stream = gunzip_pieces([data])
     while True:
-        decompressor = zlib.decompressobj(wbits=31)
-        size = 256
         try:
-            while not decompressor.eof and pos < len(data):
-                piece = view[pos:pos + size]
-                pos += len(piece)
-                size = min(size * 2, 1 << 20)
-                out.append(decompressor.decompress(piece))
-            out.append(decompressor.flush())
-        except zlib.error:
-            return b"".join(out), NOT_GZIP
-        if not decompressor.eof:
-            return b"".join(out), TRUNCATED_GZIP
-        pos -= len(decompressor.unused_data)
-        if pos == len(data) or (data[pos] == 0 and data.count(b"\0", pos) == len(data) - pos):
-            return b"".join(out), None
+            pieces.append(next(stream))
+        except StopIteration as done:
+            return b"".join(pieces), done.value
 
 
-def decode_upload(data: bytes, gzipped: bool) -> FileRead:
-    """Decompress (tolerating truncation) and decode one upload's bytes."""
+def _plain(chunks: Iterable[bytes]) -> Generator[bytes, None, None]:
+    yield from chunks
+    return None
+
+
+def _nth_newline(data: bytes | bytearray, n: int, start: int = 0) -> int:
+    """Index of the ``n``-th newline of ``data`` from ``start`` (n >= 1; the caller knows there are that many)."""
+    pos = start - 1
+    for _ in range(n):
+        pos = data.find(b"\n", pos + 1)
+    return pos
+
+
+def bounded_bytes(stream: Generator[bytes, None, str | None], limits: UploadLimits,
+                  ) -> tuple[bytes, str | None, str | None]:
+    """(bytes, problem, tail) of a decompressed stream, never holding more than ``limits`` allow.
+
+    The rule when a limit is passed: the complete lines before the point where it is passed are kept and judged
+    like any others; reading stops there (the stream is closed, the rest never decompressed), and the file gets
+    the reason ``line_too_long`` (a line longer than ``max_line_bytes``), ``too_many_lines`` (more than
+    ``max_lines`` lines) or ``file_too_large`` (more than ``max_bytes`` bytes), with the first kilobyte after
+    the cut as its tail. Without a limit passed, the stream's own problem (truncated_gzip, not_gzip) is returned.
+    """
+    kept = bytearray()
+    lines = 0
+    current = 0  # bytes of the unfinished last line
     problem = None
-    tail = None
-    if gzipped:
-        data, problem = gunzip(data)
-        if problem == NOT_GZIP and not data:
-            return FileRead(text="", problem=NOT_GZIP)
-        if problem == TRUNCATED_GZIP:
-            cut = data.rfind(b"\n") + 1
-            data, tail_bytes = data[:cut], data[cut:]
-            tail = tail_bytes.decode("utf-8", errors="replace")
+    cut = None
+    while True:
+        try:
+            piece = next(stream)
+        except StopIteration as done:
+            return bytes(kept), done.value, None
+        newlines = piece.count(b"\n")
+        if newlines == 0:
+            longest_end = current + len(piece)
+        else:
+            inner = piece.split(b"\n")
+            longest_end = max(current + len(inner[0]), max((len(x) for x in inner[1:-1]), default=0))
+        if longest_end > limits.max_line_bytes:
+            problem = LINE_TOO_LONG
+            # cut before the first line that is too long (the unfinished one carried over counts from its start)
+            offset = 0
+            for k, part in enumerate(inner if newlines else [piece]):
+                if (current + len(part) if k == 0 else len(part)) > limits.max_line_bytes:
+                    cut = len(kept) - current if k == 0 else len(kept) + offset
+                    break
+                offset += len(part) + 1
+            kept += piece
+        elif lines + newlines > limits.max_lines:
+            problem = TOO_MANY_LINES
+            cut = len(kept) + _nth_newline(piece, limits.max_lines - lines) + 1 if limits.max_lines > lines \
+                else len(kept) - current
+            kept += piece
+        elif len(kept) + len(piece) > limits.max_bytes:
+            problem = FILE_TOO_LARGE
+            room = piece[:limits.max_bytes - len(kept)]
+            last = room.rfind(b"\n")
+            cut = len(kept) + last + 1 if last >= 0 else len(kept) - current
+            kept += piece
+        else:
+            kept += piece
+            lines += newlines
+            current = current + len(piece) if newlines == 0 else len(piece) - piece.rfind(b"\n") - 1
+            continue
+        stream.close()  # stop reading: the rest of the file is never decompressed
+        tail = bytes(kept[cut:cut + _TAIL_BYTES])
+        del kept[cut:]
+        return bytes(kept), problem, tail.decode("utf-8", errors="replace")
+
+
+def decode_upload(data: bytes | Iterable[bytes], gzipped: bool, limits: UploadLimits | None = None) -> FileRead:
+    """Decompress (tolerating truncation), bound (see :func:`bounded_bytes`) and decode one upload's bytes
+    (all of them, or an iterable of chunks read as a stream)."""
+    chunks = [data] if isinstance(data, bytes | bytearray) else data
+    stream = gunzip_pieces(chunks) if gzipped else _plain(chunks)
+    data, problem, tail = bounded_bytes(stream, limits or UploadLimits())
+    if problem == NOT_GZIP and not data:
+        return FileRead(text="", problem=NOT_GZIP)
+    if problem == TRUNCATED_GZIP:
+        cut = data.rfind(b"\n") + 1
+        data, tail_bytes = data[:cut], data[cut:]
+        tail = tail_bytes.decode("utf-8", errors="replace")
     try:
         return FileRead(text=data.decode("utf-8").removeprefix("\ufeff"), problem=problem, tail=tail)
     except UnicodeDecodeError:
@@ -124,14 +248,14 @@ def decode_upload(data: bytes, gzipped: bool) -> FileRead:
                         escaped_text=data.decode("utf-8", errors="backslashreplace").removeprefix("\ufeff"))
 
 
-def read_upload(file: LandingFile) -> FileRead:
+def read_upload(file: LandingFile, limits: UploadLimits | None = None) -> FileRead:
     if file.problem:
         return FileRead(text="", problem=file.problem)
     try:
-        data = file.read_bytes()  # a local file or an object-store key (resources.landing)
+        # a local file or an object-store key (resources.landing), read as a stream of chunks
+        return decode_upload(file.chunks(), gzipped=file.name.endswith(".gz"), limits=limits)
     except OSError as exc:
         return FileRead(text="", problem=UNREADABLE_FILE, tail=f"{type(exc).__name__}: {exc.strerror or exc}")
-    return decode_upload(data, gzipped=file.name.endswith(".gz"))
 
 
 def split_lines(text: str) -> pl.Series:
@@ -147,11 +271,13 @@ _LINES_SCHEMA = {"raw_line": pl.String, "source_file": pl.String, "file_hub_id":
 _MANIFEST_COLUMNS = ("source_file", "size_bytes", "mtime_ns", "lines", "problem")
 
 
-def file_lines(files: Iterable[LandingFile]) -> Iterator[tuple[pl.DataFrame, dict]]:
+def file_lines(files: Iterable[LandingFile], limits: UploadLimits | None = None,
+               ) -> Iterator[tuple[pl.DataFrame, dict]]:
     """Each file's lines (one row per line, file-level problems attached) and its manifest row, one file at a
-    time."""
+    time; ``limits`` default to the environment's (:meth:`UploadLimits.from_environment`)."""
+    limits = limits or UploadLimits.from_environment()
     for file in files:
-        read = read_upload(file)
+        read = read_upload(file, limits)
         lines = split_lines(read.text)
         invalid = (lines != split_lines(read.escaped_text)) if read.invalid_utf8 else None
         frame = pl.DataFrame({"raw_line": lines}).with_columns(

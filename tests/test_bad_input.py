@@ -9,6 +9,7 @@ unreadable file remainder) = device_usage rows + quarantine rows, line by line.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gzip
 import io
@@ -17,6 +18,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -177,14 +179,96 @@ def test_non_utf8_bytes_quarantine_only_their_line(tmp_path):
 
 
 @pytest.mark.parametrize("valid", [True, False])
-def test_ten_megabyte_line(tmp_path, valid):
-    """A 10 MB line (a record with a huge extra field, or the same cut short) is parsed or quarantined."""
+def test_ten_megabyte_line(tmp_path, monkeypatch, valid):
+    """A 10 MB line (a record with a huge extra field, or the same cut short) is parsed or quarantined when the
+    line limit allows it (SMART_HOME_MAX_LINE_BYTES raised to 16 MiB here)."""
+    monkeypatch.setenv("SMART_HOME_MAX_LINE_BYTES", str(16 * 2**20))
     line = json.dumps(event(DAY, 0, firmware_dump="x" * 10_000_000))
     write_upload(tmp_path, DAY, "hub-0001", [line if valid else line[:-2], event(DAY, 1)])
     raw, _, result = run(tmp_path)
     assert_conserved(raw, result, 2)
     assert result.device_usage.height == (2 if valid else 1)
     assert reasons(result) == ([] if valid else ["not_json"])
+
+
+# -- limits: what one upload can make a step hold ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("shape,reason,kept", [
+    ("long_line", "line_too_long", 2),  # the default line limit is 1 MiB
+    ("many_lines", "too_many_lines", 5),  # SMART_HOME_MAX_FILE_LINES=5
+    ("many_bytes", "file_too_large", 3),  # SMART_HOME_MAX_FILE_BYTES: 3.5 records
+])
+def test_an_upload_past_a_limit_is_cut_there_with_a_reason_that_names_the_file(tmp_path, monkeypatch, gz, shape,
+                                                                                reason, kept):
+    """The complete lines before the limit are kept and judged like any others; the rest of the file is not read,
+    and one more line carries the reason (its raw_line: the first kilobyte after the cut)."""
+    records = [json.dumps(event(DAY, n)) for n in range(8)]
+    if shape == "long_line":
+        records.insert(2, json.dumps(event(DAY, 99, firmware_dump="x" * 2**20)))
+    elif shape == "many_lines":
+        monkeypatch.setenv("SMART_HOME_MAX_FILE_LINES", "5")
+    else:
+        monkeypatch.setenv("SMART_HOME_MAX_FILE_BYTES", str(int(3.5 * (len(records[0]) + 1))))
+    write_upload(tmp_path, DAY, "hub-0001", records, gz=gz)
+    write_upload(tmp_path, DAY, "hub-0002", [event(DAY, 0, hub="hub-0002")])
+    raw, manifest, result = run(tmp_path)
+    name = f"{DAY}/hub-0001.jsonl" + (".gz" if gz else "")
+    assert dict(manifest.select("source_file", "problem").rows())[name] == reason
+    assert_conserved(raw, result, kept + 1 + 1)
+    assert reasons(result) == [reason]
+    assert sorted(result.device_usage.filter(pl.col("hub_id") == "hub-0001")["line_number"]) == list(range(1, kept + 1))
+    tail = raw.filter(pl.col("parse_error") == reason)["raw_line"][0]
+    assert 0 < len(tail) <= 1024 and (tail.startswith('{"event_id"'))
+
+
+@pytest.mark.slow
+def test_a_decompression_bomb_is_refused_within_a_bounded_memory(tmp_path):
+    """1 GiB of valid lines in a ~1 MiB .gz, then one line of 1 GiB with no newline: raw_usage ingests each in a
+    subprocess whose resident memory is capped (it is killed above 1.5 GiB), and refuses the file where the
+    default limits are passed, having decompressed no more than the limit."""
+    import subprocess
+    import sys
+
+    line = (json.dumps(event(DAY, 0)) + "\n").encode()
+    bombs = {"lines": (line, {"file_too_large", "too_many_lines"}), "one_line": (b"x" * 4096, {"line_too_long"})}
+    for name, (unit, reason) in bombs.items():
+        landing = tmp_path / name
+        (landing / DAY).mkdir(parents=True)
+        with gzip.open(landing / DAY / "hub-0001.jsonl.gz", "wb", compresslevel=9) as f:
+            block = unit * (2**24 // len(unit))
+            for _ in range(2**30 // len(block)):
+                f.write(block)
+        assert (landing / DAY / "hub-0001.jsonl.gz").stat().st_size < 8 * 2**20
+        script = (
+            "import datetime as dt, resource, sys\n"
+            "from resources import LandingZone\n"
+            "from smart_home_assets.ingest import ingest_day\n"
+            f"files = LandingZone(path={str(landing)!r}).files_for_day({DAY!r})\n"
+            "raw, manifest = ingest_day(" + repr(DAY) + ", files, dt.datetime.now(dt.timezone.utc))\n"
+            "print('RESULT', manifest['problem'][0], raw.height, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+        cap = 1536 * 2**20  # watched below (an address-space rlimit would trip on the engines' reservations)
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=Path(__file__).resolve().parents[1])
+        peak = 0
+        while proc.poll() is None:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                found = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{proc.pid}/status").read_text())
+                rss = int(found.group(1)) * 1024 if found else 0  # no VmRSS once it has exited
+                peak = max(peak, rss)
+                if rss > cap:
+                    proc.kill()
+                    pytest.fail(f"{name}: resident memory {rss / 2**20:.0f} MiB above the cap")
+            time.sleep(0.05)
+        out, err = proc.communicate()
+        assert proc.returncode == 0, err.decode()[-3000:]
+        result = [ln for ln in out.decode().splitlines() if ln.startswith("RESULT ")]
+        assert result, out.decode()[-2000:]
+        problem, rows, maxrss_kib = result[-1].split()[1:]
+        assert problem in reason, (name, problem)
+        print(f"{name}: {problem}, {rows} raw rows, peak RSS {int(maxrss_kib) // 1024} MiB")
+        assert int(maxrss_kib) * 1024 < cap, (name, int(maxrss_kib) // 1024)
 
 
 # -- line shapes -----------------------------------------------------------------------------------------

@@ -46,7 +46,8 @@ def landing(tmp_path):
     root = tmp_path / "landing"
     simulate_fleet(root, hubs=12, days=1, start=dt.date.fromisoformat(DAY), fault_rate=0.05, seed=11,
                    events_per_hub=40)
-    # one hub uploads the day twice, as .jsonl.gz and .jsonl: its repeats span two files of one batch
+    # one hub uploads the day twice, as .jsonl.gz and .jsonl: two files of one hub, kept in one batch (every
+    # line of both is conflicting_upload)
     write_upload(root, DAY, "hub-dup", [event(DAY, i, hub="hub-dup") for i in range(6)], gz=True)
     write_upload(root, DAY, "hub-dup", [event(DAY, i, hub="hub-dup") for i in range(3, 9)], gz=False)
     return root
@@ -94,7 +95,7 @@ def test_assets_and_checks_in_small_batches_equal_one_batch_per_day(landing, tmp
     assert batched_checks == whole_checks
     assert all(passed for name, (passed, _) in batched_checks.items() if name != "check_quality_score")
     quarantine = batched_tables["device_usage_quarantine"]
-    assert quarantine.filter(pl.col("hub_id") == "hub-dup")["reason"].to_list() == ["duplicate_event_id"] * 3
+    assert quarantine.filter(pl.col("hub_id") == "hub-dup")["reason"].to_list() == ["conflicting_upload"] * 12
     assert whole_checks["check_rows_conserved"][1]["raw_lines"] == batched_tables["raw_usage"].height
 
 
