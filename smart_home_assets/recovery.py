@@ -35,14 +35,26 @@ def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     return None
 
 
-def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
-    """Mark in-progress runs whose process is gone as failed and free their concurrency slots; their ids."""
+# Set by the project's executor on every run it executes (smart_home_assets/executors.py): the machine the run's
+# process lives on, so a run on another machine is never judged by a pid that means nothing here.
+RUN_HOST_TAG = "smart_home/host"
+
+
+def recover_dead_runs(instance: dg.DagsterInstance, *, host: str | None = None, exclude: str | None = None,
+                      by: str = "smart-home recover") -> list[str]:
+    """Mark in-progress runs whose process is gone as failed and free their concurrency slots; their ids.
+
+    ``host``: only runs tagged with that host (:data:`RUN_HOST_TAG`); ``exclude``: a run id never to touch.
+    """
     recovered = []
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS)):
+    filters = dg.RunsFilter(statuses=IN_PROGRESS, tags={RUN_HOST_TAG: host} if host else {})
+    for run in instance.get_runs(filters=filters):
+        if run.run_id == exclude:
+            continue
         pid = run_pid(instance, run.run_id)
         if pid is None or _alive(pid):
             continue
-        instance.report_run_failed(run, f"the run's process (pid {pid}) is gone: recovered by smart-home recover")
+        instance.report_run_failed(run, f"the run's process (pid {pid}) is gone: recovered by {by}")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         recovered.append(run.run_id)
     return recovered
