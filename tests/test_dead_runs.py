@@ -92,3 +92,59 @@ def test_a_killed_cli_run_does_not_block_the_next_one(env):
             os.environ.pop("DAGSTER_HOME", None)
         else:
             os.environ["DAGSTER_HOME"] = previous_home
+
+
+def test_a_step_waiting_for_a_pool_slot_sleeps_until_its_next_claim():
+    """Dagster 1.13.27's wait is ``min([0, ...])``, never positive: a blocked step re-claimed in a busy loop (a
+    core at 100 %). The project's executor module replaces it; the wait is the time to the next claim."""
+    from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+
+    import smart_home_assets.executors as executors
+
+    probe = InstanceConcurrencyContext.__new__(InstanceConcurrencyContext)
+    probe._pending_claims, probe._pending_timeouts = {"step"}, {"step": time.time() + 3.0}
+    assert 2.0 < probe.interval_to_next_pending_claim_check() <= 3.0
+    probe._pending_timeouts = {"step": time.time() + 600.0}
+    assert probe.interval_to_next_pending_claim_check() == executors.MAX_CLAIM_WAIT_S
+    probe._pending_timeouts = {"step": time.time() - 1.0}
+    assert probe.interval_to_next_pending_claim_check() == 0.0
+    assert not executors._claim_wait_spins()
+
+
+def test_sigterm_ends_a_run_that_waits_for_a_slot_and_releases_its_claim(env):
+    """A live run holds the only slot; a second CLI run waits for it. SIGTERM ends the waiting run at once (it
+    used to ignore SIGTERM and SIGINT until SIGKILL): the run is marked failed and its pending claim is gone."""
+    import dagster as dg
+
+    previous_home = os.environ.get("DAGSTER_HOME")
+    try:
+        with instance_of(env) as instance:
+            storage = instance.event_log_storage
+            storage.initialize_concurrency_limit_to_default("duckdb")
+            assert storage.claim_concurrency_slot("duckdb", "a-live-holder", "its-step", 0).is_claimed
+            waiting = subprocess.Popen(materialize(DAY_B), env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            try:
+                deadline = time.monotonic() + 240
+                while time.monotonic() < deadline and not any(
+                        p.run_id != "a-live-holder" for p in storage.get_concurrency_info("duckdb").pending_steps):
+                    time.sleep(0.2)
+                (blocked,) = [p.run_id for p in storage.get_concurrency_info("duckdb").pending_steps
+                              if p.run_id != "a-live-holder"]
+                time.sleep(2)  # well inside the wait
+                waiting.send_signal(signal.SIGTERM)
+                output, _ = waiting.communicate(timeout=60)  # a bound to fail with its output, not a timing
+            finally:
+                if waiting.poll() is None:
+                    os.killpg(waiting.pid, signal.SIGKILL)
+            assert waiting.returncode != 0
+            assert "received SIGTERM" in output, output[-3000:]
+            assert instance.get_run_by_id(blocked).status == dg.DagsterRunStatus.FAILURE
+            info = storage.get_concurrency_info("duckdb")
+            assert {s.run_id for s in info.claimed_slots} == {"a-live-holder"}
+            assert blocked not in {p.run_id for p in info.pending_steps}
+    finally:
+        if previous_home is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = previous_home
