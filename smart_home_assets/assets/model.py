@@ -102,7 +102,7 @@ def dask_trainer(warehouse: Warehouse, config: UsageModelConfig, client) -> Trai
     """Fits on the cluster: workers read their own training days; the step reads only the days it scores."""
     from smart_home_assets import distributed_training as dist
 
-    days = dist.feature_days(warehouse)[:-1]  # the newest day has no label yet
+    days = dist.labeled_days(warehouse, config.silent_next_day_is_unknown)
     types = training.device_type_categories(warehouse.query(f"SELECT DISTINCT device_type FROM {USAGE_FEATURES}"))
 
     def fit(before: dt.date | None, params: dict) -> tuple[Any, int]:
