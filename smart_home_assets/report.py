@@ -143,7 +143,7 @@ def print_model_summary(warehouse_path: Path) -> bool:
               f"skill {summary['backtest_skill']:+.3f} against the best baseline (per fold: {folds})")
         for name, mae in sorted(summary["baselines_mae"].items(), key=lambda kv: kv[1]):
             print(f"  baseline {name:<24} backtest MAE {mae:.1f} Wh")
-    print(f"  decision: {summary['newest_reason']}")
+    print(f"  promoted={summary['newest_promoted']}: {summary['newest_reason']}")
     if summary["champion_version"] is None:
         print("no champion yet")
         return False
