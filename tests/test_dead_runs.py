@@ -47,29 +47,23 @@ def env(tmp_path):
 
 
 def instance_of(env):
+    """The CLI runs' instance, opened from its folder (this process's DAGSTER_HOME is left alone)."""
     import dagster as dg
 
-    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
-    return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
 
 
 @pytest.fixture(autouse=True)
 def instance_created_first(env):
     """Create the instance's storage before any CLI run starts: two processes creating a fresh SQLite instance
     at once race on its schema."""
-    previous_home = os.environ.get("DAGSTER_HOME")
     with instance_of(env):
         pass
-    if previous_home is None:
-        os.environ.pop("DAGSTER_HOME", None)
-    else:
-        os.environ["DAGSTER_HOME"] = previous_home
 
 
 def test_a_killed_cli_run_does_not_block_the_next_one(env):
     import dagster as dg
 
-    previous_home = os.environ.get("DAGSTER_HOME")
     victim = subprocess.Popen(materialize(DAY_A), env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -101,10 +95,6 @@ def test_a_killed_cli_run_does_not_block_the_next_one(env):
     finally:
         if victim.poll() is None:
             os.killpg(victim.pid, signal.SIGKILL)
-        if previous_home is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = previous_home
 
 
 def test_a_step_waiting_for_a_pool_slot_sleeps_until_its_next_claim():
@@ -129,38 +119,31 @@ def test_sigterm_ends_a_run_that_waits_for_a_slot_and_releases_its_claim(env):
     used to ignore SIGTERM and SIGINT until SIGKILL): the run is marked failed and its pending claim is gone."""
     import dagster as dg
 
-    previous_home = os.environ.get("DAGSTER_HOME")
-    try:
-        with instance_of(env) as instance:
-            storage = instance.event_log_storage
-            storage.initialize_concurrency_limit_to_default("duckdb")
-            assert storage.claim_concurrency_slot("duckdb", "a-live-holder", "its-step", 0).is_claimed
-            waiting = subprocess.Popen(materialize(DAY_B), env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True, start_new_session=True)
-            try:
-                deadline = time.monotonic() + 240
-                while time.monotonic() < deadline and not any(
-                        p.run_id != "a-live-holder" for p in storage.get_concurrency_info("duckdb").pending_steps):
-                    time.sleep(0.2)
-                (blocked,) = [p.run_id for p in storage.get_concurrency_info("duckdb").pending_steps
-                              if p.run_id != "a-live-holder"]
-                time.sleep(2)  # well inside the wait
-                waiting.send_signal(signal.SIGTERM)
-                output, _ = waiting.communicate(timeout=60)  # a bound to fail with its output, not a timing
-            finally:
-                if waiting.poll() is None:
-                    os.killpg(waiting.pid, signal.SIGKILL)
-            assert waiting.returncode != 0
-            assert "received SIGTERM" in output, output[-3000:]
-            assert instance.get_run_by_id(blocked).status == dg.DagsterRunStatus.FAILURE
-            info = storage.get_concurrency_info("duckdb")
-            assert {s.run_id for s in info.claimed_slots} == {"a-live-holder"}
-            assert blocked not in {p.run_id for p in info.pending_steps}
-    finally:
-        if previous_home is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = previous_home
+    with instance_of(env) as instance:
+        storage = instance.event_log_storage
+        storage.initialize_concurrency_limit_to_default("duckdb")
+        assert storage.claim_concurrency_slot("duckdb", "a-live-holder", "its-step", 0).is_claimed
+        waiting = subprocess.Popen(materialize(DAY_B), env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and not any(
+                    p.run_id != "a-live-holder" for p in storage.get_concurrency_info("duckdb").pending_steps):
+                time.sleep(0.2)
+            (blocked,) = [p.run_id for p in storage.get_concurrency_info("duckdb").pending_steps
+                          if p.run_id != "a-live-holder"]
+            time.sleep(2)  # well inside the wait
+            waiting.send_signal(signal.SIGTERM)
+            output, _ = waiting.communicate(timeout=60)  # a bound to fail with its output, not a timing
+        finally:
+            if waiting.poll() is None:
+                os.killpg(waiting.pid, signal.SIGKILL)
+        assert waiting.returncode != 0
+        assert "received SIGTERM" in output, output[-3000:]
+        assert instance.get_run_by_id(blocked).status == dg.DagsterRunStatus.FAILURE
+        info = storage.get_concurrency_info("duckdb")
+        assert {s.run_id for s in info.claimed_slots} == {"a-live-holder"}
+        assert blocked not in {p.run_id for p in info.pending_steps}
 
 
 def test_sigterm_ends_a_run_while_its_step_holds_the_slot_and_frees_it(env):
@@ -168,7 +151,6 @@ def test_sigterm_ends_a_run_while_its_step_holds_the_slot_and_frees_it(env):
     (no recovery needed), and the next run succeeds."""
     import dagster as dg
 
-    previous_home = os.environ.get("DAGSTER_HOME")
     victim = subprocess.Popen(materialize(DAY_A), env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -194,7 +176,3 @@ def test_sigterm_ends_a_run_while_its_step_holds_the_slot_and_frees_it(env):
     finally:
         if victim.poll() is None:
             os.killpg(victim.pid, signal.SIGKILL)
-        if previous_home is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = previous_home
