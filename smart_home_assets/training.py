@@ -28,7 +28,6 @@ scaled by the level and taken per device type (:class:`IntervalCalibration`).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field

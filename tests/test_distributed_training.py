@@ -5,7 +5,6 @@ and the model it returns forecasts as well as the one trained in a single proces
 import datetime as dt
 
 import lightgbm
-import polars as pl
 import pytest
 
 from resources import Warehouse
