@@ -69,9 +69,9 @@ def current_scale() -> Scale:
 # Every setting of the project is reset to its embedded default (in-process executor, DuckDB warehouse, ...):
 # a benchmark measures the default deployment, whatever the shell that starts it has set.
 _PROJECT_VARS = ("SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV", "SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE",
-                 "SMART_HOME_DEVICE_CATALOG", "SMART_HOME_PARTITIONS_START", "SMART_HOME_EXECUTOR",
-                 "SMART_HOME_DASK_SCHEDULER", "SMART_HOME_DASK_WORKERS", "SMART_HOME_WAREHOUSE_BACKEND",
-                 "SMART_HOME_DELTA_URI", "MLFLOW_TRACKING_URI")
+                 "SMART_HOME_DEVICE_CATALOG", "SMART_HOME_PARTITIONS_START", "SMART_HOME_PARTITIONS_END",
+                 "SMART_HOME_EXECUTOR", "SMART_HOME_DASK_SCHEDULER", "SMART_HOME_DASK_WORKERS",
+                 "SMART_HOME_WAREHOUSE_BACKEND", "SMART_HOME_DELTA_URI", "MLFLOW_TRACKING_URI")
 
 
 def isolated_env(root: Path, landing: Path | None = None, migrate: bool = True) -> dict[str, str]:

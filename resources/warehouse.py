@@ -9,6 +9,7 @@ name, and table/column names are checked identifiers, never text taken from data
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ from pydantic import Field
 
 from resources.settings import default_warehouse_path
 
+log = logging.getLogger(__name__)
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 PARTITION_COLUMN = "partition_date"
 # DuckDB's memory while a staged partition is inserted (replace_partition_in_batches); beyond it DuckDB spills.
@@ -77,8 +79,8 @@ class Warehouse(DuckDBResource):
     @contextmanager
     def connect(self):
         """A read-write connection, retried with backoff (about 100 s) only while another process holds the
-        file lock; any other error (read-only file system, no such folder, no space) fails at once, naming
-        the file. (DuckDBResource.get_connection retries every IOException for 100 s.)"""
+        file lock (each retry logged as a warning); any other error (read-only file system, no such folder, no
+        space) fails at once, naming the file. (DuckDBResource.get_connection retries every IOException for 100 s.)"""
         path = self.path()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +261,7 @@ LOCK_RETRY_DELAYS_S = tuple(0.1 * 2**i for i in range(10))  # 0.1 s .. 51.2 s, a
 
 
 def _connect_read_write(path: Path, config: dict) -> duckdb.DuckDBPyConnection:
-    for delay in (*LOCK_RETRY_DELAYS_S, None):
+    for retry, delay in enumerate((*LOCK_RETRY_DELAYS_S, None), start=1):
         try:
             return duckdb.connect(str(path), read_only=False, config=config)
         except duckdb.IOException as exc:
@@ -268,6 +270,8 @@ def _connect_read_write(path: Path, config: dict) -> duckdb.DuckDBPyConnection:
             if delay is None:
                 raise WarehouseError(f"warehouse {path} stayed locked by another process for about "
                                      f"{sum(LOCK_RETRY_DELAYS_S):.0f} s: {exc}") from exc
+            log.warning("warehouse %s is locked by another process: retry %d of %d in %.1f s", path, retry,
+                        len(LOCK_RETRY_DELAYS_S), delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import signal
 import socket
@@ -34,6 +35,7 @@ from smart_home_assets.sensors import landing_zone_sensor
 from smart_home_assets.simulate import simulate_fleet
 from smart_home_assets.tables import RAW_USAGE, RAW_USAGE_FILES, USAGE_FEATURES
 from tests.conftest import event, simulated_features, write_upload
+from tests.sensor_ticks import NOTHING_NEW, Tick, evaluate
 
 START, DAYS = dt.date(2026, 1, 5), 40
 LAST = START + dt.timedelta(days=DAYS - 1)
@@ -289,8 +291,9 @@ def test_read_only_data_directory_fails_fast_naming_the_warehouse_and_keeps_its_
     assert ingest(DAY_B).success  # writable again: the day goes in
 
 
-def test_a_warehouse_locked_by_another_process_is_waited_for_not_failed(project_env):
-    """Only a lock conflict is retried (DuckDB allows one writer per file; an analyst's session may hold it)."""
+def test_a_warehouse_locked_by_another_process_is_waited_for_not_failed(project_env, caplog):
+    """Only a lock conflict is retried (DuckDB allows one writer per file; an analyst's session may hold it).
+    The retries are asserted from the warning each one logs: a write that found the file free proves nothing."""
     write_upload(project_env["landing"], DAY_A, "hub-0001", [event(DAY_A, n) for n in range(5)])
     assert ingest(DAY_A).success
     holder = subprocess.Popen(
@@ -299,11 +302,15 @@ def test_a_warehouse_locked_by_another_process_is_waited_for_not_failed(project_
          "print('locked', flush=True)\ntime.sleep(3)\ncon.close()\n"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        result = ingest(DAY_A)
+        with caplog.at_level(logging.WARNING, logger="resources.warehouse"):
+            result = ingest(DAY_A)
     finally:
         holder.wait(timeout=30)
     assert result.success
-    # the holder kept the file locked for 3 s: without the retry on lock conflicts the write would have failed
+    retries = [r.getMessage() for r in caplog.records
+               if r.name == "resources.warehouse" and "is locked by another process: retry" in r.getMessage()]
+    # the holder kept the file locked for 3 s: the write had to wait, and got through only by retrying
+    assert retries and all(str(project_env["warehouse"]) in m for m in retries), caplog.text
 
 
 def test_a_warehouse_path_that_cannot_exist_fails_naming_it(project_env, monkeypatch):
@@ -349,14 +356,10 @@ def test_disk_full_fails_clearly_and_keeps_the_previous_partitions(project_env, 
 # --- landing zone -------------------------------------------------------------------------------------------
 
 
-def sensor_tick(landing: Path, cursor: str | None = None):
+def sensor_tick(landing: Path, cursor: str | None = None) -> Tick:
     context = dg.build_sensor_context(cursor=cursor, resources={
         "landing": LandingZone(path=str(landing)), "warehouse": Warehouse(database=str(landing.parent / "w.duckdb"))})
-    return landing_zone_sensor(context)
-
-
-def requests_of(result) -> list[tuple[str, str]]:
-    return [(r.partition_key, r.run_key) for r in result.run_requests]
+    return evaluate(landing_zone_sensor, context)
 
 
 @pytest.mark.parametrize("replacement", ["nothing", "a file", "a dangling symlink"])
@@ -365,8 +368,8 @@ def test_landing_zone_that_disappears_is_a_skip_reason_and_the_cursor_survives(t
     write_upload(landing, DAY_A, "hub-0001", [event(DAY_A, 0)])
     write_upload(landing, DAY_B, "hub-0002", [event(DAY_B, 0, hub="hub-0002")])
     first = sensor_tick(landing)
-    issued = requests_of(first)
-    assert [day for day, _ in issued] == [DAY_A, DAY_B]
+    assert first.skip is None
+    assert [day for day, _ in first.requests] == [DAY_A, DAY_B]
 
     parked = tmp_path / "parked"
     landing.rename(parked)  # unmounted, moved away, deleted: gone from its path
@@ -375,13 +378,14 @@ def test_landing_zone_that_disappears_is_a_skip_reason_and_the_cursor_survives(t
     elif replacement == "a dangling symlink":
         landing.symlink_to(tmp_path / "nowhere")
     gone = sensor_tick(landing, first.cursor)  # must not raise
-    assert isinstance(gone, dg.SkipReason), gone
-    assert "landing zone" in gone.skip_message and str(landing.resolve()) in gone.skip_message, gone.skip_message
+    assert gone.requests == [] and gone.cursor == first.cursor, gone  # a bare SkipReason: the cursor survives
+    assert "landing zone" in gone.skip and str(landing.resolve()) in gone.skip, gone.skip
 
     landing.unlink() if landing.is_symlink() or landing.is_file() else None
     parked.rename(landing)  # back, unchanged: nothing new to ingest
     back = sensor_tick(landing, first.cursor)
-    assert requests_of(back) == []
+    assert back.requests == []
+    assert back.skip == NOTHING_NEW
 
 
 def test_a_landing_zone_that_comes_back_empty_then_full_does_not_re_ingest(tmp_path):
@@ -390,15 +394,18 @@ def test_a_landing_zone_that_comes_back_empty_then_full_does_not_re_ingest(tmp_p
     landing = tmp_path / "landing"
     write_upload(landing, DAY_A, "hub-0001", [event(DAY_A, 0)])
     first = sensor_tick(landing)
+    assert first.skip is None and [day for day, _ in first.requests] == [DAY_A]
     parked = tmp_path / "parked"
     landing.rename(parked)
     landing.mkdir()
     empty = sensor_tick(landing, first.cursor)
-    assert not empty.run_requests
+    assert not empty.requests
+    assert empty.skip == NOTHING_NEW and empty.cursor == "{}"  # an empty folder, not an unreadable one
     landing.rmdir()
     parked.rename(landing)
     back = sensor_tick(landing, empty.cursor)
-    assert requests_of(back) == requests_of(first)  # same run keys: deduplicated by Dagster
+    assert back.skip is None
+    assert back.requests == first.requests  # same run keys: deduplicated by Dagster
 
 
 def test_a_file_named_like_a_day_folder_is_ignored_not_an_error(tmp_path):
@@ -407,4 +414,5 @@ def test_a_file_named_like_a_day_folder_is_ignored_not_an_error(tmp_path):
     day = landing / DAY_B
     day.write_text("a file named like a day folder\n")  # not a folder: ignored, not an error
     result = sensor_tick(landing)
-    assert [d for d, _ in requests_of(result)] == [DAY_A]
+    assert result.skip is None
+    assert [d for d, _ in result.requests] == [DAY_A]

@@ -14,6 +14,7 @@ from smart_home_assets.ingest import ingest_day
 from smart_home_assets.sensors import landing_zone_sensor
 from tests.conftest import event, write_upload
 from tests.moto_s3 import moto_server
+from tests.sensor_ticks import NOTHING_NEW, Tick, evaluate
 
 DAY, LATE = "2026-02-10", "2026-02-01"
 NOW = dt.datetime(2026, 2, 11, tzinfo=dt.timezone.utc)
@@ -86,39 +87,48 @@ def manifest_remote_for(remote):
     return ingest_day(DAY, remote.files_for_day(DAY), NOW)[1]
 
 
-def tick(bucket, tmp_path, cursor=None):
+def tick(bucket, tmp_path, cursor=None) -> Tick:
     resources = {"landing": zone(bucket), "warehouse": DeltaWarehouse(uri=str(tmp_path / "delta"))}
-    result = landing_zone_sensor(dg.build_sensor_context(cursor=cursor, resources=resources))
-    if isinstance(result, dg.SkipReason):
-        return [], cursor, result.skip_message
-    return [(r.partition_key, r.run_key) for r in result.run_requests], result.cursor, None
+    return evaluate(landing_zone_sensor, dg.build_sensor_context(cursor=cursor, resources=resources))
 
 
 def test_sensor_new_changed_and_late_files_on_s3(tmp_path, s3, bucket):
     upload(s3, bucket, DAY, "hub-0001", [event(DAY, 0)])
     upload(s3, bucket, LATE, "hub-0001", [event(LATE, 0)])
-    first, cursor, _ = tick(bucket, tmp_path)
-    assert sorted(day for day, _ in first) == [LATE, DAY]
+    first = tick(bucket, tmp_path)
+    assert first.skip is None
+    assert sorted(day for day, _ in first.requests) == [LATE, DAY]
 
+    cursor = first.cursor
     for _ in range(2):  # nothing changed: nothing requested
-        again, cursor, _ = tick(bucket, tmp_path, cursor)
-        assert again == []
+        again = tick(bucket, tmp_path, cursor)
+        assert again.requests == []
+        assert again.skip == NOTHING_NEW  # unchanged, not an unreadable bucket
+        cursor = again.cursor
 
     # a re-upload with other content (a different size: S3's Last-Modified has whole seconds only)
     upload(s3, bucket, DAY, "hub-0001", [event(DAY, 0), event(DAY, 1)])
-    changed, cursor, _ = tick(bucket, tmp_path, cursor)
-    assert [day for day, _ in changed] == [DAY]
-    assert changed[0][1] != dict(first)[DAY]  # a new run key: Dagster drops a repeated one
+    changed = tick(bucket, tmp_path, cursor)
+    assert changed.skip is None
+    assert [day for day, _ in changed.requests] == [DAY]
+    assert changed.requests[0][1] != dict(first.requests)[DAY]  # a new run key: Dagster drops a repeated one
 
     # a late file for an old day re-runs that day only
     upload(s3, bucket, LATE, "hub-0002", [event(LATE, 0, hub="hub-0002")])
-    late, cursor, _ = tick(bucket, tmp_path, cursor)
-    assert [day for day, _ in late] == [LATE]
-    assert late[0][1] != dict(first)[LATE]
+    late = tick(bucket, tmp_path, changed.cursor)
+    assert late.skip is None
+    assert [day for day, _ in late.requests] == [LATE]
+    assert late.requests[0][1] != dict(first.requests)[LATE]
 
     # an upload in progress (dot-name) is not a change; its rename is
     s3.put(f"{bucket}/landing/{DAY}/.hub-0003.jsonl.gz", gzip.compress(b"{}\n"))
-    assert tick(bucket, tmp_path, cursor)[0] == []
+    in_progress = tick(bucket, tmp_path, late.cursor)
+    assert in_progress.requests == []
+    assert in_progress.skip == NOTHING_NEW
+    s3.put(f"{bucket}/landing/{DAY}/hub-0003.jsonl.gz", gzip.compress(b"{}\n"))  # the finished upload
+    finished = tick(bucket, tmp_path, in_progress.cursor)
+    assert finished.skip is None
+    assert [day for day, _ in finished.requests] == [DAY]
 
 
 def test_first_tick_without_cursor_skips_what_raw_usage_already_ingested(tmp_path, s3, bucket):
@@ -127,12 +137,13 @@ def test_first_tick_without_cursor_skips_what_raw_usage_already_ingested(tmp_pat
     warehouse = DeltaWarehouse(uri=str(tmp_path / "delta"))
     raw, manifest = ingest_day(DAY, zone(bucket).files_for_day(DAY), NOW)
     warehouse.replace_partitions({"raw_usage": raw, "raw_usage_files": manifest}, [DAY])
-    requests, _, _ = tick(bucket, tmp_path)
-    assert [day for day, _ in requests] == [LATE]
+    fresh = tick(bucket, tmp_path)
+    assert fresh.skip is None  # the Delta manifest was read: not "cannot read what raw_usage already ingested"
+    assert [day for day, _ in fresh.requests] == [LATE]
 
 
 def test_a_missing_bucket_is_reported_and_skipped(tmp_path, s3, monkeypatch):
     for name, value in s3.env().items():
         monkeypatch.setenv(name, value)
-    requests, _, skip = tick("no-such-bucket-here", tmp_path)
-    assert requests == [] and "does not exist" in skip
+    missing = tick("no-such-bucket-here", tmp_path)
+    assert missing.requests == [] and "does not exist" in missing.skip
