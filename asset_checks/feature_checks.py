@@ -75,6 +75,9 @@ FEATURE_CHECK_SPECS = [
                                   f" days; warns above {PSI_WARN_ABOVE}."),
 ]
 
+# What training must not learn from when it failed (smart_home_assets.check_status reads their state).
+BLOCKING_FEATURE_CHECKS = [spec.key for spec in FEATURE_CHECK_SPECS if spec.blocking]
+
 
 @dg.multi_asset_check(specs=FEATURE_CHECK_SPECS, pool=DUCKDB_POOL, can_subset=False)
 def usage_features_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator:

@@ -92,24 +92,79 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 
 
-def retrain_when_features_land() -> dg.AutomationCondition:
+class NewUpstreamDaysPassedChecks(dg.AutomationCondition):
+    """True for an unpartitioned asset when a partition of ``upstream`` written since the asset's latest
+    materialization has passed its blocking checks (or was written without them).
+
+    Days whose blocking checks failed, or have not finished, are held back: they are not a reason to retrain,
+    and the evaluation's metadata names them with their checks. A later day that passes triggers the retrain,
+    which leaves the held-back days out (``usage_model`` reads the same statuses).
+    """
+
+    def __init__(self, upstream: str):
+        self.upstream = dg.AssetKey(upstream)
+
+    @property
+    def name(self) -> str:
+        return f"new_{self.upstream.to_user_string()}_days_passed_blocking_checks"
+
+    async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        from smart_home_assets.check_status import blocking_check_keys, held_back, partitions_not_passing
+
+        instance = context.asset_graph_view.instance
+        latest = instance.fetch_materializations(context.key, limit=1).records
+        after = latest[0].storage_id if latest else None
+        new_days = instance.get_materialized_partitions(self.upstream, after_cursor=after)
+        not_passing = partitions_not_passing(instance, blocking_check_keys(context.asset_graph, self.upstream),
+                                             context.asset_graph.get(self.upstream).partitions_def)
+        held = held_back(new_days, not_passing)
+        usable = len(new_days) - len(held)
+        return dg.AutomationResult(
+            context=context,
+            true_subset=context.candidate_subset if usable else context.get_empty_subset(),
+            metadata={"new_days": len(new_days), "new_days_passed": usable,
+                      "held_back_days": dg.MetadataValue.json(dict(list(held.items())[:50]))},
+        )
+
+
+def retrain_when_features_land(features: str = "usage_features") -> dg.AutomationCondition:
     """For the unpartitioned model over daily features: retrain once per batch of new feature partitions.
 
     ``eager()`` would never fire while any upstream partition is missing (``any_deps_missing`` covers every
     partition since the start date); this fires on the first update, and waits while upstream runs (a
-    backfill included) are still in progress, so a 30-day backfill leads to one retrain after it.
+    backfill included) are still in progress, so a 30-day backfill leads to one retrain after it. New days
+    whose blocking checks failed or are still running do not count: with nothing else new it waits.
     """
     return (
         dg.AutomationCondition.any_deps_updated().since_last_handled()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
+        & NewUpstreamDaysPassedChecks(features)
     ).with_label("retrain_when_features_land")
+
+
+class UnpartitionedDepRequestedThisTick(dg.AutomationCondition):
+    """True when an unpartitioned upstream (the model) is requested on this tick. ``will_be_requested()`` only
+    sees upstreams that can run in the same run, which an unpartitioned asset never does with a partitioned one."""
+
+    @property
+    def name(self) -> str:
+        return "unpartitioned_dep_requested_this_tick"
+
+    async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        graph = context.asset_graph
+        for parent in graph.get(context.key).parent_keys:
+            requested = context.request_subsets_by_key.get(parent)
+            if requested is not None and not requested.is_empty and graph.get(parent).partitions_def is None:
+                return dg.AutomationResult(context=context, true_subset=context.candidate_subset)
+        return dg.AutomationResult(context=context, true_subset=context.get_empty_subset())
 
 
 def _no_dep_requested_this_tick() -> dg.AutomationCondition:
     # An upstream requested on this tick for another partition key (or unpartitioned, like the model) goes
     # into another run: waiting one tick avoids scoring with the old model or before the actuals exist.
-    return ~dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
+    return (~dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
+            & ~UnpartitionedDepRequestedThisTick())
 
 
 def predict_latest_days(lookback_days: int = 3) -> dg.AutomationCondition:

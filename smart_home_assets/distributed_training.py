@@ -46,21 +46,27 @@ def feature_days(warehouse) -> list[dt.date]:
     return days.get_column("partition_date").to_list()
 
 
-def labeled_days(warehouse, silent_next_day_is_unknown: bool = False) -> list[dt.date]:
+def labeled_days(warehouse, silent_next_day_is_unknown: bool = False,
+                 excluded: Sequence[dt.date] = ()) -> list[dt.date]:
     """The days that have labeled rows, as :func:`training.attach_labels` labels them (a row with enough history
     whose device has a row the next day; with ``silent_next_day_is_unknown``, one with events), computed in the
-    warehouse so that the step never reads the training rows."""
+    warehouse so that the step never reads the training rows. An ``excluded`` day gives no row and no label."""
     events = "AND n.event_count > 0" if silent_next_day_is_unknown else ""
+    skip = " AND f.partition_date NOT IN (SELECT unnest(?::DATE[])) AND n.partition_date NOT IN " \
+           "(SELECT unnest(?::DATE[]))" if excluded else ""
     days = warehouse.query(
         f"SELECT DISTINCT f.partition_date FROM {USAGE_FEATURES} f JOIN {USAGE_FEATURES} n "
         f"ON n.device_id = f.device_id AND n.partition_date = f.partition_date + INTERVAL 1 DAY "
-        f"WHERE f.has_enough_history {events} ORDER BY 1")
+        f"WHERE f.has_enough_history {events}{skip} ORDER BY 1", [list(excluded)] * 2 if excluded else None)
     return [d.date() if isinstance(d, dt.datetime) else d for d in days.get_column("partition_date").to_list()]
 
 
-def load_labeled_days(warehouse, days: Sequence[dt.date], silent_next_day_is_unknown: bool) -> pl.DataFrame:
-    """Labeled feature rows of ``days`` (read with the day after each, where the labels come from)."""
-    keys = sorted({str(d) for d in days} | {str(d + dt.timedelta(days=1)) for d in days})
+def load_labeled_days(warehouse, days: Sequence[dt.date], silent_next_day_is_unknown: bool,
+                      excluded: Sequence[dt.date] = ()) -> pl.DataFrame:
+    """Labeled feature rows of ``days`` (read with the day after each, where the labels come from); an
+    ``excluded`` day is not read, so it is neither a row nor a label."""
+    keys = sorted(({str(d) for d in days} | {str(d + dt.timedelta(days=1)) for d in days})
+                  - {str(d) for d in excluded})
     frame = warehouse.read_partitions(USAGE_FEATURES, keys)
     if frame.is_empty():
         frame = pl.DataFrame(schema=FEATURES_SCHEMA)

@@ -141,6 +141,52 @@ def test_a_better_challenger_moves_the_champion_after_both_are_scored_on_the_sam
     assert "beats" in strong["decision_reason"]
 
 
+@pytest.mark.slow
+def test_a_better_challenger_killed_after_its_backtest_leaves_the_champion(env, project_env):
+    """A real CLI run of usage_model is SIGKILLed once its backtest is logged (read from MLflow, not guessed
+    from a sleep), before it could move the alias: the champion stays. The same training, run again, moves it:
+    the killed challenger was the better one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import mlflow
+
+    from tests.conftest import PROJECT_ROOT
+
+    _, weak = train(env, n_estimators=3, num_leaves=2, learning_rate=0.05)
+    first = str(env["registry"].champion_version().version)
+    env["instance"].get_runs()  # the instance's storage exists before the CLI process opens it
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    cli = subprocess.Popen([dagster, "asset", "materialize", "-m", "smart_home_assets.definitions",
+                            "--select", "usage_model"], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, backtested = time.monotonic() + 600, []
+        while not backtested and cli.poll() is None and time.monotonic() < deadline:
+            backtested = [r for r in mlflow.search_runs(experiment_names=["smart_home_usage"], output_format="list",
+                                                        filter_string="metrics.backtest_mae > 0")
+                          if r.info.run_id != weak["mlflow_run_id"]]
+            time.sleep(0.05)
+        assert backtested and cli.poll() is None, "the CLI run ended before its backtest was seen"
+        os.killpg(cli.pid, signal.SIGKILL)
+        cli.wait()
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+    (killed,) = backtested
+    # killed before its decision was recorded (the alias moves after it)
+    assert "promoted" not in mlflow.MlflowClient().get_run(killed.info.run_id).data.tags
+    assert str(env["registry"].champion_version().version) == first
+
+    result, again = train(env)
+    assert result.success and again["promoted"] is True
+    assert str(env["registry"].champion_version().version) == again["model_version"] != first
+
+
 def test_when_no_model_beats_the_baselines_the_best_baseline_serves(env, features):
     """A fleet so steady that the mean of the last 7 days is exact: no trained model can beat it, and with no
     champion the best baseline is registered as a pyfunc version and becomes champion; predictions come from
@@ -191,6 +237,32 @@ def test_every_materialization_is_its_own_finished_run(env):
     assert mlflow.active_run() is None
 
 
+def test_training_leaves_out_feature_days_whose_blocking_checks_failed(env, features):
+    """One day's features are edited to a negative energy and check_features_valid, run on them, really fails:
+    training leaves that day out as a row and as the label of the day before, and says so."""
+    import mlflow
+
+    from asset_checks import usage_features_checks
+    from smart_home_assets import training
+    from smart_home_assets.assets.features import usage_features
+    from tests.check_runs import check_outcomes, run_checks
+
+    bad = START + dt.timedelta(days=25)
+    with env["resources"]["warehouse"].connect() as conn:
+        conn.execute(f"UPDATE {USAGE_FEATURES} SET energy_roll7_mean = -1 WHERE partition_date = ?", [bad])
+    checked = run_checks(usage_features_checks, [usage_features], str(bad), env["resources"], env["instance"])
+    assert check_outcomes(checked, "check_features_valid") == {False}
+
+    result, meta = train(env)
+    assert result.success
+    assert meta["excluded_feature_days"] == {str(bad): ["check_features_valid: failed"]}
+    assert meta["excluded_feature_day_count"] == 1
+    kept = training.attach_labels(features.filter(pl.col("partition_date") != bad))
+    assert meta["training_rows"] == kept.height < training.attach_labels(features).height
+    run = mlflow.MlflowClient().get_run(meta["mlflow_run_id"])
+    assert run.data.params["excluded_feature_days"] == str(bad)
+
+
 def test_a_failed_training_ends_its_mlflow_run_as_failed_and_keeps_the_champion(env):
     import mlflow
 
@@ -203,12 +275,22 @@ def test_a_failed_training_ends_its_mlflow_run_as_failed_and_keeps_the_champion(
     assert mlflow.active_run() is None
 
 
-def test_predictions_carry_the_champion_version_and_an_interval(env):
+def test_predictions_carry_the_champion_version_and_an_interval_and_skip_short_histories(env):
     train(env)
+    # two devices of the day without enough history (as a device newly paired with its hub has)
+    warehouse = env["resources"]["warehouse"]
+    day_rows = warehouse.read_partitions(USAGE_FEATURES, [str(LAST)])
+    short = sorted(day_rows["device_id"].to_list())[:2]
+    with warehouse.connect() as conn:
+        conn.execute(f"UPDATE {USAGE_FEATURES} SET has_enough_history = false WHERE partition_date = ? "
+                     "AND device_id IN (SELECT unnest(?::VARCHAR[]))", [LAST, short])
     result = dg.materialize([usage_predictions], partition_key=str(LAST), resources=env["resources"],
                             instance=env["instance"], selection=[usage_predictions.key])
     assert result.success
     rows = env["resources"]["warehouse"].read_partitions("usage_predictions", [str(LAST)])
+    assert set(rows["device_id"]) == set(day_rows["device_id"]) - set(short)
+    metadata = result.asset_materializations_for_node("usage_predictions")[0].metadata
+    assert metadata["skipped_devices"].value == 2
     assert rows.height > 0 and set(rows["model_version"]) == {"1"} and set(rows["model_kind"]) == {"lightgbm"}
     assert (rows["target_date"] == LAST + dt.timedelta(days=1)).all()
     assert (rows["predicted_energy_wh"] >= 0).all()

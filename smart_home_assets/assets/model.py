@@ -28,6 +28,7 @@ from resources.tracking import (
 from smart_home_assets import training
 from smart_home_assets.assets.metadata import mlflow_run_metadata
 from smart_home_assets.automation import retrain_when_features_land
+from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.tables import DUCKDB_POOL, USAGE_FEATURES
 
 _P = training.DEFAULT_PARAMS
@@ -61,10 +62,22 @@ def params_of(config: UsageModelConfig) -> dict[str, Any]:
             "num_leaves": config.num_leaves, "min_child_samples": config.min_child_samples}
 
 
-def load_features(warehouse: Warehouse) -> pl.DataFrame:
+def load_features(warehouse: Warehouse, excluded: list[dt.date] | None = None) -> pl.DataFrame:
     if not warehouse.table_exists(USAGE_FEATURES):
         raise dg.Failure(f"table {USAGE_FEATURES} does not exist yet: materialize usage_features first")
+    if excluded:
+        return warehouse.query(f"SELECT * FROM {USAGE_FEATURES} WHERE partition_date NOT IN "
+                               "(SELECT unnest(?::DATE[]))", [excluded])
     return warehouse.query(f"SELECT * FROM {USAGE_FEATURES}")
+
+
+def feature_days_held_back(context: dg.AssetExecutionContext) -> dict[str, list[str]]:
+    """Feature days whose latest materialization has not passed its blocking checks (failed, running, or
+    never evaluated by a run that ended), with the checks: training leaves them out, as a row and as a label."""
+    from asset_checks.feature_checks import BLOCKING_FEATURE_CHECKS
+    from smart_home_assets.check_status import partitions_not_passing
+
+    return partitions_not_passing(context.instance, BLOCKING_FEATURE_CHECKS, daily_partitions)
 
 
 def _window(rows: pl.DataFrame, before: dt.date | None, window_days: int) -> pl.DataFrame:
@@ -86,8 +99,8 @@ class Trainer:
     device_types: list[str]
 
 
-def in_step_trainer(warehouse: Warehouse, config: UsageModelConfig) -> Trainer:
-    labeled = training.attach_labels(load_features(warehouse), config.silent_next_day_is_unknown)
+def in_step_trainer(warehouse: Warehouse, config: UsageModelConfig, excluded: list[dt.date]) -> Trainer:
+    labeled = training.attach_labels(load_features(warehouse, excluded), config.silent_next_day_is_unknown)
     types = training.device_type_categories(labeled) if labeled.height else training.device_type_categories()
 
     def fit(before: dt.date | None, params: dict) -> tuple[Any, int]:
@@ -98,11 +111,11 @@ def in_step_trainer(warehouse: Warehouse, config: UsageModelConfig) -> Trainer:
                    lambda first, last: labeled.filter(pl.col("partition_date").is_between(first, last)), fit, types)
 
 
-def dask_trainer(warehouse: Warehouse, config: UsageModelConfig, client) -> Trainer:
+def dask_trainer(warehouse: Warehouse, config: UsageModelConfig, client, excluded: list[dt.date]) -> Trainer:
     """Fits on the cluster: workers read their own training days; the step reads only the days it scores."""
     from smart_home_assets import distributed_training as dist
 
-    days = dist.labeled_days(warehouse, config.silent_next_day_is_unknown)
+    days = dist.labeled_days(warehouse, config.silent_next_day_is_unknown, excluded)
     types = training.device_type_categories(warehouse.query(f"SELECT DISTINCT device_type FROM {USAGE_FEATURES}"))
 
     def fit(before: dt.date | None, params: dict) -> tuple[Any, int]:
@@ -114,7 +127,7 @@ def dask_trainer(warehouse: Warehouse, config: UsageModelConfig, client) -> Trai
 
     def rows_of(first: dt.date, last: dt.date) -> pl.DataFrame:
         return dist.load_labeled_days(warehouse, [d for d in days if first <= d <= last],
-                                      config.silent_next_day_is_unknown)
+                                      config.silent_next_day_is_unknown, excluded)
 
     return Trainer(days, rows_of, fit, types)
 
@@ -227,14 +240,24 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
     client = registry.client()
     params = params_of(config)
 
+    held_back = feature_days_held_back(context)
+    excluded = [dt.date.fromisoformat(day) for day in held_back]
+    if held_back:
+        context.log.warning(f"{len(held_back)} feature day(s) left out of training, their blocking checks not "
+                            "passed: " + "; ".join(f"{d} ({', '.join(c)})" for d, c in held_back.items()))
+    exclusions = {"excluded_feature_days": dg.MetadataValue.json(held_back),
+                  "excluded_feature_day_count": dg.MetadataValue.int(len(held_back))}
+
     with mlflow_run_for_materialization(context, run_name=f"usage_model {context.run_id[:8]}") as run, \
             contextlib.ExitStack() as stack:
         if config.dask_scheduler:
             from smart_home_assets.distributed_training import dask_client
 
-            trainer = dask_trainer(warehouse, config, stack.enter_context(dask_client(config.dask_scheduler)))
+            trainer = dask_trainer(warehouse, config, stack.enter_context(dask_client(config.dask_scheduler)),
+                                   excluded)
         else:
-            trainer = in_step_trainer(warehouse, config)
+            trainer = in_step_trainer(warehouse, config, excluded)
+        mlflow.log_param("excluded_feature_days", ",".join(held_back)[:6000] or "none")
         mlflow.log_params({**params, "seed": config.seed, "backtest_folds": config.backtest_folds,
                            "fold_days": config.fold_days, "training_window_days": config.training_window_days,
                            "silent_next_day_is_unknown": config.silent_next_day_is_unknown,
@@ -249,7 +272,7 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
         except training.NotEnoughHistory as exc:
             result = serve_baseline_for_short_history(context, client, trainer, champion, str(exc))
             run_id, experiment_id = run.info.run_id, run.info.experiment_id
-            return dg.MaterializeResult(metadata={**result, **mlflow_run_metadata(
+            return dg.MaterializeResult(metadata={**result, **exclusions, **mlflow_run_metadata(
                 registry.uri(), experiment_id, run_id, REGISTERED_MODEL_NAME, result["champion_version"].value)})
         if len(folds) < config.backtest_folds:
             context.log.warning(f"history holds {len(folds)} of the {config.backtest_folds} backtest folds "
@@ -352,6 +375,7 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
         "previous_champion": dg.MetadataValue.text(champion.label if champion else "none"),
         **mlflow_run_metadata(registry.uri(), experiment_id, run_id, REGISTERED_MODEL_NAME, version),
         "training_rows": dg.MetadataValue.int(training_rows),
+        **exclusions,
         "backtest_folds": dg.MetadataValue.int(len(folds)),
         "backtest_days": dg.MetadataValue.text(f"{folds[0].first}..{folds[-1].last}"),
         "backtest_mae": dg.MetadataValue.float(scores.mae["candidate"]),
