@@ -1,6 +1,9 @@
 """Many runs at once against the one DuckDB file, through the real daemon and run queue: sensor-triggered
 partitions, a CLI backfill, a manual materialization of an overlapping partition and a retrain. No lock failures,
 no lost or duplicated rows, and the final state equals running them one after another.
+
+Automation has ended when the instance says so: no run queued or in progress, and the automation sensor's ticks
+since the last run ended (at least two) all requested nothing.
 """
 
 import datetime as dt
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from smart_home_assets.simulate import simulate_fleet
 from tests.test_crash_safety import snapshot_tables
@@ -28,7 +32,8 @@ INGEST = "raw_usage,device_usage,device_usage_quarantine,usage_features"
 # usage_features reads 28 days back: a run that builds day D's features before another run rewrites an earlier
 # day leaves stale lags, until automation (the lookback is in the lineage) refreshes D. All four must match.
 COMPARED = ("raw_usage", "device_usage", "device_usage_quarantine", "usage_features")
-QUIET_S = 60  # no run started or running for this long (4 automation ticks): nothing is left to refresh
+SETTLED_TICKS = 2  # automation ticks after the last run ended that requested nothing: nothing is left to refresh
+SETTLE_TIMEOUT_S = 1500  # generous: a loaded 2-core machine; CI takes a few minutes
 MATERIALIZE = [str(BIN / "dagster"), "asset", "materialize", "-m", "smart_home_assets.definitions"]
 
 
@@ -46,6 +51,26 @@ def environment(root: Path) -> dict[str, str]:
 
 def sensor_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     return [r for r in instance.get_runs() if r.tags.get("dagster/sensor_name") == "landing_zone_sensor"]
+
+
+def automation_settled(instance: dg.DagsterInstance) -> tuple[bool, str]:
+    """Whether automation has nothing left to do, per the instance (see the module docstring), and why not."""
+    records = instance.get_run_records()
+    busy = [r.dagster_run for r in records if not r.dagster_run.is_finished]
+    if busy:
+        return False, (f"{len(records)} runs, unfinished "
+                       f"{[(r.run_id[:8], r.status.value, r.tags.get('dagster/partition')) for r in busy]}")
+    last_end = max((r.end_time if r.end_time is not None else r.update_timestamp.timestamp() for r in records),
+                   default=0.0)
+    states = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+              if s.instigator_name == "automation_sensor"]
+    if not states:
+        return False, "the automation sensor has no state in the instance: it never ticked"
+    (state,) = states
+    ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, after=last_end)
+    seen = [(t.status.value, len(t.run_ids)) for t in ticks]
+    settled = len(ticks) >= SETTLED_TICKS and all(t.status == TickStatus.SKIPPED and not t.run_ids for t in ticks)
+    return settled, f"{len(records)} runs, all finished; automation ticks since the last ended: {seen}"
 
 
 def check(result: subprocess.CompletedProcess) -> None:
@@ -68,7 +93,8 @@ def test_concurrent_runs_through_the_daemon_equal_a_sequential_run(tmp_path):
     daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
                               env={**env, "PATH": f"{BIN}{os.pathsep}{env['PATH']}"}, cwd=PROJECT_ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    environ = pytest.MonkeyPatch()  # this process's instance is the test's until the finally restores make's
+    environ.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     try:
         # The sensor's first tick reads what raw_usage already holds, so a CLI run that ingests a day first would
         # take that day from the sensor (a race that depended on machine load). Let the sensor queue every day
@@ -93,26 +119,19 @@ def test_concurrent_runs_through_the_daemon_equal_a_sequential_run(tmp_path):
         # a retrain on top, while the daemon's sensor and automation runs may still be going
         check(subprocess.run(MATERIALIZE + ["--select", "usage_model"], env=env, capture_output=True, text=True,
                              timeout=600))
-        deadline = time.monotonic() + 1500  # generous: a loaded 2-core machine; CI takes a few minutes
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
         with dg.DagsterInstance.get() as instance:
-            quiet_since = None
-            while time.monotonic() < deadline:
-                runs = instance.get_runs()
-                busy = [r for r in runs if not r.is_finished]
-                if busy:
-                    quiet_since = None
-                elif quiet_since is None or quiet_since[1] != len(runs):
-                    quiet_since = (time.monotonic(), len(runs))
-                elif time.monotonic() - quiet_since[0] >= QUIET_S:
+            while True:
+                settled, state = automation_settled(instance)
+                if settled:
                     break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"automation not settled after {SETTLE_TIMEOUT_S} s: {state}")
                 time.sleep(5)
-            else:
-                pytest.fail(f"not quiet after 1500 s: {len(runs)} runs, unfinished "
-                            f"{[(r.run_id[:8], r.status.value, r.tags.get('dagster/partition')) for r in busy]}")
             runs = instance.get_runs()
             assert len(sensor_runs(instance)) == DAYS  # one per day: none repeated by a later tick
     finally:
-        os.environ.pop("DAGSTER_HOME")
+        environ.undo()
         os.killpg(daemon.pid, signal.SIGKILL)
         daemon.wait()
     failed = [(r.run_id[:8], r.status.value, dict(r.tags)) for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
