@@ -104,6 +104,8 @@ def _run_logged(command: list[str], env: dict[str, str], name: str, allow_failed
 
 def recover(env: dict[str, str]) -> list[str]:
     """Free what runs killed earlier still hold (see smart_home_assets.recovery), and say so."""
+    import socket
+
     import dagster as dg
 
     from smart_home_assets.recovery import recover_dead_runs
@@ -112,7 +114,9 @@ def recover(env: dict[str, str]) -> list[str]:
     os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
     try:
         with dg.DagsterInstance.get() as instance:
-            recovered = recover_dead_runs(instance)
+            # this machine's runs only: a shared instance (PostgreSQL) holds other hosts' live runs, whose
+            # process ids mean nothing here
+            recovered = recover_dead_runs(instance, host=socket.gethostname())
     finally:
         if previous is None:
             os.environ.pop("DAGSTER_HOME")

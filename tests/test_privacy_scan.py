@@ -1,7 +1,8 @@
 """Where clear-text user ids and the pseudonymization key end up after a real run: nowhere but raw_usage.
 
-A simulated fleet goes through the README's CLI commands (one backfill of raw_usage -> usage_features over 20
-days, then usage_model trained and logged to a SQLite MLflow store) with a random production key. Then every
+A simulated fleet goes through the README's CLI commands (one backfill of raw_usage -> usage_features over 18
+days, usage_model trained and logged to a SQLite MLflow store, then usage_predictions for the last 4 days and
+prediction_feedback for the 3 of them whose actuals landed) with a random production key. Then every
 place the run wrote to is scanned: every warehouse table but the restricted raw_usage/raw_usage_files, every
 run, event and snapshot of the Dagster instance and every file under DAGSTER_HOME (compute logs included), the
 CLI output, and MLflow (runs, logged models, registry, downloaded artifacts, the store's files). Positive
@@ -38,6 +39,7 @@ DAGSTER = str(Path(sys.executable).with_name("dagster"))
 SEED, HUBS, DAYS, FIRST = 5, 30, 18, dt.date(2026, 3, 1)
 LAST = FIRST + dt.timedelta(days=DAYS - 1)
 RESTRICTED = {"raw_usage", "raw_usage_files"}
+PREDICTED_FIRST = LAST - dt.timedelta(days=3)  # usage_predictions for 4 days, prediction_feedback for the first 3
 # Trains on 18 days of 30 hubs (11 labeled days: 7 to train, one backtest fold of 4) and beats the naive baselines.
 MODEL_CONFIG = {"ops": {"usage_model": {"config": {
     "backtest_folds": 1, "fold_days": 4, "n_estimators": 60, "num_leaves": 4, "min_child_samples": 30,
@@ -101,6 +103,9 @@ def pipeline(tmp_path_factory):
     # still everything this test scans.
     run_cli(["--select", "usage_model", "--config-json", json.dumps(MODEL_CONFIG)], env, outputs,
             allowed_failure="check_champion_beats_naive_baselines")
+    run_cli(["--select", "usage_predictions", "--partition-range", f"{PREDICTED_FIRST}...{LAST}"], env, outputs)
+    run_cli(["--select", "prediction_feedback", "--partition-range",
+             f"{PREDICTED_FIRST}...{LAST - dt.timedelta(days=1)}"], env, outputs)
     needles = Needles([hub.user_id for hub in build_fleet(SEED, HUBS)], key)
     return {"root": root, "home": home, "data": data, "key": key, "needles": needles, "outputs": outputs,
             "tracking_uri": env["MLFLOW_TRACKING_URI"]}
@@ -137,7 +142,14 @@ def test_warehouse_holds_clear_user_ids_only_in_the_restricted_zone(pipeline):
             scanned[table] = len(text)
             leaks += needles.leaks(f"table {table}", text)
         raw = as_text("raw_usage")
-    assert {"device_usage", "device_usage_quarantine", "usage_features"} <= set(scanned), tables
+        scored_days = {t: sorted(str(d) for (d,) in con.execute(
+            f"SELECT DISTINCT partition_date FROM {t} ORDER BY 1").fetchall())
+            for t in ("usage_predictions", "prediction_feedback")}
+    assert {"device_usage", "device_usage_quarantine", "usage_features", "usage_predictions",
+            "prediction_feedback"} <= set(scanned), tables
+    # the scoring tables were scanned with every day the fixture materialized
+    predicted = [str(PREDICTED_FIRST + dt.timedelta(days=d)) for d in range(4)]
+    assert scored_days == {"usage_predictions": predicted, "prediction_feedback": predicted[:3]}
     assert all(size > 0 for size in scanned.values()), scanned
     assert leaks == []
     # The positive control: the restricted zone does hold every user of the fleet in clear text.
@@ -151,7 +163,7 @@ def test_dagster_instance_events_metadata_and_snapshots_carry_no_user_id_nor_key
     metadata_text = []
     with dg.DagsterInstance.from_config(str(pipeline["home"])) as instance:
         runs = instance.get_runs()
-        assert len(runs) == 2
+        assert len(runs) == 4
         for run in runs:
             leaks += needles.leaks(f"run {run.run_id}", serialize_value(run))
             if run.job_snapshot_id:
@@ -169,8 +181,9 @@ def test_dagster_instance_events_metadata_and_snapshots_carry_no_user_id_nor_key
                 if kind in (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_CHECK_EVALUATION):
                     metadata_text.append(text)
     assert leaks == []
-    # The scan read materializations (one per partition of each partitioned asset, plus the model) and checks.
-    assert kinds[DagsterEventType.ASSET_MATERIALIZATION] >= 4 * DAYS + 1, kinds
+    # The scan read materializations (one per partition of each partitioned asset, plus the model, the 4 days of
+    # predictions and the 3 of feedback) and checks.
+    assert kinds[DagsterEventType.ASSET_MATERIALIZATION] >= 4 * DAYS + 1 + 4 + 3, kinds
     assert kinds[DagsterEventType.ASSET_CHECK_EVALUATION] >= DAYS, kinds
     # The key's fingerprint is the one key-derived value allowed in metadata; it is not the key.
     fingerprint = key_fingerprint(pipeline["key"].encode())
