@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export SMART_HOME_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install run test bench lock dev clean tracebase
+.PHONY: install run test screenshots bench lock dev clean tracebase
 
 # moto's S3 server for the object-storage tests lives in its own venv: its pins (boto3, botocore, ...) stay out
 # of requirements.lock.
@@ -36,6 +36,11 @@ run: install
 test: install
 	bash scripts/system-packages.sh
 	$(BIN)/pytest
+
+# The README's screenshots (docs/img/), refreshed by the UI test; `make test` saves them in a temporary folder.
+screenshots: install
+	bash scripts/system-packages.sh
+	SMART_HOME_SCREENSHOTS_DIR=$(CURDIR)/docs/img $(BIN)/pytest tests/test_ui.py -q
 
 dev: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster dev -w workspace.yaml

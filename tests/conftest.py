@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated data directory and Dagster instance per test, and upload file writers."""
+"""Shared fixtures: an isolated data directory and Dagster instance per test, and upload file writers; the
+session guards of tests/session_guards.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+# Required tests not skipped, the checkout left clean, the exported environment restored: see the module.
+from tests.session_guards import pytest_addoption, pytest_configure  # noqa: F401
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -124,6 +124,7 @@ def test_production_profile_end_to_end(fleet, embedded):
         scheduler = start([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(scheduler_port),
                            "--no-dashboard"], env, logs / "scheduler.log")
         processes = [scheduler]
+        environ = pytest.MonkeyPatch()
         try:
             wait_for_port(scheduler_port, scheduler, logs / "scheduler.log")
             for n in range(2):
@@ -135,7 +136,8 @@ def test_production_profile_end_to_end(fleet, embedded):
             # 1. ingest and clean: one run per day, queued, several at once (Delta takes parallel writers)
             run([str(BIN / "dagster"), "job", "backfill", *workspace, "-j", "ingest_and_clean",
                  "--from", str(FIRST), "--to", str(LAST), "--noprompt"], env)
-            os.environ.update({k: env[k] for k in pg.env()} | {"DAGSTER_HOME": env["DAGSTER_HOME"]})
+            for key in (*pg.env(), "DAGSTER_HOME"):  # this process's instance: the production one, until the finally
+                environ.setenv(key, env[key])
             with dg.DagsterInstance.get() as instance:
                 deadline = time.monotonic() + 1500
                 while time.monotonic() < deadline:
@@ -179,9 +181,7 @@ def test_production_profile_end_to_end(fleet, embedded):
                 assert [e for e in evaluations if not e.passed and e.blocking] == []
         finally:
             stop(processes)
-            os.environ.pop("DAGSTER_HOME", None)
-            for key in pg.env():
-                os.environ.pop(key, None)
+            environ.undo()  # back to what `make test` exported
 
         # 3. every partition equals the embedded profile's
         warehouse = DeltaWarehouse(uri=f"s3://{bucket}/warehouse", storage_options={**s3.env(),

@@ -1,7 +1,7 @@
 """The whole pipeline on real recorded data (a slice of tracebase): import, CLI backfill, training.
 
 Reads ../shared/data/tracebase/sessions.csv (ODbL; never copied into the repository) and skips with a
-clear message where it is absent.
+clear message where it is absent; `make test` then fails, since the docs say these tests run (tests/required_tests.txt).
 """
 
 import datetime as dt
@@ -81,13 +81,10 @@ def test_blocking_checks_pass_on_real_data(tracebase):
     import dagster as dg
     from dagster._core.events import DagsterEventType
 
-    os.environ["DAGSTER_HOME"] = tracebase["env"]["DAGSTER_HOME"]
-    try:
-        with dg.DagsterInstance.get() as instance:
-            evaluations = [r.dagster_event.event_specific_data for run in instance.get_runs()
-                           for r in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
-    finally:
-        os.environ.pop("DAGSTER_HOME")
+    # the CLI runs' instance, opened from its folder: this process's DAGSTER_HOME (what `make test` exported) stays
+    with dg.DagsterInstance.from_config(tracebase["env"]["DAGSTER_HOME"]) as instance:
+        evaluations = [r.dagster_event.event_specific_data for run in instance.get_runs()
+                       for r in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
     assert evaluations
     failed_blocking = {(e.check_name, e.partition) for e in evaluations if e.blocking and not e.passed
                        and e.check_name != "check_champion_beats_naive_baselines"}

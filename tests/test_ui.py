@@ -4,7 +4,7 @@ A small simulated fleet is ingested, cleaned, featurized, trained, predicted and
 (`smart-home pipeline`) into a temporary instance; then `dagster dev` serves it on loopback and:
 - headless Chromium (Debian's `chromium`, driven by Playwright; .ci/run installs it) reads the asset graph, the
   checks of device_usage, the sensors and the model's materialization, and saves the README's screenshots
-  into docs/img/;
+  into a temporary folder (into docs/img/ only for `make screenshots`, which sets SMART_HOME_SCREENSHOTS_DIR);
 - Dagster's Python GraphQL client reads the model's latest metadata and launches a partition run.
 """
 
@@ -25,11 +25,11 @@ from pathlib import Path
 import pytest
 
 from smart_home_assets.simulate import simulate_fleet
+from tests.session_guards import requested_screenshots_dir
 
 pytestmark = pytest.mark.slow
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-IMG_DIR = PROJECT_ROOT / "docs" / "img"
 BIN = Path(sys.executable).parent
 CHROMIUM = os.environ.get("SMART_HOME_CHROMIUM", "/usr/bin/chromium")
 # Without these, headless Chromium on a closed network stalls on sandboxing, GPU and background fetches.
@@ -85,6 +85,14 @@ def materialized(tmp_path_factory):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "promoted=True" in result.stdout, result.stdout[-3000:]
     return {"root": root, "env": env}
+
+
+@pytest.fixture(scope="module")
+def screenshots_dir(tmp_path_factory) -> Path:
+    """A temporary folder, unless `make screenshots` asks for docs/img/: a test run must not rewrite tracked files."""
+    folder = requested_screenshots_dir() or tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +193,7 @@ def edges_between(nodes: list[dict], paths: list[str]) -> set[tuple[str, str]]:
     return found
 
 
-def test_asset_graph_shows_every_asset_and_its_lineage_left_to_right(browser, server):
+def test_asset_graph_shows_every_asset_and_its_lineage_left_to_right(browser, server, screenshots_dir):
     from smart_home_assets.definitions import defs
 
     keys, edges = expected_graph()
@@ -227,9 +235,8 @@ def test_asset_graph_shows_every_asset_and_its_lineage_left_to_right(browser, se
       return {x: Math.min(...rs.map(r => r.left)), y: Math.min(...rs.map(r => r.top)),
               r: Math.max(...rs.map(r => r.right)), b: Math.max(...rs.map(r => r.bottom))};
     }""")
-    IMG_DIR.mkdir(parents=True, exist_ok=True)
     margin = 24
-    page.screenshot(path=IMG_DIR / "asset-graph.png", clip={
+    page.screenshot(path=screenshots_dir / "asset-graph.png", clip={
         "x": max(box["x"] - margin, 0), "y": max(box["y"] - margin, 0),
         "width": box["r"] - box["x"] + 2 * margin, "height": box["b"] - box["y"] + 2 * margin})
     page.close()
@@ -309,7 +316,7 @@ def latest_metadata(server, asset: str) -> tuple[str, dict]:
     return found[0]["runId"], values
 
 
-def test_model_materialization_metadata_in_the_ui(browser, server):
+def test_model_materialization_metadata_in_the_ui(browser, server, screenshots_dir):
     run_id, meta = latest_metadata(server, "usage_model")
     page = open_page(browser, server, "/assets/usage_model?view=events", width=1600, height=1300)
     page.get_by_role("button", name="Hide navigation").click()
@@ -320,9 +327,8 @@ def test_model_materialization_metadata_in_the_ui(browser, server):
                   "training_rows"):
         assert label in body, label
     assert meta["mlflow_run_id"] in body and meta["decision_reason"] in body
-    IMG_DIR.mkdir(parents=True, exist_ok=True)
     bottom = page.get_by_text("Tags", exact=True).first.bounding_box()
-    page.screenshot(path=IMG_DIR / "model-materialization.png",
+    page.screenshot(path=screenshots_dir / "model-materialization.png",
                     clip={"x": 0, "y": 0, "width": 1600, "height": bottom["y"] + bottom["height"] + 16})
     page.close()
 
