@@ -5,17 +5,11 @@ produces 30 evaluations of each check, each tagged with its partition. The block
 so nothing downstream of device_usage runs from a partition that failed them.
 """
 
-
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import dagster as dg
 import polars as pl
-
-# Partitioned asset checks are a preview feature in dagster 1.13; we rely on them knowingly
-# (tests/test_checks.py and the CLI backfill test exercise them).
-warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*", category=dg.PreviewWarning)
 
 from asset_checks.evaluations import check_outputs, partition_evaluation
 from asset_checks.schemas import device_usage_schema, failure_cases

@@ -1,7 +1,6 @@
 """Checks on usage_features, per partition: Pandera for the rows, population stability for drift."""
 
 import datetime as dt
-import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -18,7 +17,6 @@ from smart_home_assets.tables import DUCKDB_POOL, USAGE_FEATURES
 if TYPE_CHECKING:
     import pandera.polars as pa
 
-warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*", category=dg.PreviewWarning)
 
 FEATURES_KEY = dg.AssetKey(USAGE_FEATURES)
 PSI_WARN_ABOVE = 0.2

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from resources.settings import DATA_DIR_ENV_VAR, data_dir, dagster_home, default_landing_dir, default_warehouse_path
+from smart_home_assets.accepted_warnings import python_warnings_option
 
 DEFINITIONS_MODULE = "smart_home_assets.definitions"
 INGEST_SELECTION = "raw_usage,device_usage,device_usage_quarantine"
@@ -59,6 +60,7 @@ def dagster_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DAGSTER_HOME", str(dagster_home()))
     env.setdefault(DATA_DIR_ENV_VAR, str(data_dir()))
+    env["PYTHONWARNINGS"] = python_warnings_option(os.environ.get("PYTHONWARNINGS", ""))
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     instance_config = Path(env["DAGSTER_HOME"]) / "dagster.yaml"
     if not instance_config.exists():
