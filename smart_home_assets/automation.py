@@ -111,12 +111,15 @@ class NewUpstreamDaysPassedChecks(dg.AutomationCondition):
     async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
         from smart_home_assets.check_status import blocking_check_keys, held_back, partitions_not_passing
 
+        if context.candidate_subset.is_empty:  # the other conditions already said no: no query on this tick
+            return dg.AutomationResult(context=context, true_subset=context.get_empty_subset())
         instance = context.asset_graph_view.instance
         latest = instance.fetch_materializations(context.key, limit=1).records
         after = latest[0].storage_id if latest else None
         new_days = instance.get_materialized_partitions(self.upstream, after_cursor=after)
-        not_passing = partitions_not_passing(instance, blocking_check_keys(context.asset_graph, self.upstream),
-                                             context.asset_graph.get(self.upstream).partitions_def)
+        checks = blocking_check_keys(context.asset_graph, self.upstream)
+        partitions_def = context.asset_graph.get(self.upstream).partitions_def
+        not_passing = partitions_not_passing(instance, checks, partitions_def) if new_days else {}
         held = held_back(new_days, not_passing)
         usable = len(new_days) - len(held)
         return dg.AutomationResult(

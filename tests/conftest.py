@@ -74,6 +74,21 @@ def simulated_features(start: dt.date, days: int, hubs: int = 25, seed: int = 3,
     return pl.concat([build_features(daily, start + dt.timedelta(days=d)) for d in range(days)])
 
 
+def model_resources(project_env: dict, features, monkeypatch) -> dict:
+    """The resources of a training test: ``features`` written into the test's warehouse, MLflow on SQLite in
+    the test's data directory (a real registry), and the rest at their defaults."""
+    from resources import LandingZone, PseudonymizationKey, Warehouse
+    from resources.tracking import ModelRegistry, mlflow_tracking
+    from smart_home_assets.tables import USAGE_FEATURES
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project_env['data'] / 'mlflow.db'}")
+    warehouse = Warehouse(database=str(project_env["warehouse"]))
+    warehouse.replace_partitions({USAGE_FEATURES: features},
+                                 sorted({str(d) for d in features["partition_date"].unique().to_list()}))
+    return {"warehouse": warehouse, "model_registry": ModelRegistry(), "mlflow": mlflow_tracking,
+            "landing": LandingZone(), "pseudonym_key": PseudonymizationKey()}
+
+
 def latest_run_check_evaluations(dagster_home: str) -> list:
     """The asset check evaluations of the newest run of the instance at ``dagster_home``, which must have
     succeeded (for tests that ran a CLI backfill in a subprocess)."""

@@ -7,12 +7,11 @@ import polars as pl
 import pytest
 
 
-from resources import LandingZone, PseudonymizationKey, Warehouse
-from resources.tracking import REGISTERED_MODEL_NAME, ModelRegistry, mlflow_tracking
+from resources.tracking import REGISTERED_MODEL_NAME, ModelRegistry
 from smart_home_assets.assets.model import usage_model
 from smart_home_assets.assets.predictions import usage_predictions
 from smart_home_assets.tables import USAGE_FEATURES
-from tests.conftest import simulated_features
+from tests.conftest import model_resources, simulated_features
 
 START, DAYS = dt.date(2026, 1, 5), 40
 LAST = START + dt.timedelta(days=DAYS - 1)
@@ -26,12 +25,7 @@ def features() -> pl.DataFrame:
 
 @pytest.fixture
 def env(project_env, features, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project_env['data'] / 'mlflow.db'}")
-    warehouse = Warehouse(database=str(project_env["warehouse"]))
-    warehouse.replace_partitions({USAGE_FEATURES: features},
-                                 [str(START + dt.timedelta(days=d)) for d in range(DAYS)])
-    resources = {"warehouse": warehouse, "model_registry": ModelRegistry(), "mlflow": mlflow_tracking,
-                 "landing": LandingZone(), "pseudonym_key": PseudonymizationKey()}
+    resources = model_resources(project_env, features, monkeypatch)
     with dg.instance_for_test(temp_dir=str(project_env["home"])) as instance:
         yield {"resources": resources, "instance": instance, "registry": ModelRegistry()}
 

@@ -8,14 +8,13 @@ import polars as pl
 import pytest
 
 from asset_checks.feature_checks import DRIFT, ROWS, usage_features_checks
-from resources import LandingZone, PseudonymizationKey, Warehouse
-from resources.tracking import REGISTERED_MODEL_NAME, ModelRegistry, mlflow_tracking
+from resources.tracking import REGISTERED_MODEL_NAME, ModelRegistry
 from smart_home_assets import report
 from smart_home_assets.assets.features import usage_features
 from smart_home_assets.assets.model import usage_model
 from smart_home_assets.tables import USAGE_FEATURES
 from smart_home_assets.training import BASELINE_NAMES
-from tests.conftest import simulated_features
+from tests.conftest import model_resources, simulated_features
 
 START, DAYS = dt.date(2026, 1, 5), 40
 KEYS = [str(START + dt.timedelta(days=d)) for d in range(DAYS)]
@@ -28,11 +27,8 @@ def features() -> pl.DataFrame:
 
 @pytest.fixture
 def env(project_env, features, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project_env['data'] / 'mlflow.db'}")
-    warehouse = Warehouse(database=str(project_env["warehouse"]))
-    warehouse.replace_partitions({USAGE_FEATURES: features}, KEYS)
-    resources = {"warehouse": warehouse, "model_registry": ModelRegistry(), "mlflow": mlflow_tracking,
-                 "landing": LandingZone(), "pseudonym_key": PseudonymizationKey()}
+    resources = model_resources(project_env, features, monkeypatch)
+    warehouse = resources["warehouse"]
     with dg.DagsterInstance.get() as instance:  # the instance report.check_results reads
         yield {"resources": resources, "instance": instance, "warehouse": warehouse, "features": features}
 
