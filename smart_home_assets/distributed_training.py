@@ -100,7 +100,7 @@ def train_model_dask(client, warehouse, train_days: Sequence[dt.date], device_ty
     import dask.dataframe as dd
     import lightgbm as lgb
 
-    chunks = [list(train_days[i:i + days_per_part]) for i in range(0, len(train_days), days_per_part)]
+    chunks = day_chunks(train_days, days_per_part)
     meta = _part_meta(device_types)
     portable = _portable(warehouse)
     frame = dd.from_delayed([dask.delayed(_part)(portable, chunk, silent_next_day_is_unknown, device_types)
@@ -117,6 +117,19 @@ def train_model_dask(client, warehouse, train_days: Sequence[dt.date], device_ty
     setattr(local, training.DEVICE_TYPES_ATTR, list(device_types))
     setattr(local, training.TARGET_ATTR, training.TARGET)
     return local, rows
+
+
+def day_chunks(days: Sequence[dt.date], days_per_part: int = DAYS_PER_PART) -> list[list[dt.date]]:
+    """The training days as Dask partitions of about ``days_per_part`` days each, every one a stride over the
+    whole period (chunk k holds days k, k + n, k + 2n, ...) rather than a run of consecutive days.
+
+    Data-parallel LightGBM takes each feature's bin boundaries from one worker's rows: with consecutive weeks
+    a worker could hold only the short last week, or only the coldest ones, and the model's bins then misfit
+    the rest (a holdout MAE 2.4 x the local model's was seen in CI). Strided, every worker's share spans the
+    season, whichever partitions the scheduler gives it."""
+    days = list(days)
+    count = max(1, -(-len(days) // days_per_part))
+    return [chunk for chunk in (days[k::count] for k in range(count)) if chunk]
 
 
 def _part_meta(device_types: Sequence[str]):

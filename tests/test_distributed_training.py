@@ -9,7 +9,13 @@ import pytest
 
 from resources import Warehouse
 from smart_home_assets import training
-from smart_home_assets.distributed_training import dask_client, feature_days, load_labeled_days, train_model_dask
+from smart_home_assets.distributed_training import (
+    dask_client,
+    day_chunks,
+    feature_days,
+    load_labeled_days,
+    train_model_dask,
+)
 from smart_home_assets.tables import USAGE_FEATURES
 from tests.conftest import simulated_features
 
@@ -54,3 +60,15 @@ def test_dask_training_uses_the_same_rows_and_forecasts_as_well_as_local_trainin
     # small-data fits differ more than the absolute target's did: 834 vs 757 Wh here)
     assert dask_mae == pytest.approx(local_mae, rel=0.15), (dask_mae, local_mae, best["mae"])
     assert dask_mae < best["mae"]
+
+
+def test_each_dask_partition_spans_the_whole_training_period():
+    """Every worker's share of days must reach across the period: bins come from one worker's rows."""
+    days = [START + dt.timedelta(days=i) for i in range(32)]
+    chunks = day_chunks(days, 7)
+    assert sorted(d for chunk in chunks for d in chunk) == days  # every day once
+    assert len(chunks) == 5 and {len(c) for c in chunks} <= {6, 7}
+    for chunk in chunks:
+        assert chunk[0] <= days[4] and chunk[-1] >= days[-5]  # from the first week to the last
+    assert day_chunks(days[:3], 7) == [days[:3]]
+    assert day_chunks([], 7) == []
