@@ -5,17 +5,18 @@ produces 30 evaluations of each check, each tagged with its partition. The block
 so nothing downstream of device_usage runs from a partition that failed them.
 """
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import dagster as dg
 import polars as pl
 
-from asset_checks.evaluations import check_outputs, partition_evaluation
+from asset_checks.evaluations import check_outputs, partition_evaluation, prefetch_targets
 from asset_checks.schemas import device_usage_schema, failure_cases
 from resources import PseudonymizationKey, Warehouse
 from resources.settings import batch_rows
-from smart_home_assets.batching import partition_file_batches
+from smart_home_assets.batching import partitions_file_batches
 from smart_home_assets.catalog import load_device_catalog
 from smart_home_assets.cleaning import DUPLICATE_EVENT_ID, UNKNOWN_DEVICE_TYPE, pseudonymize
 from smart_home_assets.contract import PLACEHOLDER_USER_ID
@@ -114,57 +115,100 @@ def conservation_evaluations(partition: str, raw_lines: int, clean_rows: int, qu
     ]
 
 
+def _per_partition(frame: pl.DataFrame, partitions: list[str]) -> dict[str, pl.DataFrame]:
+    """``frame`` split by its ``partition_date`` (as keys); a partition with no row gets an empty frame."""
+    empty = frame.clear()
+    found = {str(day): part for (day,), part in frame.partition_by("partition_date", as_dict=True).items()} \
+        if frame.height else {}
+    return {p: found.get(p, empty) for p in partitions}
+
+
+NO_CASES = pl.DataFrame(schema={"column": pl.String, "check": pl.String, "failure_case": pl.String})
+
+
 @dg.multi_asset_check(specs=DEVICE_USAGE_CHECK_SPECS, pool=DUCKDB_POOL, can_subset=False)
 def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse,
                         pseudonym_key: PseudonymizationKey) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
-    """Validate each device_usage partition of the run with Pandera and count every raw line."""
+    """Validate each device_usage partition of the run with Pandera and count every raw line.
+
+    The rows are read and validated in batches that may hold many small days (one Pandera validation per
+    batch, each row judged against its own day), and the counts of every partition come from one query each;
+    the outcome is still one evaluation per check and partition."""
     catalog = load_device_catalog()
     placeholder = pseudonymize(pl.Series([PLACEHOLDER_USER_ID]), pseudonym_key.secret())[0]
+    keys = list(context.partition_keys) if context.has_partition_key_range or context.has_partition_key else []
+    schema = device_usage_schema(None, catalog.device_types)
+    cases: list[pl.DataFrame] = []
+    rows_checked = dict.fromkeys(keys, 0)
+    placeholder_rows = dict.fromkeys(keys, 0)
+    # Pandera over batches of whole hubs of a day: uniqueness is per (partition, hub_id, event_id), every other
+    # rule per row
+    for days, files in partitions_file_batches(warehouse, DEVICE_USAGE, "hub_id", keys, batch_rows()):
+        rows = warehouse.read_partitions(DEVICE_USAGE, days, where={"source_file": files})
+        if rows.height:
+            found = failure_cases(schema, rows, by="partition_date")
+            # a case of the whole batch (a missing column) belongs to each of its days
+            whole = found.filter(pl.col("partition_date").is_null()).drop("partition_date")
+            cases.append(found.filter(pl.col("partition_date").is_not_null()))
+            cases += [whole.with_columns(partition_date=pl.lit(dt.date.fromisoformat(d))) for d in days
+                      if whole.height]
+            per_day = rows.group_by("partition_date").agg(
+                rows=pl.len(), placeholder=(pl.col("user_pseudonym") == placeholder).sum())
+            for day, n, placeholders in per_day.iter_rows():
+                rows_checked[str(day)] += n
+                placeholder_rows[str(day)] += int(placeholders or 0)
+        del rows
+    by_partition = _per_partition(pl.concat(cases, how="vertical_relaxed"), keys) if cases else {}
+    by_partition = {day: frame.drop("partition_date") for day, frame in by_partition.items()}
+    date_key = "strftime(partition_date, '%Y-%m-%d')"
+    in_run = "partition_date IN (SELECT UNNEST(?::DATE[]))"
+    unknown = warehouse.query((
+        f"SELECT {date_key} AS day, device_type, count(*) AS n FROM {DEVICE_USAGE_QUARANTINE} WHERE {in_run}"
+        " AND reason = ? GROUP BY day, device_type QUALIFY row_number() OVER (PARTITION BY day ORDER BY n DESC,"
+        " device_type)"
+        " <= 50 ORDER BY day, n DESC, device_type"), [keys, UNKNOWN_DEVICE_TYPE])
+    raw_lines = warehouse.query(f"SELECT {date_key} AS day, count(*) AS n FROM {RAW_USAGE} "
+                                                f"WHERE {in_run} GROUP BY ALL", [keys])
+    reasons = warehouse.query((
+        f"SELECT {date_key} AS day, reason, count(*) AS n FROM {DEVICE_USAGE_QUARANTINE} WHERE {in_run}"
+        " GROUP BY ALL ORDER BY day, n DESC, reason"), [keys])
+    unknown_of = _grouped(unknown, "device_type")
+    reasons_of = _grouped(reasons, "reason")
+    raw_of = dict(raw_lines.select("day", "n").iter_rows()) if raw_lines.height else {}
     failed = []
-    for partition in context.partition_keys if context.has_partition_key_range or context.has_partition_key else []:
-        # Pandera over batches of whole hubs: uniqueness is per (hub_id, event_id), every other rule per row
-        schema = device_usage_schema(partition, catalog.device_types)
-        cases, rows_checked, placeholder_rows = [], 0, 0
-        for files in partition_file_batches(warehouse, DEVICE_USAGE, "hub_id", partition, batch_rows()):
-            rows = warehouse.read_partitions(DEVICE_USAGE, [partition], where={"source_file": files})
-            if rows.height:
-                cases.append(failure_cases(schema, rows))
-                rows_checked += rows.height
-                placeholder_rows += int((rows["user_pseudonym"] == placeholder).sum())
-            del rows
-        unknown = warehouse.query(
-            f"SELECT device_type, count(*) AS n FROM {DEVICE_USAGE_QUARANTINE} WHERE partition_date = ?::DATE"
-            " AND reason = ? GROUP BY ALL ORDER BY n DESC, device_type LIMIT 50", [partition, UNKNOWN_DEVICE_TYPE])
+    prefetch_targets(context, dg.AssetKey(DEVICE_USAGE), keys)
+    for partition in keys:
         extra = {
             "check_device_type_in_catalog": {
                 "device_catalog": catalog.label, "catalog_path": catalog.path,
                 # what an operator needs to decide whether to extend the catalog
-                "unknown_types_in_quarantine": {str(t): n for t, n in unknown.iter_rows()},
+                "unknown_types_in_quarantine": unknown_of.get(partition, {}),
             },
             "check_user_id_not_null": {
-                "placeholder_user_rows": placeholder_rows,
+                "placeholder_user_rows": placeholder_rows[partition],
                 "placeholder_user_id": PLACEHOLDER_USER_ID,
             },
         }
-        evaluations = evaluations_of_cases(partition, pl.concat(cases), rows_checked, context, extra) if cases else [
+        mine = by_partition.get(partition, NO_CASES)
+        evaluations = evaluations_of_cases(partition, mine, rows_checked[partition], context,
+                                           extra) if rows_checked[partition] else [
             _evaluation(r.name, partition, True, {"rows_checked": 0, **extra.get(r.name, {})}, context=context)
             for r in PANDERA_RULES]
-        counts = warehouse.query(
-            f"""SELECT
-                  (SELECT count(*) FROM {RAW_USAGE} WHERE partition_date = ?::DATE) AS raw_lines,
-                  (SELECT count(*) FROM {DEVICE_USAGE_QUARANTINE} WHERE partition_date = ?::DATE
-                     AND reason <> ?) AS quarantined,
-                  (SELECT count(*) FROM {DEVICE_USAGE_QUARANTINE} WHERE partition_date = ?::DATE
-                     AND reason = ?) AS duplicates""",
-            [partition, partition, DUPLICATE_EVENT_ID, partition, DUPLICATE_EVENT_ID],
-        ).row(0, named=True)
-        reasons = warehouse.query(
-            f"SELECT reason, count(*) AS n FROM {DEVICE_USAGE_QUARANTINE} WHERE partition_date = ?::DATE"
-            " GROUP BY reason ORDER BY n DESC", [partition])
-        evaluations += conservation_evaluations(partition, counts["raw_lines"], rows_checked, counts["quarantined"],
-                                                counts["duplicates"], dict(reasons.iter_rows()), context)
+        day_reasons = reasons_of.get(partition, {})
+        duplicates = day_reasons.get(DUPLICATE_EVENT_ID, 0)
+        evaluations += conservation_evaluations(partition, int(raw_of.get(partition, 0)), rows_checked[partition],
+                                                sum(day_reasons.values()) - duplicates, duplicates, day_reasons,
+                                                context)
         failed += [f"{e.check_name}[{partition}]" for e in evaluations if not e.passed and e.blocking]
         yield from evaluations
     if failed:
         context.log.error(f"blocking device_usage checks failed: {', '.join(failed)}")
     yield from check_outputs(context)
+
+
+def _grouped(frame: pl.DataFrame, name: str) -> dict[str, dict[str, int]]:
+    """{day: {name value: n}} of a (day, name, n) frame, in the frame's order."""
+    out: dict[str, dict[str, int]] = {}
+    for day, value, n in frame.select("day", name, "n").iter_rows():
+        out.setdefault(day, {})[str(value)] = n
+    return out

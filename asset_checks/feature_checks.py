@@ -8,9 +8,10 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from asset_checks.evaluations import check_outputs, partition_evaluation
+from asset_checks.evaluations import check_outputs, partition_evaluation, prefetch_targets
 from asset_checks.schemas import failure_cases
 from resources import Warehouse
+from resources.settings import batch_rows
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.tables import DUCKDB_POOL, USAGE_FEATURES
 
@@ -77,26 +78,60 @@ FEATURE_CHECK_SPECS = [
 BLOCKING_FEATURE_CHECKS = [spec.key for spec in FEATURE_CHECK_SPECS if spec.blocking]
 
 
+def day_chunks(row_counts: dict[str, int], keys: list[str], max_rows: int) -> list[list[str]]:
+    """Consecutive partition keys in chunks of about ``max_rows`` feature rows (at least one key each)."""
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    held = 0
+    for key in keys:
+        current.append(key)
+        held += row_counts.get(key, 0)
+        if held >= max_rows:
+            chunks.append(current)
+            current, held = [], 0
+    return chunks + ([current] if current else [])
+
+
 @dg.multi_asset_check(specs=FEATURE_CHECK_SPECS, pool=DUCKDB_POOL, can_subset=False)
 def usage_features_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator:
-    """Validate each usage_features partition of the run and measure its drift."""
+    """Validate each usage_features partition of the run and measure its drift.
+
+    Consecutive days are read and validated together (one Pandera validation and one reference read per chunk
+    of about SMART_HOME_BATCH_ROWS rows); each day still gets its own evaluation of each check."""
     schema = features_schema()
-    for key in context.partition_keys:
-        rows = warehouse.read_partitions(USAGE_FEATURES, [key])
-        cases = failure_cases(schema, rows)
-        metadata = {"rows_checked": rows.height, "failures": cases.height}
-        if cases.height:
-            counts = cases.group_by("column", "check").len().sort("len", descending=True)
-            metadata["failures_by_check"] = {f"{c}: {k}": n for c, k, n in counts.iter_rows()}
-        yield partition_evaluation(context, FEATURES_KEY, ROWS, key, cases.height == 0, metadata)
-        day = dt.date.fromisoformat(key)
-        reference = warehouse.query(
-            f"SELECT * FROM {USAGE_FEATURES} WHERE partition_date BETWEEN ? AND ?",
-            [day - dt.timedelta(days=DRIFT_REFERENCE_DAYS), day - dt.timedelta(days=1)])
-        psi = drift_report(reference, rows) if reference.height and rows.height else {}
-        worst = max(psi.values(), default=0.0)
-        yield partition_evaluation(
-            context, FEATURES_KEY, DRIFT, key, worst <= PSI_WARN_ABOVE,
-            {"psi": psi, "max_psi": worst, "warn_above": PSI_WARN_ABOVE, "reference_rows": reference.height},
-            blocking=False, severity=dg.AssetCheckSeverity.WARN)
+    keys = sorted(context.partition_keys)
+    sizes = warehouse.query(
+        f"SELECT strftime(partition_date, '%Y-%m-%d') AS day, count(*) AS n FROM {USAGE_FEATURES}"
+        " WHERE partition_date IN (SELECT UNNEST(?::DATE[])) GROUP BY ALL", [keys]) if keys else pl.DataFrame()
+    row_counts = dict(sizes.iter_rows()) if sizes.height else {}
+    prefetch_targets(context, FEATURES_KEY, keys)
+    for chunk in day_chunks(row_counts, keys, batch_rows()):
+        first, last = dt.date.fromisoformat(chunk[0]), dt.date.fromisoformat(chunk[-1])
+        rows = warehouse.read_partitions(USAGE_FEATURES, chunk)
+        cases = failure_cases(schema, rows, by="partition_date") if rows.height else pl.DataFrame()
+        reference_rows = warehouse.query(
+            f"SELECT partition_date, {', '.join(DRIFT_FEATURES)} FROM {USAGE_FEATURES} "
+            "WHERE partition_date BETWEEN ? AND ?", [first - dt.timedelta(days=DRIFT_REFERENCE_DAYS),
+                                                    last - dt.timedelta(days=1)])
+        rows_of = {str(day): part for (day,), part in rows.partition_by("partition_date", as_dict=True).items()} \
+            if rows.height else {}
+        for key in chunk:
+            day = dt.date.fromisoformat(key)
+            mine = rows_of.get(key, rows.clear() if rows.width else pl.DataFrame())
+            day_cases = cases.filter(pl.col("partition_date").is_null() | (pl.col("partition_date") == day)) \
+                if cases.height else cases
+            metadata = {"rows_checked": mine.height, "failures": day_cases.height}
+            if day_cases.height:
+                counts = day_cases.group_by("column", "check").len().sort("len", descending=True)
+                metadata["failures_by_check"] = {f"{c}: {k}": n for c, k, n in counts.iter_rows()}
+            yield partition_evaluation(context, FEATURES_KEY, ROWS, key, day_cases.height == 0, metadata)
+            reference = reference_rows.filter(pl.col("partition_date").is_between(
+                day - dt.timedelta(days=DRIFT_REFERENCE_DAYS), day - dt.timedelta(days=1))) \
+                if reference_rows.height else reference_rows
+            psi = drift_report(reference, mine) if reference.height and mine.height else {}
+            worst = max(psi.values(), default=0.0)
+            yield partition_evaluation(
+                context, FEATURES_KEY, DRIFT, key, worst <= PSI_WARN_ABOVE,
+                {"psi": psi, "max_psi": worst, "warn_above": PSI_WARN_ABOVE, "reference_rows": reference.height},
+                blocking=False, severity=dg.AssetCheckSeverity.WARN)
     yield from check_outputs(context)

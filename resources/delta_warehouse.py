@@ -137,36 +137,69 @@ class DeltaWarehouse(ConfigurableResource):
         dates = checked_partition_dates(tables, partition_keys)
         aligned = {}
         for table, frame in tables.items():  # every check before the first commit
-            target = self._schema(table, self.create_table(table, frame.schema))
-            missing = [c for c in frame.columns if c not in target]
-            if missing:
-                raise WarehouseError(
-                    f"table {table} has no column(s) {missing}: the schema changed; migrate or drop the table")
-            aligned[table] = frame.select([
-                (pl.col(c) if c in frame.columns else pl.lit(None)).cast(dtype).alias(c) for c, dtype in target.items()
-            ])
+            aligned[table] = self._aligned(table, frame, self._schema(table, self.create_table(table, frame.schema)))
         predicate = f"{PARTITION_COLUMN} IN ({', '.join(repr(d.isoformat()) for d in dates)})"
         for table, frame in aligned.items():
-            self._overwrite(table, frame, predicate)
+            self._overwrite(table, frame.to_arrow, predicate)
 
     def replace_partition_in_batches(self, partition_key: str, tables: Sequence[str],
                                      batches: Iterable[Mapping[str, pl.DataFrame]]) -> None:
-        """``replace_partitions`` of the concatenated batches: one Delta commit per table, as there. Unlike the
-        DuckDB warehouse, the batches of a partition are gathered in memory before the commit (a delta-rs write
-        takes one stream per table); on Delta, a day's memory is bounded by partitioning finer, not by batches."""
-        collected: dict[str, list[pl.DataFrame]] = {table: [] for table in tables}
-        for batch in batches:
-            for table in tables:
-                collected[table].append(batch[table])
-        frames = {table: pl.concat(parts, how="vertical_relaxed") for table, parts in collected.items() if parts}
-        if len(frames) < len(tables):
-            raise WarehouseError(f"no rows or schema given for {sorted(set(tables) - set(frames))}")
-        self.replace_partitions(frames, [partition_key])
+        """:meth:`replace_partitions_in_batches` of one partition."""
+        self.replace_partitions_in_batches([partition_key], tables, batches)
 
-    def _overwrite(self, table: str, frame: pl.DataFrame, predicate: str) -> None:
+    def replace_partitions_in_batches(self, partition_keys: Sequence[str], tables: Sequence[str],
+                                      batches: Iterable[Mapping[str, pl.DataFrame]]) -> None:
+        """``replace_partitions`` of the concatenated batches: one Delta commit per table, as there, with memory
+        bounded by one batch. Each batch is checked and staged as a local Parquet file per table; then each
+        table's staged files are streamed into ``write_deltalake`` as a ``RecordBatchReader``, so neither the
+        batches nor the partitions are ever gathered in memory."""
+        import tempfile
+
+        import pyarrow as pa
+
+        dates = partition_dates(partition_keys)
+        with tempfile.TemporaryDirectory(prefix="smart-home-delta-staging-") as staging:
+            staged: dict[str, list[str]] = {table: [] for table in tables}
+            targets: dict[str, dict[str, pl.DataType]] = {}
+            for number, batch in enumerate(batches):
+                checked_partition_dates(batch, partition_keys)
+                for table in tables:
+                    frame = batch[table]
+                    if table not in targets:
+                        targets[table] = self._schema(table, self.create_table(table, frame.schema))
+                    identifier(table)  # a plain name: safe in a file name too
+                    path = os.path.join(staging, f"{table}-{number:06d}.parquet")
+                    self._aligned(table, frame, targets[table]).write_parquet(path, statistics=False)
+                    staged[table].append(path)
+            missing = [t for t in tables if not staged[t]]
+            if missing:
+                raise WarehouseError(f"no rows or schema given for {sorted(missing)}")
+            predicate = f"{PARTITION_COLUMN} IN ({', '.join(repr(d.isoformat()) for d in dates)})"
+            for table in tables:
+                schema = pl.DataFrame(schema=targets[table]).to_arrow().schema
+
+                def stream(files=staged[table], schema=schema):
+                    for path in files:
+                        yield from ds.dataset(path, format="parquet").to_batches()
+
+                self._overwrite(table, lambda s=schema, f=stream: pa.RecordBatchReader.from_batches(s, f()), predicate)
+
+    @staticmethod
+    def _aligned(table: str, frame: pl.DataFrame, target: Mapping[str, pl.DataType]) -> pl.DataFrame:
+        """``frame`` in the column order and types of the table (a column the table lacks is an error)."""
+        missing = [c for c in frame.columns if c not in target]
+        if missing:
+            raise WarehouseError(
+                f"table {table} has no column(s) {missing}: the schema changed; migrate or drop the table")
+        return frame.select([(pl.col(c) if c in frame.columns else pl.lit(None)).cast(dtype).alias(c)
+                             for c, dtype in target.items()])
+
+    def _overwrite(self, table: str, data, predicate: str) -> None:
+        """One overwrite commit of the rows ``data()`` gives (an Arrow table or a RecordBatchReader: called
+        again for each attempt, as a stream is read once), retried when a concurrent writer conflicts."""
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                write_deltalake(self.table_uri(table), frame.to_arrow(), mode="overwrite", predicate=predicate,
+                write_deltalake(self.table_uri(table), data(), mode="overwrite", predicate=predicate,
                                 partition_by=[PARTITION_COLUMN], storage_options=self.options())
                 return
             except CommitFailedError as exc:

@@ -106,22 +106,30 @@ class Warehouse(DuckDBResource):
 
     def replace_partition_in_batches(self, partition_key: str, tables: Sequence[str],
                                      batches: Iterable[Mapping[str, pl.DataFrame]]) -> None:
-        """Replace one partition of every table in ``tables`` with the concatenation of ``batches`` (each a frame
-        per table), in one transaction: readers see the old or the new partition, never a part. A table that gets
-        no batch is emptied for the partition.
+        """:meth:`replace_partitions_in_batches` of one partition."""
+        self.replace_partitions_in_batches([partition_key], tables, batches)
 
-        Memory is bounded by one batch, not by the partition: each batch is staged as Parquet files in a folder
-        beside the warehouse, then one transaction deletes the partition and inserts the staged files, with
+    def replace_partitions_in_batches(self, partition_keys: Sequence[str], tables: Sequence[str],
+                                      batches: Iterable[Mapping[str, pl.DataFrame]]) -> None:
+        """Replace ``partition_keys`` of every table in ``tables`` with the concatenation of ``batches`` (each a
+        frame per table, holding rows of any of those partitions), in one transaction: readers see the old or the
+        new partitions, never a part. A partition or table that gets no rows is emptied.
+
+        Memory is bounded by one batch, not by the partitions: each batch is staged as Parquet files in a folder
+        beside the warehouse, then one transaction deletes the partitions and inserts the staged files, with
         DuckDB's memory limited to ``STAGED_INSERT_MEMORY_LIMIT`` (DuckDB spills to disk beyond it). Inserting
         the batches from Arrow inside one transaction instead keeps about 1.2 KB per raw line in memory until
-        the commit, outside DuckDB's memory limit (measured in bench/findings.md)."""
-        dates = partition_dates([partition_key])
+        the commit, outside DuckDB's memory limit (measured in bench/findings.md). A run of many small
+        partitions (a history backfill) is one staging folder and one transaction, not one per partition."""
+        dates = partition_dates(partition_keys)
         remove_abandoned_staging(self.path().parent)
         staging = self.path().parent / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+        described = "partition " + partition_keys[0] if len(partition_keys) == 1 else \
+            f"partitions {partition_keys[0]}...{partition_keys[-1]}" if partition_keys else "no partitions"
         try:
             staged: dict[str, list[str]] = {table: [] for table in tables}
             for number, batch in enumerate(batches):
-                checked_partition_dates(batch, [partition_key])
+                checked_partition_dates(batch, partition_keys)
                 for table in tables:
                     identifier(table)  # a plain name: safe in a file name too
                     path = staging / f"{table}-{number:06d}.parquet"
@@ -129,7 +137,7 @@ class Warehouse(DuckDBResource):
                         staging.mkdir(parents=True, exist_ok=True)
                         batch[table].write_parquet(path, compression="lz4", statistics=False)
                     except (OSError, pl.exceptions.PolarsError) as exc:
-                        raise WarehouseError(f"staging partition {partition_key} of {list(tables)} for warehouse "
+                        raise WarehouseError(f"staging {described} of {list(tables)} for warehouse "
                                              f"{self.path()} in {staging} failed, nothing was changed: {exc}") from exc
                     staged[table].append(str(path))
             with self._transaction(list(tables)) as conn:
@@ -143,7 +151,8 @@ class Warehouse(DuckDBResource):
                         self._check_columns(conn, table, [row[0] for row in incoming.fetchall()])
                     elif not self._exists(conn, table):
                         continue
-                    conn.execute(f"DELETE FROM {name} WHERE {PARTITION_COLUMN} = ?", [dates[0]])
+                    conn.execute(f"DELETE FROM {name} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[]))",
+                                 [dates])
                     if staged[table]:
                         conn.execute(f"INSERT INTO {name} BY NAME SELECT * FROM read_parquet(?)", [staged[table]])
         finally:

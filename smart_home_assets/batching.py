@@ -38,3 +38,20 @@ def partition_file_batches(warehouse, table: str, hub_column: str, partition: st
         f"SELECT source_file AS item, {hub_column} AS \"group\", count(*) AS rows FROM {table}"
         " WHERE partition_date = ?::DATE GROUP BY ALL ORDER BY item", [partition])
     return grouped_batches(sizes, max_rows)
+
+
+def partitions_file_batches(warehouse, table: str, hub_column: str, partitions: list[str], max_rows: int,
+                            ) -> list[tuple[list[str], list[str]]]:
+    """The source files of several partitions of ``table`` in batches of whole hubs of a day, as (the batch's
+    partition keys, its files): small days share a batch, a big day is split by hubs. A file belongs to one
+    partition (its path starts with the day). One query for all the partitions; none when the table does not
+    exist yet."""
+    if not warehouse.table_exists(table) or not partitions:
+        return []
+    sizes = warehouse.query(
+        f"SELECT source_file AS item, strftime(partition_date, '%Y-%m-%d') || '/' || {hub_column} AS \"group\", "
+        f"count(*) AS rows, strftime(partition_date, '%Y-%m-%d') AS day FROM {table}"
+        " WHERE partition_date IN (SELECT UNNEST(?::DATE[])) GROUP BY ALL ORDER BY day, item", [list(partitions)])
+    day_of = dict(zip(sizes["item"].to_list(), sizes["day"].to_list()))
+    return [(sorted({day_of[f] for f in files}), files)
+            for files in grouped_batches(sizes.select("item", "group", "rows"), max_rows)]

@@ -433,14 +433,49 @@ def ingest_day_in_batches(partition_key: str, files: list[LandingFile], ingested
     next file is another hub's, so memory depends on the batch, not on the day, and each batch can be cleaned on
     its own (``clean_usage`` judges duplicates per hub). Concatenated, the batches equal ``ingest_day``'s frames.
     Yields at least one (possibly empty) batch."""
-    frames, manifest, held, last_hub, yielded = [], [], 0, None, False
-    for file, (frame, row) in zip(files, file_lines(files)):
-        if held >= batch_rows and (file.hub_id is None or file.hub_id != last_hub):
-            yield _ingest(*_frames(partition_key, frames, manifest), ingested_at)
-            frames, manifest, held, yielded = [], [], 0, True
-        frames.append(frame)
-        manifest.append(row)
-        held += frame.height
-        last_hub = file.hub_id
-    if manifest or not yielded:
-        yield _ingest(*_frames(partition_key, frames, manifest), ingested_at)
+    return ingest_partitions_in_batches([(partition_key, files)], ingested_at, batch_rows)
+
+
+def ingest_partitions_in_batches(days: Iterable[tuple[str, list[LandingFile]]], ingested_at: dt.datetime,
+                                 batch_rows: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """The raw_usage rows and file manifests of several days' files, in batches that may hold several days: a
+    batch is closed once it holds ``batch_rows`` lines or more and the next file is another hub's or another
+    day's. Many small days (a household's history) are parsed a batch at a time, not a day at a time, while a
+    big day is still split into batches of whole hubs. Concatenated, the batches equal each day's
+    ``ingest_day`` frames, in order. Yields at least one (possibly empty) batch."""
+    lines: list[pl.DataFrame] = []
+    manifests: list[pl.DataFrame] = []
+    frames: list[pl.DataFrame] = []
+    manifest: list[dict] = []
+    held, last, yielded = 0, None, False
+
+    def close_day(key: str) -> None:
+        nonlocal frames, manifest
+        if frames or manifest:
+            day_lines, day_manifest = _frames(key, frames, manifest)
+            lines.append(day_lines)
+            manifests.append(day_manifest)
+        frames, manifest = [], []
+
+    def batch() -> tuple[pl.DataFrame, pl.DataFrame]:
+        nonlocal lines, manifests, held
+        if not lines:  # no file at all: the empty frames, with their schemas
+            empty_lines, empty_manifest = _frames("1970-01-01", [], [])
+            lines, manifests = [empty_lines], [empty_manifest]
+        out = _ingest(pl.concat(lines, how="vertical"), pl.concat(manifests, how="vertical"), ingested_at)
+        lines, manifests, held = [], [], 0
+        return out
+
+    for key, files in days:
+        for file, (frame, row) in zip(files, file_lines(files)):
+            if held >= batch_rows and (file.hub_id is None or (key, file.hub_id) != last):
+                close_day(key)
+                yield batch()
+                yielded = True
+            frames.append(frame)
+            manifest.append(row)
+            held += frame.height
+            last = (key, file.hub_id)
+        close_day(key)
+    if lines or not yielded:
+        yield batch()

@@ -2,8 +2,8 @@
 is afterwards exactly its previous complete version or the new one (never empty, never partial), and a re-run
 converges to the rows of a clean run.
 
-A third of the kills come at a random moment; the others are aimed at a partition write: they wait for the
-write's staging folder (``.staging-<pid>-<id>``, resources/warehouse.py) to appear, then kill within 50 ms. At least
+A third of the kills come at a random moment; the others are aimed at a step's write (each table-writing step
+replaces all the run's partitions in one staged transaction): they wait for the write's staging folder (``.staging-<pid>-<id>``, resources/warehouse.py) to appear, then kill within 50 ms. At least
 a third of all trials must be proven to have landed inside a write, from what the killed run left (below).
 """
 
@@ -37,7 +37,7 @@ TRIALS = int(os.environ.get("CRASH_TRIALS", "20"))
 MIN_INSIDE_WRITE = -(-TRIALS // 3)
 # An aimed kill comes at most this long after the staging folder appears (a staged write took 55-85 ms idle).
 AIM_DELAY_S = 0.05
-WRITES = 2 * DAYS  # staged partition writes in a run: raw_usage and device_usage, each day
+WRITES = 3  # staged writes in a run: raw_usage, device_usage and usage_features, each for all the run's days
 # the steps that write tables, and the assets each records when it is done
 WRITE_STEPS = {"raw_usage": {"raw_usage"}, "device_usage": {"device_usage", "device_usage_quarantine"},
                "usage_features": {"usage_features"}}

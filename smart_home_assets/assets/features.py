@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 
 from resources import Warehouse
+from resources.settings import batch_rows
 from smart_home_assets.assets.usage import column_schema, partition_table
 from smart_home_assets.automation import follows_history_window
 from smart_home_assets.features import FEATURES_SCHEMA, LOOKBACK_DAYS, build_features, daily_usage_sql, history_ranges
@@ -43,15 +44,25 @@ def usage_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
     # The lookback and the narrow window one year back (two ranges unless the run spans a year).
     daily = pl.concat([warehouse.query(daily_usage_sql(DEVICE_USAGE), [lo, hi]) for lo, hi in history_ranges(first, last)])
     per_partition = []
-    for key in keys:
-        day = dt.date.fromisoformat(key)
-        features = build_features(daily, day)
-        warehouse.replace_partitions({USAGE_FEATURES: features}, [key])
-        per_partition.append({
-            "partition": key, "devices": features.height,
-            "active_devices": features.filter(pl.col("event_count") > 0).height,
-            "enough_history": int(features["has_enough_history"].sum() or 0),
-        })
+
+    def batches():
+        # days gathered up to about batch_rows feature rows, all replaced in one transaction at the end
+        held: list[pl.DataFrame] = []
+        for key in keys:
+            features = build_features(daily, dt.date.fromisoformat(key))
+            per_partition.append({
+                "partition": key, "devices": features.height,
+                "active_devices": features.filter(pl.col("event_count") > 0).height,
+                "enough_history": int(features["has_enough_history"].sum() or 0),
+            })
+            held.append(features)
+            if sum(f.height for f in held) >= batch_rows():
+                yield {USAGE_FEATURES: pl.concat(held)}
+                held = []
+        if held:
+            yield {USAGE_FEATURES: pl.concat(held)}
+
+    warehouse.replace_partitions_in_batches(keys, [USAGE_FEATURES], batches())
     rows = sum(p["devices"] for p in per_partition)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(rows),

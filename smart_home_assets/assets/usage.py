@@ -17,8 +17,8 @@ from smart_home_assets.assets.metadata import PREVIEW_ROWS, preview_table, quara
 from smart_home_assets.automation import follows_upstream_partitions
 from smart_home_assets.catalog import load_device_catalog
 from smart_home_assets.cleaning import DEVICE_USAGE_SCHEMA, QUARANTINE_SCHEMA, clean_usage
-from smart_home_assets.batching import partition_file_batches
-from smart_home_assets.ingest import RAW_USAGE_SCHEMA, ingest_day_in_batches
+from smart_home_assets.batching import partitions_file_batches
+from smart_home_assets.ingest import RAW_USAGE_SCHEMA, ingest_partitions_in_batches
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.tables import (
     DEVICE_USAGE,
@@ -37,9 +37,30 @@ def column_schema(schema: dict[str, pl.DataType]) -> dg.TableSchema:
 CLEANED_RAW_COLUMNS = [c for c in RAW_USAGE_SCHEMA if c != "raw_line"]
 
 
-def raw_file_batches(warehouse: Warehouse, partition: str, max_rows: int) -> list[list[str]]:
-    """The partition's raw_usage source files in batches of whole hubs (at least one batch, maybe empty)."""
-    return partition_file_batches(warehouse, RAW_USAGE, "file_hub_id", partition, max_rows) or [[]]
+def raw_file_batches(warehouse: Warehouse, partitions: list[str], max_rows: int) -> list[tuple[list[str], list[str]]]:
+    """The partitions' raw_usage source files in batches of whole hubs of a day, as (days, files); at least one
+    batch, maybe empty."""
+    return partitions_file_batches(warehouse, RAW_USAGE, "file_hub_id", partitions, max_rows) or [(partitions, [])]
+
+
+RAW_STATS = ("files", "lines", "bytes", "parse_errors", "file_problems")
+# A run logs one line per partition up to this many partitions; a longer backfill's per-partition figures are in
+# the materialization's "partitions" table (a log line is an event-log write, as costly as a partition's rows).
+PARTITIONS_LOGGED = 31
+
+
+def raw_batch_stats(raw: pl.DataFrame, manifest: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Per partition key of a raw_usage batch: files, lines, bytes, parse errors and file problems."""
+    lines = raw.group_by("partition_date").agg(lines=pl.len(), parse_errors=pl.col("parse_error").is_not_null().sum())
+    files = manifest.group_by("partition_date").agg(files=pl.len(), bytes=pl.col("size_bytes").sum(),
+                                                    file_problems=pl.col("problem").is_not_null().sum())
+    out: dict[str, dict[str, int]] = {}
+    for row in lines.iter_rows(named=True):
+        out.setdefault(str(row["partition_date"]), {}).update(lines=row["lines"], parse_errors=row["parse_errors"])
+    for row in files.iter_rows(named=True):
+        out.setdefault(str(row["partition_date"]), {}).update(
+            files=row["files"], bytes=int(row["bytes"] or 0), file_problems=row["file_problems"])
+    return out
 
 
 def partition_table(rows: list[dict]) -> dg.MetadataValue:
@@ -64,28 +85,28 @@ def raw_usage(context: dg.AssetExecutionContext, landing: LandingZone, warehouse
     The restricted zone: it holds clear-text user ids. Re-materializing a day replaces it in one transaction.
     """
     ingested_at = dt.datetime.now(dt.timezone.utc)
-    per_partition = []
-    for key in context.partition_keys:
-        files = landing.files_for_day(key)
-        stats = dict.fromkeys(("files", "lines", "bytes", "parse_errors", "file_problems"), 0)
+    keys = context.partition_keys
+    stats = {key: dict.fromkeys(RAW_STATS, 0) for key in keys}
 
-        def batches(key=key, files=files, stats=stats):
-            # whole files at a time: memory is bounded by the batch, the partition is still one transaction
-            for raw, manifest in ingest_day_in_batches(key, files, ingested_at, batch_rows()):
-                problems = manifest.filter(pl.col("problem").is_not_null())
-                for row in problems.iter_rows(named=True):
-                    context.log.warning(f"partition {key}: file {row['source_file']}: {row['problem']}")
-                stats["files"] += manifest.height
-                stats["lines"] += raw.height
-                stats["bytes"] += int(manifest["size_bytes"].sum() or 0)
-                stats["parse_errors"] += raw["parse_error"].is_not_null().sum()
-                stats["file_problems"] += problems.height
-                yield {RAW_USAGE: raw, RAW_USAGE_FILES: manifest}
+    def batches():
+        # batches of whole files, spanning days when the days are small: memory is bounded by the batch, and all
+        # the run's partitions are replaced in one transaction
+        for raw, manifest in ingest_partitions_in_batches(((key, landing.files_for_day(key)) for key in keys),
+                                                          ingested_at, batch_rows()):
+            problems = manifest.filter(pl.col("problem").is_not_null())
+            for row in problems.iter_rows(named=True):
+                context.log.warning(f"partition {row['partition_date']}: file {row['source_file']}: {row['problem']}")
+            for key, values in raw_batch_stats(raw, manifest).items():
+                for name, value in values.items():
+                    stats[key][name] += value
+            yield {RAW_USAGE: raw, RAW_USAGE_FILES: manifest}
 
-        warehouse.replace_partition_in_batches(key, [RAW_USAGE, RAW_USAGE_FILES], batches())
-        per_partition.append({"partition": key, **stats})
-        context.log.info(f"raw_usage {key}: {per_partition[-1]}")
-    totals = {k: sum(p[k] for p in per_partition) for k in ("files", "lines", "bytes", "parse_errors", "file_problems")}
+    warehouse.replace_partitions_in_batches(keys, [RAW_USAGE, RAW_USAGE_FILES], batches())
+    per_partition = [{"partition": key, **stats[key]} for key in keys]
+    if len(keys) <= PARTITIONS_LOGGED:
+        for row in per_partition:
+            context.log.info(f"raw_usage {row['partition']}: {row}")
+    totals = {k: sum(p[k] for p in per_partition) for k in RAW_STATS}
     return dg.MaterializeResult(metadata={
         **{k: dg.MetadataValue.int(int(v)) for k, v in totals.items()},
         "dagster/row_count": dg.MetadataValue.int(int(totals["lines"])),
@@ -120,36 +141,41 @@ def device_usage(context: dg.AssetExecutionContext, warehouse: Warehouse, pseudo
     """Clean each raw_usage partition into device_usage and device_usage_quarantine, written together."""
     catalog = load_device_catalog()
     key = pseudonym_key.secret()
-    per_partition = []
+    keys = context.partition_keys
+    counts = {k: {"raw_lines": 0, "device_usage": 0, "quarantined": 0} for k in keys}
+    reasons: dict[str, dict[str, int]] = {k: {} for k in keys}
     heads: dict[str, pl.DataFrame] = {}  # each partition's first clean rows, for the preview
-    for partition in context.partition_keys:
-        counts = {"raw_lines": 0, "device_usage": 0, "quarantined": 0}
-        reasons: dict[str, int] = {}
 
-        def batches(partition=partition, counts=counts, reasons=reasons):
-            # whole hubs at a time (duplicates are judged per hub: the same rows as cleaning the whole day)
-            for files in raw_file_batches(warehouse, partition, batch_rows()):
-                raw = warehouse.read_partitions(RAW_USAGE, [partition], columns=CLEANED_RAW_COLUMNS,
-                                                where={"source_file": files})
-                if raw.is_empty():
-                    raw = pl.DataFrame(schema={c: RAW_USAGE_SCHEMA[c] for c in CLEANED_RAW_COLUMNS})
-                result = clean_usage(raw, catalog.device_types, key)
-                counts["raw_lines"] += raw.height
-                counts["device_usage"] += result.device_usage.height
-                counts["quarantined"] += result.quarantine.height
-                for reason, n in result.quarantine.group_by("reason").len().iter_rows():
-                    reasons[reason] = reasons.get(reason, 0) + n
-                if heads.get(partition, pl.DataFrame()).is_empty():
-                    heads[partition] = result.device_usage.head(PREVIEW_ROWS)
-                yield {DEVICE_USAGE: result.device_usage, DEVICE_USAGE_QUARANTINE: result.quarantine}
+    def batches():
+        # whole hubs of a day at a time, several small days per batch (duplicates are judged per day and hub:
+        # the same rows as cleaning each day on its own); one transaction replaces every partition of the run
+        for days, files in raw_file_batches(warehouse, keys, batch_rows()):
+            raw = warehouse.read_partitions(RAW_USAGE, days, columns=CLEANED_RAW_COLUMNS,
+                                            where={"source_file": files}) if files else pl.DataFrame()
+            if raw.is_empty():
+                raw = pl.DataFrame(schema={c: RAW_USAGE_SCHEMA[c] for c in CLEANED_RAW_COLUMNS})
+            result = clean_usage(raw, catalog.device_types, key)
+            for column, frame in (("raw_lines", raw), ("device_usage", result.device_usage),
+                                  ("quarantined", result.quarantine)):
+                for day, n in frame.group_by("partition_date").len().iter_rows():
+                    counts[str(day)][column] += n
+            for day, reason, n in result.quarantine.group_by("partition_date", "reason").len().iter_rows():
+                reasons[str(day)][reason] = reasons[str(day)].get(reason, 0) + n
+            last = keys[-1]
+            if heads.get(last, pl.DataFrame()).is_empty():
+                heads[last] = result.device_usage.filter(pl.col("partition_date") == dt.date.fromisoformat(last)
+                                                         ).head(PREVIEW_ROWS)
+            yield {DEVICE_USAGE: result.device_usage, DEVICE_USAGE_QUARANTINE: result.quarantine}
 
-        warehouse.replace_partition_in_batches(partition, [DEVICE_USAGE, DEVICE_USAGE_QUARANTINE], batches())
-        per_partition.append({
-            "partition": partition, **counts,
-            "quarantine_rate": f"{quarantine_rate(counts['raw_lines'], counts['quarantined']):.2%}",
-            "reasons": ", ".join(f"{r}={n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])) or "-",
-        })
-        context.log.info(f"device_usage {partition}: {per_partition[-1]}")
+    warehouse.replace_partitions_in_batches(keys, [DEVICE_USAGE, DEVICE_USAGE_QUARANTINE], batches())
+    per_partition = [{
+        "partition": k, **counts[k],
+        "quarantine_rate": f"{quarantine_rate(counts[k]['raw_lines'], counts[k]['quarantined']):.2%}",
+        "reasons": ", ".join(f"{r}={n}" for r, n in sorted(reasons[k].items(), key=lambda kv: -kv[1])) or "-",
+    } for k in keys]
+    if len(keys) <= PARTITIONS_LOGGED:
+        for row in per_partition:
+            context.log.info(f"device_usage {row['partition']}: {row}")
     rows = sum(p["device_usage"] for p in per_partition)
     quarantined = sum(p["quarantined"] for p in per_partition)
     shared = {"partitions": partition_table(per_partition), "device_catalog": dg.MetadataValue.text(catalog.label),
