@@ -82,23 +82,35 @@ def materialize_range(selection: str, first: dt.date, last: dt.date, env: dict[s
 
 
 def _run_logged(command: list[str], env: dict[str, str], name: str, allow_failed_checks: bool = False) -> bool:
-    """Run a dagster CLI command with its log in <data>/logs; False when only a blocking check failed
-    (and ``allow_failed_checks``), an exit with the first errors otherwise."""
+    """Run a dagster CLI command with its log in <data>/logs, showing the run's progress meanwhile
+    (smart_home_assets/progress.py); False when only a blocking check failed (and ``allow_failed_checks``), an
+    exit with the first errors otherwise."""
+    from smart_home_assets.progress import follow_run
+
     recover(env)
     print("$ " + " ".join(command), flush=True)
     started = time.perf_counter()
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
     log = Path(env[DATA_DIR_ENV_VAR]) / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(result.stdout + result.stderr)
-    output = result.stdout + result.stderr
-    if result.returncode != 0 and allow_failed_checks and _only_checks_failed(output):
+    # The run's output goes to its log file; what the user sees meanwhile is read from the run's event log
+    # (smart_home_assets/progress.py): a status line on a terminal, a line per finished step otherwise.
+    command_started = time.time()
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True)
+    with process:
+        try:
+            follow_run(process, env["DAGSTER_HOME"], command_started, command, sys.stdout)
+        except BaseException:
+            process.kill()  # as subprocess.run did (Ctrl-C included)
+            raise
+    returncode = process.returncode
+    output = log.read_text(errors="replace")
+    if returncode != 0 and allow_failed_checks and _only_checks_failed(output):
         print(f"  a blocking check failed (see the summary); log: {log}")
         return False
-    if result.returncode != 0:
-        failures = [line for line in (result.stdout + result.stderr).splitlines()
-                    if "STEP_FAILURE" in line or "Error" in line][:10]
-        raise SystemExit(f"dagster asset materialize failed (exit {result.returncode}); full log: {log}\n"
+    if returncode != 0:
+        failures = [line for line in output.splitlines() if "STEP_FAILURE" in line or "Error" in line][:10]
+        raise SystemExit(f"dagster asset materialize failed (exit {returncode}); full log: {log}\n"
                          + "\n".join(failures))
     print(f"  run succeeded in {time.perf_counter() - started:.0f}s; log: {log}")
     return True
