@@ -148,3 +148,89 @@ def test_reading_a_batch_returns_exactly_its_files_even_when_others_sort_between
     warehouse.replace_partitions({"t": pl.DataFrame({"partition_date": [date] * 4, "f": names})}, [DAY])
     assert sorted(warehouse.read_partitions("t", [DAY], where={"f": ["a", "c"]})["f"]) == ["a", "c"]
     assert warehouse.read_partitions("t", [DAY], where={"f": []}).is_empty()
+
+
+RANGE = [str(dt.date(2026, 4, 1) + dt.timedelta(days=i)) for i in range(4)]
+RANGE_TABLES = {**TABLES, "usage_features": ["device_id"]}
+
+
+@pytest.fixture
+def history(tmp_path):
+    """Four small days (3 hubs, one a day late with an empty day in between): a history backfill's shape."""
+    root = tmp_path / "history"
+    simulate_fleet(root, hubs=3, days=4, start=dt.date.fromisoformat(RANGE[0]), fault_rate=0.05, seed=5,
+                   events_per_hub=30)
+    for day_folder in (root / RANGE[2]).iterdir():  # day 3 has no upload at all
+        day_folder.unlink()
+    # the same event id on two days is two events (duplicates are judged per day), and a repeat within a day is one
+    write_upload(root, RANGE[1], "hub-x", [event(RANGE[1], 1, hub="hub-x"), event(RANGE[1], 1, hub="hub-x")])
+    write_upload(root, RANGE[3], "hub-x", [event(RANGE[3], 1, hub="hub-x")])
+    return root
+
+
+def materialize(landing, data, monkeypatch, batch_rows: int, days: list[list[str]]):
+    """The ingest-to-features assets with their checks, one run per entry of ``days`` (a range run each)."""
+    from asset_checks import usage_features_checks
+    from smart_home_assets.assets.features import usage_features
+
+    monkeypatch.setenv("SMART_HOME_BATCH_ROWS", str(batch_rows))
+    warehouse = Warehouse(database=str(data / "warehouse.duckdb"))
+    resources = {"landing": LandingZone(path=str(landing)), "warehouse": warehouse,
+                 "pseudonym_key": PseudonymizationKey()}
+    evaluations = {}
+    with dg.instance_for_test() as instance:
+        for keys in days:
+            tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+            result = dg.materialize([raw_usage, device_usage, device_usage_checks, usage_features,
+                                     usage_features_checks], tags=tags, resources=resources, instance=instance)
+            assert result.success
+            for e in result.get_asset_check_evaluations():
+                evaluations[(e.check_name, e.partition)] = (e.passed, {
+                    k: v.value for k, v in e.metadata.items() if k in (
+                        "rows_checked", "failures", "raw_lines", "device_usage_rows", "quarantined_rows", "duplicates",
+                        "unaccounted", "placeholder_user_rows", "unknown_types_in_quarantine", "max_psi",
+                        "reference_rows")})
+    tables = {t: warehouse.query(f"SELECT * FROM {t}").drop("ingested_at", strict=False).sort("partition_date", *o)
+              for t, o in RANGE_TABLES.items()}
+    return tables, evaluations, warehouse
+
+
+def test_a_range_run_equals_one_run_per_day(history, tmp_path, monkeypatch):
+    """Batches that span days (a history backfill) and batches that split a day give the rows and the
+    per-partition check results of one run per day."""
+    daily_tables, daily_checks, _ = materialize(history, tmp_path / "daily", monkeypatch, 10**9,
+                                                [[d] for d in RANGE])
+    for batch_rows in (10**9, 50):  # all days in one batch; a day split by hubs and days sharing batches
+        tables, checks, _ = materialize(history, tmp_path / f"range-{batch_rows}", monkeypatch, batch_rows, [RANGE])
+        for table in RANGE_TABLES:
+            assert_frame_equal(tables[table], daily_tables[table])
+        assert checks == daily_checks
+    assert len(daily_checks) == 10 * len(RANGE)  # every check of every day
+    assert daily_checks[("check_rows_conserved", RANGE[2])] == (True, {
+        "raw_lines": 0, "device_usage_rows": 0, "quarantined_rows": 0, "duplicates": 0, "unaccounted": 0})
+    assert daily_checks[("check_rows_conserved", RANGE[1])][1]["duplicates"] >= 1
+
+
+def test_a_range_runs_check_failure_is_the_failing_days_alone(history, tmp_path, monkeypatch):
+    """One day's bad row fails that day's checks in a range run; the other days pass."""
+    _, _, warehouse = materialize(history, tmp_path / "range", monkeypatch, 50, [RANGE])
+    with warehouse.connect() as conn:  # a copy of one row of day 2 and an out-of-window timestamp on day 4
+        conn.execute("INSERT INTO device_usage SELECT * FROM device_usage WHERE partition_date = ? LIMIT 1",
+                     [RANGE[1]])
+        conn.execute("UPDATE device_usage SET event_timestamp = event_timestamp + INTERVAL 2 DAY WHERE rowid = "
+                     "(SELECT min(rowid) FROM device_usage WHERE partition_date = ?)", [RANGE[3]])
+    resources = {"landing": LandingZone(path=str(history)), "warehouse": warehouse,
+                 "pseudonym_key": PseudonymizationKey()}
+    job = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks(device_usage_checks),
+                              partitions_def=device_usage.partitions_def)
+    definitions = dg.Definitions(assets=[raw_usage, device_usage], asset_checks=[device_usage_checks], jobs=[job],
+                                 resources=resources)
+    with dg.instance_for_test() as instance:
+        result = definitions.resolve_job_def("checks_only").execute_in_process(
+            instance=instance, raise_on_error=False,
+            tags={"dagster/asset_partition_range_start": RANGE[0], "dagster/asset_partition_range_end": RANGE[-1]})
+    failed = {(e.check_name, e.partition) for e in result.get_asset_check_evaluations()
+              if not e.passed and e.check_name != "check_quality_score"}  # the score only warns
+    assert failed == {("check_event_id_unique", RANGE[1]), ("check_rows_conserved", RANGE[1]),
+                      ("check_event_timestamp_in_partition_window", RANGE[3])}
+    assert len(result.get_asset_check_evaluations()) == 8 * len(RANGE)
