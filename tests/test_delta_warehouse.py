@@ -71,6 +71,31 @@ def test_a_range_is_replaced_and_an_empty_frame_clears_its_partitions(warehouse)
     assert rows(warehouse) == [(D1, 1, 1.0)]
 
 
+def test_partitions_replaced_in_batches_spanning_days_in_one_write(warehouse):
+    """A range run's step: batches that span days and split them, two tables, one write per table; a partition
+    with no rows in any batch is emptied, partitions outside the range are kept, and a batch that fails midway
+    leaves every table as it was (Delta streams the staged batches into write_deltalake)."""
+    keys = ["2026-01-02", "2026-01-03"]
+    warehouse.replace_partitions({"t": pl.concat([frame(D1, 1), frame(D2, 5), frame(D3, 5)]), "u": frame(D2, 1)},
+                                 ["2026-01-01", *keys])
+    batches = [{"t": pl.concat([frame(D2, 2, 2.0)]), "u": frame(D2, 2, 2.0)},
+               {"t": pl.concat([frame(D2, 1, 3.0)]), "u": frame(D2, 0)}]
+
+    def failing():
+        yield {"t": frame(D2, 9, 9.0), "u": frame(D2, 9, 9.0)}
+        raise RuntimeError("the run died between batches")
+
+    with pytest.raises(RuntimeError):
+        warehouse.replace_partitions_in_batches(keys, ["t", "u"], failing())
+    assert rows(warehouse) == [(D1, 1, 1.0), (D2, 5, 5.0), (D3, 5, 5.0)]
+    warehouse.replace_partitions_in_batches(keys, ["t", "u"], iter(batches))
+    assert rows(warehouse) == [(D1, 1, 1.0), (D2, 3, 7.0)]  # D3 had no rows in any batch: emptied
+    assert rows(warehouse, "u") == [(D2, 2, 4.0)]
+    with pytest.raises(WarehouseError):  # a row outside the range is refused before anything is written
+        warehouse.replace_partitions_in_batches(keys, ["t", "u"], iter([{"t": frame(D1, 1), "u": frame(D2, 1)}]))
+    assert rows(warehouse) == [(D1, 1, 1.0), (D2, 3, 7.0)]
+
+
 def test_columns_are_matched_by_name_and_missing_ones_are_null(warehouse):
     warehouse.replace_partitions({"t": frame(D1, 1)}, ["2026-01-01"])
     warehouse.replace_partitions({"t": frame(D2, 1, 5.0).select("value", "id", "partition_date")}, ["2026-01-02"])
