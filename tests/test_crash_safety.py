@@ -207,7 +207,7 @@ def test_sigkill_at_random_moments_leaves_each_partition_old_or_new_and_a_rerun_
             pair = [state[(t, key)] == new[(t, key)] for t in ("device_usage", "device_usage_quarantine")]
             assert pair[0] == pair[1], f"trial {trial}: device_usage and quarantine of {key} disagree"
         assert all(state[k] == old[k] or state[k] == new[k] for k in state)
-    summary = (f"{TRIALS} SIGKILL trials ({aimed_trials} aimed): inside a partition write {len(inside_write)}x "
+    summary = (f"{TRIALS} SIGKILL trials ({aimed_trials} aimed): inside a write {len(inside_write)}x "
                f"(trials {inside_write}), inside a table-writing step {len(in_write_step)}x; partitions seen old "
                f"{outcomes['old']}x, new {outcomes['new']}x, partial 0x")
     print(summary)
