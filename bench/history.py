@@ -43,7 +43,7 @@ from bench.harness import (
     step_durations,
     summarize,
 )
-from bench.pipeline import project_command, warehouse_counts
+from bench.pipeline import measure_worker, project_command, warehouse_counts
 
 FIRST = dt.date(2007, 1, 26)
 PARTITIONS_START = "2007-01-01"  # on or before FIRST: the partitions of the range must exist
@@ -93,23 +93,10 @@ def measure_project(inputs, label: str) -> Run:
 
 def measure_bare(inputs, label: str) -> Run:
     first, last = inputs.day_keys()[0], inputs.day_keys()[-1]
-    root = scratch_dir(f"history-bare-{label}")
-    try:
-        env = history_env(root, inputs, migrate=False)
-        log = RESULTS_DIR / "logs" / f"history-bare-{label}.log"
-        warehouse = root / "warehouse.duckdb"
-        run = run_measured([sys.executable, "-m", "bench.bare_pipeline", "--landing", str(inputs.landing),
-                            "--warehouse", str(warehouse), "--from", first, "--to", last], env, log=log,
-                           timeout_s=TIMEOUT_S)
-        result = last_json_line(log, "BENCH_RESULT ")
-        days = result["days"]
-        run.extra = {"counts": history_counts(warehouse, first, last), "compute_s": result["compute_s"],
-                     "import_s": result["import_s"], "day_s": [d["seconds"] for d in days],
-                     "checks_passed": all(d["conserved"] and not d["usage_check_failures"]
-                                          and not d["feature_check_failures"] for d in days)}
-        return run
-    finally:
-        remove(root)
+    return measure_worker("bare", inputs, first, last, f"history-{label}", timeout_s=TIMEOUT_S,
+                          env_extra={"SMART_HOME_PARTITIONS_START": PARTITIONS_START,
+                                     "SMART_HOME_PARTITIONS_END": inputs.last.isoformat()},
+                          counts=history_counts)
 
 
 def measure_plain(inputs, label: str) -> Run:

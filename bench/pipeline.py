@@ -75,18 +75,23 @@ def measure_project(inputs, first: str, last: str, label: str) -> Run:
         remove(root)
 
 
-def measure_worker(module: str, inputs, first: str, last: str, label: str) -> Run:
-    """bench.bare_pipeline or bench.pandas_pipeline over first..last in a fresh output location."""
+def measure_worker(module: str, inputs, first: str, last: str, label: str, *, env_extra: dict | None = None,
+                   timeout_s: float = 3600.0, counts=None) -> Run:
+    """bench.bare_pipeline or bench.pandas_pipeline over first..last in a fresh output location; ``counts``
+    (warehouse path, first, last) reads the bare script's counts from its warehouse instead of its own report."""
     root = scratch_dir(f"{module}-{label}")
     try:
-        env = isolated_env(root, inputs.landing, migrate=False)
-        out = ["--warehouse", str(root / "warehouse.duckdb")] if module == "bare" else ["--out", str(root / "out")]
+        env = {**isolated_env(root, inputs.landing, migrate=False), **(env_extra or {})}
+        warehouse = root / "warehouse.duckdb"
+        out = ["--warehouse", str(warehouse)] if module == "bare" else ["--out", str(root / "out")]
         log = RESULTS_DIR / "logs" / f"{module}-{label}.log"
         run = run_measured([sys.executable, "-m", f"bench.{module}_pipeline", "--landing", str(inputs.landing),
-                            *out, "--from", first, "--to", last], env, log=log)
+                            *out, "--from", first, "--to", last], env, log=log, timeout_s=timeout_s)
         result = last_json_line(log, "BENCH_RESULT ")
         days = result["days"]
-        run.extra = {"counts": {k: sum(d[k] for d in days) for k in COUNTED}, "compute_s": result["compute_s"],
+        run.extra = {"counts": counts(warehouse, first, last) if counts else {k: sum(d[k] for d in days)
+                                                                            for k in COUNTED},
+                     "compute_s": result["compute_s"],
                      "import_s": result["import_s"], "day_s": [d["seconds"] for d in days],
                      "checks_passed": all(d["conserved"] and not d["usage_check_failures"]
                                           and not d["feature_check_failures"] for d in days)}

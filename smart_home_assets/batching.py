@@ -29,17 +29,6 @@ def grouped_batches(sizes: pl.DataFrame, max_rows: int) -> list[list[str]]:
     return batches
 
 
-def partition_file_batches(warehouse, table: str, hub_column: str, partition: str, max_rows: int) -> list[list[str]]:
-    """The source files of one partition of ``table`` in batches of whole hubs (``hub_column``); none when the
-    table does not exist yet."""
-    if not warehouse.table_exists(table):
-        return []
-    sizes = warehouse.query(
-        f"SELECT source_file AS item, {hub_column} AS \"group\", count(*) AS rows FROM {table}"
-        " WHERE partition_date = ?::DATE GROUP BY ALL ORDER BY item", [partition])
-    return grouped_batches(sizes, max_rows)
-
-
 def partitions_file_batches(warehouse, table: str, hub_column: str, partitions: list[str], max_rows: int,
                             ) -> list[tuple[list[str], list[str]]]:
     """The source files of several partitions of ``table`` in batches of whole hubs of a day, as (the batch's

@@ -48,6 +48,7 @@ def usage_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
     def batches():
         # days gathered up to about batch_rows feature rows, all replaced in one transaction at the end
         held: list[pl.DataFrame] = []
+        held_rows = 0
         for key in keys:
             features = build_features(daily, dt.date.fromisoformat(key))
             per_partition.append({
@@ -56,9 +57,10 @@ def usage_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
                 "enough_history": int(features["has_enough_history"].sum() or 0),
             })
             held.append(features)
-            if sum(f.height for f in held) >= batch_rows():
+            held_rows += features.height
+            if held_rows >= batch_rows():
                 yield {USAGE_FEATURES: pl.concat(held)}
-                held = []
+                held, held_rows = [], 0
         if held:
             yield {USAGE_FEATURES: pl.concat(held)}
 
