@@ -14,10 +14,14 @@ from __future__ import annotations
 import dagster as dg
 
 
-def follows_upstream_partitions() -> dg.AutomationCondition:
+def follows_upstream_partitions(optional: tuple[str, ...] = ()) -> dg.AutomationCondition:
+    """``optional``: upstream assets whose missing partitions do not hold it back (their updates still count)."""
+    missing = dg.AutomationCondition.any_deps_missing()
+    if optional:
+        missing = missing.ignore(dg.AssetSelection.assets(*optional))
     return (
         (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
-        & ~dg.AutomationCondition.any_deps_missing()
+        & ~missing
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
     ).with_label("follows_upstream_partitions")
@@ -184,5 +188,7 @@ def predict_latest_days(lookback_days: int = 3) -> dg.AutomationCondition:
 
 
 def score_when_actuals_land() -> dg.AutomationCondition:
-    """prediction_feedback for day D: once D's predictions and D+1's features (the actuals) both exist."""
-    return (follows_upstream_partitions() & _no_dep_requested_this_tick()).with_label("score_when_actuals_land")
+    """prediction_feedback for day D: once D's predictions and D+1's features (the actuals) both exist; again
+    when the service's answers for D+1 are ingested (online_predictions, which may never exist: not waited for)."""
+    return (follows_upstream_partitions(optional=("online_predictions",))
+            & _no_dep_requested_this_tick()).with_label("score_when_actuals_land")

@@ -350,6 +350,13 @@ def run_import_csv(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    from smart_home_assets.service.app import serve
+
+    serve(args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smart-home", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -382,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--to", dest="last", type=_date, required=True, help="last partition, YYYY-MM-DD")
     pipeline.add_argument("--model-config", help="run config JSON for usage_model (dagster --config-json)")
     pipeline.set_defaults(func=run_pipeline_command)
+
+    serve = sub.add_parser("serve", help="the prediction service: POST /predict, /predict/batch, GET /health, /docs",
+                           description="HTTP predictions from the MLflow champion (followed without a restart); "
+                           "every answer is stored in $SMART_HOME_ONLINE_STORE before it is sent.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=run_serve)
 
     rec = sub.add_parser("recover", help="after a crash with no daemon: fail dead runs and free their pool slots")
     rec.set_defaults(func=run_recover)

@@ -9,11 +9,13 @@ import dagster as dg
 from asset_checks import ALL_ASSET_CHECKS
 from resources import LandingZone
 from resources.backend import warehouse_from_environment
+from resources.online_store import OnlineStoreResource
 from resources.privacy import key_from_environment
 from resources.tracking import ModelRegistry, mlflow_tracking
 from smart_home_assets.assets.features import usage_features
 from smart_home_assets.assets.metadata import with_owners
 from smart_home_assets.assets.model import usage_model
+from smart_home_assets.assets.online import online_predictions, online_predictions_job, online_predictions_sensor
 from smart_home_assets.assets.predictions import prediction_feedback, usage_predictions
 from smart_home_assets.assets.usage import device_usage, raw_usage
 from smart_home_assets.automation import automation_sensor
@@ -40,14 +42,16 @@ def build_resources() -> dict:
         "pseudonym_key": key_from_environment(),
         "model_registry": ModelRegistry(),
         "mlflow": mlflow_tracking,
+        "online_store": OnlineStoreResource(),  # the prediction service's answers (SMART_HOME_ONLINE_STORE)
     }
 
 
 defs = dg.Definitions(
-    assets=with_owners([raw_usage, device_usage, usage_features, usage_model, usage_predictions, prediction_feedback]),
+    assets=with_owners([raw_usage, device_usage, usage_features, usage_model, usage_predictions,
+                         online_predictions, prediction_feedback]),
     asset_checks=ALL_ASSET_CHECKS,
-    jobs=[ingest_job, ingest_and_clean_job],
-    sensors=[landing_zone_sensor, automation_sensor],
+    jobs=[ingest_job, ingest_and_clean_job, online_predictions_job],
+    sensors=[landing_zone_sensor, automation_sensor, online_predictions_sensor],
     resources=build_resources(),
     # One process per run by default; SMART_HOME_EXECUTOR=dask puts steps on a Dask cluster (executors.py).
     executor=executor_from_environment(),

@@ -153,9 +153,9 @@ def print_model_summary(warehouse_path: Path) -> bool:
     if summary["champion_kind"] == "baseline":
         print("  the naive baseline serves: no trained model beats it on this history")
     if _table_exists(warehouse_path, "prediction_feedback"):
-        feedback = _read(warehouse_path, "SELECT partition_date, model_version, devices, live_mae, best_baseline, "
+        feedback = _read(warehouse_path, "SELECT partition_date, source, model_version, devices, live_mae, best_baseline, "
                          "best_baseline_live_mae, live_skill, interval_coverage, backtest_mae "
-                         "FROM prediction_feedback ORDER BY partition_date")
+                         "FROM prediction_feedback ORDER BY partition_date, source")
         with pl.Config(tbl_rows=40, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
                        float_precision=3, tbl_width_chars=160):
             print("\n== live error of the predictions once the actuals landed (prediction_feedback; nominal "

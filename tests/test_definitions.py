@@ -23,7 +23,8 @@ def test_asset_graph_shape():
         "usage_features": ["device_usage"],
         "usage_model": ["usage_features"],
         "usage_predictions": ["usage_features", "usage_model"],
-        "prediction_feedback": ["usage_features", "usage_predictions"],
+        "online_predictions": [],  # the prediction service's store, outside Dagster
+        "prediction_feedback": ["online_predictions", "usage_features", "usage_predictions"],
     }
     unpartitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is None}
     assert unpartitioned == {"usage_model"}

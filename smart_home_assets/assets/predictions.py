@@ -12,7 +12,8 @@ from smart_home_assets.assets.usage import column_schema, partition_table
 from smart_home_assets.assets.metadata import preview_table
 from smart_home_assets.automation import predict_latest_days, score_when_actuals_land
 from smart_home_assets.partitions import daily_partitions
-from smart_home_assets.tables import DUCKDB_POOL, PREDICTION_FEEDBACK, USAGE_FEATURES, USAGE_PREDICTIONS
+from smart_home_assets.tables import (DUCKDB_POOL, ONLINE_PREDICTIONS, PREDICTION_FEEDBACK, USAGE_FEATURES,
+                                      USAGE_PREDICTIONS)
 
 PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
     "partition_date": pl.Date(),  # D: the day whose features were used
@@ -32,8 +33,10 @@ PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
 FEEDBACK_SCHEMA: dict[str, pl.DataType] = {
     "partition_date": pl.Date(),
     "target_date": pl.Date(),
+    "source": pl.String(),  # batch (usage_predictions) | online (the prediction service's answers)
     "model_version": pl.String(),
     "devices": pl.Int64(),
+    "predictions": pl.Int64(),  # predictions scored (online: every answer, a device asked twice counts twice)
     "live_mae": pl.Float64(),
     "live_wape": pl.Float64(),
     "interval_coverage": pl.Float64(),  # share of actuals inside [p10, p90]
@@ -112,7 +115,7 @@ def usage_predictions(context: dg.AssetExecutionContext, warehouse: Warehouse,
 
 
 def feedback_for_day(predictions: pl.DataFrame, features: pl.DataFrame, actuals: pl.DataFrame,
-                     backtest_mae: float | None) -> pl.DataFrame:
+                     backtest_mae: float | None, source: str = "batch") -> pl.DataFrame:
     """Live error of one day's predictions against the next day's actual energy (devices in both), their
     interval coverage, and the naive baselines' live error on the same devices (from D's features)."""
     from smart_home_assets.training import BASELINE_NAMES, baseline_predictions, interval_coverage, regression_metrics
@@ -126,9 +129,9 @@ def feedback_for_day(predictions: pl.DataFrame, features: pl.DataFrame, actuals:
     naive = {n: regression_metrics(actual, p)["mae"] for n, p in baseline_predictions(joined).items()}
     best = min(BASELINE_NAMES, key=lambda n: (naive[n], n))
     return pl.DataFrame([{
-        "partition_date": joined["partition_date"][0], "target_date": joined["target_date"][0],
+        "partition_date": joined["partition_date"][0], "target_date": joined["target_date"][0], "source": source,
         "model_version": ",".join(sorted(joined["model_version"].unique().to_list())),
-        "devices": joined.height, "live_mae": metrics["mae"], "live_wape": metrics["wape"],
+        "devices": joined["device_id"].n_unique(), "predictions": joined.height, "live_mae": metrics["mae"], "live_wape": metrics["wape"],
         "interval_coverage": interval_coverage(actual, joined["p10_wh"].fill_null(float("nan")),
                                                joined["p90_wh"].fill_null(float("nan")))
         if joined["p10_wh"].null_count() < joined.height else None,
@@ -139,10 +142,28 @@ def feedback_for_day(predictions: pl.DataFrame, features: pl.DataFrame, actuals:
     }], schema=FEEDBACK_SCHEMA)
 
 
+def _version_order(version: str) -> tuple[int, str]:
+    return (int(version), version) if version.isdigit() else (-1, version)
+
+
+def online_answers_for(online: pl.DataFrame, key: str) -> pl.DataFrame:
+    """The service's answers predicting D+1 (from online_predictions rows of D and D+1), in the columns of
+    usage_predictions that feedback_for_day reads."""
+    target = dt.date.fromisoformat(key) + dt.timedelta(days=1)
+    columns = ["partition_date", "target_date", "device_id", "predicted_energy_wh", "p10_wh", "p90_wh", "model_version"]
+    if online.is_empty():
+        return pl.DataFrame(schema={c: PREDICTIONS_SCHEMA[c] for c in columns})
+    return online.filter(pl.col("for_day") == target).select(
+        partition_date=pl.lit(dt.date.fromisoformat(key)), target_date="for_day", device_id="device_id",
+        predicted_energy_wh="prediction_wh", p10_wh="p10_wh", p90_wh="p90_wh", model_version="model_version")
+
+
 @dg.asset(
     deps=[USAGE_PREDICTIONS,
           # D's features (what the naive baselines would have said) and D+1's (the actuals)
-          dg.AssetDep(USAGE_FEATURES, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1))],
+          dg.AssetDep(USAGE_FEATURES, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1)),
+          # the service's answers for D+1, asked on D or D+1 (UTC)
+          dg.AssetDep(ONLINE_PREDICTIONS, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1))],
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=DUCKDB_POOL,
@@ -161,28 +182,45 @@ def prediction_feedback(context: dg.AssetExecutionContext, warehouse: Warehouse,
     per_partition, frames = [], []
     client = model_registry.client()
     backtest_by_version: dict[str, float | None] = {"unregistered": None}
+
+    def backtest_mae(version: str | None) -> float | None:
+        if version is not None and version not in backtest_by_version:
+            tags = client.get_model_version(REGISTERED_MODEL_NAME, version).tags
+            mae = tags.get("backtest_mae", tags.get("holdout_mae"))  # holdout_mae: versions before the backtest
+            backtest_by_version[version] = float(mae) if mae is not None else None
+        return backtest_by_version.get(version) if version is not None else None
+
     for key in context.partition_keys:
         predictions = warehouse.read_partitions(USAGE_PREDICTIONS, [key])
         target = (dt.date.fromisoformat(key) + dt.timedelta(days=1)).isoformat()
         actuals = warehouse.read_partitions(USAGE_FEATURES, [target], columns=["device_id", "energy_wh"])
         features = warehouse.read_partitions(USAGE_FEATURES, [key], columns=["device_id", *SOURCE_COLUMNS])
         version = predictions["model_version"][0] if predictions.height else None
-        if version is not None and version not in backtest_by_version:
-            tags = client.get_model_version(REGISTERED_MODEL_NAME, version).tags
-            mae = tags.get("backtest_mae", tags.get("holdout_mae"))  # holdout_mae: versions before the backtest
-            backtest_by_version[version] = float(mae) if mae is not None else None
-        frame = feedback_for_day(predictions, features, actuals, backtest_by_version.get(version))
+        batch = feedback_for_day(predictions, features, actuals, backtest_mae(version))
+        online = online_answers_for(warehouse.read_partitions(ONLINE_PREDICTIONS, [key, target]), key)
+        latest_online = max(online["model_version"].unique().to_list(), key=_version_order, default=None)
+        online_frame = feedback_for_day(online, features, actuals, backtest_mae(latest_online), source="online")
+        frame = pl.concat([batch, online_frame])
         warehouse.replace_partitions({PREDICTION_FEEDBACK: frame}, [key])
         frames.append(frame)
-        per_partition.append({"partition": key, "devices": frame["devices"].sum(),
-                              "live_mae": round(float(frame["live_mae"][0]), 1) if frame.height else "-",
-                              "live_skill": round(float(frame["live_skill"][0]), 3)
-                              if frame.height and frame["live_skill"][0] is not None else "-",
-                              "interval_coverage": round(float(frame["interval_coverage"][0]), 3)
-                              if frame.height and frame["interval_coverage"][0] is not None else "-"})
+        per_partition.append({"partition": key, "devices": batch["devices"].sum(),
+                              "live_mae": round(float(batch["live_mae"][0]), 1) if batch.height else "-",
+                              "live_skill": round(float(batch["live_skill"][0]), 3)
+                              if batch.height and batch["live_skill"][0] is not None else "-",
+                              "interval_coverage": round(float(batch["interval_coverage"][0]), 3)
+                              if batch.height and batch["interval_coverage"][0] is not None else "-",
+                              "online_answers": online_frame["predictions"].sum(),
+                              "online_live_mae": round(float(online_frame["live_mae"][0]), 1)
+                              if online_frame.height else "-"})
     everything = pl.concat(frames) if frames else pl.DataFrame(schema=FEEDBACK_SCHEMA)
     metadata = {"dagster/row_count": dg.MetadataValue.int(everything.height),
                 "partitions": partition_table(per_partition)}
+    online_rows = everything.filter(pl.col("source") == "online")
+    metadata["online_answers_scored"] = dg.MetadataValue.int(int(online_rows["predictions"].sum() or 0))
+    if online_rows.height:
+        metadata["online_live_mae"] = dg.MetadataValue.float(
+            float(online_rows.sort("partition_date")["live_mae"][-1]))
+    everything = everything.filter(pl.col("source") == "batch")
     if everything.height:
         latest = everything.sort("partition_date").row(-1, named=True)
         def number(value) -> dg.MetadataValue:
