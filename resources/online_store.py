@@ -188,8 +188,10 @@ class LocalLogStore:
         return records_frame(lines), torn
 
     def fingerprints(self) -> dict[str, str]:
+        if not self.folder.exists():
+            return {}  # nothing answered yet
         if not self.folder.is_dir():
-            return {}
+            raise OnlineStoreError(f"prediction log {self.folder} is not a folder")
         out = {}
         for folder in sorted(self.folder.iterdir()):
             files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []

@@ -64,8 +64,8 @@ def fleet(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def service(env: dict, log: Path, **extra_env):
-    """``smart-home serve`` on a free loopback port, ready (/health 200); yields (url, process)."""
+def service(env: dict, log: Path, ready: tuple[int, ...] = (200,), **extra_env):
+    """``smart-home serve`` on a free loopback port, up (/health answers one of ``ready``); yields (url, process)."""
     port = serve_latency.free_port()
     with open(log, "ab") as out:
         proc = subprocess.Popen([str(BIN / "smart-home"), "serve", "--port", str(port)], env={**env, **extra_env},
@@ -76,7 +76,7 @@ def service(env: dict, log: Path, **extra_env):
         while True:
             assert proc.poll() is None, f"smart-home serve exited {proc.returncode}:\n{log.read_text()[-3000:]}"
             with contextlib.suppress(OSError, http.client.HTTPException):
-                if get(url, "/health")[0] == 200:
+                if get(url, "/health")[0] in ready:
                     break
             assert time.monotonic() < deadline, f"not ready after {STARTUP_S:.0f} s:\n{log.read_text()[-3000:]}"
             time.sleep(0.25)
@@ -426,3 +426,110 @@ def test_the_store_keeps_records_in_order_and_leaves_out_a_torn_last_line(tmp_pa
         assert retried == 1 and rows["prediction_wh"].to_list() == [2.5, 9.0]  # the answer the client saw last
         assert list(store.fingerprints()) == [str(now.date())]
         store.close()
+
+
+def a_record(at: dt.datetime, request_id: str) -> dict:
+    return {"request_id": request_id, "row": 0, "requested_at": at, "endpoint": "predict", "device_id": "d",
+            "hub_id": "h", "device_type": "fridge", "source": "request_row", "features_date": None,
+            "for_day": at.date(), "input_json": "{}", "prediction_wh": 1.5, "p10_wh": 1.0, "p90_wh": 2.0,
+            "model_name": "lightgbm", "model_kind": "lightgbm", "model_version": "1"}
+
+
+def test_the_sensor_requests_an_ended_day_once_and_again_when_its_answers_change(tmp_path):
+    """A day that has ended (UTC) is requested; today, still filling, is not; a later append to the ended day
+    (another replica, a late flush) requests it again. The day is inside the pinned window on any clock."""
+    import dagster as dg
+
+    from resources.online_store import OnlineStoreResource
+    from smart_home_assets.assets.online import online_predictions_sensor
+    from tests import PARTITIONS_END
+    from tests.sensor_ticks import evaluate
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ended = min(now - dt.timedelta(days=2), dt.datetime.fromisoformat(f"{PARTITIONS_END}T12:00:00+00:00"))
+    store = LocalLogStore(tmp_path / "store")
+    store.append([a_record(ended, "old-1"), a_record(now, "today-1")])
+    resources = {"online_store": OnlineStoreResource(location=str(tmp_path / "store"))}
+
+    def tick(cursor):
+        return evaluate(online_predictions_sensor, dg.build_sensor_context(cursor=cursor, resources=resources))
+
+    first = tick(None)
+    assert [key for key, _ in first.requests] == [str(ended.date())] and first.skip is None
+    again = tick(first.cursor)
+    assert again.requests == [] and again.skip == "no ended day with new answers"
+    LocalLogStore(tmp_path / "store").append([a_record(ended, "old-2")])  # another process's file
+    late = tick(again.cursor)
+    assert [key for key, _ in late.requests] == [str(ended.date())]
+    assert late.requests[0][1] != first.requests[0][1]  # a new run key: Dagster would drop a repeated one
+
+    # A store that cannot be read is a skip that says why (not "no new answers"); a misconfigured one fails the
+    # tick with the setting's name.
+    (tmp_path / "file").write_text("")
+    unreadable = {"online_store": OnlineStoreResource(location=str(tmp_path / "file"))}
+    skipped = evaluate(online_predictions_sensor, dg.build_sensor_context(resources=unreadable))
+    assert skipped.skip.startswith("prediction store unavailable") and str(tmp_path / "file") in skipped.skip
+    broken = {"online_store": OnlineStoreResource(location="ftp://nowhere")}
+    with pytest.raises(ValueError, match="SMART_HOME_ONLINE_STORE: expected a folder or a postgresql:// URL"):
+        online_predictions_sensor(dg.build_sensor_context(resources=broken))
+
+
+def test_a_store_that_cannot_be_written_means_no_answer_and_an_unhealthy_service(fleet, tmp_path):
+    """The answer is only given once stored: with the store's folder impossible (under a regular file), /predict
+    is 503 naming the store and /health is 503 with writable false."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    device = latest_rows(fleet).row(0, named=True)
+    with service(fleet["env"], tmp_path / "serve.log", ready=(503,),
+                 SMART_HOME_ONLINE_STORE=str(blocker / "store")) as (url, _):
+        status, health = get(url, "/health")
+        assert status == 503 and health["store"]["writable"] is False and health["model"] is not None
+        status, body, _ = post(url, "/predict", {"device_id": device["device_id"], "hub_id": device["hub_id"]})
+        assert status == 503 and "prediction store" in body["detail"] and str(blocker) in body["detail"]
+
+
+def test_the_production_store_on_postgresql_feeds_online_predictions(fleet, tmp_path):
+    """The service on a real PostgreSQL store: answers are rows there (the password appears nowhere in
+    /health), and the online_predictions asset (a CLI run) takes them into the warehouse."""
+    from tests.servers import postgres_server
+
+    rows = latest_rows(fleet).head(5)
+    with postgres_server() as pg:
+        url_pg = f"postgresql://{pg.user}:{pg.password}@{pg.host}:{pg.port}/{pg.db}"
+        with service(fleet["env"], tmp_path / "serve.log", SMART_HOME_ONLINE_STORE=url_pg) as (url, _):
+            status, health = get(url, "/health")
+            assert health["store"]["kind"] == "postgresql" and pg.password not in json.dumps(health)
+            ids = []
+            for r in rows.iter_rows(named=True):
+                status, body, _ = post(url, "/predict", {"device_id": r["device_id"], "hub_id": r["hub_id"]})
+                assert status == 200, body
+                ids.append(body["request_id"])
+        with pg.connect() as con, con.cursor() as cur:
+            cur.execute("SELECT day, record->>'request_id' FROM online_prediction_log ORDER BY id")
+            stored_rows = cur.fetchall()
+        assert [r[1] for r in stored_rows] == ids
+        day = str(stored_rows[0][0])
+        env = {**fleet["env"], "SMART_HOME_ONLINE_STORE": url_pg,
+               "SMART_HOME_PARTITIONS_END": str(max(dt.date.fromisoformat(day), today()) + dt.timedelta(days=1))}
+        dagster(env, "--select", ONLINE_PREDICTIONS, "--partition", day)
+    online = fleet["warehouse"].read_partitions(ONLINE_PREDICTIONS, [day])
+    assert set(ids) <= set(online["request_id"].to_list())
+
+
+def test_a_new_feature_day_is_served_without_a_restart(fleet, running):
+    """(Last in this module: it adds tomorrow's features to the shared warehouse.) Once a feature day lands in the
+    warehouse, the running service answers a device from it within a poll (10 s by default)."""
+    url, proc = running
+    rows = latest_rows(fleet)
+    device = rows.row(0, named=True)
+    ask = {"device_id": device["device_id"], "hub_id": device["hub_id"]}
+    assert post(url, "/predict", ask)[1]["for_day"] == str(today() + dt.timedelta(days=1))
+    tomorrow = today() + dt.timedelta(days=1)
+    landed = fleet["features"].filter(pl.col("partition_date") == today()).with_columns(
+        partition_date=pl.lit(tomorrow), energy_wh=pl.col("energy_wh") * 2)
+    fleet["warehouse"].replace_partitions({USAGE_FEATURES: landed}, [str(tomorrow)])
+    deadline = time.monotonic() + 60
+    while (answer := post(url, "/predict", ask)[1])["for_day"] != str(tomorrow + dt.timedelta(days=1)):
+        assert time.monotonic() < deadline, f"still answering from the old day: {answer}"
+        time.sleep(0.5)
+    assert get(url, "/health")[1]["features"]["latest_day"] == str(tomorrow) and proc.poll() is None

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ log = logging.getLogger("smart_home_assets.service")
 
 POLL_ENV_VAR = "SMART_HOME_SERVE_POLL_SECONDS"
 DEFAULT_POLL_S = 10.0  # the champion alias: a promotion is served within two polls (the issue asks 30 s)
-FEATURES_REFRESH_S = 60.0
+FEATURES_REFRESH_S = 60.0  # where the warehouse cannot say cheaply that it changed (Delta)
 # Each device's latest row among the last days of usage_features (a device silent for longer is unknown).
 LATEST_DAYS = 35
 UNREGISTERED = "unregistered"
@@ -94,6 +95,24 @@ def read_latest_features(warehouse) -> pl.DataFrame:
     return warehouse.query(LATEST_FEATURES_SQL)
 
 
+def warehouse_signature(warehouse) -> tuple | None:
+    """What changes whenever the DuckDB file is written (its and its WAL's size and mtime); None for other
+    backends, whose snapshot is re-read every FEATURES_REFRESH_S."""
+    from resources.warehouse import Warehouse
+
+    if not isinstance(warehouse, Warehouse):
+        return None
+    path = warehouse.path()
+    signature = []
+    for candidate in (path, path.with_name(path.name + ".wal")):
+        try:
+            stat = candidate.stat()
+            signature.append((stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            signature.append(None)
+    return tuple(signature)
+
+
 def feature_snapshot(frame: pl.DataFrame, now: dt.datetime) -> FeatureSnapshot:
     if frame.is_empty():
         return FeatureSnapshot(loaded_at=now)
@@ -112,6 +131,8 @@ class ServingState:
         self.features_refresh_s = features_refresh_s
         self.model: LoadedModel | None = None
         self.features = FeatureSnapshot()
+        self._features_signature: tuple | None = None
+        self._features_read_at = 0.0
         self.registry_error: str | None = None
         self.features_error: str | None = None
         self.checked_at: dt.datetime | None = None
@@ -155,6 +176,13 @@ class ServingState:
 
     # -- the features ---------------------------------------------------------------------------------------
     def refresh_features(self) -> bool:
+        """Re-read each device's latest feature row when the warehouse changed (DuckDB: checked on every poll),
+        or every ``features_refresh_s`` (other backends). True when a new snapshot was swapped in."""
+        signature = warehouse_signature(self.warehouse)
+        due = time.monotonic() - self._features_read_at >= self.features_refresh_s
+        if self.features.loaded_at is not None and self.features_error is None and (
+                signature == self._features_signature if signature is not None else not due):
+            return False
         now = dt.datetime.now(dt.timezone.utc)
         try:
             frame = read_latest_features(self.warehouse)
@@ -162,6 +190,7 @@ class ServingState:
             self.features_error = f"{type(exc).__name__}: {exc}"
             return False
         self.features = feature_snapshot(frame, now)
+        self._features_signature, self._features_read_at = signature, time.monotonic()
         self.features_error = None
         return True
 
@@ -169,7 +198,7 @@ class ServingState:
     def start(self) -> None:
         self.refresh_features()
         self.refresh_model()
-        for target, interval in ((self.refresh_model, self.poll_s), (self.refresh_features, self.features_refresh_s)):
+        for target, interval in ((self.refresh_model, self.poll_s), (self.refresh_features, self.poll_s)):
             thread = threading.Thread(target=self._every, args=(target, interval), daemon=True,
                                       name=f"serve-{target.__name__}")
             thread.start()
