@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export SMART_HOME_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install run test screenshots bench lock dev clean tracebase
+.PHONY: install run test screenshots bench lock dev clean tracebase serve
 
 # moto's S3 server for the object-storage tests lives in its own venv: its pins (boto3, botocore, ...) stay out
 # of requirements.lock.
@@ -41,6 +41,13 @@ test: install
 screenshots: install
 	bash scripts/system-packages.sh
 	SMART_HOME_SCREENSHOTS_DIR=$(CURDIR)/docs/img $(BIN)/pytest tests/test_ui.py -q
+
+# The prediction service on the champion, after `make run` (README "Online predictions"); SERVE_HOST=0.0.0.0 to
+# listen beyond loopback.
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 8080
+serve: install
+	$(BIN)/smart-home serve --host $(SERVE_HOST) --port $(SERVE_PORT)
 
 dev: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster dev -w workspace.yaml
