@@ -250,10 +250,15 @@ DEVICE_TYPES_ATTR = "smart_home_device_types_"
 TARGET_ATTR = "smart_home_target_"  # TARGET for models of the relative target; absent on legacy models
 
 
+def level_expr() -> pl.Expr:
+    """:func:`level` as a polars expression."""
+    return pl.max_horizontal(pl.col(LEVEL_SOURCE).fill_null(pl.col("energy_wh")),
+                             pl.lit(LEVEL_FLOOR_WH)).cast(pl.Float64)
+
+
 def level(frame: pl.DataFrame) -> np.ndarray:
     """The recent level of each row (Wh): energy_roll7_mean, at least :data:`LEVEL_FLOOR_WH`."""
-    return frame.select(pl.max_horizontal(pl.col(LEVEL_SOURCE).fill_null(pl.col("energy_wh")),
-                                          pl.lit(LEVEL_FLOOR_WH))).to_series().cast(pl.Float64).to_numpy()
+    return frame.select(level_expr()).to_series().to_numpy()
 
 
 def device_type_categories(frame: pl.DataFrame | None = None) -> list[str]:
@@ -270,44 +275,53 @@ def device_type_categories(frame: pl.DataFrame | None = None) -> list[str]:
     return sorted(types)
 
 
+def device_type_code_expr(device_types: Sequence[str], column: str = "device_type") -> pl.Expr:
+    """:func:`encode_device_types` as a polars expression on ``column``."""
+    types = list(device_types)
+    if len(set(types)) != len(types):
+        raise ValueError("device_types has duplicates")
+    return pl.col(column).cast(pl.String).replace_strict(types, list(range(len(types))), default=None,
+                                                         return_dtype=pl.Float64)
+
+
 def encode_device_types(values: pl.Series | Sequence[str | None], device_types: Sequence[str]) -> np.ndarray:
     """Codes of device types as float64: the index in ``device_types``; NaN (missing) when absent or null.
 
     Float, not int, so that a missing type is NaN, which LightGBM treats as missing for a categorical
     feature. The codes are whole numbers, which is what LightGBM needs for a categorical feature.
     """
-    types = list(device_types)
-    if len(set(types)) != len(types):
-        raise ValueError("device_types has duplicates")
     series = values if isinstance(values, pl.Series) else pl.Series("device_type", list(values), dtype=pl.String)
-    codes = series.cast(pl.String).replace_strict(types, list(range(len(types))), default=None,
-                                                  return_dtype=pl.Float64)
-    return codes.to_numpy()
+    return series.to_frame("device_type").select(device_type_code_expr(device_types)).to_series().to_numpy()
 
 
-def to_model_input(frame: pl.DataFrame, device_types: Sequence[str] | None = None) -> pd.DataFrame:
-    """The model's input: :data:`FEATURE_COLUMNS` as a purely numeric pandas frame.
+def model_input_frame(frame: pl.DataFrame, device_types: Sequence[str] | None = None) -> pl.DataFrame:
+    """The model's input: :data:`FEATURE_COLUMNS` as a purely numeric polars frame, in one select.
 
     ``level_wh`` is :func:`level`; every ``rel_*`` column is its stored feature divided by the level (null
     where the feature is null); the rest are stored features as they are. device_type is a code, the index in
-    ``device_types`` (NaN for a type not in it, or null). Every column is float64 (booleans 0/1, nulls NaN,
-    which LightGBM treats as missing), so the frame has the same dtypes whatever the nulls in a batch.
-    ``device_types`` defaults to :func:`device_type_categories` of ``frame``, which is only right when training.
+    ``device_types`` (null for a type not in it, or null). Every column is float64 (booleans 0/1; nulls become
+    NaN in numpy, which LightGBM treats as missing), so the input has the same dtypes whatever the nulls in a
+    batch. ``device_types`` defaults to :func:`device_type_categories` of ``frame``, which is only right when
+    training.
     """
-    import pandas as pd
-
     missing = [c for c in SOURCE_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"frame lacks feature columns {missing}")
     categories = list(device_types) if device_types is not None else device_type_categories(frame)
-    lvl = level(frame)
-    data: dict[str, Any] = {LEVEL: lvl}
-    for name, source in RELATIVE_INPUTS.items():
-        data[name] = frame.get_column(source).cast(pl.Float64).to_numpy() / lvl
-    for name in DIRECT_INPUTS:
-        data[name] = frame.get_column(name).cast(pl.Float64).to_numpy()
-    data["device_type"] = encode_device_types(frame.get_column("device_type"), categories)
-    return pd.DataFrame(data, columns=FEATURE_COLUMNS)
+    lvl = level_expr()
+    columns = {LEVEL: lvl.alias(LEVEL), "device_type": device_type_code_expr(categories).alias("device_type")}
+    columns |= {name: (pl.col(source).cast(pl.Float64) / lvl).alias(name) for name, source in RELATIVE_INPUTS.items()}
+    columns |= {name: pl.col(name).cast(pl.Float64).alias(name) for name in DIRECT_INPUTS}
+    return frame.select([columns[c] for c in FEATURE_COLUMNS])
+
+
+def to_model_input(frame: pl.DataFrame, device_types: Sequence[str] | None = None) -> pd.DataFrame:
+    """:func:`model_input_frame` as a pandas frame (NaN for nulls), which LightGBM trains on with names."""
+    import pandas as pd
+
+    matrix = model_input_frame(frame, device_types).to_numpy().astype(np.float64, copy=False) if frame.height else \
+        np.zeros((0, len(FEATURE_COLUMNS)))
+    return pd.DataFrame(matrix, columns=FEATURE_COLUMNS)
 
 
 def _legacy_input(frame: pl.DataFrame, device_types: Sequence[str]) -> pd.DataFrame:
@@ -364,6 +378,9 @@ def train_model(
     return model
 
 
+SMALL_PREDICTION_ROWS = 10_000
+
+
 def predict(model: Any, frame: pl.DataFrame) -> np.ndarray:
     """Next-day energy (Wh) per feature row, clipped at 0 (energy is never negative).
 
@@ -374,7 +391,13 @@ def predict(model: Any, frame: pl.DataFrame) -> np.ndarray:
         return np.zeros(0)
     if hasattr(model, "point_forecast"):
         return model.point_forecast(frame)
-    raw = model.predict(model_input(model, frame))
+    if getattr(model, TARGET_ATTR, None) == TARGET:
+        # The booster on the float matrix: what LGBMRegressor.predict does with the frame, without its pandas
+        # checks; small inputs (a served request) on one thread: OpenMP's idle threads spin between requests.
+        matrix = model_input_frame(frame, model_device_types(model)).to_numpy().astype(np.float64, copy=False)
+        raw = model.booster_.predict(matrix, num_threads=1 if len(matrix) < SMALL_PREDICTION_ROWS else 0)
+    else:
+        raw = model.predict(model_input(model, frame))
     if getattr(model, TARGET_ATTR, None) == TARGET:
         raw = raw * level(frame)
     return np.clip(raw, 0.0, None)
@@ -433,12 +456,13 @@ class IntervalCalibration:
 
     def bounds(self, frame: pl.DataFrame, point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(p10, p90) in Wh around ``point``, with p10 <= point <= p90 and p10 >= 0."""
-        types = frame.get_column("device_type").cast(pl.String).fill_null("")
-        lo = types.replace_strict({t: b[0] for t, b in self.by_type.items()}, default=self.lower,
-                                  return_dtype=pl.Float64).to_numpy()
-        hi = types.replace_strict({t: b[1] for t, b in self.by_type.items()}, default=self.upper,
-                                  return_dtype=pl.Float64).to_numpy()
-        lvl = level(frame)
+        types = pl.col("device_type").cast(pl.String).fill_null("")
+        lo, hi, lvl = frame.select(
+            types.replace_strict({t: b[0] for t, b in self.by_type.items()}, default=self.lower,
+                                 return_dtype=pl.Float64),
+            types.replace_strict({t: b[1] for t, b in self.by_type.items()}, default=self.upper,
+                                 return_dtype=pl.Float64).alias("hi"),
+            level_expr().alias("lvl")).to_numpy().T
         return (np.clip(np.minimum(point + lo * lvl, point), 0.0, None),
                 np.maximum(point + hi * lvl, point))
 

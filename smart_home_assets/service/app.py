@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import logging
 import re
@@ -180,27 +181,28 @@ def create_app(state: ServingState, store: OnlineStore) -> FastAPI:
     @app.post("/predict", response_model=Prediction, responses={
         404: {"description": "unknown device"}, 409: {"description": "too little history"},
         422: {"description": "invalid input, naming the field"}, 503: {"description": "no model or no store"}})
-    def predict(body: PredictRequest, response: Response,  # type: ignore[valid-type]
-                x_request_id: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+    async def predict(body: PredictRequest,  # type: ignore[valid-type]
+                      x_request_id: Annotated[str | None, Header()] = None) -> Response:
         """Next-day energy of one device: by its ids (from its latest feature row) or from a full feature row."""
+        # On the event loop (a few ms of work, no thread hand-off); the answer is built here, so FastAPI does not
+        # validate and serialize it again (response_model documents it).
         request_id = _request_id(x_request_id)
         rows = resolve_rows([body], state, dt.datetime.now(dt.timezone.utc).date(), batch=False)
         model, answers = answer(rows, request_id, "predict")
-        response.headers["X-Request-ID"] = request_id
-        return {**answers[0], "model": _model_info(model)}
+        return _json({**answers[0], "model": _model_info(model)}, request_id)
 
     @app.post("/predict/batch", response_model=BatchPrediction, responses={
         404: {"description": "unknown device"}, 409: {"description": "too little history"},
         422: {"description": "invalid input, naming the field"}, 503: {"description": "no model or no store"}})
-    def predict_batch(body: BatchRequest, response: Response,
-                      x_request_id: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+    def predict_batch(body: BatchRequest, x_request_id: Annotated[str | None, Header()] = None) -> Response:
         """Up to 1,000 rows (either form, mixed), all answered by one model version."""
+        # In the thread pool: a batch takes tens of ms, single requests go on meanwhile.
         request_id = _request_id(x_request_id)
         rows = resolve_rows(body.rows, state, dt.datetime.now(dt.timezone.utc).date(), batch=True)
         model, answers = answer(rows, request_id, "predict/batch")
         info = _model_info(model)
-        response.headers["X-Request-ID"] = request_id
-        return {"request_id": request_id, "model": info, "predictions": [{**a, "model": info} for a in answers]}
+        return _json({"request_id": request_id, "model": info,
+                      "predictions": [{**a, "model": info} for a in answers]}, request_id)
 
     @app.get("/health")
     def health() -> JSONResponse:
@@ -231,6 +233,11 @@ def create_app(state: ServingState, store: OnlineStore) -> FastAPI:
 _INPUT_OVERRIDES = {c: (pl.String() if c == "device_type" else pl.Float64()) for c in training.NULLABLE_SOURCE_COLUMNS}
 
 
+def _json(body: dict[str, Any], request_id: str) -> Response:
+    return Response(json.dumps(body, allow_nan=False, separators=(",", ":")), media_type="application/json",
+                    headers={"X-Request-ID": request_id})
+
+
 def _request_id(header: str | None) -> str:
     if header is None:
         return uuid.uuid4().hex
@@ -252,6 +259,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
     store = online_store()
     state = ServingState(ModelRegistry(), warehouse_from_environment())
     state.start()
+    gc.freeze()  # the imports and the model are long-lived: keep them out of every later full collection
     model = state.model
     log.info("serving %s on http://%s:%d (store: %s %s; champion polled every %g s)",
              f"{model.kind} {model.name} version {model.version}" if model else "no model yet", host, port,

@@ -10,6 +10,7 @@ what is loaded, and ``/health`` says why.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import os
 import threading
@@ -169,6 +170,7 @@ class ServingState:
             return False
         previous = self.model.version if self.model else None
         self.model = LoadedModel(forecaster, version, registered_at, dt.datetime.now(dt.timezone.utc))
+        gc.freeze()  # the new model is long-lived too (the old one stays frozen: a swap is rare)
         self.registry_error = None
         self.swaps += previous is not None
         log.info("serving %s %s version %s (was %s)", forecaster.kind, forecaster.name, version, previous)
