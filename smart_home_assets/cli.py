@@ -251,7 +251,8 @@ def run_pipeline(first: dt.date, last: dt.date, env: dict[str, str], step: int =
         print("  skipped: the champion failed its blocking check (it is not the version usage_model decided on, or"
               " it does not beat the naive baselines), and the check blocks predictions")
     else:
-        materialize_range("usage_predictions", holdout_first, last, env)
+        # online_predictions: the prediction service's answers of those days (none before `smart-home serve` ran)
+        materialize_range("usage_predictions,online_predictions", holdout_first, last, env)
         materialize_range("prediction_feedback", holdout_first, last - dt.timedelta(days=1), env)
 
     print(f"\n[{step + 3}/{steps}] summary")

@@ -14,6 +14,7 @@ from smart_home_assets.definitions import defs
 
 GROUP_ORDER = ["ingestion", "cleaning", "features", "training", "scoring"]
 WAREHOUSE_TABLES = {"raw_usage", "device_usage", "device_usage_quarantine", "usage_features", "usage_predictions",
+                    "online_predictions",
                     "prediction_feedback"}
 
 
