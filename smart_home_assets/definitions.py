@@ -18,6 +18,7 @@ from smart_home_assets.assets.model import usage_model
 from smart_home_assets.assets.online import online_predictions, online_predictions_job, online_predictions_sensor
 from smart_home_assets.assets.predictions import prediction_feedback, usage_predictions
 from smart_home_assets.assets.usage import device_usage, raw_usage
+from smart_home_assets.alerts import alerts_sensor
 from smart_home_assets.automation import automation_sensor
 from smart_home_assets.executors import executor_from_environment
 from smart_home_assets.partitions import daily_partitions
@@ -51,7 +52,7 @@ defs = dg.Definitions(
                          online_predictions, prediction_feedback]),
     asset_checks=ALL_ASSET_CHECKS,
     jobs=[ingest_job, ingest_and_clean_job, online_predictions_job],
-    sensors=[landing_zone_sensor, automation_sensor, online_predictions_sensor],
+    sensors=[landing_zone_sensor, automation_sensor, online_predictions_sensor, alerts_sensor],
     resources=build_resources(),
     # One process per run by default; SMART_HOME_EXECUTOR=dask puts steps on a Dask cluster (executors.py).
     executor=executor_from_environment(),

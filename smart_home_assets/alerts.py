@@ -1,0 +1,475 @@
+"""Alerts that reach a person: one webhook message when an incident opens, one when it clears.
+
+An incident is something a person must look at: a failed run, a failed blocking check, an unreachable landing
+zone or model registry. ``alerts_sensor`` reads them from the Dagster instance on each tick (open-source
+Dagster only: run status events, asset check state, sensor ticks), compares them with the incidents open at the
+previous tick, which it keeps in its cursor, and sends what changed. So a failure that lasts a hundred ticks is
+one alert, its end one recovery message, and a daemon restart forgets nothing.
+
+Delivery is at least once: an incident is marked delivered only when the receiver answered 2xx, so a receiver
+that is down gets the message on a later tick instead of never. The webhook URL carries its secret in the path
+(Slack, most chat tools): it is read from the environment at send time and never logged, nor put in the cursor.
+
+Sources are small functions returning ``{key: Incident}`` of what is wrong now; freshness and model decay plug
+in the same way (docs/alerts-draft.md says what is not built yet).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+
+import dagster as dg
+
+WEBHOOK_URL_VAR = "SMART_HOME_ALERT_WEBHOOK_URL"
+WEBHOOK_FORMAT_VAR = "SMART_HOME_ALERT_WEBHOOK_FORMAT"  # json (default) or slack
+UI_URL_VAR = "SMART_HOME_UI_URL"
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
+# What the logs say instead of the URL: its path is the secret.
+WEBHOOK_NAME = f"the alert webhook ({WEBHOOK_URL_VAR})"
+TIMEOUT_S = 5.0
+ATTEMPTS = 3
+CURSOR_VERSION = 1
+
+RUN_FAILURE = "run_failure"
+CHECK_FAILED = "blocking_check_failed"
+LANDING_ZONE_UNAVAILABLE = "landing_zone_unavailable"
+REGISTRY_UNREACHABLE = "registry_unreachable"
+
+# landing_zone_sensor's skip message when it cannot list the landing zone (smart_home_assets/sensors.py).
+LANDING_SKIP_PREFIX = "landing zone unavailable"
+LANDING_SENSOR = "landing_zone_sensor"
+# Error classes (anywhere in a step failure's cause chain) that name a more precise incident than "run failed".
+KIND_BY_ERROR_CLASS = {"TrackingServerUnreachable": REGISTRY_UNREACHABLE, "LandingZoneError": LANDING_ZONE_UNAVAILABLE}
+# A step that failed only because a blocking check failed: the check source reports it, with the check's name.
+CHECK_FAILED_ERROR = "DagsterAssetCheckFailedError"
+DETAIL_CHARS = 600
+# A first tick (or a reset cursor) reports failures of the last week only, not the instance's whole history.
+FIRST_TICK_LOOKBACK_DAYS = 7
+
+URI_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+log = logging.getLogger(__name__)
+
+
+# --- incidents (pure) --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Incident:
+    """What is wrong, where, and the run that shows it. Two observations with the same ``key`` are one incident."""
+
+    kind: str
+    asset: str  # the asset key(s), comma-separated; a job or sensor name when no asset is involved
+    partition: str | None
+    summary: str
+    detail: str = ""
+    run_id: str | None = None
+    opened_at: str = ""  # ISO 8601, UTC
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.asset}:{self.partition or '-'}"
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Incident:
+        return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls) if f.name in data})
+
+
+def diff_incidents(open_before: Mapping[str, Incident], current: Mapping[str, Incident]
+                   ) -> tuple[dict[str, Incident], dict[str, Incident]]:
+    """(opened, resolved): incidents in ``current`` that were not open, and open ones no longer in ``current``.
+    An incident still open keeps its first observation (its run link, its start), so it is never re-sent."""
+    opened = {k: v for k, v in current.items() if k not in open_before}
+    resolved = {k: v for k, v in open_before.items() if k not in current}
+    return opened, resolved
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """A finished run as the run source sees it: which assets and partition it was for, and how it ended."""
+
+    storage_id: int
+    run_id: str
+    assets: tuple[str, ...]
+    partition: str | None
+    succeeded: bool
+    kind: str = RUN_FAILURE
+    detail: str = ""
+    at: str = ""
+    reported_by_checks: bool = False  # failed only on blocking checks: the check source has the incident
+
+
+def apply_run_outcomes(open_runs: Mapping[str, Incident], outcomes: Iterable[RunOutcome]) -> dict[str, Incident]:
+    """The run incidents open after ``outcomes`` (in storage order): a failure opens one per (kind, assets,
+    partition) unless it is already open; a success closes every open one whose assets it covers, same
+    partition. Reprocessing outcomes already applied gives the same answer."""
+    current = dict(open_runs)
+    for outcome in sorted(outcomes, key=lambda o: o.storage_id):
+        if outcome.succeeded:
+            covered = set(outcome.assets)
+            for key, incident in list(current.items()):
+                if incident.partition == outcome.partition and set(incident.asset.split(",")) <= covered:
+                    del current[key]
+        elif not outcome.reported_by_checks:
+            asset = ",".join(outcome.assets)
+            where = f" for partition {outcome.partition}" if outcome.partition else ""
+            what = {REGISTRY_UNREACHABLE: "the model registry is unreachable",
+                    LANDING_ZONE_UNAVAILABLE: "the landing zone is unavailable"}.get(outcome.kind, "run failed")
+            incident = Incident(outcome.kind, asset, outcome.partition, f"{asset}{where}: {what}",
+                                outcome.detail, outcome.run_id, outcome.at)
+            current.setdefault(incident.key, incident)
+    return current
+
+
+# --- messages (pure) ---------------------------------------------------------------------------------------------
+
+def run_url(run_id: str | None, ui_url: str = DEFAULT_UI_URL) -> str | None:
+    return f"{ui_url.rstrip('/')}/runs/{run_id}" if run_id else None
+
+
+def json_body(event: str, incident: Incident, ui_url: str, at: str) -> dict:
+    """The generic webhook body: ``event`` is "alert" or "recovery"."""
+    return {"event": event, "kind": incident.kind, "summary": incident.summary, "asset": incident.asset,
+            "partition": incident.partition, "run_id": incident.run_id, "run_url": run_url(incident.run_id, ui_url),
+            "detail": incident.detail, "at": at}
+
+
+def slack_body(event: str, incident: Incident, ui_url: str, at: str) -> dict:
+    """A Slack-compatible body (incoming webhooks, and the many tools that accept their format)."""
+    url = run_url(incident.run_id, ui_url)
+    title = f"{'Alert' if event == 'alert' else 'Recovered'}: {incident.summary}"
+    facts = [f"*asset* `{incident.asset}`", f"*partition* `{incident.partition or '-'}`", f"*kind* {incident.kind}"]
+    if url:
+        facts.append(f"*run* <{url}|{incident.run_id[:8]}>")
+    text = f"{title} ({', '.join(facts)})"
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*"}},
+              {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(facts)}}]
+    if incident.detail and event == "alert":
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"```{incident.detail}```"}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": at}]})
+    return {"text": text, "blocks": blocks}
+
+
+def webhook_format(url: str, configured: str | None) -> str:
+    """``slack`` for Slack's own host or when configured so; ``json`` otherwise."""
+    if configured:
+        if configured not in ("json", "slack"):
+            raise ValueError(f"{WEBHOOK_FORMAT_VAR} must be 'json' or 'slack', not {configured!r}")
+        return configured
+    return "slack" if urllib.parse.urlsplit(url).hostname == "hooks.slack.com" else "json"
+
+
+def build_body(event: str, incident: Incident, fmt: str, ui_url: str, at: str) -> dict:
+    return (slack_body if fmt == "slack" else json_body)(event, incident, ui_url, at)
+
+
+# --- sending -----------------------------------------------------------------------------------------------------
+
+def post_json(url: str, body: dict, logger: logging.Logger | logging.LoggerAdapter = log, *,
+              timeout: float = TIMEOUT_S, attempts: int = ATTEMPTS, backoff_s: float = 0.5) -> bool:
+    """POST ``body``; True once the receiver answers 2xx. Failures are logged by HTTP status or exception class
+    only: the URL, and the exception's text (which may repeat it), never reach a log line."""
+    data = json.dumps(body).encode()
+    for attempt in range(1, attempts + 1):
+        request = urllib.request.Request(url, data=data, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                if 200 <= response.status < 300:
+                    return True
+                reason = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            reason = f"HTTP {exc.code}"
+        except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections, a malformed URL
+            reason = type(exc).__name__
+        logger.warning(f"{WEBHOOK_NAME} did not take the message (attempt {attempt} of {attempts}): {reason}")
+        if attempt < attempts:
+            time.sleep(backoff_s * attempt)
+    return False
+
+
+# --- sources: what is wrong now, from the instance ---------------------------------------------------------------
+
+def _error_classes(error) -> list[str]:
+    classes = []
+    while error is not None:
+        classes.append(error.cls_name)
+        error = error.cause or getattr(error, "context", None)
+    return classes
+
+
+def _first_line(error) -> str:
+    """The first line of the error that started it (Dagster wraps a user exception in
+    DagsterExecutionStepExecutionError; the cause is what a person needs to read)."""
+    while error.cause is not None:
+        error = error.cause
+    lines = (error.message or "").strip().splitlines()
+    return lines[0] if lines else error.cls_name
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the password of every URI in it (``scheme://user:secret@host``) replaced by ``***``
+    (resources.tracking.redact_uri): error messages sent out repeat the URIs they failed on."""
+    from resources.tracking import redact_uri
+
+    for uri in set(URI_PATTERN.findall(text)):
+        text = redact_uri(uri, text)
+    return text
+
+
+def run_partition(tags: Mapping[str, str]) -> str | None:
+    """A run's partition, or its range as ``start...end`` (single-run backfills)."""
+    if "dagster/partition" in tags:
+        return tags["dagster/partition"]
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    return f"{start}...{end}" if start and end else None
+
+
+def run_outcome(instance: dg.DagsterInstance, record, run: dg.DagsterRun) -> RunOutcome:
+    """One run status event turned into an outcome: its planned assets (a materialize() run has no asset
+    selection), else its planned checks, else its job; for a failure, why, from its step failures."""
+    from dagster._core.events import DagsterEventType
+
+    planned = instance.all_logs(run.run_id, of_type={DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+                                                     DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED})
+    assets = sorted({e.dagster_event.asset_key.to_user_string() for e in planned
+                     if e.dagster_event.event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED})
+    if not assets:
+        assets = sorted({e.dagster_event.event_specific_data.asset_check_key.to_user_string() for e in planned
+                         if e.dagster_event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED})
+    base = dict(storage_id=record.storage_id, run_id=run.run_id, assets=tuple(assets or [run.job_name]),
+                partition=run_partition(run.tags), at=_iso(record.timestamp))
+    if run.status == dg.DagsterRunStatus.SUCCESS:
+        return RunOutcome(succeeded=True, **base)
+    errors = [e.dagster_event.event_specific_data.error
+              for e in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)]
+    errors = [e for e in errors if e is not None]
+    classes = [c for error in errors for c in _error_classes(error)]
+    kind = next((KIND_BY_ERROR_CLASS[c] for c in classes if c in KIND_BY_ERROR_CLASS), RUN_FAILURE)
+    detail = "; ".join(_first_line(e) for e in errors) or (record.event_log_entry.message or "")
+    only_checks = bool(errors) and all(e.cls_name == CHECK_FAILED_ERROR for e in errors)
+    return RunOutcome(succeeded=False, kind=kind, detail=redact_credentials(detail)[:DETAIL_CHARS],
+                      reported_by_checks=only_checks,
+                      **base)
+
+
+def finished_runs_after(instance: dg.DagsterInstance, after_storage_id: int | None, page: int = 500
+                        ) -> tuple[list[RunOutcome], int | None]:
+    """Run successes and failures recorded after ``after_storage_id`` (event log storage ids only grow), in
+    storage order, and the new watermark. At most ``page`` events of each kind per tick, cut where both kinds are
+    complete, so a backlog is read in order over several ticks. ``None`` (a first tick, or a reset cursor)
+    reads the last FIRST_TICK_LOOKBACK_DAYS only: older failures are history, not news. Canceled runs are a
+    person's own doing: no incident, no recovery."""
+    from dagster._core.events import DagsterEventType
+
+    since = None if after_storage_id is not None else time.time() - FIRST_TICK_LOOKBACK_DAYS * 86400
+    batches = [instance.fetch_run_status_changes(
+        dg.RunStatusChangeRecordsFilter(event_type, after_storage_id=after_storage_id, after_timestamp=since),
+        limit=page, ascending=True).records
+        for event_type in (DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_SUCCESS)]
+    records = [r for batch in batches for r in batch]
+    if not records:
+        return [], after_storage_id  # still None when nothing happened lately: the next tick looks back again
+    # A full batch may have more after it: keep only what precedes the earliest such cut.
+    cut = min((batch[-1].storage_id for batch in batches if len(batch) == page),
+              default=max(r.storage_id for r in records))
+    records = sorted((r for r in records if r.storage_id <= cut), key=lambda r: r.storage_id)
+    runs = {r.run_id: r for r in instance.get_runs(dg.RunsFilter(run_ids=sorted({r.run_id for r in records})))}
+    outcomes = [run_outcome(instance, r, runs[r.run_id]) for r in records
+                if r.run_id in runs]  # a deleted run has nothing left to link to
+    return outcomes, cut
+
+
+def failed_check_incidents(instance: dg.DagsterInstance, asset_graph, known: Container[str] = ()
+                           ) -> dict[str, Incident]:
+    """One incident per asset partition whose latest materialization failed a blocking check, read from
+    Dagster's check state (smart_home_assets.check_status, shared with automation and training). A new
+    materialization clears it until its checks run again; checks still running or skipped are not failures.
+    Incidents in ``known`` (already open) skip the look-up of their run: the open one keeps its own."""
+    from dagster._core.event_api import PartitionKeyFilter
+
+    from smart_home_assets.check_status import blocking_check_keys, partitions_not_passing
+
+    found: dict[str, Incident] = {}
+    for asset_key in sorted({key.asset_key for key in asset_graph.asset_check_keys}, key=lambda k: k.path):
+        checks = blocking_check_keys(asset_graph, asset_key)
+        if not checks:
+            continue
+        partitions_def = asset_graph.get(asset_key).partitions_def
+        if partitions_def is None:
+            failing = unpartitioned_failing(instance, checks)
+        else:
+            failing = {p: [r.removesuffix(": failed") for r in reasons if r.endswith(": failed")]
+                       for p, reasons in partitions_not_passing(instance, checks, partitions_def).items()}
+        for partition, names in failing.items():
+            if not names:
+                continue
+            asset = asset_key.to_user_string()
+            where = f" for partition {partition}" if partition else ""
+            run_id = None
+            if f"{CHECK_FAILED}:{asset}:{partition or '-'}" not in known:
+                first = next(k for k in checks if k.name == names[0])
+                history = instance.event_log_storage.get_asset_check_execution_history(
+                    first, limit=1, partition_filter=PartitionKeyFilter(key=partition))
+                run_id = history[0].run_id if history else None
+            incident = Incident(CHECK_FAILED, asset, partition,
+                                f"{asset}{where}: blocking check{'s' if len(names) > 1 else ''} failed: "
+                                f"{', '.join(names)}", run_id=run_id, opened_at=_now())
+            found[incident.key] = incident
+    return found
+
+
+def unpartitioned_failing(instance: dg.DagsterInstance, checks: Sequence[dg.AssetCheckKey]) -> dict:
+    """``{None: [failed check names]}`` for an unpartitioned asset (partitions_not_passing reads partitions)."""
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionResolvedStatus
+
+    states = instance.event_log_storage.get_asset_check_state([(key, None) for key in checks])
+    names = [key.name for key in checks
+             if (state := states.get(key)) and (subset := state.subsets.get(AssetCheckExecutionResolvedStatus.FAILED))
+             and not subset.is_empty]
+    return {None: names} if names else {}
+
+
+def landing_zone_incidents(instance: dg.DagsterInstance) -> dict[str, Incident]:
+    """An incident while landing_zone_sensor's latest tick says it could not list the landing zone."""
+    from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.scheduler.instigation import TickStatus
+
+    found = {}
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if state.instigator_name != LANDING_SENSOR:
+            continue
+        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+        tick = ticks[0] if ticks else None
+        if tick and tick.status == TickStatus.SKIPPED and (tick.skip_reason or "").startswith(LANDING_SKIP_PREFIX):
+            incident = Incident(LANDING_ZONE_UNAVAILABLE, LANDING_SENSOR, None, "the landing zone is unavailable",
+                                tick.skip_reason[:DETAIL_CHARS], opened_at=_iso(tick.timestamp))
+            found[incident.key] = incident
+    return found
+
+
+# --- the cursor --------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class AlertState:
+    """What the sensor remembers between ticks (its cursor, JSON): the open incidents and whether their alert
+    was delivered, the recoveries not delivered yet, and the run events already read."""
+
+    runs_after: int | None = None  # None until the first tick has read the run history
+    open: dict[str, Incident] = dataclasses.field(default_factory=dict)
+    delivered: set[str] = dataclasses.field(default_factory=set)
+    recoveries: dict[str, Incident] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_cursor(cls, cursor: str | None) -> AlertState:
+        if not cursor:
+            return cls()
+        data = json.loads(cursor)
+        if data.get("version") != CURSOR_VERSION:
+            return cls()
+        return cls(data["runs_after"], {k: Incident.from_json(v) for k, v in data["open"].items()},
+                   set(data["delivered"]), {k: Incident.from_json(v) for k, v in data["recoveries"].items()})
+
+    def to_cursor(self) -> str:
+        return json.dumps({"version": CURSOR_VERSION, "runs_after": self.runs_after,
+                           "open": {k: v.to_json() for k, v in sorted(self.open.items())},
+                           "delivered": sorted(self.delivered & set(self.open)),
+                           "recoveries": {k: v.to_json() for k, v in sorted(self.recoveries.items())}},
+                          sort_keys=True)
+
+
+def next_state(state: AlertState, current: Mapping[str, Incident]) -> tuple[AlertState, dict[str, Incident]]:
+    """The state once ``current`` is what is wrong, and the incidents that just resolved. A resolved incident
+    whose alert never went out needs no recovery message; one that did waits in ``recoveries`` until sent."""
+    opened, resolved = diff_incidents(state.open, current)
+    still_open = {k: v for k, v in state.open.items() if k in current} | opened
+    recoveries = dict(state.recoveries) | {k: v for k, v in resolved.items() if k in state.delivered}
+    return AlertState(state.runs_after, still_open, state.delivered & set(still_open), recoveries), resolved
+
+
+def deliver(state: AlertState, send: Callable[[str, Incident], bool]) -> tuple[int, int]:
+    """Send every undelivered alert, then every pending recovery; stop at the first failure (the receiver is
+    down: the rest waits for the next tick rather than for timeouts). Returns (alerts, recoveries) sent."""
+    alerts = recovered = 0
+    for key, incident in sorted(state.open.items()):
+        if key in state.delivered:
+            continue
+        if not send("alert", incident):
+            return alerts, recovered
+        state.delivered.add(key)
+        alerts += 1
+    for key, incident in sorted(state.recoveries.items()):
+        if key in state.open:  # it came back before its recovery went out: the alert still stands
+            del state.recoveries[key]
+            continue
+        if not send("recovery", incident):
+            return alerts, recovered
+        del state.recoveries[key]
+        recovered += 1
+    return alerts, recovered
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# --- the sensor --------------------------------------------------------------------------------------------------
+
+def current_incidents(context: dg.SensorEvaluationContext, state: AlertState
+                      ) -> tuple[dict[str, Incident], int | None]:
+    """Everything wrong now, from each source, and the new run-event watermark."""
+    instance = context.instance
+    run_kinds = (RUN_FAILURE, REGISTRY_UNREACHABLE, LANDING_ZONE_UNAVAILABLE)
+    open_runs = {k: v for k, v in state.open.items() if v.kind in run_kinds and v.asset != LANDING_SENSOR}
+    outcomes, watermark = finished_runs_after(instance, state.runs_after)
+    current = apply_run_outcomes(open_runs, outcomes)
+    if context.repository_def is not None:
+        current |= failed_check_incidents(instance, context.repository_def.asset_graph, known=state.open)
+    current |= landing_zone_incidents(instance)
+    return current, watermark
+
+
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description=f"Sends one webhook message ({WEBHOOK_URL_VAR}) per incident (failed run, failed blocking "
+                       "check, unreachable landing zone or registry) and one when it clears.")
+def alerts_sensor(context: dg.SensorEvaluationContext):
+    """Reads incidents from the instance and sends what changed; launches no runs."""
+    state = AlertState.from_cursor(context.cursor)
+    current, watermark = current_incidents(context, state)
+    state, _ = next_state(state, current)
+    state.runs_after = watermark
+    url = os.environ.get(WEBHOOK_URL_VAR, "").strip()
+    if not url:
+        waiting = len(set(state.open) - state.delivered)
+        return dg.SensorResult(cursor=state.to_cursor(), skip_reason=dg.SkipReason(
+            f"{WEBHOOK_URL_VAR} is not set: {len(state.open)} open incident(s), {waiting} alert(s) not sent"))
+    fmt = webhook_format(url, os.environ.get(WEBHOOK_FORMAT_VAR, "").strip().lower() or None)
+    ui_url = os.environ.get(UI_URL_VAR, "").strip() or DEFAULT_UI_URL
+
+    def send(event: str, incident: Incident) -> bool:
+        ok = post_json(url, build_body(event, incident, fmt, ui_url, _now()), context.log)
+        if ok:
+            context.log.info(f"sent {event} to {WEBHOOK_NAME}: {incident.summary}")
+        return ok
+
+    alerts, recovered = deliver(state, send)
+    pending = len(set(state.open) - state.delivered) + len(state.recoveries)
+    summary = (f"{alerts} alert(s) and {recovered} recovery message(s) sent; {len(state.open)} incident(s) open"
+               + (f"; {pending} message(s) to retry on the next tick" if pending else ""))
+    return dg.SensorResult(cursor=state.to_cursor(), skip_reason=dg.SkipReason(summary))
