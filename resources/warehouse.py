@@ -238,14 +238,19 @@ class Warehouse(DuckDBResource):
         """The whole table (or some columns) through a read-only connection, which never takes the write lock;
         an empty frame when the file or the table does not exist yet."""
         select = ", ".join(identifier(c) for c in columns) if columns else "*"
-        name = identifier(table)
+        return self.read_only_query(table, f"SELECT {select} FROM {identifier(table)}")
+
+    def read_only_query(self, table: str, sql: str) -> pl.DataFrame:
+        """``sql`` (a read of ``table``) through a read-only connection; an empty frame when the file or the
+        table does not exist yet. It never takes the write lock, and fails while a writer holds the file."""
+        identifier(table)
         if not self.path().exists():
             return pl.DataFrame()
         with open_read_only(self.path()) as conn:
             if not conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
                                 [table]).fetchone()[0]:
                 return pl.DataFrame()
-            return conn.execute(f"SELECT {select} FROM {name}").pl()
+            return conn.execute(sql).pl()
 
 
 STAGING_PREFIX = ".staging-"

@@ -81,16 +81,10 @@ def read_latest_features(warehouse) -> pl.DataFrame:
     """The latest feature row of every device seen in the last :data:`LATEST_DAYS` days. On DuckDB through a
     read-only connection (it never takes the write lock; it fails while a run holds the file, and the next
     refresh tries again); on Delta from the tables' current snapshot."""
-    from resources.warehouse import Warehouse, open_read_only
+    from resources.warehouse import Warehouse
 
     if isinstance(warehouse, Warehouse):
-        if not warehouse.path().exists():
-            return pl.DataFrame()
-        with open_read_only(warehouse.path()) as conn:
-            if not conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                                [USAGE_FEATURES]).fetchone()[0]:
-                return pl.DataFrame()
-            return conn.execute(LATEST_FEATURES_SQL).pl()
+        return warehouse.read_only_query(USAGE_FEATURES, LATEST_FEATURES_SQL)
     if not warehouse.table_exists(USAGE_FEATURES):
         return pl.DataFrame()
     return warehouse.query(LATEST_FEATURES_SQL)
