@@ -44,6 +44,7 @@ RUN_FAILURE = "run_failure"
 CHECK_FAILED = "blocking_check_failed"
 LANDING_ZONE_UNAVAILABLE = "landing_zone_unavailable"
 REGISTRY_UNREACHABLE = "registry_unreachable"
+FRESHNESS_MISSED = "freshness_deadline_missed"
 
 # landing_zone_sensor's skip message when it cannot list the landing zone (smart_home_assets/sensors.py).
 LANDING_SKIP_PREFIX = "landing zone unavailable"
@@ -55,6 +56,10 @@ CHECK_FAILED_ERROR = "DagsterAssetCheckFailedError"
 DETAIL_CHARS = 600
 # A first tick (or a reset cursor) reports failures of the last week only, not the instance's whole history.
 FIRST_TICK_LOOKBACK_DAYS = 7
+
+# Dagster's freshness check builders put this on their specs; the per-partition check names the late day.
+FRESHNESS_PARAMS_KEY = "dagster/freshness_params"
+EXPECTED_PARTITION_KEY = "expected_partition"
 
 URI_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
@@ -342,6 +347,35 @@ def unpartitioned_failing(instance: dg.DagsterInstance, checks: Sequence[dg.Asse
     return {None: names} if names else {}
 
 
+def freshness_incidents(instance: dg.DagsterInstance, asset_graph) -> dict[str, Incident]:
+    """One incident per freshness check (asset_checks/freshness_checks.py) whose latest evaluation failed: a
+    day that missed its deadline, or a model not retrained since. The run that materializes the asset evaluates
+    the check again, so the incident clears as soon as the late day or retrain has landed."""
+    keys = [key for key in asset_graph.asset_check_keys
+            if FRESHNESS_PARAMS_KEY in (asset_graph.get_check_spec(key).metadata or {})]
+    if not keys:
+        return {}
+    summaries = instance.event_log_storage.get_asset_check_summary_records(keys)
+    found = {}
+    for key in sorted(keys, key=lambda k: k.to_user_string()):
+        record = summaries[key].last_completed_check_execution_record
+        evaluation = record.event.asset_check_evaluation if record is not None and record.event else None
+        if evaluation is None or evaluation.passed:
+            continue
+        asset = key.asset_key.to_user_string()
+        description = evaluation.description or ""
+        expected = evaluation.metadata.get(EXPECTED_PARTITION_KEY)
+        partition = expected.value if expected is not None and expected.value != "-" else None
+        tick = evaluation.metadata.get("dagster/latest_cron_tick_timestamp")
+        deadline = f" (deadline {_iso(tick.value)})" if tick is not None else ""
+        summary = (f"{asset}: partition {partition} missed its freshness deadline{deadline}" if partition else
+                   f"{asset}: not updated by its freshness deadline{deadline}")
+        incident = Incident(FRESHNESS_MISSED, asset, partition, summary, description[:DETAIL_CHARS], record.run_id,
+                            _iso(record.create_timestamp))
+        found[incident.key] = incident
+    return found
+
+
 def landing_zone_incidents(instance: dg.DagsterInstance) -> dict[str, Incident]:
     """An incident while landing_zone_sensor's latest tick says it could not list the landing zone."""
     from dagster._core.definitions.run_request import InstigatorType
@@ -441,6 +475,7 @@ def current_incidents(context: dg.SensorEvaluationContext, state: AlertState
     current = apply_run_outcomes(open_runs, outcomes)
     if context.repository_def is not None:
         current |= failed_check_incidents(instance, context.repository_def.asset_graph, known=state.open)
+        current |= freshness_incidents(instance, context.repository_def.asset_graph)
     current |= landing_zone_incidents(instance)
     return current, watermark
 

@@ -7,6 +7,7 @@ server, every run and every step import this module.
 import dagster as dg
 
 from asset_checks import ALL_ASSET_CHECKS
+from asset_checks.freshness_checks import freshness_checks_sensor
 from resources import LandingZone
 from resources.backend import warehouse_from_environment
 from resources.online_store import OnlineStoreResource
@@ -52,7 +53,8 @@ defs = dg.Definitions(
                          online_predictions, prediction_feedback]),
     asset_checks=ALL_ASSET_CHECKS,
     jobs=[ingest_job, ingest_and_clean_job, online_predictions_job],
-    sensors=[landing_zone_sensor, automation_sensor, online_predictions_sensor, alerts_sensor],
+    sensors=[landing_zone_sensor, automation_sensor, online_predictions_sensor, alerts_sensor,
+             freshness_checks_sensor],
     resources=build_resources(),
     # One process per run by default; SMART_HOME_EXECUTOR=dask puts steps on a Dask cluster (executors.py).
     executor=executor_from_environment(),

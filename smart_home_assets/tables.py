@@ -13,3 +13,4 @@ USAGE_FEATURES = "usage_features"
 USAGE_PREDICTIONS = "usage_predictions"
 PREDICTION_FEEDBACK = "prediction_feedback"
 ONLINE_PREDICTIONS = "online_predictions"
+USAGE_MODEL = "usage_model"  # an asset, not a table (MLflow holds it): named here so that checks and sensors agree

@@ -40,7 +40,10 @@ def test_asset_graph_shape():
     assert checks == sorted([
         "check_user_id_not_null", "check_event_timestamp_in_partition_window", "check_device_type_in_catalog",
         "check_event_id_unique", "check_energy_and_duration_plausible", "check_required_fields_present",
-        "check_rows_conserved", "check_quality_score"])
+        "check_rows_conserved", "check_quality_score", "freshness_check"])
+    freshness = {k.asset_key.to_user_string() for k in graph.asset_check_keys if k.name == "freshness_check"}
+    assert freshness == {"device_usage", "usage_model"}
+    assert not any(graph.get_check_spec(k).blocking for k in graph.asset_check_keys if k.name == "freshness_check")
     blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
     assert blocking >= {"check_rows_conserved", "check_features_valid", "check_champion_beats_naive_baselines"}
     assert not blocking & {"check_quality_score", "check_feature_drift_psi"}

@@ -1,0 +1,140 @@
+"""Freshness: each day's device_usage by a deadline, and the model retrained soon after.
+
+``device_usage`` gets a time-partition freshness check: once the deadline cron has ticked (by default 03:00
+UTC), the last day that ended before it must have been materialized, or the check fails and names that day
+(metadata ``expected_partition``). It is Dagster's ``build_time_partition_freshness_checks`` with one change:
+Dagster expects the partition that the partitions definition's *last* window is at the deadline, and
+``daily_partitions`` has ``end_offset=1`` (today's uploads are accepted as they arrive), so at 03:00 on D+1
+Dagster's check would demand D+1 itself, a day that has just begun. Here the expected day is the last one that
+*ended* by the deadline. The spec, its metadata and the evaluation's (``dagster/freshness_params``,
+``dagster/latest_cron_tick_timestamp``, ``dagster/fresh_until_timestamp``) are Dagster's, so Dagster's
+freshness sensor drives it like its own. ``usage_model`` gets Dagster's last-update freshness check: by the model deadline (the data deadline plus ``SMART_HOME_RETRAIN_BOUND_HOURS``, 05:00 UTC by
+default) it must have been materialized since the previous such deadline, i.e. retrained on the day that
+landed. Both are WARN checks (a late day must not hold back the days that did arrive).
+
+``freshness_checks_sensor`` (Dagster's builder) runs a check when it may have become overdue; a failed check is
+evaluated again by the run that materializes its asset, since the checks are part of every run of it. So a day
+that arrives late turns the check green as soon as it is ingested, and alerts_sensor sends the recovery.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_factories.utils import (
+    FRESH_UNTIL_METADATA_KEY, FRESHNESS_PARAMS_METADATA_KEY, LAST_UPDATED_TIMESTAMP_METADATA_KEY,
+    LATEST_CRON_TICK_METADATA_KEY, freshness_multi_asset_check, retrieve_last_update_record,
+    retrieve_timestamp_from_record)
+from dagster._time import get_current_timestamp
+from dagster._utils.schedules import get_latest_completed_cron_tick, get_next_cron_tick, is_valid_cron_string
+
+from smart_home_assets.partitions import daily_partitions
+from smart_home_assets.tables import DEVICE_USAGE, USAGE_MODEL
+
+DEADLINE_CRON_VAR = "SMART_HOME_FRESHNESS_DEADLINE_CRON"
+DEFAULT_DEADLINE_CRON = "0 3 * * *"  # a day's uploads are in by 03:00 UTC the next morning
+TIMEZONE_VAR = "SMART_HOME_FRESHNESS_TIMEZONE"
+DEFAULT_TIMEZONE = "UTC"
+RETRAIN_BOUND_VAR = "SMART_HOME_RETRAIN_BOUND_HOURS"
+DEFAULT_RETRAIN_BOUND_HOURS = 2
+# The built-in checks' names (Dagster's builders choose them).
+USAGE_FRESHNESS_CHECK = "freshness_check"
+SENSOR_NAME = "freshness_checks_sensor"
+
+
+def deadline_cron() -> str:
+    cron = os.environ.get(DEADLINE_CRON_VAR, "").strip() or DEFAULT_DEADLINE_CRON
+    if not is_valid_cron_string(cron):
+        raise ValueError(f"{DEADLINE_CRON_VAR}={cron!r} is not a cron expression (the default is "
+                         f"{DEFAULT_DEADLINE_CRON!r}: 03:00 every day)")
+    return cron
+
+
+def deadline_timezone() -> str:
+    return os.environ.get(TIMEZONE_VAR, "").strip() or DEFAULT_TIMEZONE
+
+
+def retrain_bound() -> dt.timedelta:
+    raw = os.environ.get(RETRAIN_BOUND_VAR, "").strip()
+    hours = float(raw) if raw else DEFAULT_RETRAIN_BOUND_HOURS
+    if not 0 < hours < 24:
+        raise ValueError(f"{RETRAIN_BOUND_VAR}={raw!r}: hours after the data deadline, more than 0 and under 24")
+    return dt.timedelta(hours=hours)
+
+
+def model_deadline_cron(data_cron: str, bound: dt.timedelta) -> str:
+    """The model's deadline: the data deadline's cron shifted by ``bound`` (a daily ``M H * * *`` cron only;
+    another shape keeps the data deadline itself, so the model is judged at the same moments)."""
+    fields = data_cron.split()
+    if len(fields) == 5 and fields[0].isdigit() and fields[1].isdigit() and fields[2:] == ["*", "*", "*"]:
+        minutes = (int(fields[1]) * 60 + int(fields[0]) + int(bound.total_seconds() // 60)) % (24 * 60)
+        return f"{minutes % 60} {minutes // 60} * * *"
+    return data_cron
+
+
+def expected_partition(partitions_def: dg.TimeWindowPartitionsDefinition, deadline: dt.datetime) -> str | None:
+    """The last partition whose window ended by ``deadline`` (None before the first one ended); a definition
+    pinned to an earlier last day (SMART_HOME_PARTITIONS_END) expects that day."""
+    first = partitions_def.start
+    if deadline < first + dt.timedelta(days=1):
+        return None
+    # The window that contains the deadline has not ended; the one before it has.
+    key = partitions_def.get_partition_key_for_timestamp(deadline.timestamp())
+    before = partitions_def.get_prev_partition_window(partitions_def.time_window_for_partition_key(key).start)
+    if before is None:
+        return None
+    expected = partitions_def.get_partition_key_range_for_time_window(before).start
+    last = partitions_def.end
+    if last is not None and partitions_def.time_window_for_partition_key(expected).end > last:
+        return partitions_def.get_partition_key_for_timestamp((last - dt.timedelta(seconds=1)).timestamp())
+    return expected
+
+
+def build_partition_freshness_check(asset: str, cron: str, timezone: str,
+                                    partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.AssetChecksDefinition:
+    params = dg.MetadataValue.json({"timezone": timezone, "deadline_cron": cron})
+
+    @freshness_multi_asset_check(params_metadata=params, asset_keys=[dg.AssetKey(asset)], blocking=False)
+    def partition_freshness(context):  # (no annotation: this module postpones them, the decorator reads it)
+        now = get_current_timestamp()
+        deadline = get_latest_completed_cron_tick(cron, dt.datetime.fromtimestamp(now, dt.timezone.utc), timezone)
+        expected = expected_partition(partitions_def, deadline)
+        metadata = {FRESHNESS_PARAMS_METADATA_KEY: params,
+                    LATEST_CRON_TICK_METADATA_KEY: dg.MetadataValue.timestamp(deadline.timestamp()),
+                    "expected_partition": dg.MetadataValue.text(expected or "-")}
+        key = dg.AssetKey(asset)
+        latest = retrieve_last_update_record(context.instance, key, expected) if expected else None
+        passed = expected is None or latest is not None
+        at = deadline.strftime("%Y-%m-%d %H:%M %Z")
+        if passed:
+            metadata[FRESH_UNTIL_METADATA_KEY] = dg.MetadataValue.timestamp(
+                get_next_cron_tick(cron, dt.datetime.fromtimestamp(now, dt.timezone.utc), timezone).timestamp())
+            description = (f"partition {expected} arrived by its deadline {at}" if expected else
+                           "no partition is due yet")
+        else:
+            any_partition = retrieve_last_update_record(context.instance, key, None)
+            if any_partition is not None:
+                metadata[LAST_UPDATED_TIMESTAMP_METADATA_KEY] = dg.MetadataValue.timestamp(
+                    retrieve_timestamp_from_record(any_partition) or 0.0)
+            description = f"partition {expected} is late: expected by {at}, not materialized yet"
+        yield dg.AssetCheckResult(asset_key=key, passed=passed, description=description, metadata=metadata,
+                                  severity=dg.AssetCheckSeverity.WARN)
+
+    return partition_freshness
+
+
+def build_freshness_checks() -> list[dg.AssetChecksDefinition]:
+    cron, timezone = deadline_cron(), deadline_timezone()
+    usage = [build_partition_freshness_check(DEVICE_USAGE, cron, timezone, daily_partitions)]
+    model = dg.build_last_update_freshness_checks(
+        assets=[USAGE_MODEL], deadline_cron=model_deadline_cron(cron, retrain_bound()), timezone=timezone,
+        lower_bound_delta=dt.timedelta(days=1))
+    return [*usage, *model]
+
+
+FRESHNESS_CHECKS = build_freshness_checks()
+freshness_checks_sensor = dg.build_sensor_for_freshness_checks(
+    freshness_checks=FRESHNESS_CHECKS, name=SENSOR_NAME, minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING)
