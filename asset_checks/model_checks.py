@@ -49,3 +49,33 @@ def check_champion_beats_naive_baselines(context: dg.AssetCheckExecutionContext)
     passed, description, metadata = judge_champion(event.asset_materialization.metadata,
                                                    str(found.version) if found else None)
     return dg.AssetCheckResult(passed=passed, description=description, metadata=metadata)
+
+
+FEEDBACK_KEY = dg.AssetKey("prediction_feedback")
+
+
+@dg.asset_check(asset=FEEDBACK_KEY, name="check_live_accuracy_holds", blocking=False,
+                required_resource_keys={"warehouse"}, pool="duckdb")
+def check_live_accuracy_holds(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    """Live MAE within SMART_HOME_DECAY_MARGIN of the predicting version's backtest MAE: fails (a warning that
+    requests a retrain and raises an alert, smart_home_assets/decay.py) after SMART_HOME_DECAY_DAYS days above."""
+    from smart_home_assets import decay
+    from smart_home_assets.tables import PREDICTION_FEEDBACK
+
+    warehouse = context.resources.warehouse
+    rows = warehouse.query(
+        f"SELECT partition_date, model_version, live_mae, backtest_mae FROM {PREDICTION_FEEDBACK} "
+        f"WHERE source = 'batch' AND partition_date >= (SELECT max(partition_date) FROM {PREDICTION_FEEDBACK}) "
+        f"- INTERVAL {decay.LOOKBACK_DAYS} DAY") if warehouse.table_exists(PREDICTION_FEEDBACK) else None
+    margin, days = decay.margin(), decay.days()
+    if rows is None or rows.is_empty():
+        verdict = decay.Verdict(False, "nothing scored yet")
+    else:
+        verdict = decay.accuracy_verdict(rows, margin=margin, days=days)
+    metadata = {decay.EPISODE_KEY: verdict.episode, "margin": margin, "days": days, "days_over": verdict.days_over,
+                "model_version": verdict.version or "-", "first_day": verdict.first_day or "-",
+                "last_day": verdict.last_day or "-"}
+    if verdict.worst_ratio is not None:
+        metadata["worst_ratio_live_to_backtest"] = round(verdict.worst_ratio, 3)
+    return dg.AssetCheckResult(passed=not verdict.decayed, description=verdict.reason, metadata=metadata,
+                               severity=dg.AssetCheckSeverity.WARN)

@@ -45,6 +45,7 @@ CHECK_FAILED = "blocking_check_failed"
 LANDING_ZONE_UNAVAILABLE = "landing_zone_unavailable"
 REGISTRY_UNREACHABLE = "registry_unreachable"
 FRESHNESS_MISSED = "freshness_deadline_missed"
+MODEL_DECAY = "model_decay"
 
 # landing_zone_sensor's skip message when it cannot list the landing zone (smart_home_assets/sensors.py).
 LANDING_SKIP_PREFIX = "landing zone unavailable"
@@ -376,6 +377,21 @@ def freshness_incidents(instance: dg.DagsterInstance, asset_graph) -> dict[str, 
     return found
 
 
+def decay_incidents(instance: dg.DagsterInstance, asset_graph) -> dict[str, Incident]:
+    """An incident while a decay episode is open (smart_home_assets/decay.py), keyed by the episode's first day:
+    one alert when it opens (saying why, and that a retrain was requested), one recovery when it ends."""
+    from smart_home_assets import decay
+
+    found = decay.open_decay(instance, asset_graph)
+    if found is None:
+        return {}
+    first_day = found.episode.rsplit(":", 1)[-1]
+    incident = Incident(MODEL_DECAY, "usage_model", first_day,
+                        f"usage_model is decaying ({found.signal}): {found.summary}; a retrain was requested",
+                        f"episode {found.episode}", found.run_id, _now())
+    return {incident.key: incident}
+
+
 def landing_zone_incidents(instance: dg.DagsterInstance) -> dict[str, Incident]:
     """An incident while landing_zone_sensor's latest tick says it could not list the landing zone."""
     from dagster._core.definitions.run_request import InstigatorType
@@ -476,6 +492,7 @@ def current_incidents(context: dg.SensorEvaluationContext, state: AlertState
     if context.repository_def is not None:
         current |= failed_check_incidents(instance, context.repository_def.asset_graph, known=state.open)
         current |= freshness_incidents(instance, context.repository_def.asset_graph)
+        current |= decay_incidents(instance, context.repository_def.asset_graph)
     current |= landing_zone_incidents(instance)
     return current, watermark
 

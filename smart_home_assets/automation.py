@@ -150,6 +150,38 @@ def retrain_when_features_land(features: str = "usage_features") -> dg.Automatio
     ).with_label("retrain_when_features_land")
 
 
+class DecayNotAnswered(dg.AutomationCondition):
+    """True for the model while a decay episode is open (smart_home_assets/decay.py: live MAE above the backtest
+    by the margin for days, or features drifting for days) that its latest materialization did not answer."""
+
+    @property
+    def name(self) -> str:
+        return "decay_episode_not_answered"
+
+    async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        from smart_home_assets import decay
+
+        instance = context.asset_graph_view.instance
+        found = decay.open_decay(instance, context.asset_graph)
+        answered = decay.handled_episode(instance) if found else None
+        true = found is not None and answered != found.episode
+        return dg.AutomationResult(
+            context=context, true_subset=context.candidate_subset if true else context.get_empty_subset(),
+            metadata={"episode": found.episode if found else decay.NO_EPISODE, "answered": answered or "-"})
+
+
+def retrain_on_decay() -> dg.AutomationCondition:
+    """One retrain per decay episode: when an unanswered one opens (or the runs in its way end). The retrain
+    answers it whatever it decides, so a retrain that keeps the champion is not asked again."""
+    return (DecayNotAnswered()
+            & ~dg.AutomationCondition.any_deps_in_progress()
+            & ~dg.AutomationCondition.in_progress()).newly_true().with_label("retrain_on_decay")
+
+
+def retrain_when_features_land_or_decay() -> dg.AutomationCondition:
+    return (retrain_when_features_land() | retrain_on_decay()).with_label("retrain_when_features_land_or_decay")
+
+
 class UnpartitionedDepRequestedThisTick(dg.AutomationCondition):
     """True when an unpartitioned upstream (the model) is requested on this tick. ``will_be_requested()`` only
     sees upstreams that can run in the same run, which an unpartitioned asset never does with a partitioned one."""

@@ -38,12 +38,18 @@ def _fraction(text: str) -> float:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from smart_home_assets.simulate import simulate_fleet
+    from smart_home_assets.simulate import RegimeChange, simulate_fleet
 
     landing = Path(args.landing).resolve() if args.landing else default_landing_dir()
+    try:
+        regime = RegimeChange.parse(args.regime_change) if args.regime_change else None
+    except ValueError as exc:
+        print(f"smart-home simulate: {exc}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     summary = simulate_fleet(landing, hubs=args.hubs, days=args.days, start=args.start, fault_rate=args.fault_rate,
-                             seed=args.seed, events_per_hub=args.events_per_hub, progress=not args.quiet)
+                             seed=args.seed, events_per_hub=args.events_per_hub, progress=not args.quiet,
+                             regime=regime)
     elapsed = time.perf_counter() - started
     print(f"wrote {summary.files} files, {summary.lines:,} lines ({summary.bytes:,} bytes) to {landing} "
           f"in {elapsed:.1f}s ({summary.lines / max(elapsed, 1e-9):,.0f} lines/s)")
@@ -371,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--events-per-hub", type=int, default=1000, help="mean events per hub per day")
     sim.add_argument("--landing", help="landing folder (default: $SMART_HOME_LANDING_DIR or <data>/landing)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.add_argument("--regime-change", metavar="DAY:TYPE:FACTOR",
+                     help="from DAY on, every TYPE device uses FACTOR times its energy (e.g. 2026-03-20:heating:2)")
     sim.set_defaults(func=run_simulate)
 
     demo = sub.add_parser("demo", help="the main job: simulate, ingest through Dagster, print a summary")

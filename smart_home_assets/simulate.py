@@ -353,7 +353,38 @@ class HubDayEvents:
         )
 
 
-def _daily_energy(hub: Hub, day: dt.date, weather: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class RegimeChange:
+    """From ``first_day`` on, every device of ``device_type`` uses ``factor`` times its energy (a new tariff,
+    a firmware change, a cold snap that lasts): what a model trained before it has never seen."""
+
+    first_day: dt.date
+    device_type: str
+    factor: float
+
+    def __post_init__(self):
+        if self.device_type not in DEVICE_TYPES:
+            raise ValueError(f"regime change: unknown device type {self.device_type!r} (one of {', '.join(DEVICE_TYPES)})")
+        if not self.factor > 0:
+            raise ValueError(f"regime change: the factor must be positive, not {self.factor}")
+
+    @classmethod
+    def parse(cls, text: str) -> RegimeChange:
+        """``YYYY-MM-DD:device_type:factor``, e.g. ``2026-03-20:heating:2``."""
+        try:
+            day, device_type, factor = text.split(":")
+            return cls(dt.date.fromisoformat(day), device_type, float(factor))
+        except ValueError as exc:
+            raise ValueError(f"--regime-change {text!r}: expected YYYY-MM-DD:device_type:factor ({exc})") from None
+
+    def multipliers(self, hub: Hub, day: dt.date) -> np.ndarray | float:
+        if day < self.first_day:
+            return 1.0
+        return np.where(hub.type_idx == _T[self.device_type], self.factor, 1.0)
+
+
+def _daily_energy(hub: Hub, day: dt.date, weather: float, rng: np.random.Generator,
+                  regime: RegimeChange | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per device: energy (Wh) on ``day`` and its usage factor (1 = a typical day at seasonal factor 1)."""
     t = hub.type_idx
     dow = day.weekday()
@@ -367,15 +398,18 @@ def _daily_energy(hub: Hub, day: dt.date, weather: float, rng: np.random.Generat
     )
     active = rng.random(len(t)) < hub.active_p[:, dow]
     factor = np.where(active, factor, 0.0)
+    if regime is not None:
+        factor = factor * regime.multipliers(hub, day)
     return hub.daily_wh * factor, factor / hub.weekly_mean
 
 
-def simulate_hub_day(hub: Hub, day: dt.date, *, seed: int, events_per_hub: int, weather: float | None = None) -> HubDayEvents:
+def simulate_hub_day(hub: Hub, day: dt.date, *, seed: int, events_per_hub: int, weather: float | None = None,
+                     regime: RegimeChange | None = None) -> HubDayEvents:
     """Clean events of ``hub`` on ``day``; depends only on ``(seed, hub.index, day)``."""
     if weather is None:
         weather = weather_anomaly(seed, day)
     rng = _rng(seed, _STREAM_DAY, hub.index, day.toordinal())
-    energy_day, usage = _daily_energy(hub, day, weather, rng)
+    energy_day, usage = _daily_energy(hub, day, weather, rng, regime)
 
     # Events per device scale with its usage today, normalised by today's seasonal expectation so that a
     # hub has about events_per_hub events on any day of the year; a used device has at least one event.
@@ -586,10 +620,10 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 def write_hub_day(
     landing: Path, hub: Hub, day: dt.date, *, seed: int, events_per_hub: int, fault_rate: float,
-    force_truncate: bool = False, weather: float | None = None,
+    force_truncate: bool = False, weather: float | None = None, regime: RegimeChange | None = None,
 ) -> SimulationSummary:
     """Generate, render, gzip and write one hub's file for ``day``; the summary of that one file."""
-    events = simulate_hub_day(hub, day, seed=seed, events_per_hub=events_per_hub, weather=weather)
+    events = simulate_hub_day(hub, day, seed=seed, events_per_hub=events_per_hub, weather=weather, regime=regime)
     plan = plan_faults(seed, hub, day, len(events), fault_rate, force_truncate)
     data = gzip.compress(render_lines(events, plan), compresslevel=GZIP_LEVEL, mtime=0)
     path = upload_path(landing, day, hub.hub_id)
@@ -627,11 +661,13 @@ def simulate_fleet(
     seed: int = 0,
     events_per_hub: int = 1000,
     progress: bool = False,
+    regime: RegimeChange | None = None,
 ) -> SimulationSummary:
     """Write ``hubs`` upload files per day for ``days`` days from ``start`` into ``landing``.
 
     ``events_per_hub`` is the mean number of events per hub and day. Any day written alone (``start=day,
     days=1``) is byte-identical to the same day of a longer run with the same seed, hubs and fault_rate.
+    ``regime`` injects a lasting change of one device type's usage from a given day (RegimeChange).
     """
     from tqdm import tqdm
 
@@ -649,7 +685,7 @@ def simulate_fleet(
                 summary.merge(
                     write_hub_day(
                         landing, hub, day, seed=seed, events_per_hub=events_per_hub, fault_rate=fault_rate,
-                        force_truncate=hub.index == forced, weather=weather,
+                        force_truncate=hub.index == forced, weather=weather, regime=regime,
                     )
                 )
                 bar.update()

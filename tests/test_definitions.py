@@ -33,7 +33,7 @@ def test_asset_graph_shape():
     assert labels == {"device_usage": "follows_upstream_partitions",
                       "device_usage_quarantine": "follows_upstream_partitions",
                       "usage_features": "follows_history_window",
-                      "usage_model": "retrain_when_features_land",
+                      "usage_model": "retrain_when_features_land_or_decay",
                       "usage_predictions": "predict_latest_days",
                       "prediction_feedback": "score_when_actuals_land"}
     checks = sorted(k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("device_usage"))

@@ -27,7 +27,7 @@ from resources.tracking import (
 )
 from smart_home_assets import training
 from smart_home_assets.assets.metadata import mlflow_run_metadata
-from smart_home_assets.automation import retrain_when_features_land
+from smart_home_assets.automation import retrain_when_features_land_or_decay
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.tables import DUCKDB_POOL, USAGE_FEATURES
 
@@ -159,6 +159,19 @@ class Champion:
         return f"champion v{self.version} ({self.name})"
 
 
+def retrain_reason(context: dg.AssetExecutionContext) -> dict[str, dg.MetadataValue]:
+    """Why this retrain: the decay episode open now (smart_home_assets/decay.py), which it answers, so that
+    automation requests no second retrain for it, or new feature days (also the MLflow run's tag)."""
+    from smart_home_assets import decay
+
+    found = decay.open_decay(context.instance)
+    reason = f"model decay: {found.summary}" if found else "new feature days"
+    if found:
+        context.log.warning(f"retraining for {reason} (episode {found.episode})")
+    return {"retrain_reason": dg.MetadataValue.text(reason),
+            decay.EPISODE_KEY: dg.MetadataValue.text(found.episode if found else decay.NO_EPISODE)}
+
+
 def current_champion(registry: ModelRegistry) -> Champion | None:
     found = registry.champion_version()
     if found is None:
@@ -225,7 +238,7 @@ def tune(trainer: Trainer, folds, base_params: dict, config: UsageModelConfig, c
     # dagster-mlflow's resource is a legacy resource: it is reached through context.resources, so the
     # other resources are too (Dagster does not mix both styles in one asset).
     required_resource_keys={"mlflow", "warehouse", "model_registry"},
-    automation_condition=retrain_when_features_land(),
+    automation_condition=retrain_when_features_land_or_decay(),
 )
 def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> dg.MaterializeResult:
     """LightGBM next-day energy model in the MLflow registry as ``smart_home_usage``, judged by a rolling-origin
@@ -246,7 +259,8 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
         context.log.warning(f"{len(held_back)} feature day(s) left out of training, their blocking checks not "
                             "passed: " + "; ".join(f"{d} ({', '.join(c)})" for d, c in held_back.items()))
     exclusions = {"excluded_feature_days": dg.MetadataValue.json(held_back),
-                  "excluded_feature_day_count": dg.MetadataValue.int(len(held_back))}
+                  "excluded_feature_day_count": dg.MetadataValue.int(len(held_back)),
+                  **retrain_reason(context)}
 
     with mlflow_run_for_materialization(context, run_name=f"usage_model {context.run_id[:8]}") as run, \
             contextlib.ExitStack() as stack:
@@ -258,6 +272,7 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
         else:
             trainer = in_step_trainer(warehouse, config, excluded)
         mlflow.log_param("excluded_feature_days", ",".join(held_back)[:6000] or "none")
+        mlflow.set_tag("retrain_reason", exclusions["retrain_reason"].value[:500])
         mlflow.log_params({**params, "seed": config.seed, "backtest_folds": config.backtest_folds,
                            "fold_days": config.fold_days, "training_window_days": config.training_window_days,
                            "silent_next_day_is_unknown": config.silent_next_day_is_unknown,
