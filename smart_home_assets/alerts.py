@@ -188,6 +188,8 @@ def post_json(url: str, body: dict, logger: logging.Logger | logging.LoggerAdapt
     """POST ``body``; True once the receiver answers 2xx. Failures are logged by HTTP status or exception class
     only: the URL, and the exception's text (which may repeat it), never reach a log line."""
     data = json.dumps(body).encode()
+    if urllib.parse.urlsplit(url).scheme == "file":
+        return append_to_log(urllib.request.url2pathname(urllib.parse.urlsplit(url).path), data, logger)
     for attempt in range(1, attempts + 1):
         request = urllib.request.Request(url, data=data, method="POST",
                                          headers={"Content-Type": "application/json"})
@@ -204,6 +206,19 @@ def post_json(url: str, body: dict, logger: logging.Logger | logging.LoggerAdapt
         if attempt < attempts:
             time.sleep(backoff_s * attempt)
     return False
+
+
+def append_to_log(path: str, data: bytes, logger: logging.Logger | logging.LoggerAdapter = log) -> bool:
+    """A ``file://`` receiver: the message as one JSON line appended to a local file (the demo's alert log, or a
+    log shipper's input). One write of one line, so concurrent writers never interleave within a message."""
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "ab") as log_file:
+            log_file.write(data + b"\n")
+        return True
+    except OSError as exc:
+        logger.warning(f"{WEBHOOK_NAME} did not take the message: {type(exc).__name__}")
+        return False
 
 
 # --- sources: what is wrong now, from the instance ---------------------------------------------------------------

@@ -307,10 +307,19 @@ def run_demo(args: argparse.Namespace) -> int:
         for upload in (default_landing_dir() / today.isoformat()).iterdir():
             if not upload.name.startswith("."):
                 os.utime(upload, (now, now))
+        from smart_home_assets import alerts
+
+        alert_log = None
+        if not env.get(alerts.WEBHOOK_URL_VAR):  # the demo's receiver: a local log, printed below
+            alert_log = data_dir() / "alerts.jsonl"
+            env[alerts.WEBHOOK_URL_VAR] = alert_log.as_uri()
+        sent_before = alert_log.stat().st_size if alert_log and alert_log.exists() else 0
         retrained = run_daemon_until("usage_model", before, env, timeout_s=args.daemon_timeout)
         print("  runs launched by the daemon:")
         for run_id, what, trigger in runs_since(started):
             print(f"    {run_id}  {what:<60}  {trigger}")
+        if alert_log is not None:
+            print_alert_log(alert_log, sent_before)
         if retrained:
             print("  usage_model rematerialized by automation")
             print_model_summary(default_warehouse_path())
@@ -319,6 +328,24 @@ def run_demo(args: argparse.Namespace) -> int:
         # naive baseline serves as champion so predictions still exist.
         print("\nfinding: no trained model beats the naive baselines on this window; the best baseline serves")
     return 0 if conserved and retrained else 1
+
+
+def print_alert_log(path: Path, offset: int) -> None:
+    """The alerts the daemon's alerts_sensor sent to the demo's local receiver during this run."""
+    import json
+
+    from smart_home_assets import alerts
+
+    lines = []
+    if path.exists():
+        with path.open("rb") as log_file:
+            log_file.seek(offset)
+            lines = [json.loads(line) for line in log_file.read().splitlines() if line.strip()]
+    print(f"  alerts the daemon would have sent (${alerts.WEBHOOK_URL_VAR} unset: written to {path}):")
+    for body in lines:
+        print(f"    {body['event']:<8}  {body['kind']:<26}  {body['summary']}")
+    if not lines:
+        print("    none: no run or blocking check failed, no day missed its deadline, the model is not decaying")
 
 
 def run_summary(args: argparse.Namespace) -> int:

@@ -407,3 +407,18 @@ def test_a_backlog_is_read_in_storage_order_over_several_ticks(instance, monkeyp
 def test_credentials_in_error_text_are_redacted():
     text = "cannot reach postgresql://app:hunter2@db:5432/x nor http://plain.example/x"
     assert alerts.redact_credentials(text) == "cannot reach postgresql://app:***@db:5432/x nor http://plain.example/x"
+
+
+def test_a_file_url_appends_each_message_to_a_local_log(instance, monkeypatch, tmp_path):
+    """The demo's receiver (`make run` prints it): file://... gets one JSON line per message, nothing else."""
+    log_path = tmp_path / "alerts" / "alerts.jsonl"
+    monkeypatch.setenv(alerts.WEBHOOK_URL_VAR, log_path.as_uri())
+    tick = Ticks(instance)
+    run_flaky(instance, monkeypatch, DAY, fail=True)
+    tick()
+    tick()
+    run_flaky(instance, monkeypatch, DAY, fail=False)
+    tick()
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [(b["event"], b["kind"], b["partition"]) for b in lines] == [
+        ("alert", "run_failure", DAY), ("recovery", "run_failure", DAY)]

@@ -253,6 +253,7 @@ def test_device_usage_page_shows_its_checks_with_their_latest_results(browser, s
 
     graph = defs.resolve_asset_graph()
     names = {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("device_usage")}
+    assert "freshness_check" in names  # the day's deadline (asset_checks/freshness_checks.py) is one of them
     checks = gql(server, CHECKS_QUERY, {"keys": [{"path": ["device_usage"]}]})["assetNodes"][0]
     latest = {c["name"]: c["executionForLatestMaterialization"]["status"]
               for c in checks["assetChecksOrError"]["checks"]}
