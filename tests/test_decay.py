@@ -147,3 +147,42 @@ def test_the_verdict_needs_consecutive_days_of_one_version_above_the_margin():
     assert decay.accuracy_verdict(longer, margin=0.25, days=3).episode == "accuracy:v3:2026-03-01"  # same episode
     assert decay.drift_streak([("2026-03-04", False), ("2026-03-02", True), ("2026-03-03", False)]) == \
         ["2026-03-03", "2026-03-04"]
+
+
+def drift_checked(instance, day: str, passed: bool) -> None:
+    """usage_features materialized for ``day`` and its drift check's result, as a feature run records them."""
+    import uuid
+
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData)
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._core.storage.event_log.base import AssetRecordsFilter
+
+    features = dg.AssetKey("usage_features")
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=features, partition=day))
+    record = instance.fetch_materializations(AssetRecordsFilter(asset_key=features, asset_partitions=[day]),
+                                             limit=1).records[0]
+    evaluation = dg.AssetCheckEvaluation(
+        asset_key=features, check_name=decay.DRIFT_CHECK, passed=passed, metadata={},
+        severity=dg.AssetCheckSeverity.WARN, blocking=False, partition=day, description=None,
+        target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
+            run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp))
+    instance.report_dagster_event(DagsterEvent(event_type_value=DagsterEventType.ASSET_CHECK_EVALUATION.value,
+                                               event_specific_data=evaluation, job_name="checks"),
+                                  run_id=str(uuid.uuid4()))
+
+
+def test_drift_on_consecutive_feature_days_opens_one_episode(project_env):
+    with dg.instance_for_test(temp_dir=str(project_env["home"])) as instance:
+        drift_checked(instance, "2026-03-01", False)
+        drift_checked(instance, "2026-03-02", True)
+        drift_checked(instance, "2026-03-03", False)
+        drift_checked(instance, "2026-03-04", False)
+        assert decay.open_decay(instance) is None  # two days in a row: not yet
+        drift_checked(instance, "2026-03-05", False)
+        found = decay.open_decay(instance)
+        assert (found.signal, found.episode, found.last_day) == ("drift", "drift:2026-03-03", "2026-03-05")
+        drift_checked(instance, "2026-03-06", False)
+        assert decay.open_decay(instance).episode == "drift:2026-03-03"  # the same episode goes on
+        drift_checked(instance, "2026-03-04", True)  # a re-run of a day that no longer drifts ends it
+        assert decay.open_decay(instance) is None
