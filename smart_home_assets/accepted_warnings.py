@@ -17,11 +17,9 @@ ACCEPTED: tuple[tuple[str, str], ...] = (
      "the automation sensor evaluates the project's own conditions (automation.py) in the code server"),
     ("Specifying a partitions_def on an AssetCheckSpec",
      "checks report one result per partition (asset_checks/, tests/test_checks.py)"),
-    ("Function `build_last_update_freshness_checks` is superseded",
-     "the model's deadline as a check, shown and alerted like the data's per-day deadline, which FreshnessPolicy "
-     "(judged per asset) cannot express (asset_checks/freshness_checks.py)"),
     ("Function `build_sensor_for_freshness_checks` is superseded",
-     "the sensor that evaluates those freshness checks"),
+     "it evaluates the per-day freshness check, which FreshnessPolicy (judged per asset, not per partition) "
+     "cannot express (asset_checks/freshness_checks.py)"),
 )
 
 # Raised by the dagster CLI itself, before it loads any project code: silenced in the subprocesses the

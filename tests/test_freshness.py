@@ -164,3 +164,26 @@ def test_the_deadline_is_configurable_and_the_model_follows_it(monkeypatch):
     monkeypatch.setenv(freshness_checks.DEADLINE_CRON_VAR, "at three")
     with pytest.raises(ValueError, match="SMART_HOME_FRESHNESS_DEADLINE_CRON"):
         freshness_checks.build_freshness_checks()
+
+
+def test_the_model_is_late_when_not_retrained_since_the_deadline_before(project_env, instance):
+    """usage_model's check: at each 05:00 deadline the model was updated in the 24 hours before it."""
+    from dagster._utils.schedules import get_next_cron_tick
+
+    model_check = dg.AssetCheckKey(dg.AssetKey("usage_model"), "freshness_check")
+    job = dg.define_asset_job("model_freshness", selection=dg.AssetSelection.checks(model_check))
+    runnable = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=[job],
+                              resources=defs.resources).resolve_job_def("model_freshness")
+
+    def evaluate(moment: dt.datetime) -> dg.AssetCheckEvaluation:
+        with freeze_time(moment):
+            (evaluation,) = runnable.execute_in_process(instance=instance).get_asset_check_evaluations()
+        return evaluation
+
+    never = evaluate(dt.datetime.now(dt.timezone.utc))
+    assert not never.passed and "never materialized" in never.description
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="usage_model"))  # trained now
+    deadline = get_next_cron_tick("0 5 * * *", dt.datetime.now(dt.timezone.utc), "UTC")
+    assert evaluate(deadline + dt.timedelta(minutes=1)).passed  # trained within the 24 h before it
+    late = evaluate(deadline + dt.timedelta(days=1, minutes=1))  # the next deadline, no retrain since
+    assert not late.passed and "not updated since" in late.description

@@ -36,7 +36,8 @@ FIRST, DAYS = dt.date(2026, 5, 4), 3
 LAST = FIRST + dt.timedelta(days=DAYS - 1)
 SELECTION = INGEST_SELECTION + ",usage_features"
 # The steps the selection runs: its assets, then their checks.
-STEPS = {"raw_usage", "device_usage", "device_usage_checks", "usage_features", "usage_features_checks"}
+STEPS = {"raw_usage", "device_usage", "device_usage_checks", "device_usage_freshness", "usage_features",
+         "usage_features_checks"}
 STEP_LINE = re.compile(r"^  step (\S+) (done|failed)(?:: (\d+)(?:/(\d+))? partitions)? in [\d.]+ s")
 
 
