@@ -290,7 +290,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"\n[1/6] simulating {args.hubs} hubs x {args.days} days ({first}..{last}), fault rate {args.fault_rate}")
     simulate = argparse.Namespace(landing=None, hubs=args.hubs, days=args.days, start=first,
                                   fault_rate=args.fault_rate, seed=args.seed, events_per_hub=args.events_per_hub,
-                                  quiet=True)
+                                  quiet=True, regime_change=None)
     run_simulate(simulate)
 
     conserved, champion_ok = run_pipeline(first, last, env, step=2, steps=6)

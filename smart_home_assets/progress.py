@@ -208,6 +208,8 @@ def _plural(n: int, word: str) -> str:
 
 
 def _partitions(step: StepProgress, total: int | None, *, of_total: bool = False) -> str | None:
+    if step.partitions == {None}:  # it judged the asset as a whole (a freshness check): no partitions to count
+        return None
     done = len(step.partitions - {None})
     if total is None:
         return f"{done} {_plural(done, 'partition')}" if done else None
