@@ -1,7 +1,7 @@
 """Alerts that reach a person: one webhook message when an incident opens, one when it clears.
 
-An incident is something a person must look at: a failed run, a failed blocking check, an unreachable landing
-zone or model registry. ``alerts_sensor`` reads them from the Dagster instance on each tick (open-source
+An incident is something a person must look at: a failed run, a failed blocking check, a missed freshness
+deadline, an unreachable landing zone or model registry, a decaying model. ``alerts_sensor`` reads them from the Dagster instance on each tick (open-source
 Dagster only: run status events, asset check state, sensor ticks), compares them with the incidents open at the
 previous tick, which it keeps in its cursor, and sends what changed. So a failure that lasts a hundred ticks is
 one alert, its end one recovery message, and a daemon restart forgets nothing.
@@ -10,8 +10,8 @@ Delivery is at least once: an incident is marked delivered only when the receive
 that is down gets the message on a later tick instead of never. The webhook URL carries its secret in the path
 (Slack, most chat tools): it is read from the environment at send time and never logged, nor put in the cursor.
 
-Sources are small functions returning ``{key: Incident}`` of what is wrong now; freshness and model decay plug
-in the same way (docs/alerts-draft.md says what is not built yet).
+Sources are small functions returning ``{key: Incident}`` of what is wrong now. Channels: the webhook (generic
+JSON, Slack-compatible, or a ``file://`` log) and, optionally, e-mail over SMTP (``SMART_HOME_ALERT_SMTP_URL``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,12 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 import dagster as dg
 
 WEBHOOK_URL_VAR = "SMART_HOME_ALERT_WEBHOOK_URL"
+# E-mail over SMTP, optional and beside the webhook: smtp://user:password@host:587?starttls=true (or smtps://).
+SMTP_URL_VAR = "SMART_HOME_ALERT_SMTP_URL"
+EMAIL_TO_VAR = "SMART_HOME_ALERT_EMAIL_TO"  # comma-separated recipients
+EMAIL_FROM_VAR = "SMART_HOME_ALERT_EMAIL_FROM"
+DEFAULT_EMAIL_FROM = "smart-home-alerts@localhost"
+SMTP_NAME = f"the alert mail server ({SMTP_URL_VAR})"
 WEBHOOK_FORMAT_VAR = "SMART_HOME_ALERT_WEBHOOK_FORMAT"  # json (default) or slack
 UI_URL_VAR = "SMART_HOME_UI_URL"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
@@ -218,6 +224,51 @@ def append_to_log(path: str, data: bytes, logger: logging.Logger | logging.Logge
         return True
     except OSError as exc:
         logger.warning(f"{WEBHOOK_NAME} did not take the message: {type(exc).__name__}")
+        return False
+
+
+def email_message(event: str, incident: Incident, ui_url: str, at: str, sender: str, recipients: Sequence[str]):
+    """The alert as a plain-text e-mail: the summary as its subject, the facts and the run link in its body."""
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["Subject"] = f"[smart-home] {'Alert' if event == 'alert' else 'Recovered'}: {incident.summary}"[:250]
+    message["From"], message["To"] = sender, ", ".join(recipients)
+    lines = [incident.summary, "", f"kind:      {incident.kind}", f"asset:     {incident.asset}",
+             f"partition: {incident.partition or '-'}", f"run:       {run_url(incident.run_id, ui_url) or '-'}",
+             f"at:        {at}"]
+    if incident.detail and event == "alert":
+        lines += ["", incident.detail]
+    message.set_content("\n".join(lines) + "\n")
+    return message
+
+
+def send_email(smtp_url: str, message, logger: logging.Logger | logging.LoggerAdapter = log, *,
+               timeout: float = TIMEOUT_S) -> bool:
+    """Send ``message`` through the server of ``smtp_url`` (smtp:// with optional ?starttls=true, or smtps://,
+    user and password in the URL); True once it accepted it. Failures are logged by exception class only:
+    the password (in the URL, and in some servers' replies) never reaches a log line."""
+    import smtplib
+    import ssl
+
+    parts = urllib.parse.urlsplit(smtp_url)
+    query = urllib.parse.parse_qs(parts.query)
+    implicit_tls = parts.scheme == "smtps"
+    port = parts.port or (465 if implicit_tls else 25)
+    try:
+        if implicit_tls:
+            client = smtplib.SMTP_SSL(parts.hostname, port, timeout=timeout, context=ssl.create_default_context())
+        else:
+            client = smtplib.SMTP(parts.hostname, port, timeout=timeout)
+        with client:
+            if query.get("starttls", ["false"])[0].lower() == "true":
+                client.starttls(context=ssl.create_default_context())
+            if parts.username:
+                client.login(urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+            client.send_message(message)
+        return True
+    except (OSError, smtplib.SMTPException) as exc:
+        logger.warning(f"{SMTP_NAME} did not take the message: {type(exc).__name__}")
         return False
 
 
@@ -513,8 +564,9 @@ def current_incidents(context: dg.SensorEvaluationContext, state: AlertState
 
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-           description=f"Sends one webhook message ({WEBHOOK_URL_VAR}) per incident (failed run, failed blocking "
-                       "check, unreachable landing zone or registry) and one when it clears.")
+           description=f"Sends one webhook message ({WEBHOOK_URL_VAR}) and e-mail ({SMTP_URL_VAR}) per incident "
+                       "(failed run, failed blocking check, missed freshness deadline, unreachable landing zone or "
+                       "registry, model decay) and one when it clears.")
 def alerts_sensor(context: dg.SensorEvaluationContext):
     """Reads incidents from the instance and sends what changed; launches no runs."""
     state = AlertState.from_cursor(context.cursor)
@@ -522,18 +574,31 @@ def alerts_sensor(context: dg.SensorEvaluationContext):
     state, _ = next_state(state, current)
     state.runs_after = watermark
     url = os.environ.get(WEBHOOK_URL_VAR, "").strip()
-    if not url:
+    smtp_url = os.environ.get(SMTP_URL_VAR, "").strip()
+    recipients = [r.strip() for r in os.environ.get(EMAIL_TO_VAR, "").split(",") if r.strip()]
+    if smtp_url and not recipients:
+        context.log.warning(f"{SMTP_URL_VAR} is set but {EMAIL_TO_VAR} is not: no e-mail is sent")
+    email = bool(smtp_url and recipients)
+    if not url and not email:
         waiting = len(set(state.open) - state.delivered)
         return dg.SensorResult(cursor=state.to_cursor(), skip_reason=dg.SkipReason(
             f"{WEBHOOK_URL_VAR} is not set: {len(state.open)} open incident(s), {waiting} alert(s) not sent"))
-    fmt = webhook_format(url, os.environ.get(WEBHOOK_FORMAT_VAR, "").strip().lower() or None)
+    fmt = webhook_format(url, os.environ.get(WEBHOOK_FORMAT_VAR, "").strip().lower() or None) if url else "json"
     ui_url = os.environ.get(UI_URL_VAR, "").strip() or DEFAULT_UI_URL
+    sender = os.environ.get(EMAIL_FROM_VAR, "").strip() or DEFAULT_EMAIL_FROM
+    channels = " and ".join(name for name, on in ((WEBHOOK_NAME, url), (SMTP_NAME, email)) if on)
 
     def send(event: str, incident: Incident) -> bool:
-        ok = post_json(url, build_body(event, incident, fmt, ui_url, _now()), context.log)
-        if ok:
-            context.log.info(f"sent {event} to {WEBHOOK_NAME}: {incident.summary}")
-        return ok
+        """To every channel configured; a message counts as sent once all took it (a retry after a partial
+        failure may repeat it on the channel that had it: at least once)."""
+        at = _now()
+        if url and not post_json(url, build_body(event, incident, fmt, ui_url, at), context.log):
+            return False
+        if email and not send_email(smtp_url, email_message(event, incident, ui_url, at, sender, recipients),
+                                    context.log):
+            return False
+        context.log.info(f"sent {event} to {channels}: {incident.summary}")
+        return True
 
     alerts, recovered = deliver(state, send)
     pending = len(set(state.open) - state.delivered) + len(state.recoveries)

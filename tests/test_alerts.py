@@ -422,3 +422,83 @@ def test_a_file_url_appends_each_message_to_a_local_log(instance, monkeypatch, t
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert [(b["event"], b["kind"], b["partition"]) for b in lines] == [
         ("alert", "run_failure", DAY), ("recovery", "run_failure", DAY)]
+
+
+class MailServer:
+    """aiosmtpd on 127.0.0.1 that requires a login (AUTH PLAIN/LOGIN without TLS: loopback only)."""
+
+    def __init__(self, user: str, password: str):
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        self.messages: list = []
+        self.logins: list[str] = []
+        server = self
+
+        class Handler:
+            async def handle_DATA(self, smtp, session, envelope):
+                import email
+                import email.policy
+
+                server.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+                return "250 OK"
+
+        def authenticate(smtp, session, envelope, mechanism, auth_data):
+            ok = auth_data.login.decode() == user and auth_data.password.decode() == password
+            if ok:
+                server.logins.append(auth_data.login.decode())
+            return AuthResult(success=ok)
+
+        import socket
+
+        with socket.socket() as probe:  # a free port (aiosmtpd's controller connects to itself: no port 0)
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, authenticator=authenticate,
+                                     auth_required=True, auth_require_tls=False)
+        self.controller.start()
+
+    def close(self):
+        self.controller.stop()
+
+
+def test_email_over_smtp_one_per_incident_and_its_recovery_the_password_never_logged(instance, monkeypatch, caplog,
+                                                                                      capfd):
+    server = MailServer("alerts", PASSWORD)
+    try:
+        monkeypatch.delenv(alerts.WEBHOOK_URL_VAR, raising=False)
+        monkeypatch.setenv(alerts.SMTP_URL_VAR, f"smtp://alerts:{PASSWORD}@127.0.0.1:{server.port}")
+        monkeypatch.setenv(alerts.EMAIL_TO_VAR, "oncall@example.org, data-team@example.org")
+        monkeypatch.setenv(alerts.UI_URL_VAR, "http://dagster.example:3000")
+        tick = Ticks(instance)
+        caplog.set_level(logging.DEBUG)
+        failed = run_flaky(instance, monkeypatch, DAY, fail=True)
+        tick()
+        tick()
+        run_flaky(instance, monkeypatch, DAY, fail=True)  # the same incident again: no second e-mail
+        tick()
+        assert len(server.messages) == 1
+        (alert,) = server.messages
+        assert alert["Subject"].strip().startswith("[smart-home] Alert: flaky_usage for partition 2026-03-01")
+        assert alert["To"] == "oncall@example.org, data-team@example.org"
+        body = alert.get_content()
+        assert f"http://dagster.example:3000/runs/{failed.run_id}" in body and f"no upload for {DAY}" in body
+        run_flaky(instance, monkeypatch, DAY, fail=False)
+        tick()
+        assert [m["Subject"].strip().split(":")[0] for m in server.messages] == ["[smart-home] Alert", "[smart-home] Recovered"]
+        assert server.logins == ["alerts", "alerts"]
+
+        monkeypatch.setenv(alerts.SMTP_URL_VAR, f"smtp://alerts:wrong-{PASSWORD}@127.0.0.1:{server.port}")
+        run_flaky(instance, monkeypatch, OTHER_DAY, fail=True)
+        tick()  # refused: kept for the next tick, the reason logged by class only
+        assert len(server.messages) == 2
+        monkeypatch.setenv(alerts.SMTP_URL_VAR, f"smtp://alerts:{PASSWORD}@127.0.0.1:{server.port}")
+        tick()
+        assert len(server.messages) == 3 and OTHER_DAY in server.messages[2]["Subject"]
+        out, err = capfd.readouterr()
+        logged = caplog.text + out + err
+        assert PASSWORD not in logged and PASSWORD not in tick.cursor
+        # aiosmtpd answers 535 and hangs up: smtplib sees the disconnection
+        assert "did not take the message: SMTPServerDisconnected" in logged
+    finally:
+        server.close()
