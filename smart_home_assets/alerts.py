@@ -325,16 +325,25 @@ def run_outcome(instance: dg.DagsterInstance, record, run: dg.DagsterRun) -> Run
                 partition=run_partition(run.tags), at=_iso(record.timestamp))
     if run.status == dg.DagsterRunStatus.SUCCESS:
         return RunOutcome(succeeded=True, **base)
-    errors = [e.dagster_event.event_specific_data.error
-              for e in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)]
-    errors = [e for e in errors if e is not None]
-    classes = [c for error in errors for c in _error_classes(error)]
-    kind = next((KIND_BY_ERROR_CLASS[c] for c in classes if c in KIND_BY_ERROR_CLASS), RUN_FAILURE)
-    detail = "; ".join(_first_line(e) for e in errors) or (record.event_log_entry.message or "")
-    only_checks = bool(errors) and all(e.cls_name == CHECK_FAILED_ERROR for e in errors)
+    kind, detail, only_checks = failure_cause(instance, run.run_id)
+    detail = detail or (record.event_log_entry.message or "")
     return RunOutcome(succeeded=False, kind=kind, detail=redact_credentials(detail)[:DETAIL_CHARS],
                       reported_by_checks=only_checks,
                       **base)
+
+
+def failure_cause(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str, bool]:
+    """Why a run failed, from its step failures: (incident kind, the errors' first lines, whether it failed only
+    on blocking checks). Shared with the metrics sensor (smart_home_run_failed's ``cause``)."""
+    from dagster._core.events import DagsterEventType
+
+    errors = [e.dagster_event.event_specific_data.error
+              for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)]
+    errors = [e for e in errors if e is not None]
+    classes = [c for error in errors for c in _error_classes(error)]
+    kind = next((KIND_BY_ERROR_CLASS[c] for c in classes if c in KIND_BY_ERROR_CLASS), RUN_FAILURE)
+    only_checks = bool(errors) and all(e.cls_name == CHECK_FAILED_ERROR for e in errors)
+    return kind, "; ".join(_first_line(e) for e in errors), only_checks
 
 
 def finished_runs_after(instance: dg.DagsterInstance, after_storage_id: int | None, page: int = 500

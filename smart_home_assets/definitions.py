@@ -22,6 +22,7 @@ from smart_home_assets.assets.usage import device_usage, raw_usage
 from smart_home_assets.alerts import alerts_sensor
 from smart_home_assets.automation import automation_sensor
 from smart_home_assets.executors import executor_from_environment
+from smart_home_assets.metrics import metrics_sensor
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.sensors import ingest_job, landing_zone_sensor
 from smart_home_assets.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, RAW_USAGE
@@ -54,7 +55,7 @@ defs = dg.Definitions(
     asset_checks=ALL_ASSET_CHECKS,
     jobs=[ingest_job, ingest_and_clean_job, online_predictions_job],
     sensors=[landing_zone_sensor, automation_sensor, online_predictions_sensor, alerts_sensor,
-             freshness_checks_sensor],
+             freshness_checks_sensor, metrics_sensor],
     resources=build_resources(),
     # One process per run by default; SMART_HOME_EXECUTOR=dask puts steps on a Dask cluster (executors.py).
     executor=executor_from_environment(),

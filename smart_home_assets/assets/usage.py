@@ -181,7 +181,11 @@ def device_usage(context: dg.AssetExecutionContext, warehouse: Warehouse, pseudo
     shared = {"partitions": partition_table(per_partition), "device_catalog": dg.MetadataValue.text(catalog.label),
               "pseudonym_key_fingerprint": dg.MetadataValue.text(pseudonym_key.fingerprint()),
               "quarantine_rate": dg.MetadataValue.float(quarantine_rate(
-                  sum(p["raw_lines"] for p in per_partition), quarantined))}
+                  sum(p["raw_lines"] for p in per_partition), quarantined)),
+              "raw_lines": dg.MetadataValue.int(sum(p["raw_lines"] for p in per_partition)),
+              # the run's quarantined rows by reason (the metrics sensor exports them: smart_home_assets/metrics.py)
+              "quarantined_by_reason": dg.MetadataValue.json(
+                  {r: sum(reasons[k].get(r, 0) for k in keys) for r in sorted({r for k in keys for r in reasons[k]})})}
     yield dg.MaterializeResult(asset_key=DEVICE_USAGE, metadata={
         "dagster/row_count": dg.MetadataValue.int(rows), **shared,
         "preview": preview_table(heads.get(context.partition_keys[-1], pl.DataFrame()),
