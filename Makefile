@@ -56,7 +56,7 @@ dev: install
 # Its own data directory and instance, the tracebase device catalog, partitions from 2011.
 TRACEBASE_CSV ?= $(CURDIR)/../shared/data/tracebase/sessions.csv
 TRACEBASE_ENV = SMART_HOME_DATA_DIR=$(CURDIR)/data/tracebase DAGSTER_HOME=$(CURDIR)/data/tracebase/dagster_home \
-	SMART_HOME_DEVICE_CATALOG=$(CURDIR)/smart_home_assets/catalogs/tracebase.json SMART_HOME_PARTITIONS_START=2011-08-01
+	SMART_HOME_DEVICE_CATALOG=$(CURDIR)/smart_home_assets/lib/catalogs/tracebase.json SMART_HOME_PARTITIONS_START=2011-08-01
 tracebase: install
 	$(TRACEBASE_ENV) $(BIN)/smart-home import-csv $(TRACEBASE_CSV) --timezone Europe/Berlin --hub-timezone tracebase-sydney=Australia/Sydney
 	$(TRACEBASE_ENV) $(BIN)/smart-home pipeline --from 2011-08-01 --to 2013-06-28 \

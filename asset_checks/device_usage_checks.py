@@ -16,12 +16,12 @@ from asset_checks.evaluations import check_outputs, partition_evaluation, prefet
 from asset_checks.schemas import device_usage_schema, failure_cases
 from resources import PseudonymizationKey, Warehouse
 from resources.settings import batch_rows
-from smart_home_assets.batching import partitions_file_batches
-from smart_home_assets.catalog import load_device_catalog
-from smart_home_assets.cleaning import DUPLICATE_EVENT_ID, UNKNOWN_DEVICE_TYPE, pseudonymize
-from smart_home_assets.contract import PLACEHOLDER_USER_ID
+from smart_home_assets.lib.batching import partitions_file_batches
+from smart_home_assets.lib.catalog import load_device_catalog
+from smart_home_assets.lib.cleaning import DUPLICATE_EVENT_ID, UNKNOWN_DEVICE_TYPE, pseudonymize
+from smart_home_assets.lib.contract import PLACEHOLDER_USER_ID
 from smart_home_assets.partitions import daily_partitions
-from smart_home_assets.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, DUCKDB_POOL, RAW_USAGE
+from smart_home_assets.lib.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, DUCKDB_POOL, RAW_USAGE
 
 QUALITY_SCORE_WARN_BELOW = 0.95
 FAILURE_SAMPLE_SIZE = 10

@@ -13,7 +13,7 @@ from asset_checks.schemas import failure_cases
 from resources import Warehouse
 from resources.settings import batch_rows
 from smart_home_assets.partitions import daily_partitions
-from smart_home_assets.tables import DUCKDB_POOL, USAGE_FEATURES
+from smart_home_assets.lib.tables import DUCKDB_POOL, USAGE_FEATURES
 
 if TYPE_CHECKING:
     import pandera.polars as pa

@@ -35,7 +35,7 @@ from dagster._time import get_current_timestamp
 from dagster._utils.schedules import get_latest_completed_cron_tick, get_next_cron_tick, is_valid_cron_string
 
 from smart_home_assets.partitions import daily_partitions
-from smart_home_assets.tables import DEVICE_USAGE, USAGE_MODEL
+from smart_home_assets.lib.tables import DEVICE_USAGE, USAGE_MODEL
 
 DEADLINE_CRON_VAR = "SMART_HOME_FRESHNESS_DEADLINE_CRON"
 DEFAULT_DEADLINE_CRON = "0 3 * * *"  # a day's uploads are in by 03:00 UTC the next morning

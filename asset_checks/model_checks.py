@@ -58,9 +58,9 @@ FEEDBACK_KEY = dg.AssetKey("prediction_feedback")
                 required_resource_keys={"warehouse"}, pool="duckdb")
 def check_live_accuracy_holds(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """Live MAE within SMART_HOME_DECAY_MARGIN of the predicting version's backtest MAE: fails (a warning that
-    requests a retrain and raises an alert, smart_home_assets/decay.py) after SMART_HOME_DECAY_DAYS days above."""
-    from smart_home_assets import decay
-    from smart_home_assets.tables import PREDICTION_FEEDBACK
+    requests a retrain and raises an alert, smart_home_assets/lib/decay.py) after SMART_HOME_DECAY_DAYS days above."""
+    from smart_home_assets.lib import decay
+    from smart_home_assets.lib.tables import PREDICTION_FEEDBACK
 
     warehouse = context.resources.warehouse
     rows = warehouse.query(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from smart_home_assets.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH
+from smart_home_assets.lib.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH
 
 if TYPE_CHECKING:
     import pandera.polars as pa

@@ -3,11 +3,11 @@
     python -m bench.bare_pipeline --landing DIR --warehouse FILE --from YYYY-MM-DD --to YYYY-MM-DD
 
 For each day, in one process: in batches of whole hubs (``SMART_HOME_BATCH_ROWS``, as the assets), read the
-landing files and parse every line (:func:`smart_home_assets.ingest.ingest_day_in_batches`), clean,
-deduplicate and pseudonymize (:func:`smart_home_assets.cleaning.clean_usage`) and validate device_usage with the
+landing files and parse every line (:func:`smart_home_assets.lib.ingest.ingest_day_in_batches`), clean,
+deduplicate and pseudonymize (:func:`smart_home_assets.lib.cleaning.clean_usage`) and validate device_usage with the
 same Pandera schema, then write raw_usage, raw_usage_files, device_usage and the quarantine in one transaction
 (the project's ``Warehouse.replace_partition_in_batches``: bounded memory at any size), count conservation,
-aggregate the 28-day lookback in DuckDB and build the features (:mod:`smart_home_assets.features`), write
+aggregate the 28-day lookback in DuckDB and build the features (:mod:`smart_home_assets.lib.features`), write
 them, validate them and compute the drift PSI. The same polars/DuckDB code and the same checks as the assets,
 so the difference to the project path is what Dagster and the asset boundaries add: run and step bookkeeping,
 event logs, metadata, and each asset re-reading its input from the warehouse.
@@ -35,11 +35,11 @@ from resources.landing import LandingZone  # noqa: E402
 from resources.privacy import resolve_key  # noqa: E402
 from resources.settings import batch_rows  # noqa: E402
 from resources.warehouse import Warehouse  # noqa: E402
-from smart_home_assets.catalog import load_device_catalog  # noqa: E402
-from smart_home_assets.cleaning import clean_usage  # noqa: E402
-from smart_home_assets.features import LOOKBACK_DAYS, build_features, daily_usage_sql  # noqa: E402
-from smart_home_assets.ingest import ingest_day_in_batches  # noqa: E402
-from smart_home_assets.tables import (  # noqa: E402
+from smart_home_assets.lib.catalog import load_device_catalog  # noqa: E402
+from smart_home_assets.lib.cleaning import clean_usage  # noqa: E402
+from smart_home_assets.lib.features import LOOKBACK_DAYS, build_features, daily_usage_sql  # noqa: E402
+from smart_home_assets.lib.ingest import ingest_day_in_batches  # noqa: E402
+from smart_home_assets.lib.tables import (  # noqa: E402
     DEVICE_USAGE,
     DEVICE_USAGE_QUARANTINE,
     RAW_USAGE,

@@ -124,7 +124,7 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 
 def run(scale: Scale) -> dict:
-    from smart_home_assets.simulate import simulate_fleet
+    from smart_home_tools.simulate import simulate_fleet
 
     hubs = scale.hubs(FULL_HUBS, minimum=10)
     history_days = HISTORY_DAYS

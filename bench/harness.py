@@ -136,7 +136,7 @@ class Inputs:
 def simulated_inputs(hubs: int, days: int, first: dt.date, events_per_hub: int = EVENTS_PER_HUB) -> Inputs:
     """Upload files of ``hubs`` hubs for ``days`` days (fixed seed and fault rate), generated once per size
     into ``bench/results/inputs/`` and reused by every repeat and every later bench run."""
-    from smart_home_assets.simulate import simulate_fleet
+    from smart_home_tools.simulate import simulate_fleet
 
     name = f"hubs{hubs}-days{days}-{first}-eph{events_per_hub}-f{FAULT_RATE}-seed{SEED}"
     folder = RESULTS_DIR / "inputs" / name

@@ -2,7 +2,7 @@
 
 * Features of a simulated fleet (full: 200 hubs x 60 days, quick: 20 hubs), built with the pipeline's pure
   functions; labels and the time-based holdout as the usage_model asset makes them.
-* Training: :func:`smart_home_assets.training.train_model` (the asset's default parameters: 300 trees) on the
+* Training: :func:`smart_home_assets.lib.training.train_model` (the asset's default parameters: 300 trees) on the
   earliest 25 %, 50 % and 100 % of the training rows, interleaved.
 * Backtest: the rolling-origin backtest usage_model runs before its final fit (4 folds of 7 days, each a fit
   on the days before it, plus the baselines), against one fit on every training row.
@@ -23,7 +23,7 @@ import numpy as np
 
 from bench import serve_latency
 from bench.harness import Scale, median
-from smart_home_assets import training
+from smart_home_assets.lib import training
 
 FULL_HUBS, DAYS, EVENTS_PER_HUB = 200, 60, 150
 FRACTIONS = (0.25, 0.5, 1.0)

@@ -32,8 +32,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from smart_home_assets.catalog import load_device_catalog  # noqa: E402
-from smart_home_assets.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH, NUMBER_FIELDS, UPLOAD_FIELDS  # noqa: E402
+from smart_home_assets.lib.catalog import load_device_catalog  # noqa: E402
+from smart_home_assets.lib.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH, NUMBER_FIELDS, UPLOAD_FIELDS  # noqa: E402
 
 IMPORT_S = time.perf_counter() - _STARTED
 

@@ -40,7 +40,7 @@ import polars as pl  # noqa: E402
 IMPORT_S = time.perf_counter() - _STARTED
 
 # The device catalog shipped with the project, read as a plain JSON file.
-CATALOG = Path(__file__).resolve().parents[1] / "smart_home_assets" / "device_catalog.json"
+CATALOG = Path(__file__).resolve().parents[1] / "smart_home_assets" / "lib" / "device_catalog.json"
 SCHEMA = {"event_id": pl.String, "hub_id": pl.String, "user_id": pl.String, "device_id": pl.String,
           "device_type": pl.String, "event_timestamp": pl.String, "duration_s": pl.Float64, "energy_wh": pl.Float64}
 MAX_ENERGY_WH, MAX_DURATION_S = 25_000.0, 86_400.0  # the contract's plausible range of one event

@@ -650,7 +650,7 @@ def render(results: dict[str, dict]) -> str:
            "Method: every figure is the median of the repeats taken in one session, the competitors interleaved "
            "(A B C A B C …); wall time of the whole process, peak RSS = `ru_maxrss` from `wait4` (what "
            "`/usr/bin/time -v` reports: the largest process of the tree), CPU = user + system. Inputs come from "
-           "the simulator (`smart_home_assets.simulate`, seed 6, 2 % faults of every kind), generated once per "
+           "the simulator (`smart_home_tools.simulate`, seed 6, 2 % faults of every kind), generated once per "
            "size. Each run has its own DAGSTER_HOME (the project's dagster.yaml), data directory and MLflow store.", ""]
     if scales != ["full"]:
         out += [f"> **Scale: {', '.join(scales)}.** Not the issue's sizes: a smoke run on a shared machine. "

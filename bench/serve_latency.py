@@ -47,7 +47,7 @@ import numpy as np
 import polars as pl
 
 from resources.tracking import CHAMPION_ALIAS, EXPERIMENT_NAME, REGISTERED_MODEL_NAME
-from smart_home_assets import training
+from smart_home_assets.lib import training
 
 HOST = "127.0.0.1"  # loopback only
 CHAMPION_URI = f"models:/{REGISTERED_MODEL_NAME}@{CHAMPION_ALIAS}"
@@ -61,8 +61,8 @@ MAX_REQUESTS = 10_000
 def simulated_features(seed: int = 0, hubs: int = 10, days: int = 30, events_per_hub: int = 80,
                        start: dt.date = dt.date(2026, 1, 5)) -> pl.DataFrame:
     """Feature rows of a small simulated fleet (as the pipeline computes them from clean events)."""
-    from smart_home_assets.features import build_features, daily_device_usage
-    from smart_home_assets.simulate import build_fleet, simulate_hub_day
+    from smart_home_assets.lib.features import build_features, daily_device_usage
+    from smart_home_tools.simulate import build_fleet, simulate_hub_day
 
     fleet = build_fleet(seed, hubs)
     events = pl.concat([
@@ -102,7 +102,7 @@ def register_champion(directory: Path, features: pl.DataFrame, n_estimators: int
     experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
         EXPERIMENT_NAME, artifact_location=(directory / "mlartifacts").as_uri())
     train, holdout = training.split_holdout(training.attach_labels(features))
-    from smart_home_assets.forecast_model import log_forecaster
+    from smart_home_assets.lib.forecast_model import log_forecaster
 
     fitted = training.train_model(train, params={"n_estimators": n_estimators} if n_estimators else None, seed=0)
     interval = training.IntervalCalibration.fit(holdout, training.predict(fitted, holdout))

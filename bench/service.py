@@ -384,10 +384,10 @@ def pieces(data: Path, tracking_uri: str, version: str, latest: pl.DataFrame) ->
     from resources import Warehouse
     from resources.online_store import LocalLogStore
     from resources.tracking import ModelRegistry
-    from smart_home_assets import training
-    from smart_home_assets.forecast_model import request_frame
-    from smart_home_assets.service import app as service
-    from smart_home_assets.service.state import ServingState
+    from smart_home_assets.lib import training
+    from smart_home_assets.lib.forecast_model import request_frame
+    from smart_home_tools.service import app as service
+    from smart_home_tools.service.state import ServingState
 
     state = ServingState(None, Warehouse(database=str(data / "warehouse.duckdb")), poll_s=3600)
     state.refresh_features()
@@ -477,8 +477,8 @@ def run(scale: Scale) -> dict:
 
     from resources import Warehouse
     from resources.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
-    from smart_home_assets.service.state import DEFAULT_POLL_S
-    from smart_home_assets.tables import USAGE_FEATURES
+    from smart_home_tools.service.state import DEFAULT_POLL_S
+    from smart_home_assets.lib.tables import USAGE_FEATURES
 
     hubs = scale.hubs(FULL_HUBS, minimum=5)
     requests = max(300, round(FULL_REQUESTS * scale.factor))

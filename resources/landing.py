@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
 from collections.abc import Iterator
@@ -24,7 +23,8 @@ from dagster import ConfigurableResource
 
 from resources.objectstore import is_object_store, s3_filesystem, split_s3
 from resources.settings import landing_location
-from smart_home_assets.contract import DATE_FOLDER_RE, HUB_ID_RE, UPLOAD_SUFFIXES
+from smart_home_assets.lib.contract import DATE_FOLDER_RE, HUB_ID_RE, UPLOAD_SUFFIXES
+from smart_home_assets.lib.landing_file import LandingFile
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -49,47 +49,6 @@ def flag_conflicting_uploads(files: list[LandingFile]) -> list[LandingFile]:
     twice = {h for h in hubs if hubs.count(h) > 1}
     return [dataclasses.replace(f, lines_problem=CONFLICTING_UPLOAD) if f.problem is None and f.hub_id in twice
             else f for f in files]
-
-
-@dataclass(frozen=True)
-class LandingFile:
-    """One file in a day folder. ``problem`` is a reason code when the file must not be read."""
-
-    day: str
-    name: str
-    path: Path | None  # local files; None on an object store (see ``location``)
-    size: int
-    mtime_ns: int  # on S3: the object's Last-Modified (whole seconds)
-    hub_id: str | None
-    problem: str | None = None
-    location: str | None = None  # on an object store: ``bucket/key`` for ``filesystem``
-    filesystem: Any = field(default=None, compare=False, repr=False)
-    # A reason for every line of a file that is read but must not reach device_usage (conflicting_upload).
-    lines_problem: str | None = None
-
-    @property
-    def relative_path(self) -> str:
-        return f"{self.day}/{self.name}"
-
-    def read_bytes(self) -> bytes:
-        """The file's bytes as stored (no transparent decompression)."""
-        return b"".join(self.chunks())
-
-    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
-        """The file's bytes as stored, ``size`` at a time: ingestion decodes them as a stream and may stop early,
-        so a huge upload is never read whole."""
-        if self.filesystem is None:
-            with open(self.path, "rb") as handle:
-                while chunk := handle.read(size):
-                    yield chunk
-            return
-        with self.filesystem.open_input_stream(self.location, compression=None) as stream:
-            while chunk := stream.read(size):
-                yield chunk
-
-    @property
-    def fingerprint(self) -> str:
-        return f"{self.size}:{self.mtime_ns}"
 
 
 def parse_day_folder(name: str) -> dt.date | None:

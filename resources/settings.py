@@ -90,18 +90,3 @@ def batch_rows() -> int:
     if value < 1:
         raise ValueError(f"SMART_HOME_BATCH_ROWS={value}: at least 1")
     return value
-
-
-def upload_limits() -> tuple[int, int, int]:
-    """(max decompressed bytes, max lines, max line bytes) of one upload: ``$SMART_HOME_MAX_FILE_BYTES``,
-    ``$SMART_HOME_MAX_FILE_LINES``, ``$SMART_HOME_MAX_LINE_BYTES``, defaults in ``smart_home_assets.contract``."""
-    from smart_home_assets.contract import MAX_FILE_BYTES, MAX_FILE_LINES, MAX_LINE_BYTES
-
-    values = []
-    for name, default in (("SMART_HOME_MAX_FILE_BYTES", MAX_FILE_BYTES), ("SMART_HOME_MAX_FILE_LINES", MAX_FILE_LINES),
-                          ("SMART_HOME_MAX_LINE_BYTES", MAX_LINE_BYTES)):
-        value = int(os.environ.get(name) or default)
-        if value < 1:
-            raise ValueError(f"{name}={value}: at least 1")
-        values.append(value)
-    return values[0], values[1], values[2]

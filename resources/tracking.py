@@ -178,7 +178,7 @@ class ModelRegistry(dg.ConfigurableResource):
         """The forecaster of a registered version (LightGBM or a naive baseline), as usage_predictions scores it."""
         import mlflow
 
-        from smart_home_assets.forecast_model import load_forecaster
+        from smart_home_assets.lib.forecast_model import load_forecaster
 
         mlflow.set_tracking_uri(self.uri())
         return load_forecaster(f"models:/{REGISTERED_MODEL_NAME}/{version}")

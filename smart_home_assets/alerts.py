@@ -453,9 +453,9 @@ def freshness_incidents(instance: dg.DagsterInstance, asset_graph) -> dict[str, 
 
 
 def decay_incidents(instance: dg.DagsterInstance, asset_graph) -> dict[str, Incident]:
-    """An incident while a decay episode is open (smart_home_assets/decay.py), keyed by the episode's first day:
+    """An incident while a decay episode is open (smart_home_assets/lib/decay.py), keyed by the episode's first day:
     one alert when it opens (saying why, and that a retrain was requested), one recovery when it ends."""
-    from smart_home_assets import decay
+    from smart_home_assets.lib import decay
 
     found = decay.open_decay(instance, asset_graph)
     if found is None:

@@ -151,7 +151,7 @@ def retrain_when_features_land(features: str = "usage_features") -> dg.Automatio
 
 
 class DecayNotAnswered(dg.AutomationCondition):
-    """True for the model while a decay episode is open (smart_home_assets/decay.py: live MAE above the backtest
+    """True for the model while a decay episode is open (smart_home_assets/lib/decay.py: live MAE above the backtest
     by the margin for days, or features drifting for days) that its latest materialization did not answer."""
 
     @property
@@ -159,7 +159,7 @@ class DecayNotAnswered(dg.AutomationCondition):
         return "decay_episode_not_answered"
 
     async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
-        from smart_home_assets import decay
+        from smart_home_assets.lib import decay
 
         instance = context.asset_graph_view.instance
         found = decay.open_decay(instance, context.asset_graph)

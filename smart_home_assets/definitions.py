@@ -25,7 +25,7 @@ from smart_home_assets.executors import executor_from_environment
 from smart_home_assets.metrics import metrics_sensor
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.sensors import ingest_job, landing_zone_sensor
-from smart_home_assets.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, RAW_USAGE
+from smart_home_assets.lib.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, RAW_USAGE
 
 # Ingest and clean days in one run per partition, from the UI's launchpad, `dagster job backfill` or the
 # GraphQL API (tests/test_ui.py launches it the way an external scheduler would).

@@ -15,7 +15,7 @@ import polars as pl
 
 from resources import LandingZone, LandingZoneError, Warehouse
 from smart_home_assets.partitions import daily_partitions
-from smart_home_assets.tables import RAW_USAGE_FILES
+from smart_home_assets.lib.tables import RAW_USAGE_FILES
 
 ingest_job = dg.define_asset_job(
     "ingest_uploads",

@@ -63,8 +63,8 @@ def simulated_features(start: dt.date, days: int, hubs: int = 25, seed: int = 3,
     (no warehouse): enough history for the first model to beat the naive baselines."""
     import polars as pl
 
-    from smart_home_assets.features import build_features, daily_device_usage
-    from smart_home_assets.simulate import build_fleet, simulate_hub_day
+    from smart_home_assets.lib.features import build_features, daily_device_usage
+    from smart_home_tools.simulate import build_fleet, simulate_hub_day
 
     fleet = build_fleet(seed, hubs)
     events = pl.concat([simulate_hub_day(hub, start + dt.timedelta(days=d), seed=seed,
@@ -79,7 +79,7 @@ def model_resources(project_env: dict, features, monkeypatch) -> dict:
     the test's data directory (a real registry), and the rest at their defaults."""
     from resources import LandingZone, PseudonymizationKey, Warehouse
     from resources.tracking import ModelRegistry, mlflow_tracking
-    from smart_home_assets.tables import USAGE_FEATURES
+    from smart_home_assets.lib.tables import USAGE_FEATURES
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project_env['data'] / 'mlflow.db'}")
     warehouse = Warehouse(database=str(project_env["warehouse"]))

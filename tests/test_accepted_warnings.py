@@ -40,7 +40,7 @@ def test_every_accepted_warning_is_one_dagster_raises_and_says_why():
 def test_the_dagster_processes_smart_home_starts_print_none_of_them(tmp_path, monkeypatch):
     """The environment ``smart-home`` gives its dagster subprocesses: the CLI's own supersession warning too."""
     from smart_home_assets.accepted_warnings import ACCEPTED_BY_THE_CLI
-    from smart_home_assets.cli import dagster_bin, dagster_env
+    from smart_home_tools.cli import dagster_bin, dagster_env
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SMART_HOME_DATA_DIR", str(tmp_path / "data"))

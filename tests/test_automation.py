@@ -200,7 +200,7 @@ def trained_env(project_env, instance, monkeypatch):
     from asset_checks import usage_features_checks
     from resources.tracking import ModelRegistry, mlflow_tracking
     from smart_home_assets.assets.features import usage_features
-    from smart_home_assets.tables import USAGE_FEATURES
+    from smart_home_assets.lib.tables import USAGE_FEATURES
     from tests import PARTITIONS_END
     from tests.conftest import simulated_features
 

@@ -29,10 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resources.landing import LandingZone, LandingZoneError
-from smart_home_assets.catalog import load_device_catalog
-from smart_home_assets.cleaning import CleanResult, clean_usage
-from smart_home_assets.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH
-from smart_home_assets.ingest import ingest_day
+from smart_home_assets.lib.catalog import load_device_catalog
+from smart_home_assets.lib.cleaning import CleanResult, clean_usage
+from smart_home_assets.lib.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH
+from smart_home_assets.lib.ingest import ingest_day
 from tests.conftest import event, write_upload
 
 DAY = "2026-03-01"
@@ -244,7 +244,7 @@ def test_a_decompression_bomb_is_refused_within_a_bounded_memory(tmp_path):
         script = (
             "import datetime as dt, resource, sys\n"
             "from resources import LandingZone\n"
-            "from smart_home_assets.ingest import ingest_day\n"
+            "from smart_home_assets.lib.ingest import ingest_day\n"
             f"files = LandingZone(path={str(landing)!r}).files_for_day({DAY!r})\n"
             "raw, manifest = ingest_day(" + repr(DAY) + ", files, dt.datetime.now(dt.timezone.utc))\n"
             "print('RESULT', manifest['problem'][0], raw.height, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")

@@ -15,9 +15,9 @@ from polars.testing import assert_frame_equal
 from asset_checks import device_usage_checks
 from resources import LandingZone, PseudonymizationKey, Warehouse
 from smart_home_assets.assets.usage import device_usage, raw_usage
-from smart_home_assets.batching import grouped_batches
-from smart_home_assets.ingest import ingest_day, ingest_day_in_batches
-from smart_home_assets.simulate import simulate_fleet
+from smart_home_assets.lib.batching import grouped_batches
+from smart_home_assets.lib.ingest import ingest_day, ingest_day_in_batches
+from smart_home_tools.simulate import simulate_fleet
 from tests.conftest import event, write_upload
 
 DAY = "2026-03-02"

@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 
 from asset_checks.device_usage_checks import PANDERA_RULES, conservation_evaluations, pandera_evaluations
-from smart_home_assets.catalog import load_device_catalog
-from smart_home_assets.cleaning import clean_usage
-from smart_home_assets.ingest import parse_lines, split_lines
+from smart_home_assets.lib.catalog import load_device_catalog
+from smart_home_assets.lib.cleaning import clean_usage
+from smart_home_assets.lib.ingest import parse_lines, split_lines
 from tests.conftest import event
 
 DAY = "2026-03-01"

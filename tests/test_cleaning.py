@@ -5,9 +5,9 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from smart_home_assets.catalog import load_device_catalog
-from smart_home_assets.cleaning import clean_usage, pseudonymize
-from smart_home_assets.ingest import parse_lines, split_lines
+from smart_home_assets.lib.catalog import load_device_catalog
+from smart_home_assets.lib.cleaning import clean_usage, pseudonymize
+from smart_home_assets.lib.ingest import parse_lines, split_lines
 from tests.conftest import event
 
 DAY = "2026-03-01"

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from smart_home_assets.simulate import FAULT_KINDS, simulate_fleet
+from smart_home_tools.simulate import FAULT_KINDS, simulate_fleet
 from tests.conftest import latest_run_check_evaluations
 
 pytestmark = pytest.mark.slow

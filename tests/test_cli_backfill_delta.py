@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from resources.delta_warehouse import DeltaWarehouse
-from smart_home_assets.simulate import simulate_fleet
+from smart_home_tools.simulate import simulate_fleet
 from tests.conftest import latest_run_check_evaluations
 from tests.moto_s3 import moto_server
 
@@ -124,7 +124,7 @@ def test_a_second_backfill_converges_to_the_same_rows(both, s3):
 
 
 def test_the_pipeline_summary_reads_the_delta_tables(both, s3, monkeypatch):
-    from smart_home_assets.report import partition_accounting, quarantine_reasons
+    from smart_home_tools.report import partition_accounting, quarantine_reasons
 
     duck = partition_accounting(both["duckdb"]), quarantine_reasons(both["duckdb"])
     for name in ("SMART_HOME_WAREHOUSE_BACKEND", "SMART_HOME_DELTA_URI", *s3.env()):

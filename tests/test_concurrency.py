@@ -19,7 +19,7 @@ import dagster as dg
 import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
-from smart_home_assets.simulate import simulate_fleet
+from smart_home_tools.simulate import simulate_fleet
 from tests.test_crash_safety import snapshot_tables
 
 pytestmark = pytest.mark.slow

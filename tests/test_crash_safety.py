@@ -23,7 +23,7 @@ import pytest
 from dagster._core.events import DagsterEventType
 
 from resources.warehouse import STAGING_PREFIX
-from smart_home_assets.simulate import simulate_fleet
+from smart_home_tools.simulate import simulate_fleet
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from smart_home_assets.simulate import simulate_fleet
+from smart_home_tools.simulate import simulate_fleet
 
 pytestmark = pytest.mark.slow
 

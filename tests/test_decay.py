@@ -12,12 +12,13 @@ import polars as pl
 import pytest
 
 from asset_checks.model_checks import check_live_accuracy_holds
-from smart_home_assets import alerts, decay
+from smart_home_assets import alerts
+from smart_home_assets.lib import decay
 from smart_home_assets.assets.model import usage_model
 from smart_home_assets.assets.predictions import prediction_feedback, usage_predictions
 from smart_home_assets.definitions import defs
-from smart_home_assets.simulate import RegimeChange
-from smart_home_assets.tables import USAGE_FEATURES
+from smart_home_tools.simulate import RegimeChange
+from smart_home_assets.lib.tables import USAGE_FEATURES
 from tests.conftest import model_resources
 from tests.test_alerts import Receiver
 
@@ -28,8 +29,8 @@ MODEL = dg.AssetKey("usage_model")
 
 
 def regime_features(regime: RegimeChange | None) -> pl.DataFrame:
-    from smart_home_assets.features import build_features, daily_device_usage
-    from smart_home_assets.simulate import build_fleet, simulate_hub_day
+    from smart_home_assets.lib.features import build_features, daily_device_usage
+    from smart_home_tools.simulate import build_fleet, simulate_hub_day
 
     fleet = build_fleet(3, 25)
     events = pl.concat([simulate_hub_day(hub, START + dt.timedelta(days=d), seed=3, events_per_hub=80,
@@ -57,7 +58,7 @@ def keys(first: int, last: int) -> list[str]:
 
 
 def test_the_regime_change_in_the_simulator_doubles_only_that_type_from_that_day():
-    from smart_home_assets.simulate import build_fleet, simulate_hub_day
+    from smart_home_tools.simulate import build_fleet, simulate_hub_day
 
     hub = next(h for h in build_fleet(3, 25) if "heating" in h.device_types)
     regime = RegimeChange(CHANGE, "heating", 2.0)

@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 from dagster._core.events import DagsterEventType
 
-from smart_home_assets.report import partition_accounting
+from smart_home_tools.report import partition_accounting
 
 pytestmark = pytest.mark.slow
 

@@ -32,8 +32,8 @@ from smart_home_assets.assets.model import usage_model
 from smart_home_assets.assets.predictions import usage_predictions
 from smart_home_assets.assets.usage import raw_usage
 from smart_home_assets.sensors import landing_zone_sensor
-from smart_home_assets.simulate import simulate_fleet
-from smart_home_assets.tables import RAW_USAGE, RAW_USAGE_FILES, USAGE_FEATURES
+from smart_home_tools.simulate import simulate_fleet
+from smart_home_assets.lib.tables import RAW_USAGE, RAW_USAGE_FILES, USAGE_FEATURES
 from tests.conftest import event, simulated_features, write_upload
 from tests.sensor_ticks import NOTHING_NEW, Tick, evaluate
 

@@ -8,15 +8,15 @@ import lightgbm
 import pytest
 
 from resources import Warehouse
-from smart_home_assets import training
-from smart_home_assets.distributed_training import (
+from smart_home_assets.lib import training
+from smart_home_assets.lib.distributed_training import (
     dask_client,
     day_chunks,
     feature_days,
     load_labeled_days,
     train_model_dask,
 )
-from smart_home_assets.tables import USAGE_FEATURES
+from smart_home_assets.lib.tables import USAGE_FEATURES
 from tests.conftest import simulated_features
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from smart_home_assets import simulate as sim
-from smart_home_assets.features import (
+from smart_home_tools import simulate as sim
+from smart_home_assets.lib.features import (
     DAILY_USAGE_SCHEMA,
     FEATURES_SCHEMA,
     LOOKBACK_DAYS,

@@ -1,4 +1,4 @@
-"""History import: events CSV -> contract upload files (smart_home_assets.history_import, `smart-home import-csv`).
+"""History import: events CSV -> contract upload files (smart_home_tools.history_import, `smart-home import-csv`).
 
 Small hand-made CSVs in tmp, plus the real tracebase export when ``../shared/data/tracebase/sessions.csv``
 exists (it is ODbL data and never copied into the repository).
@@ -18,16 +18,16 @@ import polars as pl
 import pytest
 
 from resources.landing import LandingZone
-from smart_home_assets.catalog import load_device_catalog
-from smart_home_assets.cleaning import DUPLICATE_EVENT_ID, clean_usage
-from smart_home_assets.cli import main
-from smart_home_assets.contract import UPLOAD_FIELDS
-from smart_home_assets.history_import import PLACEHOLDER_USER_ID, HistoryImportError, import_csv
-from smart_home_assets.ingest import ingest_day
+from smart_home_assets.lib.catalog import load_device_catalog
+from smart_home_assets.lib.cleaning import DUPLICATE_EVENT_ID, clean_usage
+from smart_home_tools.cli import main
+from smart_home_assets.lib.contract import UPLOAD_FIELDS
+from smart_home_tools.history_import import PLACEHOLDER_USER_ID, HistoryImportError, import_csv
+from smart_home_assets.lib.ingest import ingest_day
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TRACEBASE_CSV = PROJECT_ROOT.parent / "shared" / "data" / "tracebase" / "sessions.csv"
-TRACEBASE_CATALOG = PROJECT_ROOT / "smart_home_assets" / "catalogs" / "tracebase.json"
+TRACEBASE_CATALOG = PROJECT_ROOT / "smart_home_assets" / "lib" / "catalogs" / "tracebase.json"
 HEADER = "hub_id,device_id,device_type,event_timestamp,duration_s,energy_wh"
 CATALOG = ("fridge", "oven", "lighting")
 UTC = dt.timezone.utc
@@ -323,7 +323,7 @@ def test_tracebase_catalog_loads():
 def test_import_of_the_real_tracebase_export(tmp_path):
     if not TRACEBASE_CSV.is_file():
         pytest.skip(f"the tracebase export is not at {TRACEBASE_CSV} (ODbL data, kept outside the repository; "
-                    "see smart_home_assets/catalogs/tracebase.json)")
+                    "see smart_home_assets/lib/catalogs/tracebase.json)")
     landing = tmp_path / "landing"
     started = time.perf_counter()
     assert main(["import-csv", str(TRACEBASE_CSV), "--timezone", "Europe/Berlin",

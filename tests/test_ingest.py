@@ -7,7 +7,7 @@ import json
 import polars as pl
 
 from resources import LandingZone
-from smart_home_assets.ingest import decode_upload, ingest_day
+from smart_home_assets.lib.ingest import decode_upload, ingest_day
 from tests.conftest import event, write_upload
 
 NOW = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc)

@@ -10,7 +10,7 @@ import pytest
 from resources.tracking import REGISTERED_MODEL_NAME, ModelRegistry
 from smart_home_assets.assets.model import usage_model
 from smart_home_assets.assets.predictions import usage_predictions
-from smart_home_assets.tables import USAGE_FEATURES
+from smart_home_assets.lib.tables import USAGE_FEATURES
 from tests.conftest import model_resources, simulated_features
 
 START, DAYS = dt.date(2026, 1, 5), 40
@@ -72,7 +72,7 @@ def test_first_model_beats_baselines_and_becomes_champion(env):
 
 
 def test_config_defaults_are_the_training_modules():
-    from smart_home_assets import training
+    from smart_home_assets.lib import training
     from smart_home_assets.assets.model import UsageModelConfig, params_of
 
     config = UsageModelConfig()
@@ -205,7 +205,7 @@ def test_when_no_model_beats_the_baselines_the_best_baseline_serves(env, feature
     assert set(rows["model_kind"]) == {"baseline"} and set(rows["model_name"]) == {meta["best_baseline"]}
     assert set(rows["model_version"]) == {"2"}
     features = env["resources"]["warehouse"].read_partitions(USAGE_FEATURES, [day]).filter(pl.col("has_enough_history"))
-    from smart_home_assets import training
+    from smart_home_assets.lib import training
 
     expected = dict(zip(features["device_id"], training.baseline_predictions(features)[meta["best_baseline"]]))
     assert all(abs(p - expected[d]) < 1e-6 for d, p in zip(rows["device_id"], rows["predicted_energy_wh"]))
@@ -237,7 +237,7 @@ def test_training_leaves_out_feature_days_whose_blocking_checks_failed(env, feat
     import mlflow
 
     from asset_checks import usage_features_checks
-    from smart_home_assets import training
+    from smart_home_assets.lib import training
     from smart_home_assets.assets.features import usage_features
     from tests.check_runs import check_outcomes, run_checks
 

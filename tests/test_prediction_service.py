@@ -29,7 +29,7 @@ import pytest
 from bench import serve_latency
 from resources import Warehouse
 from resources.online_store import LocalLogStore, PostgresStore, online_store
-from smart_home_assets.tables import ONLINE_PREDICTIONS, PREDICTION_FEEDBACK, USAGE_FEATURES
+from smart_home_assets.lib.tables import ONLINE_PREDICTIONS, PREDICTION_FEEDBACK, USAGE_FEATURES
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +121,7 @@ def latest_rows(fleet) -> pl.DataFrame:
 
 
 def feature_row(row: dict, **extra) -> dict:
-    from smart_home_assets.training import SOURCE_COLUMNS
+    from smart_home_assets.lib.training import SOURCE_COLUMNS
 
     return {"device_id": row["device_id"], "hub_id": row["hub_id"], **{c: row[c] for c in SOURCE_COLUMNS}, **extra}
 
@@ -258,8 +258,8 @@ def test_a_promotion_is_served_without_a_restart_and_no_request_fails_across_the
             time.sleep(1)
             # v2, trained on the same rows with more trees, registered in the same registry and aliased champion
             mlflow.set_tracking_uri(fleet["champion"].tracking_uri)
-            from smart_home_assets import training
-            from smart_home_assets.forecast_model import log_forecaster
+            from smart_home_assets.lib import training
+            from smart_home_assets.lib.forecast_model import log_forecaster
 
             champion = fleet["champion"]
             with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name(serve_latency.EXPERIMENT_NAME)

@@ -9,8 +9,8 @@ import pytest
 from asset_checks.feature_checks import features_schema, population_stability_index
 from asset_checks.schemas import failure_cases
 from resources.privacy import DEVELOPMENT_KEY, PseudonymizationKey, PseudonymizationKeyError, resolve_key
-from smart_home_assets.features import build_features, daily_device_usage
-from smart_home_assets.simulate import build_fleet, simulate_hub_day
+from smart_home_assets.lib.features import build_features, daily_device_usage
+from smart_home_tools.simulate import build_fleet, simulate_hub_day
 
 
 def test_production_refuses_the_development_key(monkeypatch):

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from resources.delta_warehouse import DeltaWarehouse
-from smart_home_assets.simulate import simulate_fleet
+from smart_home_tools.simulate import simulate_fleet
 from tests.moto_s3 import moto_server
 from tests.servers import free_port, postgres_server
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from smart_home_assets.simulate import simulate_fleet
+from smart_home_tools.simulate import simulate_fleet
 from tests.servers import postgres_server
 
 pytestmark = pytest.mark.slow

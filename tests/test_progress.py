@@ -24,12 +24,12 @@ from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializa
 from dagster._core.events.log import EventLogEntry
 from dagster._core.execution.plan.objects import StepFailureData
 
-from smart_home_assets.cli import INGEST_SELECTION, materialize_range
-from smart_home_assets.progress import (
+from smart_home_tools.cli import INGEST_SELECTION, materialize_range
+from smart_home_tools.progress import (
     RunProgress, apply_entries, clock, partitions_total, progress_from_entries, selected_assets, status_line,
     step_line,
 )
-from smart_home_assets.simulate import simulate_fleet
+from smart_home_tools.simulate import simulate_fleet
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FIRST, DAYS = dt.date(2026, 5, 4), 3
@@ -197,7 +197,7 @@ def test_what_the_command_asks_for():
 @pytest.mark.slow
 def test_a_terminal_gets_one_status_line_rewritten_in_place(backfill, tmp_path):
     env = {**project(tmp_path, landing=backfill["root"] / "data" / "landing"), "COLUMNS": "200"}
-    script = ("import datetime as dt, os; from smart_home_assets.cli import materialize_range; "
+    script = ("import datetime as dt, os; from smart_home_tools.cli import materialize_range; "
               f"materialize_range({SELECTION!r}, dt.date.fromisoformat({str(FIRST)!r}), "
               f"dt.date.fromisoformat({str(LAST)!r}), dict(os.environ))")
     leader, follower = pty.openpty()

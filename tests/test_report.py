@@ -9,11 +9,11 @@ import pytest
 
 from asset_checks.feature_checks import DRIFT, ROWS, usage_features_checks
 from resources.tracking import REGISTERED_MODEL_NAME, ModelRegistry
-from smart_home_assets import report
+from smart_home_tools import report
 from smart_home_assets.assets.features import usage_features
 from smart_home_assets.assets.model import usage_model
-from smart_home_assets.tables import USAGE_FEATURES
-from smart_home_assets.training import BASELINE_NAMES
+from smart_home_assets.lib.tables import USAGE_FEATURES
+from smart_home_assets.lib.training import BASELINE_NAMES
 from tests.conftest import model_resources, simulated_features
 
 START, DAYS = dt.date(2026, 1, 5), 40

@@ -10,7 +10,7 @@ import pytest
 
 from resources import LandingZone
 from resources.delta_warehouse import DeltaWarehouse
-from smart_home_assets.ingest import ingest_day
+from smart_home_assets.lib.ingest import ingest_day
 from smart_home_assets.sensors import landing_zone_sensor
 from tests.conftest import event, write_upload
 from tests.moto_s3 import moto_server

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from asset_checks.model_checks import judge_champion
-from smart_home_assets import training
+from smart_home_assets.lib import training
 from smart_home_assets.assets.predictions import feedback_for_day, predictions_for_day
 
 D = dt.date(2026, 3, 10)

@@ -10,7 +10,7 @@ import dagster as dg
 
 from resources import LandingZone, Warehouse
 from smart_home_assets import sensors
-from smart_home_assets.ingest import ingest_day
+from smart_home_assets.lib.ingest import ingest_day
 from smart_home_assets.partitions import build_daily_partitions, daily_partitions
 from smart_home_assets.sensors import landing_zone_sensor
 from tests.conftest import event, write_upload

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from bench import serve_latency as serve
-from smart_home_assets import training
+from smart_home_assets.lib import training
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_a_baseline_champion_is_served_by_the_same_command(features, tmp_path, m
     the same ``mlflow models serve`` command serves, answering the baseline's forecast and its interval."""
     import mlflow
 
-    from smart_home_assets.forecast_model import log_forecaster
+    from smart_home_assets.lib.forecast_model import log_forecaster
 
     uri = serve.tracking_uri_in(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smart_home_assets.catalog import load_device_catalog
-from smart_home_assets.contract import (
+from smart_home_assets.lib.catalog import load_device_catalog
+from smart_home_assets.lib.contract import (
     DATE_FOLDER_RE,
     HUB_ID_RE,
     MAX_EVENT_DURATION_S,
@@ -22,7 +22,7 @@ from smart_home_assets.contract import (
     STRING_FIELDS,
     UPLOAD_FIELDS,
 )
-from smart_home_assets import simulate as sim
+from smart_home_tools import simulate as sim
 
 START = dt.date(2026, 1, 5)  # a Monday in winter
 CATALOG_TYPES = set(load_device_catalog().device_types)

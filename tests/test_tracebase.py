@@ -39,7 +39,7 @@ def tracebase(tmp_path_factory):
         & pl.col("event_timestamp").str.slice(0, 10).is_between(pl.lit(str(FIRST)), pl.lit(str(LAST))))
     rows.write_csv(root / "slice.csv")
     env = {**os.environ, "SMART_HOME_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "home"),
-           "SMART_HOME_DEVICE_CATALOG": str(PROJECT_ROOT / "smart_home_assets" / "catalogs" / "tracebase.json"),
+           "SMART_HOME_DEVICE_CATALOG": str(PROJECT_ROOT / "smart_home_assets" / "lib" / "catalogs" / "tracebase.json"),
            "SMART_HOME_PARTITIONS_START": "2011-08-01", "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'data' / 'mlflow.db'}"}
     for var in ("SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV", "SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE"):
         env.pop(var, None)
@@ -94,7 +94,7 @@ def test_blocking_checks_pass_on_real_data(tracebase):
 def test_model_and_baselines_were_scored_on_the_same_backtest_folds(tracebase):
     import mlflow
 
-    from smart_home_assets import training
+    from smart_home_assets.lib import training
 
     mlflow.set_tracking_uri(tracebase["env"]["MLFLOW_TRACKING_URI"])
     run = mlflow.search_runs(experiment_names=["smart_home_usage"], output_format="list")[0]

@@ -15,10 +15,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from smart_home_assets import simulate as sim
-from smart_home_assets import training as tr
-from smart_home_assets.catalog import load_device_catalog
-from smart_home_assets.features import build_features, daily_device_usage
+from smart_home_tools import simulate as sim
+from smart_home_assets.lib import training as tr
+from smart_home_assets.lib.catalog import load_device_catalog
+from smart_home_assets.lib.features import build_features, daily_device_usage
 
 DAY0 = dt.date(2026, 3, 1)
 
@@ -372,7 +372,7 @@ def test_the_forecaster_survives_mlflow_save_and_load_as_a_pyfunc(simulated, tmp
     feature rows (device_type by name, nulls in the optional columns) and answers the forecast and interval."""
     import mlflow
 
-    from smart_home_assets import forecast_model as fm
+    from smart_home_assets.lib import forecast_model as fm
 
     rows = simulated["holdout"].head(30)
     forecaster = tr.LightGBMForecaster(simulated["model"], tr.IntervalCalibration(-0.5, 0.5))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from smart_home_assets.simulate import simulate_fleet
+from smart_home_tools.simulate import simulate_fleet
 from tests.session_guards import requested_screenshots_dir
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""usage_features: one row per device and day, from device_usage history (see smart_home_assets.features)."""
+"""usage_features: one row per device and day, from device_usage history (see smart_home_assets.lib.features)."""
 
 import datetime as dt
 
@@ -9,9 +9,9 @@ from resources import Warehouse
 from resources.settings import batch_rows
 from smart_home_assets.assets.usage import column_schema, partition_table
 from smart_home_assets.automation import follows_history_window
-from smart_home_assets.features import FEATURES_SCHEMA, LOOKBACK_DAYS, build_features, daily_usage_sql, history_ranges
+from smart_home_assets.lib.features import FEATURES_SCHEMA, LOOKBACK_DAYS, build_features, daily_usage_sql, history_ranges
 from smart_home_assets.partitions import daily_partitions
-from smart_home_assets.tables import DEVICE_USAGE, DUCKDB_POOL, USAGE_FEATURES
+from smart_home_assets.lib.tables import DEVICE_USAGE, DUCKDB_POOL, USAGE_FEATURES
 
 
 # Day D's features read device_usage from D-28 to D: the lineage says so, and a late upload for an earlier day

@@ -25,11 +25,11 @@ from resources.tracking import (
     ModelRegistry,
     mlflow_run_for_materialization,
 )
-from smart_home_assets import training
+from smart_home_assets.lib import training
 from smart_home_assets.assets.metadata import mlflow_run_metadata
 from smart_home_assets.automation import retrain_when_features_land_or_decay
 from smart_home_assets.partitions import daily_partitions
-from smart_home_assets.tables import DUCKDB_POOL, USAGE_FEATURES
+from smart_home_assets.lib.tables import DUCKDB_POOL, USAGE_FEATURES
 
 _P = training.DEFAULT_PARAMS
 
@@ -113,7 +113,7 @@ def in_step_trainer(warehouse: Warehouse, config: UsageModelConfig, excluded: li
 
 def dask_trainer(warehouse: Warehouse, config: UsageModelConfig, client, excluded: list[dt.date]) -> Trainer:
     """Fits on the cluster: workers read their own training days; the step reads only the days it scores."""
-    from smart_home_assets import distributed_training as dist
+    from smart_home_assets.lib import distributed_training as dist
 
     days = dist.labeled_days(warehouse, config.silent_next_day_is_unknown, excluded)
     types = training.device_type_categories(warehouse.query(f"SELECT DISTINCT device_type FROM {USAGE_FEATURES}"))
@@ -160,9 +160,9 @@ class Champion:
 
 
 def retrain_reason(context: dg.AssetExecutionContext) -> dict[str, dg.MetadataValue]:
-    """Why this retrain: the decay episode open now (smart_home_assets/decay.py), which it answers, so that
+    """Why this retrain: the decay episode open now (smart_home_assets/lib/decay.py), which it answers, so that
     automation requests no second retrain for it, or new feature days (also the MLflow run's tag)."""
-    from smart_home_assets import decay
+    from smart_home_assets.lib import decay
 
     found = decay.open_decay(context.instance)
     reason = f"model decay: {found.summary}" if found else "new feature days"
@@ -265,7 +265,7 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
     with mlflow_run_for_materialization(context, run_name=f"usage_model {context.run_id[:8]}") as run, \
             contextlib.ExitStack() as stack:
         if config.dask_scheduler:
-            from smart_home_assets.distributed_training import dask_client
+            from smart_home_assets.lib.distributed_training import dask_client
 
             trainer = dask_trainer(warehouse, config, stack.enter_context(dask_client(config.dask_scheduler)),
                                    excluded)
@@ -336,7 +336,7 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
         log_backtest(scores, folds, oof, backtest_s)
 
         newest = trainer.rows_of(folds[-1].first, folds[-1].last)
-        from smart_home_assets.forecast_model import log_forecaster
+        from smart_home_assets.lib.forecast_model import log_forecaster
 
         info = log_forecaster(candidate, newest, registered_model_name=REGISTERED_MODEL_NAME)
         version = str(info.registered_model_version)
@@ -439,7 +439,7 @@ def log_backtest(scores, folds, oof: pl.DataFrame, seconds: float) -> None:
 def register_baseline(client, name: str, oof: pl.DataFrame | None, scores, reason: str, run_id: str,
                       sample: pl.DataFrame) -> str:
     """Log the baseline ``name`` as a pyfunc model version (interval from its own backtest errors) and tag it."""
-    from smart_home_assets.forecast_model import log_forecaster
+    from smart_home_assets.lib.forecast_model import log_forecaster
 
     interval = None
     if oof is not None and oof.height:

@@ -19,7 +19,7 @@ from resources.online_store import RECORD_SCHEMA, OnlineStoreError, OnlineStoreR
 from smart_home_assets.assets.metadata import preview_table
 from smart_home_assets.assets.usage import column_schema, partition_table
 from smart_home_assets.partitions import daily_partitions
-from smart_home_assets.tables import DUCKDB_POOL, ONLINE_PREDICTIONS
+from smart_home_assets.lib.tables import DUCKDB_POOL, ONLINE_PREDICTIONS
 
 ONLINE_PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {"partition_date": pl.Date(), **RECORD_SCHEMA}
 

@@ -12,7 +12,7 @@ from smart_home_assets.assets.usage import column_schema, partition_table
 from smart_home_assets.assets.metadata import preview_table
 from smart_home_assets.automation import predict_latest_days, score_when_actuals_land
 from smart_home_assets.partitions import daily_partitions
-from smart_home_assets.tables import (DUCKDB_POOL, ONLINE_PREDICTIONS, PREDICTION_FEEDBACK, USAGE_FEATURES,
+from smart_home_assets.lib.tables import (DUCKDB_POOL, ONLINE_PREDICTIONS, PREDICTION_FEEDBACK, USAGE_FEATURES,
                                       USAGE_PREDICTIONS)
 
 PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
@@ -67,7 +67,7 @@ def predictions_for_day(features: pl.DataFrame, forecaster, model_version: str, 
 def serving_forecaster(model_registry: ModelRegistry, log) -> tuple[object, str]:
     """The champion's forecaster and version; without any champion (a registry nobody trained into yet), the
     naive mean of the last 7 days, so predictions never go missing once features exist."""
-    from smart_home_assets import training
+    from smart_home_assets.lib import training
 
     champion = model_registry.champion_version()
     if champion is None:
@@ -118,7 +118,7 @@ def feedback_for_day(predictions: pl.DataFrame, features: pl.DataFrame, actuals:
                      backtest_mae: float | None, source: str = "batch") -> pl.DataFrame:
     """Live error of one day's predictions against the next day's actual energy (devices in both), their
     interval coverage, and the naive baselines' live error on the same devices (from D's features)."""
-    from smart_home_assets.training import BASELINE_NAMES, baseline_predictions, interval_coverage, regression_metrics
+    from smart_home_assets.lib.training import BASELINE_NAMES, baseline_predictions, interval_coverage, regression_metrics
 
     joined = predictions.join(actuals.select("device_id", pl.col("energy_wh").alias("actual")), on="device_id")
     joined = joined.join(features, on="device_id", how="inner", suffix="_features")
@@ -177,7 +177,7 @@ def prediction_feedback(context: dg.AssetExecutionContext, warehouse: Warehouse,
                         model_registry: ModelRegistry) -> dg.MaterializeResult:
     """Once D+1's actuals land: the live MAE of D's predictions, their interval coverage against the nominal
     80 %, the live skill against the naive baselines, next to the model version's backtest MAE."""
-    from smart_home_assets.training import SOURCE_COLUMNS
+    from smart_home_assets.lib.training import SOURCE_COLUMNS
 
     per_partition, frames = [], []
     client = model_registry.client()

@@ -1,7 +1,7 @@
 """Ingestion and cleaning assets: landing files -> raw_usage -> device_usage (+ quarantine).
 
 Thin Dagster layer: each asset says what it depends on, calls the pure functions in
-``smart_home_assets.ingest`` / ``smart_home_assets.cleaning``, writes through the Warehouse resource in
+``smart_home_assets.lib.ingest`` / ``smart_home_assets.lib.cleaning``, writes through the Warehouse resource in
 one transaction per partition, and reports metadata.
 """
 
@@ -15,12 +15,12 @@ from resources import LandingZone, PseudonymizationKey, Warehouse
 from resources.settings import batch_rows
 from smart_home_assets.assets.metadata import PREVIEW_ROWS, preview_table, quarantine_rate
 from smart_home_assets.automation import follows_upstream_partitions
-from smart_home_assets.catalog import load_device_catalog
-from smart_home_assets.cleaning import DEVICE_USAGE_SCHEMA, QUARANTINE_SCHEMA, clean_usage
-from smart_home_assets.batching import partitions_file_batches
-from smart_home_assets.ingest import RAW_USAGE_SCHEMA, ingest_partitions_in_batches
+from smart_home_assets.lib.catalog import load_device_catalog
+from smart_home_assets.lib.cleaning import DEVICE_USAGE_SCHEMA, QUARANTINE_SCHEMA, clean_usage
+from smart_home_assets.lib.batching import partitions_file_batches
+from smart_home_assets.lib.ingest import RAW_USAGE_SCHEMA, ingest_partitions_in_batches
 from smart_home_assets.partitions import daily_partitions
-from smart_home_assets.tables import (
+from smart_home_assets.lib.tables import (
     DEVICE_USAGE,
     DEVICE_USAGE_QUARANTINE,
     DUCKDB_POOL,

@@ -1,8 +1,8 @@
 """Next-day energy per device: labels, rolling-origin backtest, naive baselines, LightGBM, intervals, promotion.
 
-Pure functions around the feature rows of :mod:`smart_home_assets.features` (polars in; pandas only at the
+Pure functions around the feature rows of :mod:`smart_home_assets.lib.features` (polars in; pandas only at the
 model boundary, where LightGBM and MLflow want it). No Dagster and no MLflow here (the MLflow model lives in
-:mod:`smart_home_assets.forecast_model`); lightgbm and matplotlib are imported inside the functions that use
+:mod:`smart_home_assets.lib.forecast_model`); lightgbm and matplotlib are imported inside the functions that use
 them, so importing this module (as the Dagster definitions do) stays cheap.
 
 The task: from device ``d``'s feature row of day ``D``, predict its energy on ``D + 1`` (Wh). A model is
@@ -267,7 +267,7 @@ def device_type_categories(frame: pl.DataFrame | None = None) -> list[str]:
     A type's code in the model input is its index in this list; the list is stored on the model at
     training time, so a later catalog change (a new type, a removed one) does not shift the codes.
     """
-    from smart_home_assets.catalog import load_device_catalog
+    from smart_home_assets.lib.catalog import load_device_catalog
 
     types = set(load_device_catalog().device_types)
     if frame is not None:

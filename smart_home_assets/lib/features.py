@@ -7,7 +7,7 @@ Two steps, both pure polars (frames in, frames out, no Dagster):
   for one day ``D``: usage on ``D``, lags, rolling statistics, calendar and hub context.
 
 A feature row of ``D`` only uses data up to and including ``D``; the label (energy on ``D + 1``) is attached
-later by :func:`smart_home_assets.training.attach_labels`, once ``D + 1`` has happened.
+later by :func:`smart_home_assets.lib.training.attach_labels`, once ``D + 1`` has happened.
 
 Context a single device cannot see. Every hub knows at the end of ``D`` what the fleet did that day: the fleet's
 level of each device type on ``D`` (and ``D - 1``) relative to the week before (``fleet_type_ratio*``) shows a

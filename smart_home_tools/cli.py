@@ -38,7 +38,7 @@ def _fraction(text: str) -> float:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from smart_home_assets.simulate import RegimeChange, simulate_fleet
+    from smart_home_tools.simulate import RegimeChange, simulate_fleet
 
     landing = Path(args.landing).resolve() if args.landing else default_landing_dir()
     try:
@@ -89,9 +89,9 @@ def materialize_range(selection: str, first: dt.date, last: dt.date, env: dict[s
 
 def _run_logged(command: list[str], env: dict[str, str], name: str, allow_failed_checks: bool = False) -> bool:
     """Run a dagster CLI command with its log in <data>/logs, showing the run's progress meanwhile
-    (smart_home_assets/progress.py); False when only a blocking check failed (and ``allow_failed_checks``), an
+    (smart_home_tools/progress.py); False when only a blocking check failed (and ``allow_failed_checks``), an
     exit with the first errors otherwise."""
-    from smart_home_assets.progress import follow_run
+    from smart_home_tools.progress import follow_run
 
     recover(env)
     print("$ " + " ".join(command), flush=True)
@@ -99,7 +99,7 @@ def _run_logged(command: list[str], env: dict[str, str], name: str, allow_failed
     log = Path(env[DATA_DIR_ENV_VAR]) / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     # The run's output goes to its log file; what the user sees meanwhile is read from the run's event log
-    # (smart_home_assets/progress.py): a status line on a terminal, a line per finished step otherwise.
+    # (smart_home_tools/progress.py): a status line on a terminal, a line per finished step otherwise.
     command_started = time.time()
     with log.open("w") as handle:
         process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True)
@@ -239,7 +239,7 @@ def run_pipeline(first: dt.date, last: dt.date, env: dict[str, str], step: int =
 
     Returns (every partition conserved, a champion beats the baselines).
     """
-    from smart_home_assets.report import print_model_summary, print_summary
+    from smart_home_tools.report import print_model_summary, print_summary
 
     days = (last - first).days + 1
     print(f"\n[{step}/{steps}] ingest, clean and build features for {days} partitions: one CLI backfill run")
@@ -277,7 +277,7 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from smart_home_assets.report import print_model_summary
+    from smart_home_tools.report import print_model_summary
 
     env = dagster_env()
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", DATA_DIR_ENV_VAR)})
@@ -349,7 +349,7 @@ def print_alert_log(path: Path, offset: int) -> None:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    from smart_home_assets.report import print_summary
+    from smart_home_tools.report import print_summary
 
     os.environ.update({k: v for k, v in dagster_env().items() if k in ("DAGSTER_HOME", DATA_DIR_ENV_VAR)})
     return 0 if print_summary(default_warehouse_path()) else 1
@@ -357,7 +357,7 @@ def run_summary(args: argparse.Namespace) -> int:
 
 def run_import_csv(args: argparse.Namespace) -> int:
     """Events CSV -> contract upload files in the landing folder; exit 2 with the reasons when it cannot."""
-    from smart_home_assets.history_import import HistoryImportError, import_csv
+    from smart_home_tools.history_import import HistoryImportError, import_csv
 
     landing = Path(args.landing).resolve() if args.landing else default_landing_dir()
     columns = {"event_id": args.event_id_column, "hub_id": args.hub_column, "user_id": args.user_column,
@@ -385,7 +385,7 @@ def run_import_csv(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from smart_home_assets.service.app import serve
+    from smart_home_tools.service.app import serve
 
     serve(args.host, args.port)
     return 0

@@ -17,11 +17,11 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_mo
 
 from resources.online_store import OnlineStore, OnlineStoreError
 from resources.tracking import REGISTERED_MODEL_NAME
-from smart_home_assets import training
-from smart_home_assets.forecast_model import request_frame
-from smart_home_assets.service.state import LoadedModel, ServingState
+from smart_home_assets.lib import training
+from smart_home_assets.lib.forecast_model import request_frame
+from smart_home_tools.service.state import LoadedModel, ServingState
 
-log = logging.getLogger("smart_home_assets.service")
+log = logging.getLogger("smart_home_tools.service")
 
 MAX_BATCH_ROWS = 1000
 _ID = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")]
@@ -37,7 +37,7 @@ class DeviceRequest(BaseModel):
 
 
 def _feature_field(column: str):
-    from smart_home_assets.forecast_model import _TYPED
+    from smart_home_assets.lib.forecast_model import _TYPED
 
     kind = {"string": str, "boolean": bool, "long": int}.get(_TYPED.get(column, (None, "double"))[1])
     if kind is None:

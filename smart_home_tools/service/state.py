@@ -20,10 +20,10 @@ from typing import Any
 
 import polars as pl
 
-from smart_home_assets import training
-from smart_home_assets.tables import USAGE_FEATURES
+from smart_home_assets.lib import training
+from smart_home_assets.lib.tables import USAGE_FEATURES
 
-log = logging.getLogger("smart_home_assets.service")
+log = logging.getLogger("smart_home_tools.service")
 
 POLL_ENV_VAR = "SMART_HOME_SERVE_POLL_SECONDS"
 DEFAULT_POLL_S = 10.0  # the champion alias: a promotion is served within two polls (the issue asks 30 s)
@@ -215,7 +215,7 @@ class ServingState:
 
 def warm_up_frame(features: FeatureSnapshot) -> pl.DataFrame:
     """One feature row to make a freshly loaded model answer before it serves (a device's, or a typical one)."""
-    from smart_home_assets.forecast_model import request_frame
+    from smart_home_assets.lib.forecast_model import request_frame
 
     if features.rows:
         row = next(iter(features.rows.values()))

@@ -8,8 +8,8 @@ import polars as pl
 
 from resources.settings import warehouse_backend
 from resources.warehouse import open_read_only
-from smart_home_assets.cleaning import DUPLICATE_EVENT_ID
-from smart_home_assets.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, RAW_USAGE
+from smart_home_assets.lib.cleaning import DUPLICATE_EVENT_ID
+from smart_home_assets.lib.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, RAW_USAGE
 
 
 def _read(warehouse_path: Path, sql: str) -> pl.DataFrame:
@@ -99,7 +99,7 @@ def print_summary(warehouse_path: Path, run_ids: list[str] | None = None) -> boo
 def model_summary() -> dict:
     """The champion and the newest trained (LightGBM) version, with the backtest of that version's run."""
     from resources.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, ModelRegistry
-    from smart_home_assets.training import BASELINE_NAMES
+    from smart_home_assets.lib.training import BASELINE_NAMES
 
     registry = ModelRegistry()
     client = registry.client()

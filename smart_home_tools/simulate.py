@@ -1,4 +1,4 @@
-"""Simulated hub fleet: writes daily upload files that follow :mod:`smart_home_assets.contract`.
+"""Simulated hub fleet: writes daily upload files that follow :mod:`smart_home_assets.lib.contract`.
 
 Each hub writes one file per UTC day, ``<landing>/<YYYY-MM-DD>/<hub_id>.jsonl.gz``, one JSON object per
 line (see ``contract.UPLOAD_FIELDS``). Events are generated with numpy and rendered to JSON lines with
@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from smart_home_assets.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH, UPLOAD_FIELDS
+from smart_home_assets.lib.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH, UPLOAD_FIELDS
 
 # --- fault kinds (they double as the quarantine reason codes downstream) -------------------------------
 

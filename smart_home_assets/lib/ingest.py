@@ -8,6 +8,7 @@ lines, DuckDB's JSON functions for parsing). A line that is not a valid record i
 from __future__ import annotations
 
 import datetime as dt
+import os
 import zlib
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -15,8 +16,7 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
-from resources.landing import LandingFile
-from smart_home_assets.contract import (
+from smart_home_assets.lib.contract import (
     MAX_FILE_BYTES,
     MAX_FILE_LINES,
     MAX_LINE_BYTES,
@@ -24,6 +24,7 @@ from smart_home_assets.contract import (
     STRING_FIELDS,
     UPLOAD_FIELDS,
 )
+from smart_home_assets.lib.landing_file import LandingFile
 
 RAW_USAGE_SCHEMA: dict[str, pl.DataType] = {
     "partition_date": pl.Date(),
@@ -95,9 +96,16 @@ class UploadLimits:
 
     @classmethod
     def from_environment(cls) -> UploadLimits:
-        from resources.settings import upload_limits
-
-        return cls(*upload_limits())
+        """``$SMART_HOME_MAX_FILE_BYTES``, ``$SMART_HOME_MAX_FILE_LINES``, ``$SMART_HOME_MAX_LINE_BYTES``; the
+        contract's limits where unset."""
+        values = []
+        for name, default in (("SMART_HOME_MAX_FILE_BYTES", MAX_FILE_BYTES), ("SMART_HOME_MAX_FILE_LINES", MAX_FILE_LINES),
+                              ("SMART_HOME_MAX_LINE_BYTES", MAX_LINE_BYTES)):
+            value = int(os.environ.get(name) or default)
+            if value < 1:
+                raise ValueError(f"{name}={value}: at least 1")
+            values.append(value)
+        return cls(*values)
 
 
 _PIECE = 1 << 20  # decompressed bytes per step: what a stream holds beyond the kept lines

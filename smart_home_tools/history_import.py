@@ -2,7 +2,7 @@
 
 History is backfilled through the same path as live uploads, ``landing -> raw_usage -> device_usage``:
 this module only writes ``<landing>/<YYYY-MM-DD>/<hub_id>.jsonl.gz`` files (see
-:mod:`smart_home_assets.contract`), one per hub and UTC day of the events, and the pipeline judges them
+:mod:`smart_home_assets.lib.contract`), one per hub and UTC day of the events, and the pipeline judges them
 like any other upload (negative or implausible values are data, quarantined downstream, not import errors).
 
 Reading. The CSV is read with every column as a string (no inference), then converted with polars
@@ -62,7 +62,7 @@ from pathlib import Path
 
 import polars as pl
 
-from smart_home_assets.contract import HUB_ID_RE, PLACEHOLDER_USER_ID, UPLOAD_FIELDS
+from smart_home_assets.lib.contract import HUB_ID_RE, PLACEHOLDER_USER_ID, UPLOAD_FIELDS
 
 DERIVED_EVENT_ID_PREFIX = "csv-"
 DERIVED_EVENT_ID_HEX_DIGITS = 32  # 128 bits of SHA-256

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from smart_home_assets.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH, STRING_FIELDS
+from smart_home_assets.lib.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH, STRING_FIELDS
 
 UTC_TIMESTAMP = pl.Datetime("us", "UTC")
 
@@ -48,7 +48,7 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "energy_wh": pl.Float64(),
 }
 
-# Reason codes decided here (parse-level codes come from smart_home_assets.ingest).
+# Reason codes decided here (parse-level codes come from smart_home_assets.lib.ingest).
 NULL_USER_ID = "null_user_id"
 EMPTY_FIELD = "empty_field"
 HUB_MISMATCH = "hub_mismatch"

@@ -5,7 +5,7 @@ whichever is champion. A request is a batch of feature rows as stored in ``usage
 ``training.SOURCE_COLUMNS``, ``device_type`` by its name); the answer has one row per request row:
 ``prediction_wh`` (the point forecast, clipped at 0, as the batch predictions), ``p10_wh`` and ``p90_wh``.
 
-The pyfunc wraps a :mod:`smart_home_assets.training` forecaster, pickled by reference to this package, so the
+The pyfunc wraps a :mod:`smart_home_assets.lib.training` forecaster, pickled by reference to this package, so the
 serving environment is this project's (``--env-manager local`` with its virtual environment). Versions logged
 before the relative target are plain ``mlflow.lightgbm`` models: :func:`load_forecaster` still loads them.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import mlflow.pyfunc
 import polars as pl
 
-from smart_home_assets import training
+from smart_home_assets.lib import training
 
 # The request's column types: (polars type it is cast to, MLflow signature type); the rest are doubles.
 _TYPED = {"device_type": (pl.String(), "string"), "target_is_weekend": (pl.Boolean(), "boolean"),

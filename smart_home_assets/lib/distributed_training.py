@@ -17,9 +17,9 @@ from typing import Any
 
 import polars as pl
 
-from smart_home_assets import training
-from smart_home_assets.features import FEATURES_SCHEMA
-from smart_home_assets.tables import USAGE_FEATURES
+from smart_home_assets.lib import training
+from smart_home_assets.lib.features import FEATURES_SCHEMA
+from smart_home_assets.lib.tables import USAGE_FEATURES
 
 DAYS_PER_PART = 7
 WEIGHT = "sample_weight"

@@ -9,5 +9,5 @@
 
 Every answer is appended to the service's own store (``resources.online_store``) before the response is sent;
 the ``online_predictions`` asset brings each day of it into the warehouse. The champion alias is polled, and a
-new version is loaded and swapped in atomically (:mod:`smart_home_assets.service.state`).
+new version is loaded and swapped in atomically (:mod:`smart_home_tools.service.state`).
 """
