@@ -18,7 +18,8 @@ from resources import PseudonymizationKey, Warehouse
 from resources.settings import batch_rows
 from smart_home_assets.lib.batching import partitions_file_batches
 from smart_home_assets.lib.catalog import load_device_catalog
-from smart_home_assets.lib.cleaning import DUPLICATE_EVENT_ID, UNKNOWN_DEVICE_TYPE, pseudonymize
+from smart_home_assets.lib.accounting import quarantined_and_duplicates, unaccounted
+from smart_home_assets.lib.cleaning import UNKNOWN_DEVICE_TYPE, pseudonymize
 from smart_home_assets.lib.contract import PLACEHOLDER_USER_ID
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.lib.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, DUCKDB_POOL, RAW_USAGE
@@ -75,13 +76,6 @@ def _evaluation(name: str, partition: str, passed: bool, metadata: dict, blockin
                                 blocking=blocking, severity=severity)
 
 
-def pandera_evaluations(partition: str, rows: pl.DataFrame, catalog: tuple[str, ...], context=None,
-                        extra_metadata: dict[str, dict] | None = None) -> list[dg.AssetCheckEvaluation]:
-    """One evaluation per Pandera rule, with failure counts per check and a sample of failure cases."""
-    cases = failure_cases(device_usage_schema(partition, catalog), rows)
-    return evaluations_of_cases(partition, cases, rows.height, context, extra_metadata)
-
-
 def evaluations_of_cases(partition: str, cases: pl.DataFrame, rows_checked: int, context=None,
                          extra_metadata: dict[str, dict] | None = None) -> list[dg.AssetCheckEvaluation]:
     """One evaluation per Pandera rule from the failure cases of ``rows_checked`` rows (``failure_cases``)."""
@@ -101,12 +95,12 @@ def evaluations_of_cases(partition: str, cases: pl.DataFrame, rows_checked: int,
 def conservation_evaluations(partition: str, raw_lines: int, clean_rows: int, quarantined: int,
                              duplicates: int, quarantine_reasons: dict[str, int], context=None,
                              ) -> list[dg.AssetCheckEvaluation]:
-    accounted = clean_rows + quarantined + duplicates
+    missing = unaccounted(raw_lines, clean_rows, quarantined, duplicates)
     score = clean_rows / raw_lines if raw_lines else 1.0
     counts = {"raw_lines": raw_lines, "device_usage_rows": clean_rows, "quarantined_rows": quarantined,
-              "duplicates": duplicates, "unaccounted": raw_lines - accounted}
+              "duplicates": duplicates, "unaccounted": missing}
     return [
-        _evaluation(CONSERVATION, partition, accounted == raw_lines, counts, context=context),
+        _evaluation(CONSERVATION, partition, missing == 0, counts, context=context),
         _evaluation(QUALITY_SCORE, partition, score >= QUALITY_SCORE_WARN_BELOW,
                     {"quality_score": dg.MetadataValue.float(round(score, 6)),
                      "warn_below": dg.MetadataValue.float(QUALITY_SCORE_WARN_BELOW),
@@ -127,7 +121,7 @@ NO_CASES = pl.DataFrame(schema={"column": pl.String, "check": pl.String, "failur
 
 
 @dg.multi_asset_check(specs=DEVICE_USAGE_CHECK_SPECS, pool=DUCKDB_POOL, can_subset=False)
-def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse,
+def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: dg.ResourceParam[Warehouse],
                         pseudonym_key: PseudonymizationKey) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
     """Validate each device_usage partition of the run with Pandera and count every raw line.
 
@@ -195,10 +189,9 @@ def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: Wareh
             _evaluation(r.name, partition, True, {"rows_checked": 0, **extra.get(r.name, {})}, context=context)
             for r in PANDERA_RULES]
         day_reasons = reasons_of.get(partition, {})
-        duplicates = day_reasons.get(DUPLICATE_EVENT_ID, 0)
+        quarantined, duplicates = quarantined_and_duplicates(day_reasons)
         evaluations += conservation_evaluations(partition, int(raw_of.get(partition, 0)), rows_checked[partition],
-                                                sum(day_reasons.values()) - duplicates, duplicates, day_reasons,
-                                                context)
+                                                quarantined, duplicates, day_reasons, context)
         failed += [f"{e.check_name}[{partition}]" for e in evaluations if not e.passed and e.blocking]
         yield from evaluations
     if failed:

@@ -13,6 +13,7 @@ from asset_checks.schemas import failure_cases
 from resources import Warehouse
 from resources.settings import batch_rows
 from smart_home_assets.partitions import daily_partitions
+from smart_home_assets.lib.features import NON_NULL_COLUMNS
 from smart_home_assets.lib.tables import DUCKDB_POOL, USAGE_FEATURES
 
 if TYPE_CHECKING:
@@ -27,10 +28,7 @@ NON_NEGATIVE = ("energy_wh", "active_s", "event_count", "energy_lag_1", "energy_
                 "energy_lag_7", "energy_roll7_mean", "energy_roll28_mean", "hub_energy_wh", "history_days",
                 "energy_prev7_mean", "energy_same_weekday_mean4", "fleet_type_ratio", "fleet_type_ratio_lag_1",
                 "hub_energy_ratio", "energy_last_year", "energy_last_year_mean7", "fleet_type_last_year_trend")
-REQUIRED = ("partition_date", "device_id", "hub_id", "device_type", "energy_wh", "active_s", "event_count",
-            "energy_roll7_mean", "energy_roll28_mean", "day_of_week", "is_weekend", "month",
-            "target_day_of_week", "target_is_weekend", "target_day_of_year", "hub_energy_wh", "history_days",
-            "has_enough_history")
+REQUIRED = NON_NULL_COLUMNS  # never null in a feature row (lib.features says why each may or may not be)
 
 ROWS = "check_features_valid"
 DRIFT = "check_feature_drift_psi"
@@ -93,7 +91,7 @@ def day_chunks(row_counts: dict[str, int], keys: list[str], max_rows: int) -> li
 
 
 @dg.multi_asset_check(specs=FEATURE_CHECK_SPECS, pool=DUCKDB_POOL, can_subset=False)
-def usage_features_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator:
+def usage_features_checks(context: dg.AssetCheckExecutionContext, warehouse: dg.ResourceParam[Warehouse]) -> Iterator:
     """Validate each usage_features partition of the run and measure its drift.
 
     Consecutive days are read and validated together (one Pandera validation and one reference read per chunk

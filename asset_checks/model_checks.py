@@ -10,8 +10,9 @@ below the best naive baseline's on the latest backtest.
 import math
 
 import dagster as dg
+from smart_home_assets.lib.tables import PREDICTION_FEEDBACK, USAGE_MODEL
 
-MODEL_KEY = dg.AssetKey("usage_model")
+MODEL_KEY = dg.AssetKey(USAGE_MODEL)
 CHECK_NAME = "check_champion_beats_naive_baselines"
 
 
@@ -51,7 +52,7 @@ def check_champion_beats_naive_baselines(context: dg.AssetCheckExecutionContext)
     return dg.AssetCheckResult(passed=passed, description=description, metadata=metadata)
 
 
-FEEDBACK_KEY = dg.AssetKey("prediction_feedback")
+FEEDBACK_KEY = dg.AssetKey(PREDICTION_FEEDBACK)
 
 
 @dg.asset_check(asset=FEEDBACK_KEY, name="check_live_accuracy_holds", blocking=False,

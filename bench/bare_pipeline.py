@@ -3,10 +3,10 @@
     python -m bench.bare_pipeline --landing DIR --warehouse FILE --from YYYY-MM-DD --to YYYY-MM-DD
 
 For each day, in one process: in batches of whole hubs (``SMART_HOME_BATCH_ROWS``, as the assets), read the
-landing files and parse every line (:func:`smart_home_assets.lib.ingest.ingest_day_in_batches`), clean,
+landing files and parse every line (:func:`smart_home_assets.lib.ingest.ingest_partitions_in_batches`), clean,
 deduplicate and pseudonymize (:func:`smart_home_assets.lib.cleaning.clean_usage`) and validate device_usage with the
 same Pandera schema, then write raw_usage, raw_usage_files, device_usage and the quarantine in one transaction
-(the project's ``Warehouse.replace_partition_in_batches``: bounded memory at any size), count conservation,
+(the project's ``DuckDBWarehouse.replace_partition_in_batches``: bounded memory at any size), count conservation,
 aggregate the 28-day lookback in DuckDB and build the features (:mod:`smart_home_assets.lib.features`), write
 them, validate them and compute the drift PSI. The same polars/DuckDB code and the same checks as the assets,
 so the difference to the project path is what Dagster and the asset boundaries add: run and step bookkeeping,
@@ -34,11 +34,11 @@ from asset_checks.schemas import device_usage_schema, failure_cases  # noqa: E40
 from resources.landing import LandingZone  # noqa: E402
 from resources.privacy import resolve_key  # noqa: E402
 from resources.settings import batch_rows  # noqa: E402
-from resources.warehouse import Warehouse  # noqa: E402
+from resources.warehouse import DuckDBWarehouse  # noqa: E402
 from smart_home_assets.lib.catalog import load_device_catalog  # noqa: E402
 from smart_home_assets.lib.cleaning import clean_usage  # noqa: E402
 from smart_home_assets.lib.features import LOOKBACK_DAYS, build_features, daily_usage_sql  # noqa: E402
-from smart_home_assets.lib.ingest import ingest_day_in_batches  # noqa: E402
+from smart_home_assets.lib.ingest import ingest_partitions_in_batches  # noqa: E402
 from smart_home_assets.lib.tables import (  # noqa: E402
     DEVICE_USAGE,
     DEVICE_USAGE_QUARANTINE,
@@ -50,15 +50,15 @@ from smart_home_assets.lib.tables import (  # noqa: E402
 IMPORT_S = time.perf_counter() - _STARTED
 
 
-def run_day(warehouse: Warehouse, landing: LandingZone, day: dt.date, catalog, key: bytes) -> dict:
+def run_day(warehouse: DuckDBWarehouse, landing: LandingZone, day: dt.date, catalog, key: bytes) -> dict:
     partition = day.isoformat()
     schema = device_usage_schema(partition, catalog.device_types)
     counts = dict.fromkeys(("raw_lines", "device_usage", "quarantine", "usage_check_failures"), 0)
 
     def batches():
         # batches of whole hubs, each ingested and cleaned in one pass: raw rows are never read back
-        for raw, manifest in ingest_day_in_batches(partition, landing.files_for_day(partition),
-                                                   dt.datetime.now(dt.timezone.utc), batch_rows()):
+        for raw, manifest in ingest_partitions_in_batches([(partition, landing.files_for_day(partition))],
+                                                          dt.datetime.now(dt.timezone.utc), batch_rows()):
             clean = clean_usage(raw, catalog.device_types, key)
             counts["raw_lines"] += raw.height
             counts["device_usage"] += clean.device_usage.height
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     catalog = load_device_catalog()
     key = resolve_key()
     days = []
-    warehouse = Warehouse(database=args.warehouse)
+    warehouse = DuckDBWarehouse(database=args.warehouse)
     day = args.first
     while day <= args.last:
         started = time.perf_counter()

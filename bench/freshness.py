@@ -37,6 +37,7 @@ from bench.harness import (
 )
 from bench.pipeline import project_command
 from bench.serve_latency import free_port
+from smart_home_assets.lib.tables import USAGE_MODEL
 
 # 30 days: the model needs 7 days of history per device, 7 training days and a 7-day holdout
 FULL_HUBS, HISTORY_DAYS, FRESH_EVENTS_PER_HUB = 200, 30, 150
@@ -44,7 +45,7 @@ SETTLE_S, SETTLE_TIMEOUT_S, FRESHNESS_TIMEOUT_S = 30.0, 900.0, 900.0
 # After start-up, the sensors' first ticks (every 15 s) may launch runs of their own (the automation sensor's
 # first evaluation): let a few ticks pass before deciding the instance is quiet.
 WARM_UP_S = 60.0
-MODEL = "usage_model"
+MODEL = USAGE_MODEL
 
 
 def _instance(env: dict[str, str]):

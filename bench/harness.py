@@ -23,13 +23,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from smart_home_assets.lib.tables import INGEST_AND_FEATURES_SELECTION
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR") or PROJECT_ROOT / "bench" / "results")
 DOC_PATH = PROJECT_ROOT / "docs" / "benchmarks.md"
 DEFINITIONS_MODULE = "smart_home_assets.definitions"
-PIPELINE_SELECTION = "raw_usage,device_usage,device_usage_quarantine,usage_features"
+PIPELINE_SELECTION = INGEST_AND_FEATURES_SELECTION
 
 # Every input comes from the simulator with these settings (the demo's fault rate: every cleaning rule fires).
 SEED = 6

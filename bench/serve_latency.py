@@ -14,7 +14,7 @@ are not counted; for scale, the same rows scored in-process (the forecaster, no 
 timed too. A request is one stored feature row (``training.SOURCE_COLUMNS``, device_type by name); the answer
 holds prediction_wh, p10_wh and p90_wh. It stops by itself after N requests or ``--max-seconds``, and always stops the server.
 
-The setup helpers are shared with tests/test_serving.py, which exercises the same path once.
+The setup helpers are shared with tests/tools/test_serving.py, which exercises the same path once.
 Only loopback addresses are used.
 """
 

@@ -381,7 +381,7 @@ def pieces(data: Path, tracking_uri: str, version: str, latest: pl.DataFrame) ->
     reference, LightGBM's booster alone with 1 thread and with the model's own thread count."""
     from pydantic import TypeAdapter
 
-    from resources import Warehouse
+    from resources import DuckDBWarehouse
     from resources.online_store import LocalLogStore
     from resources.tracking import ModelRegistry
     from smart_home_assets.lib import training
@@ -389,7 +389,7 @@ def pieces(data: Path, tracking_uri: str, version: str, latest: pl.DataFrame) ->
     from smart_home_tools.service import app as service
     from smart_home_tools.service.state import ServingState
 
-    state = ServingState(None, Warehouse(database=str(data / "warehouse.duckdb")), poll_s=3600)
+    state = ServingState(None, DuckDBWarehouse(database=str(data / "warehouse.duckdb")), poll_s=3600)
     state.refresh_features()
     forecaster = ModelRegistry(tracking_uri=tracking_uri).load_forecaster(version)
     booster = forecaster.model
@@ -475,7 +475,7 @@ def pieces(data: Path, tracking_uri: str, version: str, latest: pl.DataFrame) ->
 def run(scale: Scale) -> dict:
     from mlflow import MlflowClient
 
-    from resources import Warehouse
+    from resources import DuckDBWarehouse
     from resources.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
     from smart_home_tools.service.state import DEFAULT_POLL_S
     from smart_home_assets.lib.tables import USAGE_FEATURES
@@ -494,7 +494,7 @@ def run(scale: Scale) -> dict:
 
         t0 = time.perf_counter()
         features = serve_latency.simulated_features(seed=0, hubs=hubs, days=DAYS, events_per_hub=EVENTS_PER_HUB)
-        Warehouse(database=str(data / "warehouse.duckdb")).replace_partitions(
+        DuckDBWarehouse(database=str(data / "warehouse.duckdb")).replace_partitions(
             {USAGE_FEATURES: features}, sorted({str(d) for d in features["partition_date"].unique().to_list()}))
         latest = features.filter((pl.col("partition_date") == pl.col("partition_date").max())
                                  & pl.col("has_enough_history"))

@@ -1,6 +1,6 @@
 """The warehouse as Delta Lake tables (delta-rs, the ``deltalake`` package), on a local folder or ``s3://``.
 
-Same interface as ``resources.warehouse.Warehouse`` (``replace_partitions``, ``query``, ``table_exists``,
+The interface ``resources.warehouse_api.Warehouse``, like ``resources.warehouse.DuckDBWarehouse`` (``replace_partitions``, ``query``, ``table_exists``,
 ``read_partitions``, ``read_only_table``), so the assets do not change when
 ``SMART_HOME_WAREHOUSE_BACKEND=delta`` selects it (``smart_home_assets/definitions.py``).
 
@@ -241,6 +241,13 @@ class DeltaWarehouse(ConfigurableResource):
         if delta is None:
             return pl.DataFrame()
         return pl.from_arrow(self._dataset(table, delta).to_table(columns=list(columns) if columns else None))
+
+    def read_only_query(self, table: str, sql: str) -> pl.DataFrame:
+        """``sql`` (a read of ``table``) over the tables' current snapshots; an empty frame when ``table`` does not
+        exist yet. Reads never block writers."""
+        if not self.table_exists(table):
+            return pl.DataFrame()
+        return self.query(sql)
 
     def query(self, sql: str, params: Sequence | None = None) -> pl.DataFrame:
         """DuckDB SQL over the Delta tables that ``sql`` names, each the Arrow dataset of its current snapshot."""

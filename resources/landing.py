@@ -25,6 +25,12 @@ from resources.objectstore import is_object_store, s3_filesystem, split_s3
 from resources.settings import landing_location
 from smart_home_assets.lib.contract import DATE_FOLDER_RE, HUB_ID_RE, UPLOAD_SUFFIXES
 from smart_home_assets.lib.landing_file import LandingFile
+from smart_home_assets.lib.reasons import (  # noqa: F401 (re-exported: callers name them here)
+    CONFLICTING_UPLOAD,
+    NOT_A_FILE,
+    SUBFOLDER,
+    SYMLINK_OUTSIDE_LANDING,
+)
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -33,12 +39,6 @@ if TYPE_CHECKING:
 class LandingZoneError(RuntimeError):
     pass
 
-
-# Entry-level reasons (raw_usage records each such entry as one line with the reason; see docs/data-quality.md).
-NOT_A_FILE = "not_a_file"  # a folder, FIFO, socket or device named like an upload
-SUBFOLDER = "subfolder_in_day_folder"  # a folder inside a day folder: uploads belong directly in the day folder
-SYMLINK_OUTSIDE_LANDING = "symlink_outside_landing"  # a file or a day folder that resolves outside the zone
-CONFLICTING_UPLOAD = "conflicting_upload"  # a hub's day uploaded twice (hub.jsonl and hub.jsonl.gz)
 
 
 def flag_conflicting_uploads(files: list[LandingFile]) -> list[LandingFile]:

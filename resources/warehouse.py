@@ -68,8 +68,14 @@ def checked_partition_dates(tables: Mapping[str, pl.DataFrame], partition_keys: 
     return dates
 
 
-class Warehouse(DuckDBResource):
-    """The DuckDB warehouse. ``database`` defaults to ``$SMART_HOME_WAREHOUSE`` or ``<data>/warehouse.duckdb``."""
+def table_exists_in(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether ``table`` exists in the DuckDB database of ``conn`` (read-only or read-write)."""
+    return bool(conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                             [table]).fetchone()[0])
+
+
+class DuckDBWarehouse(DuckDBResource):
+    """The DuckDB warehouse (implements ``resources.warehouse_api.Warehouse``). ``database`` defaults to ``$SMART_HOME_WAREHOUSE`` or ``<data>/warehouse.duckdb``."""
 
     database: str = Field(default="", description="Path of the DuckDB file; empty means the default.")
 
@@ -178,8 +184,7 @@ class Warehouse(DuckDBResource):
 
     @staticmethod
     def _exists(conn, table: str) -> bool:
-        return bool(conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                                 [table]).fetchone()[0])
+        return table_exists_in(conn, table)
 
     @staticmethod
     def _replace_in_transaction(conn, table: str, frame: pl.DataFrame, dates: list[dt.date]) -> None:
@@ -187,7 +192,7 @@ class Warehouse(DuckDBResource):
         conn.register("incoming_frame", frame)
         try:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming_frame LIMIT 0")
-            Warehouse._check_columns(conn, table, frame.columns)
+            DuckDBWarehouse._check_columns(conn, table, frame.columns)
             conn.execute(f"DELETE FROM {name} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[]))", [dates])
             conn.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming_frame")
         finally:
@@ -209,9 +214,7 @@ class Warehouse(DuckDBResource):
     def table_exists(self, table: str) -> bool:
         identifier(table)
         with self.connect() as conn:
-            return bool(conn.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-            ).fetchone()[0])
+            return table_exists_in(conn, table)
 
     def read_partitions(self, table: str, partition_keys: Sequence[str], columns: Sequence[str] | None = None,
                         where: Mapping[str, Sequence[str]] | None = None) -> pl.DataFrame:
@@ -247,8 +250,7 @@ class Warehouse(DuckDBResource):
         if not self.path().exists():
             return pl.DataFrame()
         with open_read_only(self.path()) as conn:
-            if not conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                                [table]).fetchone()[0]:
+            if not table_exists_in(conn, table):
                 return pl.DataFrame()
             return conn.execute(sql).pl()
 

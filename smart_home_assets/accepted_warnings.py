@@ -16,7 +16,7 @@ ACCEPTED: tuple[tuple[str, str], ...] = (
     ("Parameter `use_user_code_server` of initializer `AutomationConditionSensorDefinition.__init__`",
      "the automation sensor evaluates the project's own conditions (automation.py) in the code server"),
     ("Specifying a partitions_def on an AssetCheckSpec",
-     "checks report one result per partition (asset_checks/, tests/test_checks.py)"),
+     "checks report one result per partition (asset_checks/, tests/assets/test_checks.py)"),
     ("Function `build_sensor_for_freshness_checks` is superseded",
      "it evaluates the per-day freshness check, which FreshnessPolicy (judged per asset, not per partition) "
      "cannot express (asset_checks/freshness_checks.py)"),

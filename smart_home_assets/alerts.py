@@ -29,6 +29,7 @@ import urllib.request
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 
 import dagster as dg
+from smart_home_assets.lib.tables import USAGE_MODEL
 
 WEBHOOK_URL_VAR = "SMART_HOME_ALERT_WEBHOOK_URL"
 # E-mail over SMTP, optional and beside the webhook: smtp://user:password@host:587?starttls=true (or smtps://).
@@ -455,13 +456,13 @@ def freshness_incidents(instance: dg.DagsterInstance, asset_graph) -> dict[str, 
 def decay_incidents(instance: dg.DagsterInstance, asset_graph) -> dict[str, Incident]:
     """An incident while a decay episode is open (smart_home_assets/lib/decay.py), keyed by the episode's first day:
     one alert when it opens (saying why, and that a retrain was requested), one recovery when it ends."""
-    from smart_home_assets.lib import decay
+    from smart_home_assets import decay_state
 
-    found = decay.open_decay(instance, asset_graph)
+    found = decay_state.open_decay(instance, asset_graph)
     if found is None:
         return {}
     first_day = found.episode.rsplit(":", 1)[-1]
-    incident = Incident(MODEL_DECAY, "usage_model", first_day,
+    incident = Incident(MODEL_DECAY, USAGE_MODEL, first_day,
                         f"usage_model is decaying ({found.signal}): {found.summary}; a retrain was requested",
                         f"episode {found.episode}", found.run_id, _now())
     return {incident.key: incident}

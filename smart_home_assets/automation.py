@@ -12,6 +12,7 @@ its window (``follows_history_window``), but only for days whose own upstream pa
 from __future__ import annotations
 
 import dagster as dg
+from smart_home_assets.lib.tables import ONLINE_PREDICTIONS, USAGE_FEATURES
 
 
 def follows_upstream_partitions(optional: tuple[str, ...] = ()) -> dg.AutomationCondition:
@@ -134,7 +135,7 @@ class NewUpstreamDaysPassedChecks(dg.AutomationCondition):
         )
 
 
-def retrain_when_features_land(features: str = "usage_features") -> dg.AutomationCondition:
+def retrain_when_features_land(features: str = USAGE_FEATURES) -> dg.AutomationCondition:
     """For the unpartitioned model over daily features: retrain once per batch of new feature partitions.
 
     ``eager()`` would never fire while any upstream partition is missing (``any_deps_missing`` covers every
@@ -160,10 +161,11 @@ class DecayNotAnswered(dg.AutomationCondition):
 
     async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
         from smart_home_assets.lib import decay
+        from smart_home_assets import decay_state
 
         instance = context.asset_graph_view.instance
-        found = decay.open_decay(instance, context.asset_graph)
-        answered = decay.handled_episode(instance) if found else None
+        found = decay_state.open_decay(instance, context.asset_graph)
+        answered = decay_state.handled_episode(instance) if found else None
         true = found is not None and answered != found.episode
         return dg.AutomationResult(
             context=context, true_subset=context.candidate_subset if true else context.get_empty_subset(),
@@ -222,5 +224,5 @@ def predict_latest_days(lookback_days: int = 3) -> dg.AutomationCondition:
 def score_when_actuals_land() -> dg.AutomationCondition:
     """prediction_feedback for day D: once D's predictions and D+1's features (the actuals) both exist; again
     when the service's answers for D+1 are ingested (online_predictions, which may never exist: not waited for)."""
-    return (follows_upstream_partitions(optional=("online_predictions",))
+    return (follows_upstream_partitions(optional=(ONLINE_PREDICTIONS,))
             & _no_dep_requested_this_tick()).with_label("score_when_actuals_land")

@@ -28,7 +28,7 @@ from smart_home_assets.sensors import ingest_job, landing_zone_sensor
 from smart_home_assets.lib.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, RAW_USAGE
 
 # Ingest and clean days in one run per partition, from the UI's launchpad, `dagster job backfill` or the
-# GraphQL API (tests/test_ui.py launches it the way an external scheduler would).
+# GraphQL API (tests/system/test_ui.py launches it the way an external scheduler would).
 ingest_and_clean_job = dg.define_asset_job(
     "ingest_and_clean",
     selection=dg.AssetSelection.assets(RAW_USAGE, DEVICE_USAGE, DEVICE_USAGE_QUARANTINE),

@@ -43,7 +43,7 @@ def _claim_wait_spins() -> bool:
     return InstanceConcurrencyContext.interval_to_next_pending_claim_check(probe) <= 0
 
 
-if _claim_wait_spins():  # fixed here until it is upstream; tests/test_dead_runs.py measures the waiting CPU
+if _claim_wait_spins():  # fixed here until it is upstream; tests/system/test_dead_runs.py measures the waiting CPU
     InstanceConcurrencyContext.interval_to_next_pending_claim_check = _wait_until_next_claim
 
 

@@ -40,6 +40,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 
 import dagster as dg
+from smart_home_assets.lib.tables import DEVICE_USAGE, PREDICTION_FEEDBACK, RAW_USAGE, USAGE_MODEL
 
 PUSHGATEWAY_URL_VAR = "SMART_HOME_PUSHGATEWAY_URL"
 PUSH_JOB = "smart_home_assets"
@@ -78,13 +79,13 @@ def materialization_samples(latest: Mapping[str, tuple[float, str | None, Mappin
                            "when the asset was last materialized"),
                     Sample("smart_home_freshness_lag_seconds", max(0.0, now - timestamp), (("asset", asset),),
                            "seconds since the asset's latest materialization")]
-    if "raw_usage" in latest:
-        _, partition, metadata = latest["raw_usage"]
+    if RAW_USAGE in latest:
+        _, partition, metadata = latest[RAW_USAGE]
         if (lines := _number(_value(metadata, "lines"))) is not None:
             samples.append(Sample("smart_home_raw_lines", lines, (("partition", partition or "-"),),
                                   "lines read by the latest raw_usage materialization"))
-    if "device_usage" in latest:
-        _, partition, metadata = latest["device_usage"]
+    if DEVICE_USAGE in latest:
+        _, partition, metadata = latest[DEVICE_USAGE]
         where = (("partition", partition or "-"),)
         if (rows := _number(_value(metadata, "dagster/row_count"))) is not None:
             samples.append(Sample("smart_home_clean_rows", rows, where, "rows of the latest device_usage"))
@@ -93,16 +94,16 @@ def materialization_samples(latest: Mapping[str, tuple[float, str | None, Mappin
         for reason, count in sorted((_value(metadata, "quarantined_by_reason") or {}).items()):
             samples.append(Sample("smart_home_quarantined_rows", float(count), (("reason", reason),),
                                   "quarantined rows of the latest device_usage materialization, by reason"))
-    if "usage_model" in latest:
-        _, _, metadata = latest["usage_model"]
+    if USAGE_MODEL in latest:
+        _, _, metadata = latest[USAGE_MODEL]
         version = str(_value(metadata, "champion_version") or "")
         if (number := _number(version)) is not None:
             samples.append(Sample("smart_home_champion_version", number, (), "the champion's registry version"))
         if (mae := _number(_value(metadata, "champion_backtest_mae"))) is not None:
             samples.append(Sample("smart_home_backtest_mae_wh", mae, (("model_version", version or "-"),),
                                   "the champion's backtest MAE (Wh)"))
-    if "prediction_feedback" in latest:
-        _, _, metadata = latest["prediction_feedback"]
+    if PREDICTION_FEEDBACK in latest:
+        _, _, metadata = latest[PREDICTION_FEEDBACK]
         for source, key in (("batch", "live_mae"), ("online", "online_live_mae")):
             if (mae := _number(_value(metadata, key))) is not None:
                 samples.append(Sample("smart_home_live_mae_wh", mae, (("source", source),),

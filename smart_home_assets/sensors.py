@@ -15,11 +15,11 @@ import polars as pl
 
 from resources import LandingZone, LandingZoneError, Warehouse
 from smart_home_assets.partitions import daily_partitions
-from smart_home_assets.lib.tables import RAW_USAGE_FILES
+from smart_home_assets.lib.tables import RAW_USAGE, RAW_USAGE_FILES
 
 ingest_job = dg.define_asset_job(
     "ingest_uploads",
-    selection=dg.AssetSelection.assets("raw_usage"),
+    selection=dg.AssetSelection.assets(RAW_USAGE),
     partitions_def=daily_partitions,
     description="Read one day's landing files into raw_usage; device_usage follows by automation.",
 )
@@ -57,7 +57,7 @@ def ingested_fingerprints(warehouse: Warehouse) -> dict[str, dict[str, str]]:
 
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
-def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZone, warehouse: Warehouse):
+def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZone, warehouse: dg.ResourceParam[Warehouse]):
     """Requests raw_usage for each day with a new or changed upload file (late days included)."""
     try:
         scan = landing.scan()

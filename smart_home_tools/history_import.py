@@ -59,10 +59,16 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 
-from smart_home_assets.lib.contract import HUB_ID_RE, PLACEHOLDER_USER_ID, UPLOAD_FIELDS
+from smart_home_assets.lib.contract import (
+    HUB_ID_RE,
+    PLACEHOLDER_USER_ID,
+    UPLOAD_FIELDS,
+    upload_relative_path,
+)
 
 DERIVED_EVENT_ID_PREFIX = "csv-"
 DERIVED_EVENT_ID_HEX_DIGITS = 32  # 128 bits of SHA-256
@@ -115,11 +121,12 @@ class ImportSummary:
     def report(self) -> str:
         span = f"{self.first_day}..{self.last_day}" if self.first_day else "-"
         return "\n".join([
-            f"imported {self.rows:,} rows into {self.files} files ({self.files_written} written, "
-            f"{self.files_unchanged} unchanged) under {self.landing}",
+            (f"imported {self.rows:,} rows into {self.files} files ({self.files_written} written, "
+             f"{self.files_unchanged} unchanged) under {self.landing}"),
             f"  days: {self.days} ({span}); hubs: {', '.join(self.hubs) or '-'}",
-            f"  timestamps: {self.dst_shifted_forward} in a DST gap shifted forward, {self.dst_ambiguous_earliest} "
-            f"ambiguous given the earlier instant, {self.offset_timestamps} already carried an offset",
+            (f"  timestamps: {self.dst_shifted_forward} in a DST gap shifted forward, "
+             f"{self.dst_ambiguous_earliest} ambiguous given the earlier instant, "
+             f"{self.offset_timestamps} already carried an offset"),
             f"  event ids derived: {self.derived_event_ids} (rows repeating an earlier id: {self.duplicate_rows}); "
             f"placeholder user ids ({PLACEHOLDER_USER_ID!r}): {self.placeholder_user_ids}"
             + (f"; blank lines skipped: {self.skipped_blank_lines}" if self.skipped_blank_lines else ""),
@@ -244,38 +251,38 @@ def _write_atomically(path: Path, data: bytes) -> bool:
     return True
 
 
-def import_csv(
-    path: str | os.PathLike,
-    landing: str | os.PathLike,
-    *,
-    timezone: str,
-    hub_timezones: Mapping[str, str] | None = None,
-    columns: Mapping[str, str | None] | None = None,
-    overwrite: bool = False,
-) -> ImportSummary:
-    """Convert the events CSV at ``path`` into contract upload files under ``landing``.
+class _PlannedFile(NamedTuple):
+    """One upload file of the import: all are built in memory before the first is written."""
 
-    ``columns`` maps contract fields to CSV column names (defaults: :data:`DEFAULT_COLUMNS`; ``event_id``
-    and ``user_id`` unmapped = derived / placeholder). ``timezone`` (IANA) applies to timestamps without
-    an offset, ``hub_timezones`` overrides it per hub. Raises :class:`HistoryImportError` before writing
-    anything when the file, the mapping, a value or an existing different file is in the way.
+    relative: str  # to the landing folder, ``YYYY-MM-DD/<hub_id>.jsonl.gz``
+    target: Path
+    data: bytes
+
+
+def _check_arguments(timezone: str, hub_timezones: Mapping[str, str] | None) -> dict[str, str]:
+    """The per-hub time zones as a dict, after checking every zone name and hub id given.
+
+    Done before the CSV is read, so a misspelt zone or hub fails at once and under the option's name, not as
+    a polars error halfway through the conversion.
     """
-    path = Path(path)
-    landing = Path(landing)
     validate_timezone(timezone)
     hub_timezones = dict(hub_timezones or {})
     for hub, tz in hub_timezones.items():
         if not HUB_ID_RE.match(hub):
             raise HistoryImportError(f"--hub-timezone: {hub!r} is not a valid hub id")
         validate_timezone(tz, f"--hub-timezone {hub}")
+    return hub_timezones
 
+
+def _read_records(path: Path, columns: Mapping[str, str | None] | None) -> tuple[pl.DataFrame, dict[str, str], int]:
+    """Read step: (the mapped fields of every non-blank record, stripped, "" = null, with the CSV ``line`` it
+    starts on; contract field -> CSV column actually read; count of blank lines skipped).
+
+    The line is numbered before blank lines are dropped, since every error message names it: after the header,
+    each record takes 1 line plus the line breaks inside its quoted fields.
+    """
     raw = _read_csv(path)
-    mapping = _resolve_columns(path, raw.columns, columns)
-    mapped = {fld: col for fld, col in mapping.items() if col}
-    order = {fld: i for i, fld in enumerate(DEFAULT_COLUMNS)}
-
-    # The CSV line a record starts on: after the header, each record takes 1 line plus the line breaks
-    # inside its quoted fields.
+    mapped = {fld: col for fld, col in _resolve_columns(path, raw.columns, columns).items() if col}
     header_lines = 1 + sum(name.count("\n") for name in raw.columns)
     breaks = pl.sum_horizontal([pl.col(c).str.count_matches("\n").fill_null(0) for c in raw.columns])
     frame = raw.select(
@@ -286,13 +293,30 @@ def import_csv(
     skipped_blank = int(raw.select(blank.sum()).item()) if raw.width else 0
     if skipped_blank:
         frame = frame.filter(~raw.select(blank.alias("b"))["b"])
+    return frame, mapped, skipped_blank
 
+
+def _parse_values(frame: pl.DataFrame) -> pl.DataFrame:
+    """Convert step: ``<number>_value`` floats and the ``aware`` / ``naive`` timestamps next to the strings.
+
+    Null where a value does not convert; the strings stay, because error messages quote the value as given
+    and derived event ids hash it as given.
+    """
     aware, naive = _parse_timestamps(pl.col("event_timestamp"))
-    frame = frame.with_columns(
+    return frame.with_columns(
         *[pl.col(f).cast(pl.Float64, strict=False).alias(f"{f}_value") for f in NUMBER_COLUMNS],
         aware.alias("aware"),
         naive.alias("naive"),
     )
+
+
+def _check_values(path: Path, frame: pl.DataFrame, mapped: Mapping[str, str]) -> None:
+    """Validate step: HistoryImportError naming file, line and column of every value that cannot be imported.
+
+    All checks run before anything is written, so a bad export leaves the landing folder as it was; problems of
+    one line are listed in contract field order.
+    """
+    order = {fld: i for i, fld in enumerate(DEFAULT_COLUMNS)}
 
     def problem(fld: str, condition: pl.Expr, text: str) -> pl.DataFrame:
         return frame.filter(condition).select(
@@ -311,14 +335,30 @@ def import_csv(
                           "not an ISO-8601 timestamp (YYYY-MM-DDTHH:MM[:SS[.f]][Z|+HH:MM])"))
     _raise_errors(path, [e for e in errors if e.height])
 
+
+def _check_hub_timezones(path: Path, frame: pl.DataFrame, hub_timezones: Mapping[str, str]) -> set[str]:
+    """The hub ids in the file; HistoryImportError when ``hub_timezones`` names one it does not have.
+
+    Such an override is almost certainly a misspelt hub id, whose events would otherwise silently get the
+    default time zone.
+    """
     present_hubs = set(frame["hub_id"].unique().to_list())
     unused = sorted(set(hub_timezones) - present_hubs)
     if unused:
         raise HistoryImportError(
             f"--hub-timezone names hub(s) not in {path}: {', '.join(unused)}; "
             f"its hubs are: {', '.join(sorted(present_hubs)) or '-'}")
+    return present_hubs
 
-    # Naive local times -> UTC, one vectorized pass per time zone in use.
+
+def _localize_timestamps(
+    path: Path, frame: pl.DataFrame, timezone: str, hub_timezones: Mapping[str, str],
+) -> pl.DataFrame:
+    """Localize step: adds ``tz`` (the hub's zone), ``utc`` (the instant) and the ``in_gap`` / ``ambiguous`` flags.
+
+    Naive local times go to UTC in one vectorized pass per time zone in use (not per row); timestamps with an
+    offset keep the instant they name.
+    """
     zones = sorted({timezone, *hub_timezones.values()})
     hub_tz = (pl.col("hub_id").replace_strict(hub_timezones, default=pl.lit(timezone), return_dtype=pl.String)
               if hub_timezones else pl.lit(timezone))
@@ -337,21 +377,42 @@ def import_csv(
         bad = frame.filter(pl.col("utc").is_null())
         raise HistoryImportError(f"{path}:{bad['line'][0]}: timestamp {bad['event_timestamp'][0]!r} "
                                  f"cannot be placed in time zone {bad['tz'][0]}")
+    return frame
 
+
+def _format_utc(frame: pl.DataFrame) -> pl.DataFrame:
+    """Adds ``day`` (the UTC day, which picks the file) and ``utc_text`` (``+00:00``, microseconds only when not 0).
+
+    The contract's one spelling of an instant, whatever offset and precision the CSV gave it.
+    """
     utc = pl.col("utc")
-    frame = frame.with_columns(
+    return frame.with_columns(
         day=utc.dt.date(),
         utc_text=pl.when(utc.dt.microsecond() == 0).then(utc.dt.strftime("%Y-%m-%dT%H:%M:%S"))
         .otherwise(utc.dt.strftime("%Y-%m-%dT%H:%M:%S%.6f")) + pl.lit("+00:00"),
     )
+
+
+def _fill_ids(frame: pl.DataFrame, mapped: Mapping[str, str]) -> pl.DataFrame:
+    """Derive-ids step: the placeholder user id and the content-derived event id where the CSV has no column.
+
+    The placeholder comes first: it is part of the key an event id is derived from.
+    """
     if "user_id" not in mapped:
         frame = frame.with_columns(user_id=pl.lit(PLACEHOLDER_USER_ID))
     if "event_id" not in mapped:
         keys = frame.select(_length_prefixed([pl.col(f) for f in ("hub_id", "user_id", "device_id", "device_type",
                                                                   "event_timestamp", "duration_s", "energy_wh")]))
         frame = frame.with_columns(_derive_event_ids(keys.to_series()))
+    return frame
 
-    out = frame.select(
+
+def _upload_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows as written (contract values) plus ``day``, ``line`` and ``utc``, sorted for the files.
+
+    Sorted by content, with the CSV line only as the last tie-break, so a re-ordered export writes the same bytes.
+    """
+    return frame.select(
         "day", "line", "utc",
         pl.col("event_id"), pl.col("hub_id"), pl.col("user_id"), pl.col("device_id"), pl.col("device_type"),
         pl.col("utc_text").alias("event_timestamp"),
@@ -359,40 +420,90 @@ def import_csv(
     ).sort("day", "hub_id", "utc", "device_id", "device_type", "event_id", "user_id", "duration_s",
            "energy_wh", "line")
 
-    planned: list[tuple[str, Path, bytes]] = []
-    for (day, hub), group in out.partition_by("day", "hub_id", as_dict=True, maintain_order=True).items():
-        relative = f"{day.isoformat()}/{hub}.jsonl.gz"
-        planned.append((relative, landing / day.isoformat() / f"{hub}.jsonl.gz", _upload_bytes(group)))
 
-    if not overwrite:
-        conflicts = [rel for rel, target, data in planned
-                     if target.exists() and not (target.stat().st_size == len(data) and target.read_bytes() == data)]
-        if conflicts:
-            listed = "\n".join(f"  {landing / rel}" for rel in conflicts[:MAX_LISTED_ERRORS])
-            rest = len(conflicts) - MAX_LISTED_ERRORS
-            more = f"\n  ... and {rest} more" if rest > 0 else ""
-            raise HistoryImportError(
-                f"{len(conflicts)} upload file(s) already exist with other content; nothing was written "
-                f"(pass --overwrite / overwrite=True to replace them):\n{listed}{more}")
+def _plan_files(rows: pl.DataFrame, landing: Path) -> list[_PlannedFile]:
+    """Plan step: the bytes of every upload file, one per UTC day and hub, in memory before any is written.
 
-    written = sum(_write_atomically(target, data) for _, target, data in planned)
+    Having them all first is what lets a conflict stop the import with nothing written.
+    """
+    planned: list[_PlannedFile] = []
+    for (day, hub), group in rows.partition_by("day", "hub_id", as_dict=True, maintain_order=True).items():
+        relative = upload_relative_path(day, hub)
+        planned.append(_PlannedFile(relative, landing / relative, _upload_bytes(group)))
+    return planned
+
+
+def _refuse_conflicts(planned: list[_PlannedFile], landing: Path) -> None:
+    """HistoryImportError listing the planned files that exist with other bytes (a hub's own upload, say)."""
+    conflicts = [rel for rel, target, data in planned
+                 if target.exists() and not (target.stat().st_size == len(data) and target.read_bytes() == data)]
+    if conflicts:
+        listed = "\n".join(f"  {landing / rel}" for rel in conflicts[:MAX_LISTED_ERRORS])
+        rest = len(conflicts) - MAX_LISTED_ERRORS
+        more = f"\n  ... and {rest} more" if rest > 0 else ""
+        raise HistoryImportError(
+            f"{len(conflicts)} upload file(s) already exist with other content; nothing was written "
+            f"(pass --overwrite / overwrite=True to replace them):\n{listed}{more}")
+
+
+def _write_files(planned: list[_PlannedFile]) -> int:
+    """Write step: how many files were (re)written; one already holding its bytes is left alone (and its mtime)."""
+    return sum(_write_atomically(target, data) for _, target, data in planned)
+
+
+def _summarize(frame: pl.DataFrame, rows: pl.DataFrame, planned: list[_PlannedFile], written: int, *,
+               hubs: set[str], mapped: Mapping[str, str], skipped_blank: int, landing: Path) -> ImportSummary:
+    """The counts of an import that went through (``frame`` holds the flags, ``rows`` what was written)."""
     days = sorted({rel.split("/", 1)[0] for rel, _, _ in planned})
     return ImportSummary(
-        rows=out.height,
+        rows=rows.height,
         files=len(planned),
         files_written=written,
         files_unchanged=len(planned) - written,
         days=len(days),
         first_day=dt.date.fromisoformat(days[0]) if days else None,
         last_day=dt.date.fromisoformat(days[-1]) if days else None,
-        hubs=tuple(sorted(present_hubs)),
+        hubs=tuple(sorted(hubs)),
         dst_shifted_forward=int(frame["in_gap"].sum()),
         dst_ambiguous_earliest=int(frame["ambiguous"].sum()),
         offset_timestamps=int(frame["aware"].is_not_null().sum()),
-        derived_event_ids=0 if "event_id" in mapped else out.height,
-        duplicate_rows=out.height - out.select(pl.struct("day", "hub_id", "event_id").n_unique()).item(),
-        placeholder_user_ids=0 if "user_id" in mapped else out.height,
+        derived_event_ids=0 if "event_id" in mapped else rows.height,
+        duplicate_rows=rows.height - rows.select(pl.struct("day", "hub_id", "event_id").n_unique()).item(),
+        placeholder_user_ids=0 if "user_id" in mapped else rows.height,
         skipped_blank_lines=skipped_blank,
         landing=str(landing),
         paths=sorted(rel for rel, _, _ in planned),
     )
+
+
+def import_csv(
+    path: str | os.PathLike,
+    landing: str | os.PathLike,
+    *,
+    timezone: str,
+    hub_timezones: Mapping[str, str] | None = None,
+    columns: Mapping[str, str | None] | None = None,
+    overwrite: bool = False,
+) -> ImportSummary:
+    """Convert the events CSV at ``path`` into contract upload files under ``landing``.
+
+    ``columns`` maps contract fields to CSV column names (defaults: :data:`DEFAULT_COLUMNS`; ``event_id``
+    and ``user_id`` unmapped = derived / placeholder). ``timezone`` (IANA) applies to timestamps without
+    an offset, ``hub_timezones`` overrides it per hub. Raises :class:`HistoryImportError` before writing
+    anything when the file, the mapping, a value or an existing different file is in the way.
+    """
+    path = Path(path)
+    landing = Path(landing)
+    hub_timezones = _check_arguments(timezone, hub_timezones)
+    frame, mapped, skipped_blank = _read_records(path, columns)
+    frame = _parse_values(frame)
+    _check_values(path, frame, mapped)
+    hubs = _check_hub_timezones(path, frame, hub_timezones)
+    frame = _fill_ids(_format_utc(_localize_timestamps(path, frame, timezone, hub_timezones)), mapped)
+    rows = _upload_rows(frame)
+    planned = _plan_files(rows, landing)
+    if not overwrite:
+        _refuse_conflicts(planned, landing)
+    written = _write_files(planned)
+    return _summarize(frame, rows, planned, written, hubs=hubs, mapped=mapped, skipped_blank=skipped_blank,
+                      landing=landing)

@@ -6,36 +6,21 @@ from pathlib import Path
 
 import polars as pl
 
-from resources.settings import warehouse_backend
-from resources.warehouse import open_read_only
-from smart_home_assets.lib.cleaning import DUPLICATE_EVENT_ID
-from smart_home_assets.lib.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, RAW_USAGE
+from resources.backend import warehouse_from_environment
+from smart_home_assets.lib.accounting import unaccounted
+from smart_home_assets.lib.reasons import DUPLICATE_EVENT_ID
+from smart_home_assets.lib.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, PREDICTION_FEEDBACK, RAW_USAGE
 
 
-def _read(warehouse_path: Path, sql: str) -> pl.DataFrame:
-    """Read-only SQL over the configured warehouse: the DuckDB file at ``warehouse_path``, or the Delta tables
-    when ``SMART_HOME_WAREHOUSE_BACKEND=delta`` (docs/deployment.md)."""
-    if warehouse_backend() == "delta":
-        from resources.delta_warehouse import DeltaWarehouse
-
-        return DeltaWarehouse().query(sql)
-    with open_read_only(warehouse_path) as conn:
-        return conn.execute(sql).pl()
-
-
-def _table_exists(warehouse_path: Path, table: str) -> bool:
-    if warehouse_backend() == "delta":
-        from resources.delta_warehouse import DeltaWarehouse
-
-        return DeltaWarehouse().table_exists(table)
-    with open_read_only(warehouse_path) as conn:
-        return bool(conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                                 [table]).fetchone()[0])
+def _read(warehouse_path: Path, table: str, sql: str) -> pl.DataFrame:
+    """``sql`` (a read of ``table``) over the configured warehouse (``resources.backend``: the DuckDB file at
+    ``warehouse_path``, or the Delta tables), never taking the write lock; empty when ``table`` does not exist."""
+    return warehouse_from_environment(str(warehouse_path)).read_only_query(table, sql)
 
 
 def partition_accounting(warehouse_path: Path) -> pl.DataFrame:
     """Per partition: raw lines, device_usage rows, quarantined rows, duplicates, and whether they add up."""
-    frame = _read(warehouse_path, f"""
+    frame = _read(warehouse_path, RAW_USAGE, f"""
             WITH raw AS (SELECT partition_date, count(*) AS raw_lines FROM {RAW_USAGE} GROUP BY ALL),
                  clean AS (SELECT partition_date, count(*) AS device_usage FROM {DEVICE_USAGE} GROUP BY ALL),
                  q AS (SELECT partition_date,
@@ -47,11 +32,11 @@ def partition_accounting(warehouse_path: Path) -> pl.DataFrame:
             FROM raw LEFT JOIN clean USING (partition_date) LEFT JOIN q USING (partition_date)
             ORDER BY partition_date""")
     return frame.with_columns(
-        conserved=pl.col("raw_lines") == pl.col("device_usage") + pl.col("quarantined") + pl.col("duplicates"))
+        conserved=unaccounted(*(pl.col(c) for c in ("raw_lines", "device_usage", "quarantined", "duplicates"))) == 0)
 
 
 def quarantine_reasons(warehouse_path: Path) -> pl.DataFrame:
-    return _read(warehouse_path,
+    return _read(warehouse_path, DEVICE_USAGE_QUARANTINE,
                  f"SELECT reason, count(*) AS lines FROM {DEVICE_USAGE_QUARANTINE} GROUP BY reason ORDER BY lines DESC")
 
 
@@ -152,10 +137,11 @@ def print_model_summary(warehouse_path: Path) -> bool:
           f"{summary['champion_name']}" + (f", backtest MAE {mae:.1f} Wh" if mae is not None else ""))
     if summary["champion_kind"] == "baseline":
         print("  the naive baseline serves: no trained model beats it on this history")
-    if _table_exists(warehouse_path, "prediction_feedback"):
-        feedback = _read(warehouse_path, "SELECT partition_date, source, model_version, devices, live_mae, best_baseline, "
-                         "best_baseline_live_mae, live_skill, interval_coverage, backtest_mae "
-                         "FROM prediction_feedback ORDER BY partition_date, source")
+    feedback = _read(warehouse_path, PREDICTION_FEEDBACK,
+                     "SELECT partition_date, source, model_version, devices, live_mae, best_baseline, "
+                     "best_baseline_live_mae, live_skill, interval_coverage, backtest_mae "
+                     f"FROM {PREDICTION_FEEDBACK} ORDER BY partition_date, source")
+    if not feedback.is_empty():
         with pl.Config(tbl_rows=40, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
                        float_precision=3, tbl_width_chars=160):
             print("\n== live error of the predictions once the actuals landed (prediction_feedback; nominal "

@@ -43,19 +43,20 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from smart_home_assets.lib.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH, UPLOAD_FIELDS
+from smart_home_assets.lib.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH, UPLOAD_FIELDS, upload_relative_path
+from smart_home_assets.lib.reasons import (  # noqa: F401 (re-exported: callers name them here)
+    DUPLICATE_EVENT_ID,
+    MISSING_FIELD,
+    NEGATIVE_ENERGY,
+    NOT_JSON,
+    NULL_USER_ID,
+    TIMESTAMP_OUTSIDE_DAY,
+    TRUNCATED_GZIP,
+    UNKNOWN_DEVICE_TYPE,
+    WRONG_TYPE,
+)
 
 # --- fault kinds (they double as the quarantine reason codes downstream) -------------------------------
-
-NULL_USER_ID = "null_user_id"
-UNKNOWN_DEVICE_TYPE = "unknown_device_type"
-TIMESTAMP_OUTSIDE_DAY = "timestamp_outside_day"
-NEGATIVE_ENERGY = "negative_energy"
-NOT_JSON = "not_json"
-MISSING_FIELD = "missing_field"
-WRONG_TYPE = "wrong_type"
-DUPLICATE_EVENT_ID = "duplicate_event_id"
-TRUNCATED_GZIP = "truncated_gzip"
 
 # Kinds that replace a generated line; the order fixes which slice of [0, 7F) of a uniform draw selects it.
 LINE_FAULT_KINDS = (
@@ -604,7 +605,7 @@ class SimulationSummary:
 
 
 def upload_path(landing: Path, day: dt.date, hub_id: str) -> Path:
-    return Path(landing) / day.isoformat() / f"{hub_id}.jsonl.gz"
+    return Path(landing) / upload_relative_path(day, hub_id)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

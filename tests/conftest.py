@@ -77,12 +77,12 @@ def simulated_features(start: dt.date, days: int, hubs: int = 25, seed: int = 3,
 def model_resources(project_env: dict, features, monkeypatch) -> dict:
     """The resources of a training test: ``features`` written into the test's warehouse, MLflow on SQLite in
     the test's data directory (a real registry), and the rest at their defaults."""
-    from resources import LandingZone, PseudonymizationKey, Warehouse
+    from resources import LandingZone, PseudonymizationKey, DuckDBWarehouse
     from resources.tracking import ModelRegistry, mlflow_tracking
     from smart_home_assets.lib.tables import USAGE_FEATURES
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project_env['data'] / 'mlflow.db'}")
-    warehouse = Warehouse(database=str(project_env["warehouse"]))
+    warehouse = DuckDBWarehouse(database=str(project_env["warehouse"]))
     warehouse.replace_partitions({USAGE_FEATURES: features},
                                  sorted({str(d) for d in features["partition_date"].unique().to_list()}))
     return {"warehouse": warehouse, "model_registry": ModelRegistry(), "mlflow": mlflow_tracking,
@@ -110,3 +110,14 @@ def latest_run_check_evaluations(dagster_home: str) -> list:
             os.environ.pop("DAGSTER_HOME")
         else:
             os.environ["DAGSTER_HOME"] = previous
+
+
+def ingest_day(day: str, files, ingested_at) -> tuple:
+    """(raw_usage rows, file manifest) of one day's landing files, as raw_usage computes them
+    (``ingest_partitions_in_batches``), in one batch."""
+    import polars as pl
+
+    from smart_home_assets.lib.ingest import ingest_partitions_in_batches
+
+    batches = list(ingest_partitions_in_batches([(day, files)], ingested_at, batch_rows=2**62))
+    return pl.concat([raw for raw, _ in batches]), pl.concat([manifest for _, manifest in batches])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REQUIRED_TESTS_INI = "required_tests"
-# The one folder a run may be asked to write into: `make screenshots` points it at docs/img/ (tests/test_ui.py).
+# The one folder a run may be asked to write into: `make screenshots` points it at docs/img/ (tests/system/test_ui.py).
 SCREENSHOTS_DIR_VAR = "SMART_HOME_SCREENSHOTS_DIR"
 # What the Makefile exports for `make test`.
 EXPORTED_VARS = ("DAGSTER_HOME", "SMART_HOME_DATA_DIR")
@@ -99,8 +99,19 @@ def dirty_paths(root: Path) -> set[str] | None:
     return paths
 
 
+SNAPSHOT_UPDATE_VAR = "SMART_HOME_UPDATE_SNAPSHOTS"
+SPEC_SNAPSHOT = "tests/assets/asset_specs.snapshot.json"
+
+
+def snapshot_update_requested() -> bool:
+    return os.environ.get(SNAPSHOT_UPDATE_VAR, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def allowed_to_change(top: Path, path: str) -> bool:
-    """Only the folder `make screenshots` asked for may be written into."""
+    """Only the folder `make screenshots` asked for may be written into, and the spec snapshot when
+    ``SMART_HOME_UPDATE_SNAPSHOTS`` asks for its update (tests/assets/test_spec_snapshot.py)."""
+    if path == SPEC_SNAPSHOT and snapshot_update_requested():
+        return True
     screenshots = requested_screenshots_dir()
     return screenshots is not None and (top / path).resolve().is_relative_to(screenshots)
 

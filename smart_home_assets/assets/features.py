@@ -31,7 +31,7 @@ HISTORY_WINDOW = dg.TimeWindowPartitionMapping(start_offset=-LOOKBACK_DAYS, allo
     metadata={"dagster/table_name": f"warehouse.main.{USAGE_FEATURES}",
               "dagster/column_schema": column_schema(FEATURES_SCHEMA)},
 )
-def usage_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+def usage_features(context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse]) -> dg.MaterializeResult:
     """Per device and day: usage, lags, rolling statistics, calendar and hub totals; devices with too
     little history are flagged (has_enough_history), never guessed.
 

@@ -2,17 +2,18 @@
 on the same folds; the candidate fitted on every labeled day; everything logged to MLflow; the ``champion``
 alias moved only when the candidate wins, and to the best baseline when nothing trained beats it, so a champion
 always exists once features do. Moving the alias is the last step.
+
+The asset is the sequence of steps; each step is a function here, and what is written to MLflow (params,
+metrics, plots, registered versions and their tags) is in :mod:`smart_home_assets.assets.model_tracking`.
 """
 
 
-import base64
+import contextlib
 import datetime as dt
 import json
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -25,11 +26,20 @@ from resources.tracking import (
     ModelRegistry,
     mlflow_run_for_materialization,
 )
-from smart_home_assets.lib import training
-from smart_home_assets.assets.metadata import mlflow_run_metadata
+from smart_home_assets.assets.model_tracking import (
+    candidate_version_tags,
+    log_fit_and_backtest,
+    log_plots,
+    log_training_inputs,
+    register_baseline,
+    register_candidate,
+    run_links,
+    tag_run_with_decision,
+)
 from smart_home_assets.automation import retrain_when_features_land_or_decay
-from smart_home_assets.partitions import daily_partitions
+from smart_home_assets.lib import training
 from smart_home_assets.lib.tables import DUCKDB_POOL, USAGE_FEATURES
+from smart_home_assets.partitions import daily_partitions
 
 _P = training.DEFAULT_PARAMS
 
@@ -58,11 +68,22 @@ class UsageModelConfig(dg.Config):
 
 
 def params_of(config: UsageModelConfig) -> dict[str, Any]:
+    """The LightGBM parameters of a training config."""
     return {"n_estimators": config.n_estimators, "learning_rate": config.learning_rate,
             "num_leaves": config.num_leaves, "min_child_samples": config.min_child_samples}
 
 
+def run_params(config: UsageModelConfig) -> dict[str, Any]:
+    """The MLflow run's parameters of a training config: LightGBM's, the seed, the backtest, what is learned, where."""
+    return {**params_of(config), "seed": config.seed, "backtest_folds": config.backtest_folds,
+            "fold_days": config.fold_days, "training_window_days": config.training_window_days,
+            "silent_next_day_is_unknown": config.silent_next_day_is_unknown,
+            "target": training.TARGET, "features": ",".join(training.FEATURE_COLUMNS),
+            "trained_on": config.dask_scheduler or "the step's process"}
+
+
 def load_features(warehouse: Warehouse, excluded: list[dt.date] | None = None) -> pl.DataFrame:
+    """Every usage_features row but those of the ``excluded`` days; fails when the table does not exist yet."""
     if not warehouse.table_exists(USAGE_FEATURES):
         raise dg.Failure(f"table {USAGE_FEATURES} does not exist yet: materialize usage_features first")
     if excluded:
@@ -78,6 +99,15 @@ def feature_days_held_back(context: dg.AssetExecutionContext) -> dict[str, list[
     from smart_home_assets.check_status import partitions_not_passing
 
     return partitions_not_passing(context.instance, BLOCKING_FEATURE_CHECKS, daily_partitions)
+
+
+def held_back_metadata(held_back: dict[str, list[str]], log) -> dict[str, dg.MetadataValue]:
+    """The left-out feature days as metadata, with a warning naming them and their checks when there are any."""
+    if held_back:
+        log.warning(f"{len(held_back)} feature day(s) left out of training, their blocking checks not "
+                    "passed: " + "; ".join(f"{d} ({', '.join(c)})" for d, c in held_back.items()))
+    return {"excluded_feature_days": dg.MetadataValue.json(held_back),
+            "excluded_feature_day_count": dg.MetadataValue.int(len(held_back))}
 
 
 def _window(rows: pl.DataFrame, before: dt.date | None, window_days: int) -> pl.DataFrame:
@@ -100,6 +130,7 @@ class Trainer:
 
 
 def in_step_trainer(warehouse: Warehouse, config: UsageModelConfig, excluded: list[dt.date]) -> Trainer:
+    """Fits in the step's process, on every labeled feature row read once."""
     labeled = training.attach_labels(load_features(warehouse, excluded), config.silent_next_day_is_unknown)
     types = training.device_type_categories(labeled) if labeled.height else training.device_type_categories()
 
@@ -132,10 +163,15 @@ def dask_trainer(warehouse: Warehouse, config: UsageModelConfig, client, exclude
     return Trainer(days, rows_of, fit, types)
 
 
-def png_markdown(path: Path, alt: str) -> dg.MetadataValue:
-    """A PNG embedded in markdown metadata, so the Dagster UI shows the plot itself."""
-    data = base64.b64encode(path.read_bytes()).decode()
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
+def open_trainer(warehouse: Warehouse, config: UsageModelConfig, held_back: dict[str, list[str]],
+                 stack: contextlib.ExitStack) -> Trainer:
+    """The trainer the config asks for, without the held-back days; a Dask client stays open until ``stack`` closes."""
+    excluded = [dt.date.fromisoformat(day) for day in held_back]
+    if config.dask_scheduler:
+        from smart_home_assets.lib.distributed_training import dask_client
+
+        return dask_trainer(warehouse, config, stack.enter_context(dask_client(config.dask_scheduler)), excluded)
+    return in_step_trainer(warehouse, config, excluded)
 
 
 def model_spec(params: dict, config: UsageModelConfig) -> dict[str, Any]:
@@ -148,6 +184,8 @@ def model_spec(params: dict, config: UsageModelConfig) -> dict[str, Any]:
 
 @dataclass
 class Champion:
+    """The registered version the ``champion`` alias points to when training starts."""
+
     version: str
     kind: str  # lightgbm | baseline
     name: str  # lightgbm, or the baseline's name
@@ -162,9 +200,10 @@ class Champion:
 def retrain_reason(context: dg.AssetExecutionContext) -> dict[str, dg.MetadataValue]:
     """Why this retrain: the decay episode open now (smart_home_assets/lib/decay.py), which it answers, so that
     automation requests no second retrain for it, or new feature days (also the MLflow run's tag)."""
+    from smart_home_assets import decay_state
     from smart_home_assets.lib import decay
 
-    found = decay.open_decay(context.instance)
+    found = decay_state.open_decay(context.instance)
     reason = f"model decay: {found.summary}" if found else "new feature days"
     if found:
         context.log.warning(f"retraining for {reason} (episode {found.episode})")
@@ -173,6 +212,7 @@ def retrain_reason(context: dg.AssetExecutionContext) -> dict[str, dg.MetadataVa
 
 
 def current_champion(registry: ModelRegistry) -> Champion | None:
+    """The current champion with its forecaster and recipe (``model_spec`` tag), or None when there is none."""
     found = registry.champion_version()
     if found is None:
         return None
@@ -181,20 +221,13 @@ def current_champion(registry: ModelRegistry) -> Champion | None:
     return Champion(str(found.version), forecaster.kind, forecaster.name, spec, forecaster)
 
 
-def scores_table(scores, folds) -> dg.MetadataValue:
-    """Markdown: MAE (WAPE) of every contender per fold, and overall (mean MAE over folds, pooled WAPE)."""
-    names = ["candidate", *[n for n in scores.mae if n != "candidate"]]
-    lines = ["| fold | days | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-    for k, fold in enumerate(folds):
-        lines.append(f"| {fold.index} | {fold.first}..{fold.last} | "
-                     + " | ".join(f"{scores.fold_mae[n][k]:.1f} ({scores.fold_wape[n][k]:.3f})" for n in names) + " |")
-    lines.append("| overall | | " + " | ".join(f"**{scores.mae[n]:.1f}** ({scores.wape[n]:.3f})" for n in names) + " |")
-    return dg.MetadataValue.md("Backtest: MAE in Wh (WAPE) per fold\n\n" + "\n".join(lines))
-
-
-def by_device_type(scores) -> dg.MetadataValue:
-    return dg.MetadataValue.json({t: {n: {"mae": round(scores.type_mae[n][t], 2), "wape": round(scores.type_wape[n][t], 4)}
-                                      for n in scores.type_mae} for t in sorted(scores.type_mae["candidate"])})
+def backtest_folds(trainer: Trainer, config: UsageModelConfig, log) -> list[training.Fold]:
+    """The backtest's folds over the labeled days (raises NotEnoughHistory); warns when history holds fewer."""
+    folds = training.fold_windows(trainer.labeled_days, config.backtest_folds, config.fold_days)
+    if len(folds) < config.backtest_folds:
+        log.warning(f"history holds {len(folds)} of the {config.backtest_folds} backtest folds "
+                    f"({len(trainer.labeled_days)} labeled days)")
+    return folds
 
 
 def tune(trainer: Trainer, folds, base_params: dict, config: UsageModelConfig, context) -> dict:
@@ -230,6 +263,184 @@ def tune(trainer: Trainer, folds, base_params: dict, config: UsageModelConfig, c
     return best_params
 
 
+def tuned_params(trainer: Trainer, folds, config: UsageModelConfig, context) -> dict[str, Any]:
+    """The configured LightGBM parameters, or the best of the bounded search when tuning_trials > 0 (logged)."""
+    params = params_of(config)
+    if config.tuning_trials > 0:
+        import mlflow
+
+        params = tune(trainer, folds, params, config, context)
+        mlflow.log_params({f"tuned_{k}": v for k, v in params.items()})
+    return params
+
+
+@dataclass
+class Backtest:
+    """The rolling-origin backtest's outcome: every contender's out-of-fold forecasts and their scores."""
+
+    folds: list[training.Fold]
+    oof: pl.DataFrame  # the fold rows with pred_<contender> columns
+    scores: training.BacktestScores
+    seconds: float
+    champion_column: str | None  # the champion's column in the scores: a baseline's name, "champion", or None
+    same_recipe: bool  # the champion is the candidate's own recipe (scored from the candidate's column)
+
+
+def backtest_contenders(trainer: Trainer, params: dict, champion: Champion | None,
+                        spec: dict) -> tuple[dict[str, training.Contender], str | None]:
+    """The per-fold contenders (the candidate; a trained champion of another recipe) and the champion's column."""
+    contenders: dict[str, training.Contender] = {
+        "candidate": lambda fold, rows: training.predict(trainer.fit_before(fold.first, params)[0], rows)}
+    if champion is None:
+        return contenders, None
+    if champion.kind == "baseline":  # a baseline is scored anyway, under its own name
+        return contenders, champion.name
+    if champion.spec == spec:  # the candidate's own recipe: run_backtest copies the candidate's column
+        return contenders, "champion"
+    if champion.spec and champion.spec.get("features") == training.FEATURE_COLUMNS \
+            and champion.spec.get("target") == training.TARGET:
+        champ_params = champion.spec["params"]  # this code's recipe: refitted per fold with its own parameters
+        contenders["champion"] = lambda fold, rows: training.predict(
+            trainer.fit_before(fold.first, champ_params)[0], rows)
+    else:  # a model of another recipe (an older code version): scored as it is
+        contenders["champion"] = lambda fold, rows: champion.forecaster.point_forecast(rows)
+    return contenders, "champion"
+
+
+def run_backtest(trainer: Trainer, folds: list[training.Fold], params: dict, champion: Champion | None,
+                 spec: dict) -> Backtest:
+    """Candidate, champion and baselines forecast the same fold rows, each fold from the days before it."""
+    contenders, champion_column = backtest_contenders(trainer, params, champion, spec)
+    same_recipe = champion is not None and champion.spec == spec
+    started = time.perf_counter()
+    oof = training.backtest(folds, lambda fold: trainer.rows_of(fold.first, fold.last), contenders)
+    if same_recipe:
+        oof = oof.with_columns(pred_champion=pl.col("pred_candidate"))
+    seconds = time.perf_counter() - started
+    return Backtest(folds, oof, training.backtest_scores(oof), seconds, champion_column, same_recipe)
+
+
+def judge_candidate(backtest: Backtest, champion: Champion | None) -> training.PromotionDecision:
+    """The promotion rule (training.decide_promotion) on the backtest: candidate, keep, or the best baseline."""
+    return training.decide_promotion(
+        backtest.scores, champion=backtest.champion_column,
+        champion_label=champion.label if champion else "champion",
+        champion_is_baseline=champion is not None and champion.kind == "baseline", same_recipe=backtest.same_recipe)
+
+
+@dataclass
+class Candidate:
+    """The candidate fitted on every labeled day, with the interval of its backtest errors."""
+
+    model: Any
+    training_rows: int
+    interval: training.IntervalCalibration
+    forecaster: training.LightGBMForecaster
+
+
+def fit_candidate(trainer: Trainer, params: dict, backtest: Backtest) -> Candidate:
+    """The model that is registered: fitted on every labeled day, its interval calibrated on the backtest."""
+    model, training_rows = trainer.fit_before(None, params)
+    interval = training.IntervalCalibration.fit(backtest.oof, backtest.oof["pred_candidate"])
+    return Candidate(model, training_rows, interval, training.LightGBMForecaster(model, interval))
+
+
+@dataclass
+class Promotion:
+    """What promote_if_better did: the decision it applied and the champion after it."""
+
+    decision: training.PromotionDecision
+    champion_version: str
+    champion_kind: str
+    champion_name: str
+    champion_mae: float  # the champion's own backtest MAE: the candidate's, a baseline's, or the trained champion's
+
+    @property
+    def outcome(self) -> str:
+        return self.decision.outcome
+
+    @property
+    def reason(self) -> str:
+        return self.decision.reason
+
+
+def promote_if_better(client, decision: training.PromotionDecision, champion: Champion | None, version: str,
+                      backtest: Backtest, sample: pl.DataFrame, context) -> Promotion:
+    """Apply the decision: move ``champion`` to the candidate or the best baseline, or keep it; the alias moves last."""
+    champion_version, champion_kind, champion_name = (champion.version, champion.kind, champion.name) \
+        if champion else ("none", "none", "none")
+    if decision.outcome == "candidate":
+        champion_version, champion_kind, champion_name = version, "lightgbm", "lightgbm"
+    elif decision.outcome == "baseline":
+        champion_version = register_baseline(client, decision.baseline, backtest.oof, backtest.scores,
+                                             decision.reason, context.run_id, sample)
+        champion_kind, champion_name = "baseline", decision.baseline
+    # The champion's own backtest score: the candidate's, a baseline's column, or the trained champion's.
+    champion_mae = backtest.scores.mae["candidate" if decision.outcome == "candidate" else
+                                       champion_name if champion_kind == "baseline" else "champion"]
+    tag_run_with_decision(decision, version, champion_version)
+    if champion_version != (champion.version if champion else None):
+        # Last step: everything above can fail and leave the champion untouched.
+        client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, champion_version)
+    context.log.info(f"model version {version}: {decision.outcome} — {decision.reason}; champion is "
+                     f"v{champion_version} ({champion_name})")
+    return Promotion(decision, champion_version, champion_kind, champion_name, float(champion_mae))
+
+
+def scores_table(scores, folds) -> dg.MetadataValue:
+    """Markdown: MAE (WAPE) of every contender per fold, and overall (mean MAE over folds, pooled WAPE)."""
+    names = ["candidate", *[n for n in scores.mae if n != "candidate"]]
+    lines = ["| fold | days | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for k, fold in enumerate(folds):
+        lines.append(f"| {fold.index} | {fold.first}..{fold.last} | "
+                     + " | ".join(f"{scores.fold_mae[n][k]:.1f} ({scores.fold_wape[n][k]:.3f})" for n in names) + " |")
+    lines.append("| overall | | " + " | ".join(f"**{scores.mae[n]:.1f}** ({scores.wape[n]:.3f})" for n in names) + " |")
+    return dg.MetadataValue.md("Backtest: MAE in Wh (WAPE) per fold\n\n" + "\n".join(lines))
+
+
+def by_device_type(scores) -> dg.MetadataValue:
+    """JSON: every contender's backtest MAE and WAPE per device type."""
+    return dg.MetadataValue.json({t: {n: {"mae": round(scores.type_mae[n][t], 2), "wape": round(scores.type_wape[n][t], 4)}
+                                      for n in scores.type_mae} for t in sorted(scores.type_mae["candidate"])})
+
+
+def trained_model_metadata(version: str, promotion: Promotion, previous: Champion | None,
+                           links: dict[str, dg.MetadataValue], candidate: Candidate,
+                           exclusions: dict[str, dg.MetadataValue], backtest: Backtest,
+                           plots: dict[str, dg.MetadataValue]) -> dict[str, dg.MetadataValue]:
+    """The materialization's metadata after a backtest: the version, the decision, the champion, the scores."""
+    scores, folds, best_name = backtest.scores, backtest.folds, promotion.decision.baseline
+    return {
+        "model_version": dg.MetadataValue.text(version),
+        "promoted": dg.MetadataValue.bool(promotion.decision.promote),
+        "decision": dg.MetadataValue.text(promotion.outcome),
+        "decision_reason": dg.MetadataValue.text(promotion.reason),
+        "champion_version": dg.MetadataValue.text(promotion.champion_version),
+        "champion_kind": dg.MetadataValue.text(promotion.champion_kind),
+        "champion_name": dg.MetadataValue.text(promotion.champion_name),
+        "champion_backtest_mae": dg.MetadataValue.float(promotion.champion_mae),
+        "previous_champion": dg.MetadataValue.text(previous.label if previous else "none"),
+        **links,
+        "training_rows": dg.MetadataValue.int(candidate.training_rows),
+        **exclusions,
+        "backtest_folds": dg.MetadataValue.int(len(folds)),
+        "backtest_days": dg.MetadataValue.text(f"{folds[0].first}..{folds[-1].last}"),
+        "backtest_mae": dg.MetadataValue.float(scores.mae["candidate"]),
+        "backtest_wape": dg.MetadataValue.float(scores.wape["candidate"]),
+        "backtest_skill": dg.MetadataValue.float(scores.skill("candidate")),
+        "backtest_folds_lost": dg.MetadataValue.int(scores.losses("candidate", best_name)),
+        **{f"backtest_mae_{name}": dg.MetadataValue.float(scores.mae[name]) for name in training.BASELINE_NAMES},
+        "best_baseline": dg.MetadataValue.text(best_name),
+        "best_baseline_mae": dg.MetadataValue.float(scores.mae[best_name]),
+        "backtest": scores_table(scores, folds),
+        "backtest_by_device_type": by_device_type(scores),
+        "interval": dg.MetadataValue.json(candidate.interval.to_dict()),
+        "backtest_seconds": dg.MetadataValue.float(round(backtest.seconds, 2)),
+        **plots,
+        "trained_at": dg.MetadataValue.text(dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
+    }
+
+
 @dg.asset(
     deps=[USAGE_FEATURES],
     pool=DUCKDB_POOL,
@@ -244,217 +455,38 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
     """LightGBM next-day energy model in the MLflow registry as ``smart_home_usage``, judged by a rolling-origin
     backtest against the champion and the naive baselines; ``champion`` moves to it only if it wins, and to the
     best baseline (registered as a model too) when nothing trained beats that baseline."""
-    import contextlib
-
-    import mlflow
-
     warehouse: Warehouse = context.resources.warehouse
     registry: ModelRegistry = context.resources.model_registry
     client = registry.client()
-    params = params_of(config)
-
     held_back = feature_days_held_back(context)
-    excluded = [dt.date.fromisoformat(day) for day in held_back]
-    if held_back:
-        context.log.warning(f"{len(held_back)} feature day(s) left out of training, their blocking checks not "
-                            "passed: " + "; ".join(f"{d} ({', '.join(c)})" for d, c in held_back.items()))
-    exclusions = {"excluded_feature_days": dg.MetadataValue.json(held_back),
-                  "excluded_feature_day_count": dg.MetadataValue.int(len(held_back)),
-                  **retrain_reason(context)}
+    exclusions = {**held_back_metadata(held_back, context.log), **retrain_reason(context)}
 
     with mlflow_run_for_materialization(context, run_name=f"usage_model {context.run_id[:8]}") as run, \
             contextlib.ExitStack() as stack:
-        if config.dask_scheduler:
-            from smart_home_assets.lib.distributed_training import dask_client
-
-            trainer = dask_trainer(warehouse, config, stack.enter_context(dask_client(config.dask_scheduler)),
-                                   excluded)
-        else:
-            trainer = in_step_trainer(warehouse, config, excluded)
-        mlflow.log_param("excluded_feature_days", ",".join(held_back)[:6000] or "none")
-        mlflow.set_tag("retrain_reason", exclusions["retrain_reason"].value[:500])
-        mlflow.log_params({**params, "seed": config.seed, "backtest_folds": config.backtest_folds,
-                           "fold_days": config.fold_days, "training_window_days": config.training_window_days,
-                           "silent_next_day_is_unknown": config.silent_next_day_is_unknown,
-                           "target": training.TARGET, "features": ",".join(training.FEATURE_COLUMNS),
-                           "trained_on": config.dask_scheduler or "the step's process"})
-        mlflow.log_params({"labeled_days": len(trainer.labeled_days),
-                           "labeled_first_day": str(trainer.labeled_days[0]) if trainer.labeled_days else "none",
-                           "labeled_last_day": str(trainer.labeled_days[-1]) if trainer.labeled_days else "none"})
+        trainer = open_trainer(warehouse, config, held_back, stack)
+        log_training_inputs(run_params(config), trainer.labeled_days, held_back, exclusions["retrain_reason"].value)
         champion = current_champion(registry)
         try:
-            folds = training.fold_windows(trainer.labeled_days, config.backtest_folds, config.fold_days)
+            folds = backtest_folds(trainer, config, context.log)
         except training.NotEnoughHistory as exc:
             result = serve_baseline_for_short_history(context, client, trainer, champion, str(exc))
-            run_id, experiment_id = run.info.run_id, run.info.experiment_id
-            return dg.MaterializeResult(metadata={**result, **exclusions, **mlflow_run_metadata(
-                registry.uri(), experiment_id, run_id, REGISTERED_MODEL_NAME, result["champion_version"].value)})
-        if len(folds) < config.backtest_folds:
-            context.log.warning(f"history holds {len(folds)} of the {config.backtest_folds} backtest folds "
-                                f"({len(trainer.labeled_days)} labeled days)")
-        if config.tuning_trials > 0:
-            params = tune(trainer, folds, params, config, context)
-            mlflow.log_params({f"tuned_{k}": v for k, v in params.items()})
+            return dg.MaterializeResult(metadata={
+                **result, **exclusions, **run_links(registry, run, result["champion_version"].value)})
+        params = tuned_params(trainer, folds, config, context)
         spec = model_spec(params, config)
-
-        # The backtest: candidate, champion and baselines forecast the same fold rows.
-        contenders: dict[str, training.Contender] = {
-            "candidate": lambda fold, rows: training.predict(trainer.fit_before(fold.first, params)[0], rows)}
-        same_recipe = champion is not None and champion.spec == spec
-        champion_column = None
-        if champion is not None and champion.kind == "baseline":
-            champion_column = champion.name
-        elif champion is not None:
-            champion_column = "champion"
-            if same_recipe:
-                contenders["champion"] = None  # filled from the candidate's own column below
-            elif champion.spec and champion.spec.get("features") == training.FEATURE_COLUMNS \
-                    and champion.spec.get("target") == training.TARGET:
-                champ_params = champion.spec["params"]
-                contenders["champion"] = lambda fold, rows: training.predict(
-                    trainer.fit_before(fold.first, champ_params)[0], rows)
-            else:  # a model of another recipe (an older code version): scored as it is
-                contenders["champion"] = lambda fold, rows: champion.forecaster.point_forecast(rows)
-        fold_rows = lambda fold: trainer.rows_of(fold.first, fold.last)  # noqa: E731
-        started = time.perf_counter()
-        oof = training.backtest(folds, fold_rows, {k: v for k, v in contenders.items() if v is not None})
-        if same_recipe:
-            oof = oof.with_columns(pred_champion=pl.col("pred_candidate"))
-        backtest_s = time.perf_counter() - started
-        scores = training.backtest_scores(oof)
-        decision = training.decide_promotion(
-            scores, champion=champion_column, champion_label=champion.label if champion else "champion",
-            champion_is_baseline=champion is not None and champion.kind == "baseline", same_recipe=same_recipe)
-        best_name = decision.baseline
-
-        # The candidate: fitted on every labeled day, with the interval of its backtest errors.
-        model, training_rows = trainer.fit_before(None, params)
-        interval = training.IntervalCalibration.fit(oof, oof["pred_candidate"])
-        candidate = training.LightGBMForecaster(model, interval)
-        mlflow.log_params({"training_rows": training_rows, "backtest_first_day": str(folds[0].first),
-                           "backtest_last_day": str(folds[-1].last)})
-        log_backtest(scores, folds, oof, backtest_s)
-
+        backtest = run_backtest(trainer, folds, params, champion, spec)
+        decision = judge_candidate(backtest, champion)
+        candidate = fit_candidate(trainer, params, backtest)
+        log_fit_and_backtest(candidate.training_rows, backtest.scores, folds, backtest.oof, backtest.seconds)
         newest = trainer.rows_of(folds[-1].first, folds[-1].last)
-        from smart_home_assets.lib.forecast_model import log_forecaster
+        version = register_candidate(client, candidate.forecaster, newest, candidate_version_tags(
+            spec, backtest.scores, folds, decision, context.run_id, trainer.labeled_days[-1]))
+        plots = log_plots(candidate.model, backtest.oof)
+        promotion = promote_if_better(client, decision, champion, version, backtest, newest, context)
+        links = run_links(registry, run, version)
 
-        info = log_forecaster(candidate, newest, registered_model_name=REGISTERED_MODEL_NAME)
-        version = str(info.registered_model_version)
-        tags = {"model_kind": "lightgbm", "model_name": "lightgbm", "model_spec": json.dumps(spec),
-                "backtest_mae": f"{scores.mae['candidate']:.6f}", "backtest_skill": f"{scores.skill('candidate'):.6f}",
-                "best_baseline": best_name, "best_baseline_mae": f"{scores.mae[best_name]:.6f}",
-                "promoted": str(decision.promote), "decision_reason": decision.reason,
-                "dagster_run_id": context.run_id, "trained_through": str(trainer.labeled_days[-1]),
-                "backtest_days": f"{folds[0].first}..{folds[-1].last}"}
-        for key, value in tags.items():
-            client.set_model_version_tag(REGISTERED_MODEL_NAME, version, key, value)
-
-        with tempfile.TemporaryDirectory() as tmp:
-            importance_png = training.importance_plot_png(model, Path(tmp) / "feature_importance.png")
-            scatter_png = training.predicted_vs_actual_png(oof[training.LABEL], oof["pred_candidate"],
-                                                           Path(tmp) / "predicted_vs_actual.png")
-            mlflow.log_artifact(str(importance_png), artifact_path="plots")
-            mlflow.log_artifact(str(scatter_png), artifact_path="plots")
-            importance_md = png_markdown(importance_png, "feature importance")
-            scatter_md = png_markdown(scatter_png, "predicted vs actual (backtest)")
-
-        champion_version, champion_kind, champion_name = (champion.version, champion.kind, champion.name) \
-            if champion else ("none", "none", "none")
-        if decision.outcome == "candidate":
-            champion_version, champion_kind, champion_name = version, "lightgbm", "lightgbm"
-        elif decision.outcome == "baseline":
-            champion_version = register_baseline(client, best_name, oof, scores, decision.reason, context.run_id,
-                                                 newest)
-            champion_kind, champion_name = "baseline", best_name
-        # The champion's own backtest score: the candidate's, a baseline's column, or the trained champion's.
-        champion_mae = scores.mae["candidate" if decision.outcome == "candidate" else
-                                  champion_name if champion_kind == "baseline" else "champion"]
-        mlflow.set_tags({"promoted": str(decision.promote), "decision_reason": decision.reason,
-                         "model_version": version, "champion_version": champion_version})
-        if champion_version != (champion.version if champion else None):
-            # Last step: everything above can fail and leave the champion untouched.
-            client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, champion_version)
-        context.log.info(f"model version {version}: {decision.outcome} — {decision.reason}; champion is "
-                         f"v{champion_version} ({champion_name})")
-        run_id, experiment_id = run.info.run_id, run.info.experiment_id
-
-    return dg.MaterializeResult(metadata={
-        "model_version": dg.MetadataValue.text(version),
-        "promoted": dg.MetadataValue.bool(decision.promote),
-        "decision": dg.MetadataValue.text(decision.outcome),
-        "decision_reason": dg.MetadataValue.text(decision.reason),
-        "champion_version": dg.MetadataValue.text(champion_version),
-        "champion_kind": dg.MetadataValue.text(champion_kind),
-        "champion_name": dg.MetadataValue.text(champion_name),
-        "champion_backtest_mae": dg.MetadataValue.float(float(champion_mae)),
-        "previous_champion": dg.MetadataValue.text(champion.label if champion else "none"),
-        **mlflow_run_metadata(registry.uri(), experiment_id, run_id, REGISTERED_MODEL_NAME, version),
-        "training_rows": dg.MetadataValue.int(training_rows),
-        **exclusions,
-        "backtest_folds": dg.MetadataValue.int(len(folds)),
-        "backtest_days": dg.MetadataValue.text(f"{folds[0].first}..{folds[-1].last}"),
-        "backtest_mae": dg.MetadataValue.float(scores.mae["candidate"]),
-        "backtest_wape": dg.MetadataValue.float(scores.wape["candidate"]),
-        "backtest_skill": dg.MetadataValue.float(scores.skill("candidate")),
-        "backtest_folds_lost": dg.MetadataValue.int(scores.losses("candidate", best_name)),
-        **{f"backtest_mae_{name}": dg.MetadataValue.float(scores.mae[name]) for name in training.BASELINE_NAMES},
-        "best_baseline": dg.MetadataValue.text(best_name),
-        "best_baseline_mae": dg.MetadataValue.float(scores.mae[best_name]),
-        "backtest": scores_table(scores, folds),
-        "backtest_by_device_type": by_device_type(scores),
-        "interval": dg.MetadataValue.json(interval.to_dict()),
-        "backtest_seconds": dg.MetadataValue.float(round(backtest_s, 2)),
-        "feature_importance": importance_md,
-        "predicted_vs_actual": scatter_md,
-        "trained_at": dg.MetadataValue.text(dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")),
-    })
-
-
-def log_backtest(scores, folds, oof: pl.DataFrame, seconds: float) -> None:
-    """backtest_mae / _wape / _skill, backtest_mae_<baseline> (means over folds), per fold and per device type."""
-    import mlflow
-
-    metrics = {"backtest_mae": scores.mae["candidate"], "backtest_wape": scores.wape["candidate"],
-               "backtest_skill": scores.skill("candidate"), "backtest_seconds": seconds,
-               "backtest_folds": len(folds)}
-    for name in scores.mae:
-        if name != "candidate":
-            metrics[f"backtest_mae_{name}"] = scores.mae[name]
-            metrics[f"backtest_wape_{name}"] = scores.wape[name]
-    for k, fold in enumerate(folds):
-        for name in scores.fold_mae:
-            suffix = "" if name == "candidate" else f"_{name}"
-            metrics[f"fold{fold.index}_mae{suffix}"] = scores.fold_mae[name][k]
-            metrics[f"fold{fold.index}_wape{suffix}"] = scores.fold_wape[name][k]
-    for device_type, mae in scores.type_mae["candidate"].items():
-        metrics[f"type_{device_type}_mae"] = mae
-        metrics[f"type_{device_type}_wape"] = scores.type_wape["candidate"][device_type]
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-    mlflow.log_dict({"folds": [{"fold": f.index, "first": str(f.first), "last": str(f.last)} for f in folds],
-                     "fold_mae": scores.fold_mae, "fold_wape": scores.fold_wape, "type_mae": scores.type_mae,
-                     "mae": scores.mae, "wape": scores.wape, "best_baseline": scores.best_baseline(),
-                     "rows": oof.height, "label": training.LABEL}, "backtest.json")
-
-
-def register_baseline(client, name: str, oof: pl.DataFrame | None, scores, reason: str, run_id: str,
-                      sample: pl.DataFrame) -> str:
-    """Log the baseline ``name`` as a pyfunc model version (interval from its own backtest errors) and tag it."""
-    from smart_home_assets.lib.forecast_model import log_forecaster
-
-    interval = None
-    if oof is not None and oof.height:
-        interval = training.IntervalCalibration.fit(oof, oof[f"pred_{name}"])
-    info = log_forecaster(training.BaselineForecaster(name, interval), sample,
-                          registered_model_name=REGISTERED_MODEL_NAME, name="baseline_model")
-    version = str(info.registered_model_version)
-    tags = {"model_kind": "baseline", "model_name": name, "promoted": "True", "decision_reason": reason,
-            "dagster_run_id": run_id}
-    if scores is not None:
-        tags |= {"backtest_mae": f"{scores.mae[name]:.6f}", "backtest_skill": "0.0", "best_baseline": name,
-                 "best_baseline_mae": f"{scores.mae[name]:.6f}"}
-    for key, value in tags.items():
-        client.set_model_version_tag(REGISTERED_MODEL_NAME, version, key, value)
-    return version
+    return dg.MaterializeResult(metadata=trained_model_metadata(
+        version, promotion, champion, links, candidate, exclusions, backtest, plots))
 
 
 def serve_baseline_for_short_history(context, client, trainer: Trainer, champion: Champion | None,

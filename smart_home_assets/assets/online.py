@@ -41,7 +41,7 @@ def online_rows_for_day(records: pl.DataFrame, day: str) -> tuple[pl.DataFrame, 
     metadata={"dagster/table_name": f"warehouse.main.{ONLINE_PREDICTIONS}",
               "dagster/column_schema": column_schema(ONLINE_PREDICTIONS_SCHEMA)},
 )
-def online_predictions(context: dg.AssetExecutionContext, warehouse: Warehouse,
+def online_predictions(context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse],
                        online_store: OnlineStoreResource) -> dg.MaterializeResult:
     """The prediction service's answers of day D (UTC, by request time): each request's input row, its answer
     with the 80 % interval, the model version that gave it and the request id."""

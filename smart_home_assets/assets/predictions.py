@@ -1,5 +1,6 @@
 """usage_predictions: next-day energy per device from the champion; prediction_feedback: how they did
-once the actuals landed (the production feedback loop)."""
+once the actuals landed (the production feedback loop). The scoring itself and the tables' schemas are pure
+code in :mod:`smart_home_assets.lib.scoring`; these assets read, write and report."""
 
 import datetime as dt
 
@@ -8,60 +9,27 @@ import polars as pl
 
 from resources import Warehouse
 from resources.tracking import REGISTERED_MODEL_NAME, ModelRegistry
-from smart_home_assets.assets.usage import column_schema, partition_table
 from smart_home_assets.assets.metadata import preview_table
+from smart_home_assets.assets.usage import column_schema, partition_table
 from smart_home_assets.automation import predict_latest_days, score_when_actuals_land
+from smart_home_assets.lib.scoring import (
+    FEEDBACK_SCHEMA,
+    NOMINAL_COVERAGE,
+    PREDICTIONS_SCHEMA,
+    feedback_for_day,
+    online_answers_for,
+    predictions_for_day,
+    version_order,
+)
+from smart_home_assets.lib.tables import (
+    DUCKDB_POOL,
+    ONLINE_PREDICTIONS,
+    PREDICTION_FEEDBACK,
+    USAGE_FEATURES,
+    USAGE_MODEL,
+    USAGE_PREDICTIONS,
+)
 from smart_home_assets.partitions import daily_partitions
-from smart_home_assets.lib.tables import (DUCKDB_POOL, ONLINE_PREDICTIONS, PREDICTION_FEEDBACK, USAGE_FEATURES,
-                                      USAGE_PREDICTIONS)
-
-PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
-    "partition_date": pl.Date(),  # D: the day whose features were used
-    "target_date": pl.Date(),  # D + 1: the day predicted
-    "device_id": pl.String(),
-    "hub_id": pl.String(),
-    "device_type": pl.String(),
-    "predicted_energy_wh": pl.Float64(),  # the point forecast (p50)
-    "p10_wh": pl.Float64(),  # the 80 % interval
-    "p90_wh": pl.Float64(),
-    "model_kind": pl.String(),  # lightgbm | baseline
-    "model_name": pl.String(),  # lightgbm, or the baseline's name
-    "model_version": pl.String(),  # the registered version ("unregistered" for the fallback without a registry)
-    "predicted_at": pl.Datetime("us", "UTC"),
-}
-
-FEEDBACK_SCHEMA: dict[str, pl.DataType] = {
-    "partition_date": pl.Date(),
-    "target_date": pl.Date(),
-    "source": pl.String(),  # batch (usage_predictions) | online (the prediction service's answers)
-    "model_version": pl.String(),
-    "devices": pl.Int64(),
-    "predictions": pl.Int64(),  # predictions scored (online: every answer, a device asked twice counts twice)
-    "live_mae": pl.Float64(),
-    "live_wape": pl.Float64(),
-    "interval_coverage": pl.Float64(),  # share of actuals inside [p10, p90]
-    "nominal_coverage": pl.Float64(),  # 0.8
-    "best_baseline": pl.String(),  # the naive baseline with the lowest live MAE on the same devices
-    "best_baseline_live_mae": pl.Float64(),
-    "live_skill": pl.Float64(),  # 1 - live_mae / best_baseline_live_mae
-    "backtest_mae": pl.Float64(),  # the version's backtest MAE
-    "mae_ratio_live_to_backtest": pl.Float64(),
-}
-NOMINAL_COVERAGE = 0.8
-
-
-def predictions_for_day(features: pl.DataFrame, forecaster, model_version: str, now: dt.datetime) -> pl.DataFrame:
-    """Rows of usage_predictions for the devices with enough history (the rest are counted, not guessed)."""
-    eligible = features.filter(pl.col("has_enough_history"))
-    forecast = forecaster.forecast(eligible)
-    return eligible.select(
-        "partition_date", (pl.col("partition_date") + pl.duration(days=1)).alias("target_date"),
-        "device_id", "hub_id", "device_type",
-    ).with_columns(predicted_energy_wh=forecast["prediction_wh"], p10_wh=forecast["p10_wh"],
-                   p90_wh=forecast["p90_wh"], model_kind=pl.lit(forecaster.kind), model_name=pl.lit(forecaster.name),
-                   model_version=pl.lit(model_version),
-                   predicted_at=pl.lit(now, dtype=pl.Datetime("us", "UTC"))).select(
-        [pl.col(c).cast(t) for c, t in PREDICTIONS_SCHEMA.items()])
 
 
 def serving_forecaster(model_registry: ModelRegistry, log) -> tuple[object, str]:
@@ -78,7 +46,7 @@ def serving_forecaster(model_registry: ModelRegistry, log) -> tuple[object, str]
 
 
 @dg.asset(
-    deps=[USAGE_FEATURES, "usage_model"],
+    deps=[USAGE_FEATURES, USAGE_MODEL],
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=DUCKDB_POOL,
@@ -88,12 +56,12 @@ def serving_forecaster(model_registry: ModelRegistry, log) -> tuple[object, str]
     metadata={"dagster/table_name": f"warehouse.main.{USAGE_PREDICTIONS}",
               "dagster/column_schema": column_schema(PREDICTIONS_SCHEMA)},
 )
-def usage_predictions(context: dg.AssetExecutionContext, warehouse: Warehouse,
+def usage_predictions(context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse],
                       model_registry: ModelRegistry) -> dg.MaterializeResult:
     """For day D, each device's predicted energy on D+1 with its 80 % interval, from the champion (a LightGBM
     version or a naive baseline), with the model's kind, name and version on every row."""
     forecaster, version = serving_forecaster(model_registry, context.log)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     per_partition = []
     for key in context.partition_keys:
         features = warehouse.read_partitions(USAGE_FEATURES, [key])
@@ -114,50 +82,6 @@ def usage_predictions(context: dg.AssetExecutionContext, warehouse: Warehouse,
     })
 
 
-def feedback_for_day(predictions: pl.DataFrame, features: pl.DataFrame, actuals: pl.DataFrame,
-                     backtest_mae: float | None, source: str = "batch") -> pl.DataFrame:
-    """Live error of one day's predictions against the next day's actual energy (devices in both), their
-    interval coverage, and the naive baselines' live error on the same devices (from D's features)."""
-    from smart_home_assets.lib.training import BASELINE_NAMES, baseline_predictions, interval_coverage, regression_metrics
-
-    joined = predictions.join(actuals.select("device_id", pl.col("energy_wh").alias("actual")), on="device_id")
-    joined = joined.join(features, on="device_id", how="inner", suffix="_features")
-    if joined.is_empty():
-        return pl.DataFrame(schema=FEEDBACK_SCHEMA)
-    actual = joined["actual"].to_numpy()
-    metrics = regression_metrics(actual, joined["predicted_energy_wh"].to_numpy())
-    naive = {n: regression_metrics(actual, p)["mae"] for n, p in baseline_predictions(joined).items()}
-    best = min(BASELINE_NAMES, key=lambda n: (naive[n], n))
-    return pl.DataFrame([{
-        "partition_date": joined["partition_date"][0], "target_date": joined["target_date"][0], "source": source,
-        "model_version": ",".join(sorted(joined["model_version"].unique().to_list())),
-        "devices": joined["device_id"].n_unique(), "predictions": joined.height, "live_mae": metrics["mae"], "live_wape": metrics["wape"],
-        "interval_coverage": interval_coverage(actual, joined["p10_wh"].fill_null(float("nan")),
-                                               joined["p90_wh"].fill_null(float("nan")))
-        if joined["p10_wh"].null_count() < joined.height else None,
-        "nominal_coverage": NOMINAL_COVERAGE, "best_baseline": best, "best_baseline_live_mae": naive[best],
-        "live_skill": 1 - metrics["mae"] / naive[best] if naive[best] > 0 else None,
-        "backtest_mae": backtest_mae,
-        "mae_ratio_live_to_backtest": metrics["mae"] / backtest_mae if backtest_mae else None,
-    }], schema=FEEDBACK_SCHEMA)
-
-
-def _version_order(version: str) -> tuple[int, str]:
-    return (int(version), version) if version.isdigit() else (-1, version)
-
-
-def online_answers_for(online: pl.DataFrame, key: str) -> pl.DataFrame:
-    """The service's answers predicting D+1 (from online_predictions rows of D and D+1), in the columns of
-    usage_predictions that feedback_for_day reads."""
-    target = dt.date.fromisoformat(key) + dt.timedelta(days=1)
-    columns = ["partition_date", "target_date", "device_id", "predicted_energy_wh", "p10_wh", "p90_wh", "model_version"]
-    if online.is_empty():
-        return pl.DataFrame(schema={c: PREDICTIONS_SCHEMA[c] for c in columns})
-    return online.filter(pl.col("for_day") == target).select(
-        partition_date=pl.lit(dt.date.fromisoformat(key)), target_date="for_day", device_id="device_id",
-        predicted_energy_wh="prediction_wh", p10_wh="p10_wh", p90_wh="p90_wh", model_version="model_version")
-
-
 @dg.asset(
     deps=[USAGE_PREDICTIONS,
           # D's features (what the naive baselines would have said) and D+1's (the actuals)
@@ -173,7 +97,7 @@ def online_answers_for(online: pl.DataFrame, key: str) -> pl.DataFrame:
     metadata={"dagster/table_name": f"warehouse.main.{PREDICTION_FEEDBACK}",
               "dagster/column_schema": column_schema(FEEDBACK_SCHEMA)},
 )
-def prediction_feedback(context: dg.AssetExecutionContext, warehouse: Warehouse,
+def prediction_feedback(context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse],
                         model_registry: ModelRegistry) -> dg.MaterializeResult:
     """Once D+1's actuals land: the live MAE of D's predictions, their interval coverage against the nominal
     80 %, the live skill against the naive baselines, next to the model version's backtest MAE."""
@@ -198,7 +122,7 @@ def prediction_feedback(context: dg.AssetExecutionContext, warehouse: Warehouse,
         version = predictions["model_version"][0] if predictions.height else None
         batch = feedback_for_day(predictions, features, actuals, backtest_mae(version))
         online = online_answers_for(warehouse.read_partitions(ONLINE_PREDICTIONS, [key, target]), key)
-        latest_online = max(online["model_version"].unique().to_list(), key=_version_order, default=None)
+        latest_online = max(online["model_version"].unique().to_list(), key=version_order, default=None)
         online_frame = feedback_for_day(online, features, actuals, backtest_mae(latest_online), source="online")
         frame = pl.concat([batch, online_frame])
         warehouse.replace_partitions({PREDICTION_FEEDBACK: frame}, [key])

@@ -15,6 +15,22 @@ from dataclasses import dataclass
 import polars as pl
 
 from smart_home_assets.lib.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH, STRING_FIELDS
+from smart_home_assets.lib.reasons import (  # noqa: F401 (re-exported: callers name them here)
+    BAD_TIMESTAMP,
+    CONFLICTING_EVENT_ID,
+    DUPLICATE_EVENT_ID,
+    EMPTY_FIELD,
+    HUB_MISMATCH,
+    IMPLAUSIBLE_DURATION,
+    IMPLAUSIBLE_ENERGY,
+    NEGATIVE_DURATION,
+    NEGATIVE_ENERGY,
+    NON_FINITE_NUMBER,
+    NULL_USER_ID,
+    TIMESTAMP_OUTSIDE_DAY,
+    TIMESTAMP_WITHOUT_OFFSET,
+    UNKNOWN_DEVICE_TYPE,
+)
 
 UTC_TIMESTAMP = pl.Datetime("us", "UTC")
 
@@ -47,23 +63,6 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "duration_s": pl.Float64(),
     "energy_wh": pl.Float64(),
 }
-
-# Reason codes decided here (parse-level codes come from smart_home_assets.lib.ingest).
-NULL_USER_ID = "null_user_id"
-EMPTY_FIELD = "empty_field"
-HUB_MISMATCH = "hub_mismatch"
-UNKNOWN_DEVICE_TYPE = "unknown_device_type"
-TIMESTAMP_WITHOUT_OFFSET = "timestamp_without_offset"
-BAD_TIMESTAMP = "bad_timestamp"
-TIMESTAMP_OUTSIDE_DAY = "timestamp_outside_day"
-NON_FINITE_NUMBER = "non_finite_number"
-NEGATIVE_ENERGY = "negative_energy"
-NEGATIVE_DURATION = "negative_duration"
-IMPLAUSIBLE_ENERGY = "implausible_energy"
-IMPLAUSIBLE_DURATION = "implausible_duration"
-DUPLICATE_EVENT_ID = "duplicate_event_id"
-CONFLICTING_EVENT_ID = "conflicting_event_id"
-
 
 @dataclass(frozen=True)
 class CleanResult:

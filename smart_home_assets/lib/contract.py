@@ -6,6 +6,7 @@ is accepted too); each line is one JSON object with the fields below. Unknown ex
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 # Field name -> JSON type the hub must send. Order is the column order of raw_usage.
@@ -26,6 +27,12 @@ UPLOAD_SUFFIXES = (".jsonl.gz", ".jsonl")
 DATE_FOLDER_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # A hub id as it may appear in a file name: no path separators, no leading dot, no "..".
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,127}$")
+
+
+def upload_relative_path(day: dt.date, hub_id: str) -> str:
+    """Where a hub's gzipped upload for ``day`` goes, relative to the landing zone: ``YYYY-MM-DD/<hub_id>.jsonl.gz``
+    (the simulator and the history importer write it; the landing zone lists it)."""
+    return f"{day.isoformat()}/{hub_id}{UPLOAD_SUFFIXES[0]}"
 
 # The user id written for events whose export had none (history imports): a documented placeholder, so
 # user_id is never null; the user-id check counts rows carrying it.

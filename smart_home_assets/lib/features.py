@@ -30,6 +30,7 @@ import datetime as dt
 import re
 
 import polars as pl
+from smart_home_assets.lib.tables import DEVICE_USAGE
 
 # Days before ``D`` the features look at: rows of [D - LOOKBACK_DAYS, D] (29 days) are read, which covers
 # the 28-day rolling window (D-27..D) and the longest lag (7). A device seen anywhere in it gets a row.
@@ -107,6 +108,14 @@ FEATURES_SCHEMA: dict[str, pl.DataType] = {
     "history_days": pl.Int32(),  # days from the first appearance in the window to D, inclusive (1..29)
     "has_enough_history": pl.Boolean(),  # history_days >= MIN_HISTORY_DAYS
 }
+# The columns a feature row always carries. The rest are null when their history is missing: lags before the
+# device's first appearance, statistics over a single day, context without a reference week, last year's values
+# without a year of history. The features check (check_features_valid) and the model's input schema both read this.
+NON_NULL_COLUMNS = ("partition_date", "device_id", "hub_id", "device_type", "energy_wh", "active_s", "event_count",
+                    "energy_roll7_mean", "energy_roll28_mean", "day_of_week", "is_weekend", "month",
+                    "target_day_of_week", "target_is_weekend", "target_day_of_year", "hub_energy_wh", "history_days",
+                    "has_enough_history")
+NULLABLE_COLUMNS = tuple(c for c in FEATURES_SCHEMA if c not in NON_NULL_COLUMNS)
 
 
 def daily_device_usage(events: pl.DataFrame) -> pl.DataFrame:
@@ -132,7 +141,7 @@ def daily_device_usage(events: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def daily_usage_sql(table: str = "device_usage") -> str:
+def daily_usage_sql(table: str = DEVICE_USAGE) -> str:
     """DuckDB query doing :func:`daily_device_usage` inside the warehouse, for days between two parameters.
 
     Run it with ``[first_day, last_day]`` (inclusive) as parameters; it returns the columns and types of

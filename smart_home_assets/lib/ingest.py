@@ -25,6 +25,22 @@ from smart_home_assets.lib.contract import (
     UPLOAD_FIELDS,
 )
 from smart_home_assets.lib.landing_file import LandingFile
+from smart_home_assets.lib.reasons import (  # noqa: F401 (re-exported: callers name them here)
+    DUPLICATE_KEY,
+    EMPTY_LINE,
+    FILE_TOO_LARGE,
+    LINE_TOO_LONG,
+    MISSING_FIELD,
+    NOT_GZIP,
+    NOT_JSON,
+    NOT_OBJECT,
+    NOT_STRICT_JSON,
+    NOT_UTF8,
+    TOO_MANY_LINES,
+    TRUNCATED_GZIP,
+    UNREADABLE_FILE,
+    WRONG_TYPE,
+)
 
 RAW_USAGE_SCHEMA: dict[str, pl.DataType] = {
     "partition_date": pl.Date(),
@@ -48,27 +64,6 @@ RAW_USAGE_FILES_SCHEMA: dict[str, pl.DataType] = {
     "problem": pl.String(),
     "ingested_at": pl.Datetime("us", "UTC"),
 }
-
-# Line-level parse error codes (also quarantine reasons).
-NOT_JSON = "not_json"
-# DuckDB's JSON reader accepts more than RFC 8259; a line must be strict JSON, or another reader (Python's,
-# JavaScript's) could see other values than the ones stored. Trailing commas: not_strict_json. Repeated keys
-# at the top level, where the contract's fields are (DuckDB keeps the first, most readers the last):
-# duplicate_key, with the names as detail.
-NOT_STRICT_JSON = "not_strict_json"
-DUPLICATE_KEY = "duplicate_key"
-NOT_OBJECT = "not_object"
-EMPTY_LINE = "empty_line"
-MISSING_FIELD = "missing_field"
-WRONG_TYPE = "wrong_type"
-NOT_UTF8 = "not_utf8"
-TRUNCATED_GZIP = "truncated_gzip"
-NOT_GZIP = "not_gzip"
-UNREADABLE_FILE = "unreadable_file"
-# A file past one of its limits (UploadLimits): cut there, the reason names the limit.
-FILE_TOO_LARGE = "file_too_large"
-TOO_MANY_LINES = "too_many_lines"
-LINE_TOO_LONG = "line_too_long"
 
 _JSON_NUMBER_TYPES = ("BIGINT", "UBIGINT", "HUGEINT", "DOUBLE")
 
@@ -317,15 +312,6 @@ def _frames(partition_key: str, frames: list[pl.DataFrame], manifest: list[dict]
     return lines_df.with_columns(partition_date=pl.lit(date)), manifest_df.with_columns(partition_date=pl.lit(date))
 
 
-def lines_frame(partition_key: str, files: Iterable[LandingFile]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """All lines of a day's files (one row per line, file-level problems attached) and a per-file manifest."""
-    frames, manifest = [], []
-    for frame, row in file_lines(files):
-        frames.append(frame)
-        manifest.append(row)
-    return _frames(partition_key, frames, manifest)
-
-
 def _parse_sql() -> str:
     """Three JSON parses per line: ``json_valid``, then the types of the line itself and of every field as one
     list (``json_type`` with the paths ``$``, ``$.event_id``, ...), then the texts of every field as one list
@@ -429,28 +415,13 @@ def _ingest(lines: pl.DataFrame, manifest: pl.DataFrame, ingested_at: dt.datetim
     return raw, manifest.select(list(RAW_USAGE_FILES_SCHEMA))
 
 
-def ingest_day(partition_key: str, files: list[LandingFile], ingested_at: dt.datetime,
-               ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """raw_usage rows and the file manifest for one day's landing files."""
-    return _ingest(*lines_frame(partition_key, files), ingested_at)
-
-
-def ingest_day_in_batches(partition_key: str, files: list[LandingFile], ingested_at: dt.datetime, batch_rows: int,
-                          ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
-    """``ingest_day`` in batches of whole hubs: a batch is closed once it holds ``batch_rows`` lines or more and the
-    next file is another hub's, so memory depends on the batch, not on the day, and each batch can be cleaned on
-    its own (``clean_usage`` judges duplicates per hub). Concatenated, the batches equal ``ingest_day``'s frames.
-    Yields at least one (possibly empty) batch."""
-    return ingest_partitions_in_batches([(partition_key, files)], ingested_at, batch_rows)
-
-
 def ingest_partitions_in_batches(days: Iterable[tuple[str, list[LandingFile]]], ingested_at: dt.datetime,
                                  batch_rows: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """The raw_usage rows and file manifests of several days' files, in batches that may hold several days: a
     batch is closed once it holds ``batch_rows`` lines or more and the next file is another hub's or another
     day's. Many small days (a household's history) are parsed a batch at a time, not a day at a time, while a
-    big day is still split into batches of whole hubs. Concatenated, the batches equal each day's
-    ``ingest_day`` frames, in order. Yields at least one (possibly empty) batch."""
+    big day is still split into batches of whole hubs; concatenated, the batches are the same rows whatever
+    ``batch_rows`` is. Yields at least one (possibly empty) batch."""
     lines: list[pl.DataFrame] = []
     manifests: list[pl.DataFrame] = []
     frames: list[pl.DataFrame] = []

@@ -14,3 +14,8 @@ USAGE_PREDICTIONS = "usage_predictions"
 PREDICTION_FEEDBACK = "prediction_feedback"
 ONLINE_PREDICTIONS = "online_predictions"
 USAGE_MODEL = "usage_model"  # an asset, not a table (MLflow holds it): named here so that checks and sensors agree
+
+# The `--select` strings of the CLI backfills (dagster / dg), so the CLI, the benchmarks and the tests agree:
+# ingestion of a day (the two tables and the quarantine, with their checks), and ingestion plus its features.
+INGEST_SELECTION = ",".join((RAW_USAGE, DEVICE_USAGE, DEVICE_USAGE_QUARANTINE))
+INGEST_AND_FEATURES_SELECTION = f"{INGEST_SELECTION},{USAGE_FEATURES}"

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from smart_home_assets.lib.features import NULLABLE_COLUMNS
+
 if TYPE_CHECKING:
     import lightgbm
     import pandas as pd
@@ -73,11 +75,8 @@ FEATURE_COLUMNS = ["device_type", LEVEL, *RELATIVE_INPUTS, *DIRECT_INPUTS]
 NUMERIC_COLUMNS = [c for c in FEATURE_COLUMNS if c not in CATEGORICAL_COLUMNS]
 # The stored feature columns a row must carry to be scored (what a served request sends).
 SOURCE_COLUMNS = ["device_type", LEVEL_SOURCE, *dict.fromkeys(RELATIVE_INPUTS.values()), *DIRECT_INPUTS]
-# Stored columns that may be null: lags before the first appearance, statistics over a single day, context
-# without a reference week, last year's values without a year of history. The level and energy_wh never are.
-NULLABLE_SOURCE_COLUMNS = [c for c in SOURCE_COLUMNS if c not in
-                           ("device_type", LEVEL_SOURCE, "energy_wh", "day_of_week", "target_day_of_week",
-                            "target_is_weekend", "target_day_of_year")]
+# Stored columns that may be null (lib.features.NULLABLE_COLUMNS): the level and energy_wh never are.
+NULLABLE_SOURCE_COLUMNS = [c for c in SOURCE_COLUMNS if c in NULLABLE_COLUMNS]
 # The 18 inputs of models trained before the relative target (absolute Wh); a champion of that kind still scores.
 LEGACY_FEATURE_COLUMNS = [
     "device_type", "energy_wh", "active_s", "event_count", "energy_lag_1", "energy_lag_2", "energy_lag_6",

@@ -81,9 +81,9 @@ def read_latest_features(warehouse) -> pl.DataFrame:
     """The latest feature row of every device seen in the last :data:`LATEST_DAYS` days. On DuckDB through a
     read-only connection (it never takes the write lock; it fails while a run holds the file, and the next
     refresh tries again); on Delta from the tables' current snapshot."""
-    from resources.warehouse import Warehouse
+    from resources.warehouse import DuckDBWarehouse
 
-    if isinstance(warehouse, Warehouse):
+    if isinstance(warehouse, DuckDBWarehouse):
         return warehouse.read_only_query(USAGE_FEATURES, LATEST_FEATURES_SQL)
     if not warehouse.table_exists(USAGE_FEATURES):
         return pl.DataFrame()
@@ -93,9 +93,9 @@ def read_latest_features(warehouse) -> pl.DataFrame:
 def warehouse_signature(warehouse) -> tuple | None:
     """What changes whenever the DuckDB file is written (its and its WAL's size and mtime); None for other
     backends, whose snapshot is re-read every FEATURES_REFRESH_S."""
-    from resources.warehouse import Warehouse
+    from resources.warehouse import DuckDBWarehouse
 
-    if not isinstance(warehouse, Warehouse):
+    if not isinstance(warehouse, DuckDBWarehouse):
         return None
     path = warehouse.path()
     signature = []
