@@ -16,13 +16,13 @@ from asset_checks.evaluations import check_outputs, partition_evaluation, prefet
 from asset_checks.schemas import device_usage_schema, failure_cases
 from resources import PseudonymizationKey, Warehouse
 from resources.settings import batch_rows
+from smart_home_assets.lib.accounting import quarantined_and_duplicates, unaccounted
 from smart_home_assets.lib.batching import partitions_file_batches
 from smart_home_assets.lib.catalog import load_device_catalog
-from smart_home_assets.lib.accounting import quarantined_and_duplicates, unaccounted
 from smart_home_assets.lib.cleaning import UNKNOWN_DEVICE_TYPE, pseudonymize
 from smart_home_assets.lib.contract import PLACEHOLDER_USER_ID
-from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.lib.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, DUCKDB_POOL, RAW_USAGE
+from smart_home_assets.partitions import daily_partitions
 
 QUALITY_SCORE_WARN_BELOW = 0.95
 FAILURE_SAMPLE_SIZE = 10

@@ -12,9 +12,9 @@ from asset_checks.evaluations import check_outputs, partition_evaluation, prefet
 from asset_checks.schemas import failure_cases
 from resources import Warehouse
 from resources.settings import batch_rows
-from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.lib.features import NON_NULL_COLUMNS
 from smart_home_assets.lib.tables import DUCKDB_POOL, USAGE_FEATURES
+from smart_home_assets.partitions import daily_partitions
 
 if TYPE_CHECKING:
     import pandera.polars as pa

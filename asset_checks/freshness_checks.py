@@ -29,13 +29,18 @@ import os
 
 import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_factories.utils import (
-    FRESH_UNTIL_METADATA_KEY, FRESHNESS_PARAMS_METADATA_KEY, LAST_UPDATED_TIMESTAMP_METADATA_KEY,
-    LATEST_CRON_TICK_METADATA_KEY, retrieve_last_update_record, retrieve_timestamp_from_record)
+    FRESH_UNTIL_METADATA_KEY,
+    FRESHNESS_PARAMS_METADATA_KEY,
+    LAST_UPDATED_TIMESTAMP_METADATA_KEY,
+    LATEST_CRON_TICK_METADATA_KEY,
+    retrieve_last_update_record,
+    retrieve_timestamp_from_record,
+)
 from dagster._time import get_current_timestamp
 from dagster._utils.schedules import get_latest_completed_cron_tick, get_next_cron_tick, is_valid_cron_string
 
-from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.lib.tables import DEVICE_USAGE, USAGE_MODEL
+from smart_home_assets.partitions import daily_partitions
 
 DEADLINE_CRON_VAR = "SMART_HOME_FRESHNESS_DEADLINE_CRON"
 DEFAULT_DEADLINE_CRON = "0 3 * * *"  # a day's uploads are in by 03:00 UTC the next morning
@@ -98,13 +103,13 @@ def expected_partition(partitions_def: dg.TimeWindowPartitionsDefinition, deadli
 
 def _deadline_now(cron: str, timezone: str) -> tuple[float, dt.datetime]:
     now = get_current_timestamp()
-    return now, get_latest_completed_cron_tick(cron, dt.datetime.fromtimestamp(now, dt.timezone.utc), timezone)
+    return now, get_latest_completed_cron_tick(cron, dt.datetime.fromtimestamp(now, dt.UTC), timezone)
 
 
 def _fresh_until(cron: str, timezone: str, now: float) -> dg.MetadataValue:
     """When the check can next be overdue: the next deadline (Dagster's freshness sensor waits until then)."""
     return dg.MetadataValue.timestamp(
-        get_next_cron_tick(cron, dt.datetime.fromtimestamp(now, dt.timezone.utc), timezone).timestamp())
+        get_next_cron_tick(cron, dt.datetime.fromtimestamp(now, dt.UTC), timezone).timestamp())
 
 
 def _freshness_check(asset: str, params: dg.MetadataValue, description: str):
@@ -173,7 +178,7 @@ def build_last_update_check(asset: str, cron: str, timezone: str, within: dt.tim
         elif updated is None:
             description = f"never materialized: expected an update by {at}"
         else:
-            description = (f"not updated since {dt.datetime.fromtimestamp(updated, dt.timezone.utc):%Y-%m-%d %H:%M} "
+            description = (f"not updated since {dt.datetime.fromtimestamp(updated, dt.UTC):%Y-%m-%d %H:%M} "
                            f"UTC: expected an update between {lower_bound:%Y-%m-%d %H:%M} and {at}")
         yield dg.AssetCheckResult(asset_key=key, passed=passed, description=description, metadata=metadata,
                                   severity=dg.AssetCheckSeverity.WARN)

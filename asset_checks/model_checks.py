@@ -10,6 +10,7 @@ below the best naive baseline's on the latest backtest.
 import math
 
 import dagster as dg
+
 from smart_home_assets.lib.tables import PREDICTION_FEEDBACK, USAGE_MODEL
 
 MODEL_KEY = dg.AssetKey(USAGE_MODEL)

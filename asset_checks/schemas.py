@@ -33,7 +33,7 @@ def device_usage_schema(partition_key: str | None, catalog: Iterable[str]) -> pa
                           error="event_timestamp inside [partition_date, partition_date + 1 day) UTC")
         unique = ["partition_date", "hub_id", "event_id"]
     else:
-        start = dt.datetime.combine(dt.date.fromisoformat(partition_key), dt.time(), tzinfo=dt.timezone.utc)
+        start = dt.datetime.combine(dt.date.fromisoformat(partition_key), dt.time(), tzinfo=dt.UTC)
         window = pa.Check.in_range(start, start + dt.timedelta(days=1), include_min=True, include_max=False)
         unique = ["hub_id", "event_id"]
     return pa.DataFrameSchema(

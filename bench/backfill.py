@@ -61,7 +61,8 @@ def run(scale: Scale) -> dict:
     bare_per_day = median([median(r.extra["day_s"]) for r in runs["bare"]])
     results["bare"]["per_day_s"] = bare_per_day
     results["bare"]["compute_s"] = median([r.extra["compute_s"] for r in runs["bare"]])
-    results["one run per day"]["median_run_s"] = median([median(r.extra["run_wall_s"]) for r in runs["one run per day"]])
+    results["one run per day"]["median_run_s"] = median([median(r.extra["run_wall_s"])
+                                                         for r in runs["one run per day"]])
     steps = [r.extra["steps_s"] for r in runs["single run"]]
     results["single run"]["steps_s"] = {k: median([s.get(k, 0.0) for s in steps]) for k in steps[0]}
     counts_agree = len({tuple(sorted(r["counts"].items())) for r in results.values()}) == 1

@@ -26,7 +26,6 @@ import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 
-
 # Importing these also imports dagster (the resources/checks packages define Dagster resources and checks):
 # only their pure functions are used, and the import is counted apart from the per-day times.
 from asset_checks.feature_checks import DRIFT_REFERENCE_DAYS, drift_report, features_schema  # noqa: E402
@@ -58,7 +57,7 @@ def run_day(warehouse: DuckDBWarehouse, landing: LandingZone, day: dt.date, cata
     def batches():
         # batches of whole hubs, each ingested and cleaned in one pass: raw rows are never read back
         for raw, manifest in ingest_partitions_in_batches([(partition, landing.files_for_day(partition))],
-                                                          dt.datetime.now(dt.timezone.utc), batch_rows()):
+                                                          dt.datetime.now(dt.UTC), batch_rows()):
             clean = clean_usage(raw, catalog.device_types, key)
             counts["raw_lines"] += raw.height
             counts["device_usage"] += clean.device_usage.height

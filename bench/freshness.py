@@ -4,10 +4,10 @@ materialization, with no clicks (the landing sensor, declarative automation and 
 Setup, untimed, on a fresh instance and data directory: a history of uploads (full: 200 hubs x 30 days,
 150 events per hub and day; quick: 20 hubs) ingested by one CLI backfill run, a first usage_model,
 then ``dagster dev -w workspace.yaml`` on a free loopback port, left for 60 s (the sensors' first ticks) and
-then until no run is in progress and none has started for 30 s. Then, once per repeat, the next day's files (simulated beforehand into a staging folder)
-are moved into the landing zone in one ``rename`` and the clock runs until usage_model has a materialization
-newer than that moment. The chain of runs the daemon launched is recorded. The webserver, daemon and code
-server are stopped with their whole process group.
+then until no run is in progress and none has started for 30 s. Then, once per repeat, the next day's files
+(simulated beforehand into a staging folder) are moved into the landing zone in one ``rename`` and the clock
+runs until usage_model has a materialization newer than that moment. The chain of runs the daemon launched is
+recorded. The webserver, daemon and code server are stopped with their whole process group.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from functools import partial
 from pathlib import Path
+from typing import TypedDict
 
 from bench.harness import (
     BIN,
@@ -59,6 +61,12 @@ def latest_model_time(instance) -> float:
 
     event = instance.get_latest_materialization_event(dg.AssetKey(MODEL))
     return event.timestamp if event else 0.0
+
+
+class Measurement(TypedDict):
+    day: str
+    seconds: float | None  # None: no retrain within FRESHNESS_TIMEOUT_S
+    runs: list[dict]
 
 
 def runs_after(instance, since: float) -> list[dict]:
@@ -129,7 +137,7 @@ def run(scale: Scale) -> dict:
 
     hubs = scale.hubs(FULL_HUBS, minimum=10)
     history_days = HISTORY_DAYS
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     new_days = [today - dt.timedelta(days=scale.repeats - 1 - i) for i in range(scale.repeats)]
     first = new_days[0] - dt.timedelta(days=history_days)
     root = scratch_dir("freshness")
@@ -138,9 +146,10 @@ def run(scale: Scale) -> dict:
     try:
         landing, staging = root / "data" / "landing", root / "staging"
         env = isolated_env(root)
-        simulate = {"hubs": hubs, "fault_rate": FAULT_RATE, "seed": SEED, "events_per_hub": FRESH_EVENTS_PER_HUB}
-        simulate_fleet(landing, days=history_days, start=first, **simulate)
-        simulate_fleet(staging, days=len(new_days), start=new_days[0], **simulate)
+        simulate = partial(simulate_fleet, hubs=hubs, fault_rate=FAULT_RATE, seed=SEED,
+                           events_per_hub=FRESH_EVENTS_PER_HUB)
+        simulate(landing, days=history_days, start=first)
+        simulate(staging, days=len(new_days), start=new_days[0])
         last = (new_days[0] - dt.timedelta(days=1)).isoformat()
         print(f"  setup: backfill {first}..{last} ({hubs} hubs) and a first {MODEL}", flush=True)
         run_measured(project_command(first.isoformat(), last), env, log=logs / "freshness-backfill.log")
@@ -159,7 +168,7 @@ def run(scale: Scale) -> dict:
         print(f"  dagster dev up after {time.monotonic() - started:.0f} s; waiting until it is quiet", flush=True)
         time.sleep(WARM_UP_S)
         wait_until_quiet(env)
-        measurements = []
+        measurements: list[Measurement] = []
         for day in new_days:
             with _instance(env) as instance:
                 before = latest_model_time(instance)

@@ -9,6 +9,7 @@ CLI runs with the in-process executor do all their work in one process, so it is
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -20,9 +21,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
 from smart_home_assets.lib.tables import INGEST_AND_FEATURES_SELECTION
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -181,10 +183,8 @@ def run_measured(command: Sequence[str], env: dict[str, str], *, log: Path, cwd:
 
         def kill() -> None:
             timed_out.set()
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
         timer = threading.Timer(timeout_s, kill)
         timer.start()
@@ -203,7 +203,7 @@ def run_measured(command: Sequence[str], env: dict[str, str], *, log: Path, cwd:
     return run
 
 
-def interleaved(competitors: dict[str, Callable[[int], Run]], repeats: int) -> dict[str, list[Run]]:
+def interleaved(competitors: Mapping[str, Callable[[int], Run]], repeats: int) -> dict[str, list[Run]]:
     """Repeat ``i`` runs every competitor once, in the same order (A B C A B C ...)."""
     runs: dict[str, list[Run]] = {name: [] for name in competitors}
     for i in range(repeats):
@@ -237,9 +237,11 @@ def step_durations(dagster_home: Path) -> dict[str, float]:
         for run in instance.get_runs():
             records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records
             for record in records:
-                event = record.event_log_entry.dagster_event
+                event = record.event_log_entry.get_dagster_event()
                 key = event.step_key
-                durations[key] = durations.get(key, 0.0) + event.event_specific_data.duration_ms / 1000.0
+                if key is None:  # a STEP_SUCCESS event always names its step
+                    continue
+                durations[key] = durations.get(key, 0.0) + event.step_success_data.duration_ms / 1000.0
     return durations
 
 
@@ -271,11 +273,9 @@ def machine_facts() -> dict:
             return "-"
 
     cpu = "-"
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {
         "system": f"{platform.system()} {platform.machine()}", "cpu": cpu,
@@ -290,7 +290,7 @@ def save_result(family: str, result: dict, scale: Scale, started: float, load_be
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{family}.json"
     result = {"family": family, "scale": scale.name, "repeats": scale.repeats,
-              "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "duration_s": round(time.monotonic() - started, 1), "load_before": load_before,
               "load_after": load_average(), **result}
     path.write_text(json.dumps(result, indent=1, default=str))

@@ -17,8 +17,8 @@
 
 2. Per-partition overhead inside one single-run backfill: the same total events (60k; quick: 6k) spread over
    50, 200 and 800 daily partitions (quick: 20, 50, 100), one project CLI run each (and the bare script at the
-   same sizes, for reference, at quick scale only); per step (Dagster's STEP_SUCCESS durations) the least-squares slope of seconds
-   against partitions, in ms per partition. Target: ≤ 20 ms per partition per step.
+   same sizes, for reference, at quick scale only); per step (Dagster's STEP_SUCCESS durations) the least-squares
+   slope of seconds against partitions, in ms per partition. Target: ≤ 20 ms per partition per step.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from bench.harness import (
     step_durations,
     summarize,
 )
-from bench.pipeline import measure_worker, project_command, warehouse_counts
+from bench.pipeline import count_of, measure_worker, project_command, warehouse_counts
 
 FIRST = dt.date(2007, 1, 26)
 PARTITIONS_START = "2007-01-01"  # on or before FIRST: the partitions of the range must exist
@@ -71,9 +71,9 @@ def history_counts(path, first: str, last: str) -> dict[str, int]:
     """warehouse_counts plus the (day, device) pairs of device_usage: what the plain script's daily sums have."""
     counts = warehouse_counts(path, first, last)
     with duckdb.connect(str(path), read_only=True) as con:
-        counts["device_days"] = con.execute(
-            "SELECT count(*) FROM (SELECT DISTINCT partition_date, device_id FROM device_usage "
-            "WHERE partition_date BETWEEN ? AND ?)", [first, last]).fetchone()[0]
+        counts["device_days"] = count_of(
+            con, "SELECT count(*) FROM (SELECT DISTINCT partition_date, device_id FROM device_usage "
+            "WHERE partition_date BETWEEN ? AND ?)", [first, last])
     return counts
 
 
@@ -120,7 +120,7 @@ def least_squares(xs: list[float], ys: list[float]) -> tuple[float, float]:
     """Slope and intercept of the least-squares line through (xs, ys)."""
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     sxx = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else float("nan")
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else float("nan")
     return slope, my - slope * mx
 
 

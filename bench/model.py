@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,9 +31,14 @@ FULL_HUBS, DAYS, EVENTS_PER_HUB = 200, 60, 150
 FRACTIONS = (0.25, 0.5, 1.0)
 
 
-def timed(fn) -> tuple[float, object]:
+T = TypeVar("T")
+
+
+def timed(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[float, T]:
+    """Seconds of ``fn(*args, **kwargs)`` and its value (the arguments are passed, not captured, so a call in a
+    loop times the loop's current values)."""
     started = time.perf_counter()
-    value = fn()
+    value = fn(*args, **kwargs)
     return time.perf_counter() - started, value
 
 
@@ -50,16 +57,17 @@ def run(scale: Scale) -> dict:
     model = None
     for i in range(scale.repeats):
         for f, rows in sizes.items():
-            seconds, model = timed(lambda rows=rows: training.train_model(rows, seed=0))
+            seconds, model = timed(training.train_model, rows, seed=0)
             train_s[f].append(seconds)
             print(f"    train {rows.height} rows #{i + 1}: {seconds:.2f} s", flush=True)
         folds = training.fold_windows(labeled["partition_date"].unique().to_list())
-        seconds, _ = timed(lambda: training.backtest(
-            folds, lambda f: labeled.filter(labeled["partition_date"].is_between(f.first, f.last)),
-            {"candidate": training.fit_before(labeled, lambda rows: training.train_model(rows, seed=0))}))
+        seconds, _ = timed(
+            training.backtest, folds,
+            lambda fold: labeled.filter(labeled["partition_date"].is_between(fold.first, fold.last)),
+            {"candidate": training.fit_before(labeled, lambda before: training.train_model(before, seed=0))})
         backtest_s.append(seconds)
         print(f"    backtest {len(folds)} folds #{i + 1}: {seconds:.2f} s", flush=True)
-        seconds, _ = timed(lambda: training.predict(model, features))
+        seconds, _ = timed(training.predict, model, features)
         score_s.append(seconds)
         print(f"    score {features.height} rows #{i + 1}: {seconds:.2f} s", flush=True)
     mae = training.evaluate(model, holdout)["mae"]

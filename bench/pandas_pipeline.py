@@ -78,10 +78,10 @@ def parse_line(line: str) -> tuple:
     if not isinstance(record, dict):
         return ("not_object", f"JSON {type(record).__name__}", *([None] * len(FIELDS)))
     values = [record.get(f) for f in FIELDS]
-    missing = [f for f, v in zip(FIELDS, values) if v is None and (f not in record or f != "user_id")]
+    missing = [f for f, v in zip(FIELDS, values, strict=True) if v is None and (f not in record or f != "user_id")]
     if missing:
         return ("missing_field", ",".join(missing), *([None] * len(FIELDS)))
-    wrong = [f for f, v in zip(FIELDS, values) if v is not None and (
+    wrong = [f for f, v in zip(FIELDS, values, strict=True) if v is not None and (
         not isinstance(v, (int, float)) or isinstance(v, bool) if f in NUMBER_FIELDS else not isinstance(v, str))]
     if wrong:
         return ("wrong_type", ",".join(wrong), *([None] * len(FIELDS)))

@@ -54,12 +54,19 @@ def project_command(first: str, last: str | None = None) -> list[str]:
                        *partitions)
 
 
+def count_of(con: duckdb.DuckDBPyConnection, sql: str, parameters: list) -> int:
+    """The single value of a ``SELECT count(*) ...`` (which always returns one row)."""
+    row = con.execute(sql, parameters).fetchone()
+    assert row is not None, sql
+    return row[0]
+
+
 def warehouse_counts(path, first: str, last: str) -> dict[str, int]:
     tables = {"raw_lines": "raw_usage", "device_usage": "device_usage", "quarantine": "device_usage_quarantine",
               "features": "usage_features"}
     with duckdb.connect(str(path), read_only=True) as con:
-        return {name: con.execute(f"SELECT count(*) FROM {table} WHERE partition_date BETWEEN ? AND ?",
-                                  [first, last]).fetchone()[0] for name, table in tables.items()}
+        return {name: count_of(con, f"SELECT count(*) FROM {table} WHERE partition_date BETWEEN ? AND ?",
+                               [first, last]) for name, table in tables.items()}
 
 
 def measure_project(inputs, first: str, last: str, label: str) -> Run:

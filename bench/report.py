@@ -10,6 +10,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 from bench.harness import DOC_PATH, load_results, machine_facts
 
@@ -76,8 +77,8 @@ def fmt_n(n: float) -> str:
     return f"{n:,.0f}"
 
 
-def usable(result: dict | None) -> bool:
-    return bool(result) and "error" not in result
+def usable(result: dict | None) -> TypeGuard[dict]:
+    return result is not None and bool(result) and "error" not in result
 
 
 def per_event_us(pipeline: dict, competitor: str, field: str = "per_event_s") -> float | None:
@@ -137,7 +138,8 @@ def targets(results: dict[str, dict]) -> list[Target]:
             if lines < 5_000_000 and len(ran) >= 2:  # what the issue's 10M would need at the same bytes per event
                 below = by_size[ran[-2]]
                 per_event = (rss - below["peak_rss_mib"]) / (lines - below["counts"]["raw_lines"])
-                note = f"linear extrapolation to 10M events: ~{(rss + per_event * (10_000_000 - lines)) / GIB_MIB:.1f} GiB"
+                note = ("linear extrapolation to 10M events: "
+                        f"~{(rss + per_event * (10_000_000 - lines)) / GIB_MIB:.1f} GiB")
             rows.append(Target(f"{fmt_n(lines)} events in one day's partition", "peak RSS ≤ 4 GiB",
                                f"{fmt_s(big['wall_s'])}, peak RSS {rss / GIB_MIB:.2f} GiB", rss <= 4 * GIB_MIB, note))
         if len(ran) >= 2:
@@ -196,11 +198,13 @@ def targets(results: dict[str, dict]) -> list[Target]:
     if usable(big):
         pe = big["per_event"]
         lines = big["lines"]
-        rows.append(Target("per-event cost on a big day vs a plain polars script", f"project ≤ {big['target_ratio']:.0f} × plain",
-                           f"{pe['project']['wall_us']:.2f} µs vs {pe['plain']['wall_us']:.2f} µs: {big['ratio']:.2f} ×",
+        rows.append(Target("per-event cost on a big day vs a plain polars script",
+                           f"project ≤ {big['target_ratio']:.0f} × plain",
+                           f"{pe['project']['wall_us']:.2f} µs vs {pe['plain']['wall_us']:.2f} µs: "
+                           f"{big['ratio']:.2f} ×",
                            big["ratio"] <= big["target_ratio"],
-                           f"between {' and '.join(fmt_n(v) for v in lines.values())} events in one day (section 9); CPU "
-                           f"time per event {pe['project']['cpu_us']:.2f} vs {pe['plain']['cpu_us']:.2f} µs",
+                           f"between {' and '.join(fmt_n(v) for v in lines.values())} events in one day (section 9); "
+                           f"CPU time per event {pe['project']['cpu_us']:.2f} vs {pe['plain']['cpu_us']:.2f} µs",
                            WHY_MISSED["big_day"]))
     else:
         rows.append(Target("per-event cost on a big day vs a plain polars script", "project ≤ 2 × plain", "-", None))
@@ -294,7 +298,7 @@ def history_targets(r: dict | None) -> list[Target]:
     limit = r["per_partition"]["target_ms"]
     steps = {k: v["slope_ms"] for k, v in slopes.items() if v["is_step"]}
     if steps:
-        worst = max(steps, key=steps.get)
+        worst = max(steps, key=lambda k: steps[k])
         over = [k for k, v in steps.items() if v > limit]
         sizes = "/".join(str(n) for n in r["per_partition"]["partitions"])
         rows.append(Target("per-partition overhead in a single-run backfill",
@@ -326,7 +330,8 @@ def section_pipeline(r: dict) -> list[str]:
             f"- bare: `{r['commands']['bare']}`: the project's own polars/DuckDB functions and Pandera checks in "
             "one script, no Dagster",
             f"- pandas: `{r['commands']['pandas']}`: independent, straightforward pandas", ""]
-    out += ["| competitor | events (raw lines) | wall | events/s | CPU | peak RSS | device_usage / quarantine / features rows |",
+    out += ["| competitor | events (raw lines) | wall | events/s | CPU | peak RSS | "
+            "device_usage / quarantine / features rows |",
             "|---|---|---|---|---|---|---|"]
     for name, by_size in r["competitors"].items():
         for size, s in by_size.items():
@@ -349,7 +354,7 @@ def section_pipeline(r: dict) -> list[str]:
     out += [f"| {name} | {' and '.join(fmt_n(raw_lines(r, h)) for h in pairs.get(name, [])) or '-'} | "
             f"{fmt_us(per_event_us(r, name))} | {fmt_us(per_event_us(r, name, 'per_event_cpu_s'))} |"
             for name in r["per_event_s"]]
-    for size, s in r["competitors"]["project"].items():
+    for s in r["competitors"]["project"].values():
         if "skipped" in s:
             continue
         steps = s["steps_s"]
@@ -372,7 +377,8 @@ def section_big_day(r: dict) -> list[str]:
            f"One day ({r['day']}) of {' and '.join(fmt_n(h) for h in r['hubs'])} hubs, each run on a fresh instance "
            "and output folder:", "", f"- project: `{r['commands']['project']}`", f"- plain: `{r['commands']['plain']}` "
            "(polars only, none of the project's functions; less than the contract: no raw table, no quarantine, no "
-           "checks)", "", "| competitor | events (raw lines) | wall (min–max) | CPU | peak RSS |", "|---|---|---|---|---|"]
+           "checks)", "", "| competitor | events (raw lines) | wall (min–max) | CPU | peak RSS |",
+           "|---|---|---|---|---|"]
     for name, by_size in r["competitors"].items():
         for hubs, s in by_size.items():
             out.append(f"| {name} | {fmt_n(r['lines'][hubs])} | {fmt_s(s['wall_s'])} ({fmt_s(s['wall_min_s'])}–"
@@ -405,7 +411,8 @@ def section_fixed(r: dict) -> list[str]:
 def section_backfill(r: dict, fixed: dict | None) -> list[str]:
     c = r["competitors"]
     out = ["## 4. Backfill", "", run_line(r), "",
-           f"{r['days']} days ({r['first']}..{r['last']}) × {r['hubs']} hubs, {fmt_n(r['lines'])} raw lines in all:", "",
+           f"{r['days']} days ({r['first']}..{r['last']}) × {r['hubs']} hubs, {fmt_n(r['lines'])} raw lines in all:",
+           "",
            f"- single run: `{r['commands']['single run']}`",
            f"- one run per day: `{r['commands']['one run per day']}`",
            f"- bare: `{r['commands']['bare']}`", "",
@@ -473,7 +480,8 @@ def section_freshness(r: dict) -> list[str]:
                    f"{len(m['runs'])} |")
     if r["measurements"]:
         out += ["", "The runs after the first landing (seconds after it lands):", "",
-                "| run | assets | partition | launched by | created | ended | status |", "|---|---|---|---|---|---|---|"]
+                "| run | assets | partition | launched by | created | ended | status |",
+                "|---|---|---|---|---|---|---|"]
         for run in r["measurements"][0]["runs"]:
             out.append(f"| {run['run']} | {run['assets']} | {run['partition']} | {run['trigger']} | "
                        f"{run['created_after_s']} | {run['ended_after_s']} | {run['status']} |")
@@ -569,8 +577,8 @@ def section_service(r: dict) -> list[str]:
            "sees), **from send** from the actual send; each request is a random device of the latest day "
            "(`POST /predict` with device_id and hub_id) with its own `X-Request-ID`.", "",
            f"Single requests, {fmt_n(r['requests'])} per repeat at {r['rate_rps']:.0f} requests/s:", "",
-           "| repeat | answered / sent | errors | answered per s | from schedule p50 / p99 / max | from send p50 / p99 / "
-           "max | send lag p99 | server / client CPU per request | load average before |",
+           "| repeat | answered / sent | errors | answered per s | from schedule p50 / p99 / max | "
+           "from send p50 / p99 / max | send lag p99 | server / client CPU per request | load average before |",
            "|---|---|---|---|---|---|---|---|---|"]
     for i, s in enumerate(r["single"]["runs"], start=1):
         cpu = f"{s['server_cpu_ms']:.1f} / {s['client_cpu_ms']:.1f} ms" if "server_cpu_ms" in s else "-"
@@ -590,7 +598,8 @@ def section_service(r: dict) -> list[str]:
             "|---|---|---|---|---|---|"]
     for i, b in enumerate(r["batch"]["runs"], start=1):
         cpu = f"{b['server_cpu_ms']:.0f} ms" if "server_cpu_ms" in b else "-"
-        out.append(f"| {i} | {b['batches']} | {b['median_ms']:.1f} ms | {b['max_ms']:.1f} ms | {b['errors']} | {cpu} |")
+        out.append(f"| {i} | {b['batches']} | {b['median_ms']:.1f} ms | {b['max_ms']:.1f} ms | {b['errors']} | "
+                   f"{cpu} |")
     out += ["", "A champion swap under load: the same load (open-ended), the alias moved to the other version after "
             "3 s, the load kept on until an answer carried the new version and 5 s more. *Old after new*: answers of "
             "the old version after the first of the new one on the same connection, or to any request sent after "
@@ -646,7 +655,7 @@ def render(results: dict[str, dict]) -> str:
            "go to `bench/findings.md`.", "",
            f"Machine: {machine['system']}, {machine['cpu']}, {machine['usable_cores']} usable cores, "
            f"{machine['memory_gib']} GiB; Python {machine['python']}; {versions}. Rendered "
-           f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}.", "",
+           f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}.", "",
            "Method: every figure is the median of the repeats taken in one session, the competitors interleaved "
            "(A B C A B C …); wall time of the whole process, peak RSS = `ru_maxrss` from `wait4` (what "
            "`/usr/bin/time -v` reports: the largest process of the tree), CPU = user + system. Inputs come from "
@@ -655,7 +664,8 @@ def render(results: dict[str, dict]) -> str:
     if scales != ["full"]:
         out += [f"> **Scale: {', '.join(scales)}.** Not the issue's sizes: a smoke run on a shared machine. "
                 "Run `make bench` on a quiet machine for the real figures.", ""]
-    out += ["## Targets (issue 6; long history: issue 14)", "", "| what | target | measured | verdict | note |", "|---|---|---|---|---|"]
+    out += ["## Targets (issue 6; long history: issue 14)", "", "| what | target | measured | verdict | note |",
+            "|---|---|---|---|---|"]
     out += [t.row() for t in targets(results)]
     out.append("")
     sections = [("pipeline", section_pipeline), ("fixed_cost", section_fixed),
@@ -697,7 +707,8 @@ def _row_family(row: str) -> str | None:
 
 def _blocks(text: str) -> list[str]:
     """``text`` cut before every level-2 heading (the first block is what comes before the first one)."""
-    blocks, current = [], []
+    blocks: list[str] = []
+    current: list[str] = []
     for line in text.splitlines():
         if line.startswith("## ") and current:
             blocks.append("\n".join(current))

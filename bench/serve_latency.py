@@ -12,7 +12,8 @@ in its own process group, and N sequential single-row ``/invocations`` requests 
 connection (``--fresh-connections``: a new TCP connection per request). The first ``--warmup`` requests
 are not counted; for scale, the same rows scored in-process (the forecaster, no HTTP, no MLflow) are
 timed too. A request is one stored feature row (``training.SOURCE_COLUMNS``, device_type by name); the answer
-holds prediction_wh, p10_wh and p90_wh. It stops by itself after N requests or ``--max-seconds``, and always stops the server.
+holds prediction_wh, p10_wh and p90_wh. It stops by itself after N requests or ``--max-seconds``, and always stops
+the server.
 
 The setup helpers are shared with tests/tools/test_serving.py, which exercises the same path once.
 Only loopback addresses are used.
@@ -38,7 +39,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,8 +89,8 @@ def tracking_uri_in(directory: Path) -> str:
 
 def register_champion(directory: Path, features: pl.DataFrame, n_estimators: int | None = None) -> Champion:
     """Train on ``features`` (:data:`training.DEFAULT_PARAMS`, as the asset; ``n_estimators`` to make it
-    smaller; the interval from the holdout's errors), log with :func:`forecast_model.log_forecaster` into an MLflow store in
-    ``directory`` (artifacts there too), register and point ``champion`` at the version.
+    smaller; the interval from the holdout's errors), log with :func:`forecast_model.log_forecaster` into an MLflow
+    store in ``directory`` (artifacts there too), register and point ``champion`` at the version.
 
     Uses ``$MLFLOW_TRACKING_URI`` only through the explicit URI: the caller decides the environment.
     """
@@ -147,10 +148,8 @@ def _stop(proc: subprocess.Popen) -> None:
     is left of the group after 15 s; returns once the CLI is reaped and the group is gone (bounded)."""
     pgid = proc.pid  # start_new_session: the CLI leads its own group
     for sig, wait_s in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(pgid, sig)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if proc.poll() is not None and not _group_alive(pgid):
@@ -262,6 +261,7 @@ def measure(url: str, bodies: list[bytes], requests: int, warmup: int, max_secon
 
 def machine_note() -> str:
     cpus = os.cpu_count()
+    affinity: int | None
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:

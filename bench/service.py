@@ -46,7 +46,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -324,7 +326,7 @@ def read_store(store_location: Path, since: dt.date) -> Stored:
     store = online_store(str(store_location))
     frames, torn = [], 0
     day = since
-    while day <= dt.datetime.now(dt.timezone.utc).date():
+    while day <= dt.datetime.now(dt.UTC).date():
         frame, cut = store.read_day(day.isoformat())
         frames.append(frame)
         torn += cut
@@ -336,7 +338,7 @@ def read_store(store_location: Path, since: dt.date) -> Stored:
                   records.height, torn)
 
 
-def store_check(stored: Stored, answered: dict[str, tuple[str, int]], everything: bool = True) -> dict:
+def store_check(stored: Stored, answered: dict[str, tuple[str | None, int]], everything: bool = True) -> dict:
     """Every answered request id (with its version and row count) against the stored records; ``everything``:
     ``answered`` is every request of the run (so stored ids beyond it were never answered)."""
     by_id = stored.by_id
@@ -395,16 +397,20 @@ def pieces(data: Path, tracking_uri: str, version: str, latest: pl.DataFrame) ->
     booster = forecaster.model
     threads = booster.get_params().get("n_jobs")
     store = LocalLogStore(data / "pieces_store")
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     single = TypeAdapter(service.PredictRequest)
     batch = TypeAdapter(service.BatchRequest)
     answer_one, answer_batch = TypeAdapter(service.Prediction), TypeAdapter(service.BatchPrediction)
     info = {"name": "smart_home_usage", "version": version, "kind": forecaster.kind, "forecaster": forecaster.name}
-    out, reference = {}, {}
-    for label, bodies, n in (("one request", device_bodies(latest, 1, 7), 1),
-                             (f"a batch of {BATCH_ROWS:,} rows", device_bodies(latest, BATCH_ROWS, 8), BATCH_ROWS)):
+    answer_one_adapter: TypeAdapter[Any] = answer_one  # serializes whichever answer the piece built
+    answer_batch_adapter: TypeAdapter[Any] = answer_batch
+
+    def time_pieces(bodies: list[dict], n: int) -> dict[str, float]:
+        """Median ms of each piece for requests of ``n`` rows (``bodies``): one function per request size, so
+        the timed closures read its own values."""
         calls = PIECE_CALLS if n == 1 else max(15, PIECE_CALLS // 10)
         raw = json.dumps(bodies[0] if n == 1 else {"rows": bodies}).encode()
+        validate: Callable[[], object]
         if n == 1:
             parsed = [single.validate_python(json.loads(raw))]
             validate = lambda: single.validate_python(json.loads(raw))  # noqa: E731
@@ -418,7 +424,7 @@ def pieces(data: Path, tracking_uri: str, version: str, latest: pl.DataFrame) ->
         x = training.model_input_frame(frame, training.model_device_types(booster)).to_numpy().astype(np.float64)
         point = forecaster.point_forecast(frame)
         forecast = forecaster.forecast(frame)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
 
         def records():
             return [{"request_id": "pieces", "row": i, "requested_at": now, "endpoint": "predict",
@@ -427,16 +433,16 @@ def pieces(data: Path, tracking_uri: str, version: str, latest: pl.DataFrame) ->
                      "input_json": json.dumps(row["input"], default=str, allow_nan=False), "prediction_wh": p,
                      "p10_wh": lo, "p90_wh": hi, "model_name": "lightgbm", "model_kind": "lightgbm",
                      "model_version": version}
-                    for i, (row, (p, lo, hi)) in enumerate(zip(rows, forecast.iter_rows()))]
+                    for i, (row, (p, lo, hi)) in enumerate(zip(rows, forecast.iter_rows(), strict=True))]
 
         built = records()
         answers = [{"device_id": r["device_id"], "for_day": r["for_day"].isoformat(), "prediction_wh": p,
                     "p10_wh": lo, "p90_wh": hi, "request_id": "pieces"}
-                   for r, (p, lo, hi) in zip(rows, forecast.iter_rows())]
+                   for r, (p, lo, hi) in zip(rows, forecast.iter_rows(), strict=True)]
         response = ({**answers[0], "model": info} if n == 1 else
                     {"request_id": "pieces", "model": info, "predictions": [{**a, "model": info} for a in answers]})
-        adapter = answer_one if n == 1 else answer_batch
-        timed = _time({
+        adapter = answer_one_adapter if n == 1 else answer_batch_adapter
+        return _time({
             "parse and validate the request (json.loads, pydantic)": validate,
             "look up the devices' latest features": lambda: service.resolve_rows(parsed, state, today, n > 1),
             "build the polars frame (request_frame)": make_frame,
@@ -454,6 +460,11 @@ def pieces(data: Path, tracking_uri: str, version: str, latest: pl.DataFrame) ->
             f"_LightGBM's booster on the float matrix, {threads} threads": lambda: booster.booster_.predict(
                 x, num_threads=threads or 0),
         }, calls)
+
+    out, reference = {}, {}
+    for label, bodies, n in (("one request", device_bodies(latest, 1, 7), 1),
+                             (f"a batch of {BATCH_ROWS:,} rows", device_bodies(latest, BATCH_ROWS, 8), BATCH_ROWS)):
+        timed = time_pieces(bodies, n)
         reference[label] = {k[1:]: timed.pop(k) for k in list(timed) if k.startswith("_")}
         out[label] = timed
     store.close()
@@ -477,8 +488,8 @@ def run(scale: Scale) -> dict:
 
     from resources import DuckDBWarehouse
     from resources.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
-    from smart_home_tools.service.state import DEFAULT_POLL_S
     from smart_home_assets.lib.tables import USAGE_FEATURES
+    from smart_home_tools.service.state import DEFAULT_POLL_S
 
     hubs = scale.hubs(FULL_HUBS, minimum=5)
     requests = max(300, round(FULL_REQUESTS * scale.factor))
@@ -505,14 +516,14 @@ def run(scale: Scale) -> dict:
         assert env["MLFLOW_TRACKING_URI"] == first.tracking_uri, (env["MLFLOW_TRACKING_URI"], first.tracking_uri)
         setup_s = time.perf_counter() - t0
         print(f"  setup {setup_s:.1f} s: {features.height} feature rows of {hubs} hubs x {DAYS} days, "
-              f"{latest.height} devices on {latest['partition_date'].max()}; versions {first.version} "
+              f"{latest.height} devices on {latest['partition_date'].max()!s}; versions {first.version} "
               f"({first.model.model.booster_.num_trees()} trees) and {second.version} "
               f"({second.model.model.booster_.num_trees()} trees)", flush=True)
 
         bodies = [json.dumps(b).encode() for b in device_bodies(latest, 5000, seed=1)]
         port = free_port()
-        since = dt.datetime.now(dt.timezone.utc).date()
-        answered: dict[str, tuple[str, int]] = {}
+        since = dt.datetime.now(dt.UTC).date()
+        answered: dict[str, tuple[str | None, int]] = {}
         singles, batch_runs, swaps = [], [], []
         log = RESULTS_DIR / "logs" / "service-serve.log"
         proc, ready_s = start_server(env, port, log)
@@ -548,8 +559,8 @@ def run(scale: Scale) -> dict:
 
                 old, new = versions[i % 2], versions[(i + 1) % 2]
                 load = round(os.getloadavg()[0], 2)
-                w, answers = swap(port, bodies, f"swap{i}", lambda new=new: client.set_registered_model_alias(
-                    REGISTERED_MODEL_NAME, CHAMPION_ALIAS, new), old, new)
+                w, answers = swap(port, bodies, f"swap{i}", partial(
+                    client.set_registered_model_alias, REGISTERED_MODEL_NAME, CHAMPION_ALIAS, new), old, new)
                 answered.update({a.request_id: (a.version, 1) for a in answers if a.status == 200 and not a.error})
                 w["load_before"] = load
                 w["request_ids"] = [a.request_id for a in answers if a.status == 200 and not a.error]
@@ -604,7 +615,7 @@ def run(scale: Scale) -> dict:
     }
 
 
-def _dig(d: dict, path: tuple[str, ...]):
+def _dig(d: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         d = d.get(key) if isinstance(d, dict) else None
     return d

@@ -8,8 +8,9 @@ from resources.warehouse_api import Warehouse
 
 
 def warehouse_from_environment(duckdb_path: str | None = None) -> Warehouse:
-    """The DuckDB warehouse (at ``duckdb_path``, default ``$SMART_HOME_WAREHOUSE``) or, with ``SMART_HOME_WAREHOUSE_BACKEND=delta``, a ``DeltaWarehouse`` at
-    ``$SMART_HOME_DELTA_URI``: the same interface, so the assets do not change (docs/deployment.md)."""
+    """The DuckDB warehouse (at ``duckdb_path``, default ``$SMART_HOME_WAREHOUSE``) or, with
+    ``SMART_HOME_WAREHOUSE_BACKEND=delta``, a ``DeltaWarehouse`` at ``$SMART_HOME_DELTA_URI``: the same interface,
+    so the assets do not change (docs/deployment.md)."""
     if warehouse_backend() == "delta":
         from resources.delta_warehouse import DeltaWarehouse  # deltalake is imported only when it is used
 

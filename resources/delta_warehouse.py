@@ -1,7 +1,8 @@
 """The warehouse as Delta Lake tables (delta-rs, the ``deltalake`` package), on a local folder or ``s3://``.
 
-The interface ``resources.warehouse_api.Warehouse``, like ``resources.warehouse.DuckDBWarehouse`` (``replace_partitions``, ``query``, ``table_exists``,
-``read_partitions``, ``read_only_table``), so the assets do not change when
+The interface ``resources.warehouse_api.Warehouse``, like ``resources.warehouse.DuckDBWarehouse``
+(``replace_partitions``, ``query``, ``table_exists``, ``read_partitions``, ``read_only_table``), so the assets do
+not change when
 ``SMART_HOME_WAREHOUSE_BACKEND=delta`` selects it (``smart_home_assets/definitions.py``).
 
 - Every table is ``<uri>/<table>``, partitioned by ``partition_date``.
@@ -16,8 +17,9 @@ The interface ``resources.warehouse_api.Warehouse``, like ``resources.warehouse.
   ``raw_usage``); re-running the partition replaces both and converges. See docs/deployment.md.
 - ``query`` runs DuckDB SQL in an in-memory DuckDB over the Delta tables the query names, each registered as
   the Arrow dataset of its current snapshot (``DeltaTable.to_pyarrow_dataset()``: the files the
-  transaction log lists, read through a native pyarrow file system). Never read a Delta table by globbing its parquet files: files of removed (replaced)
-  partitions stay on storage until vacuumed, and a glob would count them again.
+  transaction log lists, read through a native pyarrow file system). Never read a Delta table by globbing its
+  parquet files: files of removed (replaced) partitions stay on storage until vacuumed, and a glob would count
+  them again.
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ from resources.warehouse import (
 )
 
 COMMIT_ATTEMPTS = 5  # a commit that conflicts with a concurrent writer of the same partition is retried
+
+
+def _frame(table) -> pl.DataFrame:
+    """``pl.from_arrow`` of an Arrow table: always a DataFrame (only an Arrow array gives a Series)."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 class DeltaWarehouse(ConfigurableResource):
@@ -211,7 +220,7 @@ class DeltaWarehouse(ConfigurableResource):
                                      f"before this write: {exc}") from exc
 
     def _schema(self, table: str, delta: DeltaTable) -> dict[str, pl.DataType]:
-        return dict(pl.from_arrow(self._dataset(table, delta).schema.empty_table()).schema)  # reads no file
+        return dict(_frame(self._dataset(table, delta).schema.empty_table()).schema)  # reads no file
 
     # -- reads -----------------------------------------------------------------------------------------------
     def table_exists(self, table: str) -> bool:
@@ -231,7 +240,7 @@ class DeltaWarehouse(ConfigurableResource):
         for column, values in (where or {}).items():
             condition = condition & pc.field(column).isin(list(values))
         rows = self._dataset(table, delta).to_table(columns=list(columns) if columns else None, filter=condition)
-        return pl.from_arrow(rows)
+        return _frame(rows)
 
     def read_only_table(self, table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
         """The whole table (or some columns); an empty frame when it does not exist. Reads never block writers."""
@@ -240,7 +249,7 @@ class DeltaWarehouse(ConfigurableResource):
         delta = self._open(table)
         if delta is None:
             return pl.DataFrame()
-        return pl.from_arrow(self._dataset(table, delta).to_table(columns=list(columns) if columns else None))
+        return _frame(self._dataset(table, delta).to_table(columns=list(columns) if columns else None))
 
     def read_only_query(self, table: str, sql: str) -> pl.DataFrame:
         """``sql`` (a read of ``table``) over the tables' current snapshots; an empty frame when ``table`` does not

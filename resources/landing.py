@@ -16,8 +16,7 @@ import datetime as dt
 import os
 from pathlib import Path
 from stat import S_ISREG
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dagster import ConfigurableResource
 
@@ -196,16 +195,20 @@ class LandingZone(ConfigurableResource):
         location = self.location()
         return location if is_object_store(location) else Path(location)
 
+    def _local_root(self) -> Path:
+        """``root()`` of a landing zone that is not an object store."""
+        return Path(self.location())
+
     def exists(self) -> bool:
         store = self._store()
-        return store.exists() if store else self.root().is_dir()
+        return store.exists() if store else self._local_root().is_dir()
 
     def day_folders(self) -> dict[str, Path | str]:
         """Valid day folders by partition key. Raises LandingZoneError when the landing zone is missing."""
         store = self._store()
         if store:
             return {name: f"{store.location}/{name}" for name in store.folders() if parse_day_folder(name)}
-        root = self.root()
+        root = self._local_root()
         if not root.is_dir():
             raise LandingZoneError(f"landing zone {root} does not exist or is not a folder")
         return {
@@ -232,7 +235,7 @@ class LandingZone(ConfigurableResource):
         store = self._store()
         if store:
             return store.files(day).get(day, [])
-        root = self.root()
+        root = self._local_root()
         folder = root / day
         if folder.is_symlink():
             # The day folder itself may point elsewhere: resolved against the landing root like a file.

@@ -130,7 +130,7 @@ def mlflow_run_for_materialization(context: dg.AssetExecutionContext, run_name: 
     active = mlflow.active_run()
     # active_run() caches the tags of when the run started; read them from the store.
     owner = mlflow.get_run(active.info.run_id).data.tags.get("dagster_run_id") if active else None
-    if owner != context.run_id:
+    if owner != context.run_id or active is None:  # no active run has no owner: the same test, spelled out
         if active is not None:
             mlflow.end_run(status="KILLED")  # left active by another materialization in this process
         active = mlflow.start_run(run_name=run_name, tags={"dagster_run_id": context.run_id})
@@ -143,7 +143,8 @@ def mlflow_run_for_materialization(context: dg.AssetExecutionContext, run_name: 
             mlflow.end_run(status="FAILED")
         except Exception as exc:  # e.g. the server is gone: report the original error, not this one
             context.log.warning(redact_uri(mlflow.get_tracking_uri(), f"could not mark MLflow run "
-                                f"{active.info.run_id} FAILED, it stays RUNNING in the store: {type(exc).__name__}: {exc}"))
+                                f"{active.info.run_id} FAILED, it stays RUNNING in the store: "
+                                f"{type(exc).__name__}: {exc}"))
         raise
     mlflow.end_run(status="FINISHED")
 

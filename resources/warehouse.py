@@ -16,8 +16,9 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -70,12 +71,13 @@ def checked_partition_dates(tables: Mapping[str, pl.DataFrame], partition_keys: 
 
 def table_exists_in(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
     """Whether ``table`` exists in the DuckDB database of ``conn`` (read-only or read-write)."""
-    return bool(conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                             [table]).fetchone()[0])
+    row = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()
+    return bool(row and row[0])  # count(*) always returns a row
 
 
 class DuckDBWarehouse(DuckDBResource):
-    """The DuckDB warehouse (implements ``resources.warehouse_api.Warehouse``). ``database`` defaults to ``$SMART_HOME_WAREHOUSE`` or ``<data>/warehouse.duckdb``."""
+    """The DuckDB warehouse (implements ``resources.warehouse_api.Warehouse``). ``database`` defaults to
+    ``$SMART_HOME_WAREHOUSE`` or ``<data>/warehouse.duckdb``."""
 
     database: str = Field(default="", description="Path of the DuckDB file; empty means the default.")
 
@@ -173,10 +175,9 @@ class DuckDBWarehouse(DuckDBResource):
                 yield conn
                 conn.execute("COMMIT")
             except BaseException as exc:
-                try:
+                # a failed COMMIT (e.g. no space left) has already ended the transaction
+                with suppress(duckdb.Error):
                     conn.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass  # a failed COMMIT (e.g. no space left) has already ended the transaction
                 if isinstance(exc, duckdb.Error):
                     raise WarehouseError(f"writing {tables} to warehouse {self.path()} failed, nothing was "
                                          f"changed: {exc}") from exc
@@ -224,7 +225,8 @@ class DuckDBWarehouse(DuckDBResource):
         name = identifier(table)
         # The BETWEEN of each list's bounds lets DuckDB skip row groups by their min/max (an IN list alone scans
         # the whole partition: 7x slower for one batch of a 10M-row day); the IN keeps the result exact.
-        filters, params = "", [partition_dates(partition_keys)]
+        filters = ""
+        params: list[Any] = [partition_dates(partition_keys)]
         for column, values in (where or {}).items():
             values = [v for v in values if v is not None]
             quoted = identifier(column)

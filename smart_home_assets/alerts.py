@@ -1,10 +1,11 @@
 """Alerts that reach a person: one webhook message when an incident opens, one when it clears.
 
 An incident is something a person must look at: a failed run, a failed blocking check, a missed freshness
-deadline, an unreachable landing zone or model registry, a decaying model. ``alerts_sensor`` reads them from the Dagster instance on each tick (open-source
-Dagster only: run status events, asset check state, sensor ticks), compares them with the incidents open at the
-previous tick, which it keeps in its cursor, and sends what changed. So a failure that lasts a hundred ticks is
-one alert, its end one recovery message, and a daemon restart forgets nothing.
+deadline, an unreachable landing zone or model registry, a decaying model. ``alerts_sensor`` reads them from the
+Dagster instance on each tick (open-source Dagster only: run status events, asset check state, sensor ticks),
+compares them with the incidents open at the previous tick, which it keeps in its cursor, and sends what changed.
+So a failure that lasts a hundred ticks is one alert, its end one recovery message, and a daemon restart forgets
+nothing.
 
 Delivery is at least once: an incident is marked delivered only when the receiver answered 2xx, so a receiver
 that is down gets the message on a later tick instead of never. The webhook URL carries its secret in the path
@@ -27,8 +28,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
+
 from smart_home_assets.lib.tables import USAGE_MODEL
 
 WEBHOOK_URL_VAR = "SMART_HOME_ALERT_WEBHOOK_URL"
@@ -97,7 +100,7 @@ class Incident:
 
     @classmethod
     def from_json(cls, data: Mapping) -> Incident:
-        return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls) if f.name in data})
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
 def diff_incidents(open_before: Mapping[str, Incident], current: Mapping[str, Incident]
@@ -164,10 +167,10 @@ def slack_body(event: str, incident: Incident, ui_url: str, at: str) -> dict:
     url = run_url(incident.run_id, ui_url)
     title = f"{'Alert' if event == 'alert' else 'Recovered'}: {incident.summary}"
     facts = [f"*asset* `{incident.asset}`", f"*partition* `{incident.partition or '-'}`", f"*kind* {incident.kind}"]
-    if url:
+    if url and incident.run_id:  # run_url gives a URL only when there is a run id
         facts.append(f"*run* <{url}|{incident.run_id[:8]}>")
     text = f"{title} ({', '.join(facts)})"
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*"}},
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*"}},
               {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(facts)}}]
     if incident.detail and event == "alert":
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"```{incident.detail}```"}})
@@ -256,11 +259,13 @@ def send_email(smtp_url: str, message, logger: logging.Logger | logging.LoggerAd
     query = urllib.parse.parse_qs(parts.query)
     implicit_tls = parts.scheme == "smtps"
     port = parts.port or (465 if implicit_tls else 25)
+    host = parts.hostname or ""  # smtplib connects only to a non-empty host; None and "" both mean "none given"
+    client: smtplib.SMTP
     try:
         if implicit_tls:
-            client = smtplib.SMTP_SSL(parts.hostname, port, timeout=timeout, context=ssl.create_default_context())
+            client = smtplib.SMTP_SSL(host, port, timeout=timeout, context=ssl.create_default_context())
         else:
-            client = smtplib.SMTP(parts.hostname, port, timeout=timeout)
+            client = smtplib.SMTP(host, port, timeout=timeout)
         with client:
             if query.get("starttls", ["false"])[0].lower() == "true":
                 client.starttls(context=ssl.create_default_context())
@@ -317,11 +322,13 @@ def run_outcome(instance: dg.DagsterInstance, record, run: dg.DagsterRun) -> Run
 
     planned = instance.all_logs(run.run_id, of_type={DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
                                                      DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED})
-    assets = sorted({e.dagster_event.asset_key.to_user_string() for e in planned
-                     if e.dagster_event.event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED})
+    events = [e.get_dagster_event() for e in planned]  # of_type returns Dagster events only
+    assets = sorted({event.asset_key.to_user_string() for event in events
+                     if event.event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+                     and event.asset_key is not None})  # a planned materialization always names its asset
     if not assets:
-        assets = sorted({e.dagster_event.event_specific_data.asset_check_key.to_user_string() for e in planned
-                         if e.dagster_event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED})
+        assets = sorted({event.asset_check_planned_data.asset_check_key.to_user_string() for event in events
+                         if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED})
     base = dict(storage_id=record.storage_id, run_id=run.run_id, assets=tuple(assets or [run.job_name]),
                 partition=run_partition(run.tags), at=_iso(record.timestamp))
     if run.status == dg.DagsterRunStatus.SUCCESS:
@@ -338,9 +345,9 @@ def failure_cause(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str, 
     on blocking checks). Shared with the metrics sensor (smart_home_run_failed's ``cause``)."""
     from dagster._core.events import DagsterEventType
 
-    errors = [e.dagster_event.event_specific_data.error
-              for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)]
-    errors = [e for e in errors if e is not None]
+    failures = [e.get_dagster_event().step_failure_data
+                for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)]
+    errors = [f.error for f in failures if f.error is not None]
     classes = [c for error in errors for c in _error_classes(error)]
     kind = next((KIND_BY_ERROR_CLASS[c] for c in classes if c in KIND_BY_ERROR_CLASS), RUN_FAILURE)
     only_checks = bool(errors) and all(e.cls_name == CHECK_FAILED_ERROR for e in errors)
@@ -436,15 +443,19 @@ def freshness_incidents(instance: dg.DagsterInstance, asset_graph) -> dict[str, 
     found = {}
     for key in sorted(keys, key=lambda k: k.to_user_string()):
         record = summaries[key].last_completed_check_execution_record
-        evaluation = record.event.asset_check_evaluation if record is not None and record.event else None
+        if record is None or not record.event:
+            continue
+        evaluation = record.event.asset_check_evaluation
         if evaluation is None or evaluation.passed:
             continue
         asset = key.asset_key.to_user_string()
         description = evaluation.description or ""
+        # the freshness checks (ours and Dagster's) write the partition as text and the deadline as a timestamp
         expected = evaluation.metadata.get(EXPECTED_PARTITION_KEY)
-        partition = expected.value if expected is not None and expected.value != "-" else None
+        partition = (expected.value if isinstance(expected, dg.TextMetadataValue) and expected.value != "-"
+                     else None)
         tick = evaluation.metadata.get("dagster/latest_cron_tick_timestamp")
-        deadline = f" (deadline {_iso(tick.value)})" if tick is not None else ""
+        deadline = f" (deadline {_iso(tick.value)})" if isinstance(tick, dg.TimestampMetadataValue) else ""
         summary = (f"{asset}: partition {partition} missed its freshness deadline{deadline}" if partition else
                    f"{asset}: not updated by its freshness deadline{deadline}")
         incident = Incident(FRESHNESS_MISSED, asset, partition, summary, description[:DETAIL_CHARS], record.run_id,
@@ -479,9 +490,10 @@ def landing_zone_incidents(instance: dg.DagsterInstance) -> dict[str, Incident]:
             continue
         ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
         tick = ticks[0] if ticks else None
-        if tick and tick.status == TickStatus.SKIPPED and (tick.skip_reason or "").startswith(LANDING_SKIP_PREFIX):
+        skip_reason = (tick.skip_reason or "") if tick else ""
+        if tick and tick.status == TickStatus.SKIPPED and skip_reason.startswith(LANDING_SKIP_PREFIX):
             incident = Incident(LANDING_ZONE_UNAVAILABLE, LANDING_SENSOR, None, "the landing zone is unavailable",
-                                tick.skip_reason[:DETAIL_CHARS], opened_at=_iso(tick.timestamp))
+                                skip_reason[:DETAIL_CHARS], opened_at=_iso(tick.timestamp))
             found[incident.key] = incident
     return found
 
@@ -548,11 +560,11 @@ def deliver(state: AlertState, send: Callable[[str, Incident], bool]) -> tuple[i
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
 
 
 # --- the sensor --------------------------------------------------------------------------------------------------

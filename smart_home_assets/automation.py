@@ -12,6 +12,7 @@ its window (``follows_history_window``), but only for days whose own upstream pa
 from __future__ import annotations
 
 import dagster as dg
+
 from smart_home_assets.lib.tables import ONLINE_PREDICTIONS, USAGE_FEATURES
 
 
@@ -160,8 +161,8 @@ class DecayNotAnswered(dg.AutomationCondition):
         return "decay_episode_not_answered"
 
     async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
-        from smart_home_assets.lib import decay
         from smart_home_assets import decay_state
+        from smart_home_assets.lib import decay
 
         instance = context.asset_graph_view.instance
         found = decay_state.open_decay(instance, context.asset_graph)

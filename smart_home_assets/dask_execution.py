@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import dask.distributed
 import dagster as dg
+import dask.distributed
 from dagster_dask.executor import DaskExecutor, dask_executor, query_on_dask_worker
 
 

@@ -13,19 +13,19 @@ from resources.backend import warehouse_from_environment
 from resources.online_store import OnlineStoreResource
 from resources.privacy import key_from_environment
 from resources.tracking import ModelRegistry, mlflow_tracking
+from smart_home_assets.alerts import alerts_sensor
 from smart_home_assets.assets.features import usage_features
 from smart_home_assets.assets.metadata import with_owners
 from smart_home_assets.assets.model import usage_model
 from smart_home_assets.assets.online import online_predictions, online_predictions_job, online_predictions_sensor
 from smart_home_assets.assets.predictions import prediction_feedback, usage_predictions
 from smart_home_assets.assets.usage import device_usage, raw_usage
-from smart_home_assets.alerts import alerts_sensor
 from smart_home_assets.automation import automation_sensor
 from smart_home_assets.executors import executor_from_environment
+from smart_home_assets.lib.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, RAW_USAGE
 from smart_home_assets.metrics import metrics_sensor
 from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.sensors import ingest_job, landing_zone_sensor
-from smart_home_assets.lib.tables import DEVICE_USAGE, DEVICE_USAGE_QUARANTINE, RAW_USAGE
 
 # Ingest and clean days in one run per partition, from the UI's launchpad, `dagster job backfill` or the
 # GraphQL API (tests/system/test_ui.py launches it the way an external scheduler would).

@@ -40,6 +40,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 
 import dagster as dg
+
 from smart_home_assets.lib.tables import DEVICE_USAGE, PREDICTION_FEEDBACK, RAW_USAGE, USAGE_MODEL
 
 PUSHGATEWAY_URL_VAR = "SMART_HOME_PUSHGATEWAY_URL"

@@ -33,7 +33,7 @@ def build_daily_partitions(start: str, end: str | None = None, *,
         raise ValueError(f"{PARTITIONS_END_ENV_VAR}={end!r} is not a YYYY-MM-DD date") from None
     if last < dt.date.fromisoformat(start):
         raise ValueError(f"{PARTITIONS_END_ENV_VAR}={end} is before the first partition {start}")
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or dt.datetime.now(dt.UTC).date()
     return dg.DailyPartitionsDefinition(start_date=start, end_date=(last + dt.timedelta(days=1)).isoformat(),
                                         end_offset=max(1, (last - today).days + 1), timezone="UTC")
 

@@ -14,8 +14,8 @@ import dagster as dg
 import polars as pl
 
 from resources import LandingZone, LandingZoneError, Warehouse
-from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.lib.tables import RAW_USAGE, RAW_USAGE_FILES
+from smart_home_assets.partitions import daily_partitions
 
 ingest_job = dg.define_asset_job(
     "ingest_uploads",

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from resources.settings import DATA_DIR_ENV_VAR, data_dir, dagster_home, default_landing_dir, default_warehouse_path
+from resources.settings import DATA_DIR_ENV_VAR, dagster_home, data_dir, default_landing_dir, default_warehouse_path
 from smart_home_assets.accepted_warnings import python_warnings_option
 from smart_home_assets.lib.tables import INGEST_AND_FEATURES_SELECTION, PREDICTION_FEEDBACK, USAGE_MODEL
 
@@ -161,13 +161,13 @@ def only_checks_failed(created_after: float) -> bool:
 
     with dg.DagsterInstance.get() as instance:
         records = instance.get_run_records(dg.RunsFilter(created_after=dt.datetime.fromtimestamp(
-            created_after, dt.timezone.utc)))
+            created_after, dt.UTC)))
         failures = 0
         for record in records:
             run_id = record.dagster_run.run_id
-            planned = {e.dagster_event.asset_key for e in instance.all_logs(
+            planned = {e.get_dagster_event().asset_key for e in instance.all_logs(
                 run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED)}
-            materialized = {e.dagster_event.asset_key for e in instance.all_logs(
+            materialized = {e.get_dagster_event().asset_key for e in instance.all_logs(
                 run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)}
             failures += len(instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE))
             if not planned <= materialized:
@@ -300,7 +300,7 @@ def run_demo(args: argparse.Namespace) -> int:
     env = dagster_env()
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", DATA_DIR_ENV_VAR)})
     # --end chooses the simulated window (any season); the daemon step lands the day after it.
-    last = args.end or dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    last = args.end or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     today = last + dt.timedelta(days=1)
     first = last - dt.timedelta(days=args.days - 1)
     print(f"data directory: {data_dir()}\nDAGSTER_HOME:   {env['DAGSTER_HOME']}")

@@ -49,7 +49,7 @@ def check_results(run_ids: list[str] | None = None) -> pl.DataFrame:
     with dg.DagsterInstance.get() as instance:
         for run in instance.get_runs(filters=dg.RunsFilter(run_ids=run_ids) if run_ids else None, limit=200):
             for record in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
-                evaluation = record.dagster_event.event_specific_data
+                evaluation = record.get_dagster_event().asset_check_evaluation_data
                 rows.append({"check": evaluation.check_name, "partition": evaluation.partition,
                              "passed": evaluation.passed, "severity": evaluation.severity.value,
                              "timestamp": record.timestamp})

@@ -43,7 +43,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from smart_home_assets.lib.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH, UPLOAD_FIELDS, upload_relative_path
+from smart_home_assets.lib.contract import (
+    MAX_EVENT_DURATION_S,
+    MAX_EVENT_ENERGY_WH,
+    UPLOAD_FIELDS,
+    upload_relative_path,
+)
 from smart_home_assets.lib.reasons import (  # noqa: F401 (re-exported: callers name them here)
     DUPLICATE_EVENT_ID,
     MISSING_FIELD,
@@ -203,7 +208,7 @@ def season_factors(day: dt.date) -> np.ndarray:
 
 
 def _utc_midnight_epoch(day: dt.date) -> int:
-    return int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp())
+    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
 
 
 def _rng(seed: int, stream: int, hub: int = 0, day: int = 0) -> np.random.Generator:
@@ -365,7 +370,8 @@ class RegimeChange:
 
     def __post_init__(self):
         if self.device_type not in DEVICE_TYPES:
-            raise ValueError(f"regime change: unknown device type {self.device_type!r} (one of {', '.join(DEVICE_TYPES)})")
+            raise ValueError(f"regime change: unknown device type {self.device_type!r} "
+                             f"(one of {', '.join(DEVICE_TYPES)})")
         if not self.factor > 0:
             raise ValueError(f"regime change: the factor must be positive, not {self.factor}")
 
@@ -462,7 +468,7 @@ class FaultPlan:
 
     def counts(self) -> dict[str, int]:
         by_kind = np.bincount(self.kind[self.kind >= 0], minlength=len(LINE_FAULT_KINDS))
-        counts = dict(zip(LINE_FAULT_KINDS, (int(c) for c in by_kind)))
+        counts = dict(zip(LINE_FAULT_KINDS, (int(c) for c in by_kind), strict=True))
         counts[DUPLICATE_EVENT_ID] = len(self.duplicate_order) - len(self.kind)
         counts[TRUNCATED_GZIP] = int(self.truncate)
         return counts
@@ -480,7 +486,8 @@ def forced_truncation(seed: int, hubs: int, day: dt.date) -> int | None:
     return int(_rng(seed, _STREAM_TRUNCATE, 0, day.toordinal()).integers(hubs))
 
 
-def plan_faults(seed: int, hub: Hub, day: dt.date, n: int, fault_rate: float, force_truncate: bool = False) -> FaultPlan:
+def plan_faults(seed: int, hub: Hub, day: dt.date, n: int, fault_rate: float,
+                force_truncate: bool = False) -> FaultPlan:
     """Draw the faults of one file from its own stream (the clean events are unaffected by fault_rate)."""
     if fault_rate <= 0:
         return FaultPlan.none(n)
@@ -544,7 +551,8 @@ def render_lines(events: HubDayEvents, plan: FaultPlan) -> bytes:
     values = {
         "event_id": _json_str(pl.lit(f"{hub.hub_id}-{day:%Y%m%d}-") + pl.col("n").cast(pl.String).str.zfill(6)),
         "hub_id": pl.lit(f'"{hub.hub_id}"'),
-        "user_id": pl.when(k == LINE_FAULT_KINDS.index(NULL_USER_ID)).then(pl.lit("null")).otherwise(pl.lit(f'"{hub.user_id}"')),
+        "user_id": pl.when(k == LINE_FAULT_KINDS.index(NULL_USER_ID)).then(pl.lit("null"))
+                     .otherwise(pl.lit(f'"{hub.user_id}"')),
         "device_id": _json_str(pl.col("device_id")),
         "device_type": _json_str(
             pl.when(k == LINE_FAULT_KINDS.index(UNKNOWN_DEVICE_TYPE)).then(unknown).otherwise(pl.col("device_type"))

@@ -19,7 +19,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def event(day: str, n: int, *, hub: str = "hub-0001", device_type: str = "fridge", **overrides) -> dict:
     """A valid upload record for ``day`` (the n-th event of the hub that day)."""
-    ts = dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc) + dt.timedelta(minutes=7 * n)
+    ts = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC) + dt.timedelta(minutes=7 * n)
     record = {
         "event_id": f"{hub}-{day}-{n}", "hub_id": hub, "user_id": f"user-{hub}", "device_id": f"{hub}-{device_type}-0",
         "device_type": device_type, "event_timestamp": ts.isoformat(), "duration_s": 600.0, "energy_wh": 25.0 + n,
@@ -58,6 +58,21 @@ def project_env(tmp_path, monkeypatch) -> dict[str, Path]:
     return {"data": data, "landing": data / "landing", "home": home, "warehouse": data / "warehouse.duckdb"}
 
 
+def pipeline_resources(landing: Path, warehouse: Path) -> dict:
+    """The data resources of the ingest-to-features assets, as definitions.py wires them, on ``landing`` and the
+    DuckDB file ``warehouse`` (the pseudonym key at its development default)."""
+    from resources import DuckDBWarehouse, LandingZone, PseudonymizationKey
+
+    return {"landing": LandingZone(path=str(landing)), "warehouse": DuckDBWarehouse(database=str(warehouse)),
+            "pseudonym_key": PseudonymizationKey()}
+
+
+@pytest.fixture
+def project_resources(project_env) -> dict:
+    """:func:`pipeline_resources` on the test's project environment (``project_env``)."""
+    return pipeline_resources(project_env["landing"], project_env["warehouse"])
+
+
 def simulated_features(start: dt.date, days: int, hubs: int = 25, seed: int = 3, events_per_hub: int = 80):
     """usage_features rows of a simulated fleet over ``days`` days from ``start``, built with the pure functions
     (no warehouse): enough history for the first model to beat the naive baselines."""
@@ -74,19 +89,30 @@ def simulated_features(start: dt.date, days: int, hubs: int = 25, seed: int = 3,
     return pl.concat([build_features(daily, start + dt.timedelta(days=d)) for d in range(days)])
 
 
+# The fleet the model tests train on: 25 simulated hubs over 40 days, enough history for the first model to beat
+# the naive baselines and be promoted.
+FLEET_START, FLEET_DAYS = dt.date(2026, 1, 5), 40
+
+
+@pytest.fixture(scope="session")
+def features():
+    """usage_features rows of the model tests' fleet (:data:`FLEET_START`, :data:`FLEET_DAYS`), computed once per
+    session and written per test into a fresh warehouse (:func:`model_resources`). A test module that needs
+    another history overrides this fixture."""
+    return simulated_features(FLEET_START, FLEET_DAYS)
+
+
 def model_resources(project_env: dict, features, monkeypatch) -> dict:
     """The resources of a training test: ``features`` written into the test's warehouse, MLflow on SQLite in
     the test's data directory (a real registry), and the rest at their defaults."""
-    from resources import LandingZone, PseudonymizationKey, DuckDBWarehouse
     from resources.tracking import ModelRegistry, mlflow_tracking
     from smart_home_assets.lib.tables import USAGE_FEATURES
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project_env['data'] / 'mlflow.db'}")
-    warehouse = DuckDBWarehouse(database=str(project_env["warehouse"]))
-    warehouse.replace_partitions({USAGE_FEATURES: features},
-                                 sorted({str(d) for d in features["partition_date"].unique().to_list()}))
-    return {"warehouse": warehouse, "model_registry": ModelRegistry(), "mlflow": mlflow_tracking,
-            "landing": LandingZone(), "pseudonym_key": PseudonymizationKey()}
+    resources = pipeline_resources(project_env["landing"], project_env["warehouse"])
+    resources["warehouse"].replace_partitions({USAGE_FEATURES: features},
+                                              sorted({str(d) for d in features["partition_date"].unique().to_list()}))
+    return {**resources, "model_registry": ModelRegistry(), "mlflow": mlflow_tracking}
 
 
 def latest_run_check_evaluations(dagster_home: str) -> list:

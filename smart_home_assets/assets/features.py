@@ -9,10 +9,15 @@ from resources import Warehouse
 from resources.settings import batch_rows
 from smart_home_assets.assets.usage import column_schema, partition_table
 from smart_home_assets.automation import follows_history_window
-from smart_home_assets.lib.features import FEATURES_SCHEMA, LOOKBACK_DAYS, build_features, daily_usage_sql, history_ranges
-from smart_home_assets.partitions import daily_partitions
+from smart_home_assets.lib.features import (
+    FEATURES_SCHEMA,
+    LOOKBACK_DAYS,
+    build_features,
+    daily_usage_sql,
+    history_ranges,
+)
 from smart_home_assets.lib.tables import DEVICE_USAGE, DUCKDB_POOL, USAGE_FEATURES
-
+from smart_home_assets.partitions import daily_partitions
 
 # Day D's features read device_usage from D-28 to D: the lineage says so, and a late upload for an earlier day
 # re-runs every feature day whose window contains it (days before the partitions' start are simply absent).

@@ -251,7 +251,8 @@ def tune(trainer: Trainer, folds, base_params: dict, config: UsageModelConfig, c
         if time.monotonic() - started > config.tuning_timeout_s:
             context.log.info(f"tuning stopped after {trial} trials: {config.tuning_timeout_s:g} s time box")
             break
-        params = {"n_estimators": int(rng.choice([150, 300, 500])), "learning_rate": float(rng.choice([0.03, 0.05, 0.1])),
+        params = {"n_estimators": int(rng.choice([150, 300, 500])),
+                  "learning_rate": float(rng.choice([0.03, 0.05, 0.1])),
                   "num_leaves": int(rng.choice([15, 31, 63])), "min_child_samples": int(rng.choice([10, 20, 50]))}
         with mlflow.start_run(run_name=f"tuning trial {trial}", nested=True):
             mlflow.log_params(params)
@@ -400,7 +401,8 @@ def scores_table(scores, folds) -> dg.MetadataValue:
 
 def by_device_type(scores) -> dg.MetadataValue:
     """JSON: every contender's backtest MAE and WAPE per device type."""
-    return dg.MetadataValue.json({t: {n: {"mae": round(scores.type_mae[n][t], 2), "wape": round(scores.type_wape[n][t], 4)}
+    return dg.MetadataValue.json({t: {n: {"mae": round(scores.type_mae[n][t], 2),
+                                          "wape": round(scores.type_wape[n][t], 4)}
                                       for n in scores.type_mae} for t in sorted(scores.type_mae["candidate"])})
 
 

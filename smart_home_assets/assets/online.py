@@ -18,8 +18,8 @@ from resources import Warehouse
 from resources.online_store import RECORD_SCHEMA, OnlineStoreError, OnlineStoreResource
 from smart_home_assets.assets.metadata import preview_table
 from smart_home_assets.assets.usage import column_schema, partition_table
-from smart_home_assets.partitions import daily_partitions
 from smart_home_assets.lib.tables import DUCKDB_POOL, ONLINE_PREDICTIONS
+from smart_home_assets.partitions import daily_partitions
 
 ONLINE_PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {"partition_date": pl.Date(), **RECORD_SCHEMA}
 
@@ -100,7 +100,7 @@ def online_predictions_sensor(context: dg.SensorEvaluationContext, online_store:
         store.close()
     previous = json.loads(context.cursor) if context.cursor else {}
     valid = set(daily_partitions.get_partition_keys())
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     days = ended_days_to_ingest(previous, current, today)
     outside = [d for d in days if d not in valid]
     for day in outside:

@@ -87,7 +87,8 @@ def usage_predictions(context: dg.AssetExecutionContext, warehouse: dg.ResourceP
           # D's features (what the naive baselines would have said) and D+1's (the actuals)
           dg.AssetDep(USAGE_FEATURES, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1)),
           # the service's answers for D+1, asked on D or D+1 (UTC)
-          dg.AssetDep(ONLINE_PREDICTIONS, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1))],
+          dg.AssetDep(ONLINE_PREDICTIONS,
+                      partition_mapping=dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1))],
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=DUCKDB_POOL,

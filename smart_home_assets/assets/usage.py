@@ -15,19 +15,11 @@ import polars as pl
 
 from resources import LandingZone, PseudonymizationKey, Warehouse
 from resources.settings import batch_rows
-from smart_home_assets.assets.metadata import (
-    PREVIEW_ROWS,
-    preview_table,
-    quarantine_rate,
-)
+from smart_home_assets.assets.metadata import PREVIEW_ROWS, preview_table, quarantine_rate
 from smart_home_assets.automation import follows_upstream_partitions
 from smart_home_assets.lib.batching import partitions_file_batches
 from smart_home_assets.lib.catalog import load_device_catalog
-from smart_home_assets.lib.cleaning import (
-    DEVICE_USAGE_SCHEMA,
-    QUARANTINE_SCHEMA,
-    clean_usage,
-)
+from smart_home_assets.lib.cleaning import DEVICE_USAGE_SCHEMA, QUARANTINE_SCHEMA, clean_usage
 from smart_home_assets.lib.ingest import RAW_USAGE_SCHEMA, ingest_partitions_in_batches
 from smart_home_assets.lib.tables import (
     DEVICE_USAGE,
@@ -102,10 +94,12 @@ def raw_batches(landing: LandingZone, keys: list[str], ingested_at: dt.datetime,
     pool=DUCKDB_POOL,
     kinds={"duckdb", "polars"},
     group_name="ingestion",
-    metadata={"dagster/table_name": f"warehouse.main.{RAW_USAGE}", "dagster/column_schema": column_schema(RAW_USAGE_SCHEMA)},
+    metadata={"dagster/table_name": f"warehouse.main.{RAW_USAGE}",
+              "dagster/column_schema": column_schema(RAW_USAGE_SCHEMA)},
     tags={"zone": "restricted"},
 )
-def raw_usage(context: dg.AssetExecutionContext, landing: LandingZone, warehouse: dg.ResourceParam[Warehouse]) -> dg.MaterializeResult:
+def raw_usage(context: dg.AssetExecutionContext, landing: LandingZone,
+              warehouse: dg.ResourceParam[Warehouse]) -> dg.MaterializeResult:
     """Every line of the day's landing files, kept as it came, with file, line number and parse error.
 
     The restricted zone: it holds clear-text user ids. Re-materializing a day replaces it in one transaction.
@@ -193,7 +187,8 @@ def cleaned_batches(warehouse: Warehouse, keys: list[str], device_types, secret:
     pool=DUCKDB_POOL,
     can_subset=False,
 )
-def device_usage(context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse], pseudonym_key: PseudonymizationKey):
+def device_usage(context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse],
+                 pseudonym_key: PseudonymizationKey):
     """Clean each raw_usage partition into device_usage and device_usage_quarantine, written together."""
     catalog = load_device_catalog()
     keys = context.partition_keys

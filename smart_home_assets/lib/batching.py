@@ -41,6 +41,6 @@ def partitions_file_batches(warehouse, table: str, hub_column: str, partitions: 
         f"SELECT source_file AS item, strftime(partition_date, '%Y-%m-%d') || '/' || {hub_column} AS \"group\", "
         f"count(*) AS rows, strftime(partition_date, '%Y-%m-%d') AS day FROM {table}"
         " WHERE partition_date IN (SELECT UNNEST(?::DATE[])) GROUP BY ALL ORDER BY day, item", [list(partitions)])
-    day_of = dict(zip(sizes["item"].to_list(), sizes["day"].to_list()))
+    day_of = dict(zip(sizes["item"].to_list(), sizes["day"].to_list(), strict=True))
     return [(sorted({day_of[f] for f in files}), files)
             for files in grouped_batches(sizes.select("item", "group", "rows"), max_rows)]

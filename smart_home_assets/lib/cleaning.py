@@ -11,6 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -96,7 +97,7 @@ def _reason(window_start: pl.Expr, catalog: Iterable[str]) -> tuple[pl.Expr, pl.
     finite = pl.col("energy_wh").is_finite() & pl.col("duration_s").is_finite()
     empty = pl.concat_str([pl.when(pl.col(f) == "").then(pl.lit(f)) for f in STRING_FIELDS], separator=",",
                           ignore_nulls=True)
-    rules: list[tuple[pl.Expr, str, pl.Expr | None]] = [
+    rules: list[tuple[pl.Expr, str | None, pl.Expr | None]] = [  # code None: the parse error is the code
         (pl.col("parse_error").is_not_null(), None, pl.col("parse_error_detail")),
         (pl.any_horizontal([pl.col(f) == "" for f in STRING_FIELDS]), EMPTY_FIELD, empty),
         (pl.col("user_id").is_null(), NULL_USER_ID, None),
@@ -114,8 +115,9 @@ def _reason(window_start: pl.Expr, catalog: Iterable[str]) -> tuple[pl.Expr, pl.
         (pl.col("duration_s") > MAX_EVENT_DURATION_S, IMPLAUSIBLE_DURATION, pl.col("duration_s").cast(pl.String)),
     ]
     # One when/then chain (the first rule that matches wins); conditions are null-safe like the nested form.
-    reason: pl.Expr = pl
-    detail: pl.Expr = pl
+    # pl.when(...) starts the chain, .then/.when continue it (When, Then, ChainedWhen, ... until .otherwise)
+    reason: Any = pl
+    detail: Any = pl
     for condition, code, why in rules:
         condition = condition.fill_null(False)
         reason = reason.when(condition).then(pl.col("parse_error") if code is None else pl.lit(code))

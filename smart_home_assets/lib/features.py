@@ -30,6 +30,7 @@ import datetime as dt
 import re
 
 import polars as pl
+
 from smart_home_assets.lib.tables import DEVICE_USAGE
 
 # Days before ``D`` the features look at: rows of [D - LOOKBACK_DAYS, D] (29 days) are read, which covers

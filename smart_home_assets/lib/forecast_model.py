@@ -17,6 +17,7 @@ from typing import Any
 
 import mlflow.pyfunc
 import polars as pl
+from mlflow.pyfunc import PythonModel  # (mlflow types its ``pyfunc`` attribute as a lazy loader)
 
 from smart_home_assets.lib import training
 
@@ -26,7 +27,7 @@ _TYPED = {"device_type": (pl.String(), "string"), "target_is_weekend": (pl.Boole
 _INPUT_TYPES: dict[str, pl.DataType] = {c: _TYPED.get(c, (pl.Float64(), ""))[0] for c in training.SOURCE_COLUMNS}
 
 
-class UsageForecastModel(mlflow.pyfunc.PythonModel):
+class UsageForecastModel(PythonModel):
     """pyfunc: feature rows (pandas) -> prediction_wh, p10_wh, p90_wh (pandas)."""
 
     def __init__(self, forecaster: Any):

@@ -94,7 +94,8 @@ class UploadLimits:
         """``$SMART_HOME_MAX_FILE_BYTES``, ``$SMART_HOME_MAX_FILE_LINES``, ``$SMART_HOME_MAX_LINE_BYTES``; the
         contract's limits where unset."""
         values = []
-        for name, default in (("SMART_HOME_MAX_FILE_BYTES", MAX_FILE_BYTES), ("SMART_HOME_MAX_FILE_LINES", MAX_FILE_LINES),
+        for name, default in (("SMART_HOME_MAX_FILE_BYTES", MAX_FILE_BYTES),
+                              ("SMART_HOME_MAX_FILE_LINES", MAX_FILE_LINES),
                               ("SMART_HOME_MAX_LINE_BYTES", MAX_LINE_BYTES)):
             value = int(os.environ.get(name) or default)
             if value < 1:
@@ -226,6 +227,7 @@ def bounded_bytes(stream: Generator[bytes, None, str | None], limits: UploadLimi
             current = current + len(piece) if newlines == 0 else len(piece) - piece.rfind(b"\n") - 1
             continue
         stream.close()  # stop reading: the rest of the file is never decompressed
+        assert cut is not None  # each branch that passes a limit has set where to cut
         tail = bytes(kept[cut:cut + _TAIL_BYTES])
         del kept[cut:]
         return bytes(kept), problem, tail.decode("utf-8", errors="replace")
@@ -282,7 +284,8 @@ def file_lines(files: Iterable[LandingFile], limits: UploadLimits | None = None,
     for file in files:
         read = read_upload(file, limits)
         lines = split_lines(read.text)
-        invalid = (lines != split_lines(read.escaped_text)) if read.invalid_utf8 else None
+        invalid = ((lines != split_lines(read.escaped_text))
+                   if read.invalid_utf8 and read.escaped_text is not None else None)  # escaped_text comes with it
         frame = pl.DataFrame({"raw_line": lines}).with_columns(
             source_file=pl.lit(file.relative_path),
             file_hub_id=pl.lit(file.hub_id, dtype=pl.String),
@@ -397,7 +400,8 @@ def parse_lines(lines: pl.DataFrame, ingested_at: dt.datetime) -> pl.DataFrame:
     detail = (
         pl.when(pl.col("line_problem").is_not_null() | ~pl.col("is_json")).then(pl.lit(None, dtype=pl.String))
         .when(pl.col("trailing_comma")).then(pl.lit("trailing comma"))
-        .when(pl.col("top_type") != "OBJECT").then(pl.concat_str(pl.lit("JSON "), pl.col("top_type").str.to_lowercase()))
+        .when(pl.col("top_type") != "OBJECT")
+        .then(pl.concat_str(pl.lit("JSON "), pl.col("top_type").str.to_lowercase()))
         .when(pl.col("duplicate_keys").is_not_null()).then(pl.col("duplicate_keys"))
         .when(missing != "").then(missing)
         .when(wrong != "").then(wrong)
@@ -446,7 +450,7 @@ def ingest_partitions_in_batches(days: Iterable[tuple[str, list[LandingFile]]], 
         return out
 
     for key, files in days:
-        for file, (frame, row) in zip(files, file_lines(files)):
+        for file, (frame, row) in zip(files, file_lines(files), strict=True):  # one (frame, row) per file
             if held >= batch_rows and (file.hub_id is None or (key, file.hub_id) != last):
                 close_day(key)
                 yield batch()

@@ -37,6 +37,8 @@ class LandingFile:
         """The file's bytes as stored, ``size`` at a time: ingestion decodes them as a stream and may stop early,
         so a huge upload is never read whole."""
         if self.filesystem is None:
+            if self.path is None:  # a problem placeholder (a day folder linked outside the landing zone)
+                raise TypeError(f"{self.relative_path} has no local path to read")  # what open(None) raised
             with open(self.path, "rb") as handle:
                 while chunk := handle.read(size):
                     yield chunk

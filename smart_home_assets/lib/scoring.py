@@ -79,7 +79,8 @@ def feedback_for_day(predictions: pl.DataFrame, features: pl.DataFrame, actuals:
     return pl.DataFrame([{
         "partition_date": joined["partition_date"][0], "target_date": joined["target_date"][0], "source": source,
         "model_version": ",".join(sorted(joined["model_version"].unique().to_list())),
-        "devices": joined["device_id"].n_unique(), "predictions": joined.height, "live_mae": metrics["mae"], "live_wape": metrics["wape"],
+        "devices": joined["device_id"].n_unique(), "predictions": joined.height,
+        "live_mae": metrics["mae"], "live_wape": metrics["wape"],
         "interval_coverage": interval_coverage(actual, joined["p10_wh"].fill_null(float("nan")),
                                                joined["p90_wh"].fill_null(float("nan")))
         if joined["p10_wh"].null_count() < joined.height else None,

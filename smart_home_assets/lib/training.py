@@ -197,10 +197,7 @@ def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
     err = np.abs(p - y)
     total = float(np.sum(np.abs(y)))
     abs_err = float(np.sum(err))
-    if total > 0:
-        wape = abs_err / total
-    else:
-        wape = 0.0 if abs_err == 0 else math.inf
+    wape = abs_err / total if total > 0 else (0.0 if abs_err == 0 else math.inf)
     return {"mae": float(np.mean(err)), "rmse": float(np.sqrt(np.mean(err**2))), "wape": wape}
 
 
@@ -677,6 +674,7 @@ def decide_promotion(scores: BacktestScores, *, candidate: str = "candidate", ch
                 else ("no trained champion yet" if champion is None else f"the champion is the baseline {champion}")
             return PromotionDecision("candidate", f"{cand} beats {base} on {n - scores.losses(candidate, best)}/{n}"
                                      f" folds; {why}", best)
+        assert champion is not None  # trained_champion
         if _beats(scores, candidate, champion):
             return PromotionDecision("candidate", f"{cand} beats {champion_label} ({scores.mae[champion]:.1f}) and "
                                      f"{base}", best)
@@ -684,7 +682,7 @@ def decide_promotion(scores: BacktestScores, *, candidate: str = "candidate", ch
                                  f"({scores.mae[champion]:.1f}, loses {scores.losses(candidate, champion)}/{n} folds to"
                                  f" it); {base}", best)
     lost = f"{cand} does not beat {base} (loses {scores.losses(candidate, best)}/{n} folds)"
-    if trained_champion and _beats(scores, champion, best):
+    if trained_champion and champion is not None and _beats(scores, champion, best):
         return PromotionDecision("keep", f"{lost}; {said(champion, champion_label)} still beats it", best)
     if champion_is_baseline and champion == best:
         return PromotionDecision("keep", f"{lost}; the baseline {best} stays champion", best)

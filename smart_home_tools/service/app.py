@@ -39,7 +39,7 @@ class DeviceRequest(BaseModel):
 def _feature_field(column: str):
     from smart_home_assets.lib.forecast_model import _TYPED
 
-    kind = {"string": str, "boolean": bool, "long": int}.get(_TYPED.get(column, (None, "double"))[1])
+    kind: Any = {"string": str, "boolean": bool, "long": int}.get(_TYPED.get(column, (None, "double"))[1])
     if kind is None:
         kind = Annotated[float, Field(allow_inf_nan=False)]
     if column in training.NULLABLE_SOURCE_COLUMNS:
@@ -133,7 +133,8 @@ def resolve_rows(requests: list[Any], state: ServingState, today: dt.date, batch
                 raise HTTPException(409, detail={"loc": [*where, "device_id"], "device_id": req.device_id,
                                                  "hub_id": req.hub_id,
                                                  "msg": f"device {req.device_id!r} has {found['history_days']} days "
-                                                        f"of history on {found['partition_date']}: too few to forecast"})
+                                                        f"of history on {found['partition_date']}: too few to "
+                                                        "forecast"})
             rows.append({"source": "latest_features", "device_id": req.device_id, "hub_id": req.hub_id,
                          "features_date": found["partition_date"],
                          "for_day": found["partition_date"] + dt.timedelta(days=1),
@@ -159,9 +160,9 @@ def create_app(state: ServingState, store: OnlineStore) -> FastAPI:
         frame = request_frame(pl.DataFrame([r["input"] for r in rows], schema_overrides=_INPUT_OVERRIDES,
                                            infer_schema_length=None))
         forecast = model.forecaster.forecast(frame)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         answers, records = [], []
-        for i, (row, (point, low, high)) in enumerate(zip(rows, forecast.iter_rows())):
+        for i, (row, (point, low, high)) in enumerate(zip(rows, forecast.iter_rows(), strict=True)):
             answers.append({"device_id": row["device_id"], "for_day": row["for_day"].isoformat(),
                             "prediction_wh": point, "p10_wh": low, "p90_wh": high, "request_id": request_id})
             records.append({"request_id": request_id, "row": i, "requested_at": now, "endpoint": endpoint,
@@ -175,19 +176,20 @@ def create_app(state: ServingState, store: OnlineStore) -> FastAPI:
             store.append(records)  # durable before the response leaves
         except OnlineStoreError as exc:
             log.error("request %s not answered: %s", request_id, exc)
-            raise HTTPException(503, detail=f"the prediction store refused the answer, so it is not given: {exc}")
+            raise HTTPException(503, detail=f"the prediction store refused the answer, so it is not given: {exc}"
+                                ) from exc
         return model, answers
 
     @app.post("/predict", response_model=Prediction, responses={
         404: {"description": "unknown device"}, 409: {"description": "too little history"},
         422: {"description": "invalid input, naming the field"}, 503: {"description": "no model or no store"}})
-    async def predict(body: PredictRequest,  # type: ignore[valid-type]
+    async def predict(body: PredictRequest,
                       x_request_id: Annotated[str | None, Header()] = None) -> Response:
         """Next-day energy of one device: by its ids (from its latest feature row) or from a full feature row."""
         # On the event loop (a few ms of work, no thread hand-off); the answer is built here, so FastAPI does not
         # validate and serialize it again (response_model documents it).
         request_id = _request_id(x_request_id)
-        rows = resolve_rows([body], state, dt.datetime.now(dt.timezone.utc).date(), batch=False)
+        rows = resolve_rows([body], state, dt.datetime.now(dt.UTC).date(), batch=False)
         model, answers = answer(rows, request_id, "predict")
         return _json({**answers[0], "model": _model_info(model)}, request_id)
 
@@ -198,7 +200,7 @@ def create_app(state: ServingState, store: OnlineStore) -> FastAPI:
         """Up to 1,000 rows (either form, mixed), all answered by one model version."""
         # In the thread pool: a batch takes tens of ms, single requests go on meanwhile.
         request_id = _request_id(x_request_id)
-        rows = resolve_rows(body.rows, state, dt.datetime.now(dt.timezone.utc).date(), batch=True)
+        rows = resolve_rows(body.rows, state, dt.datetime.now(dt.UTC).date(), batch=True)
         model, answers = answer(rows, request_id, "predict/batch")
         info = _model_info(model)
         return _json({"request_id": request_id, "model": info,
@@ -207,7 +209,7 @@ def create_app(state: ServingState, store: OnlineStore) -> FastAPI:
     @app.get("/health")
     def health() -> JSONResponse:
         """The model served and its age, the features' latest day, whether the store is writable (503 if not)."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         writable, why = store.writable()
         model = state.model
         features = state.features

@@ -98,7 +98,7 @@ def warehouse_signature(warehouse) -> tuple | None:
     if not isinstance(warehouse, DuckDBWarehouse):
         return None
     path = warehouse.path()
-    signature = []
+    signature: list[tuple[int, int] | None] = []
     for candidate in (path, path.with_name(path.name + ".wal")):
         try:
             stat = candidate.stat()
@@ -113,13 +113,15 @@ def feature_snapshot(frame: pl.DataFrame, now: dt.datetime) -> FeatureSnapshot:
         return FeatureSnapshot(loaded_at=now)
     columns = ["partition_date", "device_id", "hub_id", "has_enough_history", "history_days", *training.SOURCE_COLUMNS]
     rows = {(r["hub_id"], r["device_id"]): r for r in frame.select(columns).iter_rows(named=True)}
-    return FeatureSnapshot(rows=rows, latest_day=frame["partition_date"].max(), loaded_at=now)
+    latest = frame["partition_date"].max()  # a date column (the answers add days to it)
+    return FeatureSnapshot(rows=rows, latest_day=latest if isinstance(latest, dt.date) else None, loaded_at=now)
 
 
 class ServingState:
     """The loaded model and features, and the threads that keep them current."""
 
-    def __init__(self, registry, warehouse, *, poll_s: float | None = None, features_refresh_s: float = FEATURES_REFRESH_S):
+    def __init__(self, registry, warehouse, *, poll_s: float | None = None,
+                 features_refresh_s: float = FEATURES_REFRESH_S):
         self.registry = registry
         self.warehouse = warehouse
         self.poll_s = poll_s or poll_seconds()
@@ -138,7 +140,7 @@ class ServingState:
     # -- the model ------------------------------------------------------------------------------------------
     def refresh_model(self) -> bool:
         """Load the champion if the alias moved (or nothing is loaded); True when a new version was swapped in."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         try:
             champion = self.registry.champion_version()
         except Exception as exc:  # the registry is down: keep serving what is loaded
@@ -156,14 +158,14 @@ class ServingState:
                 forecaster, registered_at = training.BaselineForecaster("mean_last_7_days"), None
             else:
                 forecaster = self.registry.load_forecaster(version)
-                registered_at = dt.datetime.fromtimestamp(champion.creation_timestamp / 1000, dt.timezone.utc)
+                registered_at = dt.datetime.fromtimestamp(champion.creation_timestamp / 1000, dt.UTC)
             forecaster.forecast(warm_up_frame(self.features))  # the first real request is not the slow one
         except Exception as exc:
             self.registry_error = f"version {version} could not be loaded: {type(exc).__name__}: {exc}"
             log.error("%s; still serving version %s", self.registry_error, self.model.version if self.model else None)
             return False
         previous = self.model.version if self.model else None
-        self.model = LoadedModel(forecaster, version, registered_at, dt.datetime.now(dt.timezone.utc))
+        self.model = LoadedModel(forecaster, version, registered_at, dt.datetime.now(dt.UTC))
         gc.freeze()  # the new model is long-lived too (the old one stays frozen: a swap is rare)
         self.registry_error = None
         self.swaps += previous is not None
@@ -179,7 +181,7 @@ class ServingState:
         if self.features.loaded_at is not None and self.features_error is None and (
                 signature == self._features_signature if signature is not None else not due):
             return False
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         try:
             frame = read_latest_features(self.warehouse)
         except Exception as exc:  # e.g. a run holds the DuckDB file: keep the snapshot, try again later

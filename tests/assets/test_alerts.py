@@ -300,10 +300,14 @@ def record_landing_tick(instance, skip_message: str) -> None:
     import time
 
     from dagster._core.definitions.run_request import InstigatorType
-    from dagster._core.remote_origin import (RegisteredCodeLocationOrigin, RemoteInstigatorOrigin,
-                                             RemoteRepositoryOrigin)
-    from dagster._core.scheduler.instigation import (InstigatorState, InstigatorStatus, SensorInstigatorData,
-                                                     TickData, TickStatus)
+    from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteInstigatorOrigin, RemoteRepositoryOrigin
+    from dagster._core.scheduler.instigation import (
+        InstigatorState,
+        InstigatorStatus,
+        SensorInstigatorData,
+        TickData,
+        TickStatus,
+    )
 
     origin = RemoteInstigatorOrigin(RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("smart_home_assets"),
                                                            "__repository__"), alerts.LANDING_SENSOR)
@@ -317,7 +321,7 @@ def record_landing_tick(instance, skip_message: str) -> None:
 
 
 def test_an_unavailable_landing_zone_is_one_incident_until_the_sensor_lists_it_again(project_env, instance, receiver):
-    from resources import LandingZone, DuckDBWarehouse
+    from resources import DuckDBWarehouse, LandingZone
     from smart_home_assets.sensors import landing_zone_sensor
     from tests.sensor_ticks import NOTHING_NEW, evaluate
 

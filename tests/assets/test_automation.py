@@ -3,11 +3,11 @@
 import dagster as dg
 import pytest
 
-from resources import LandingZone, PseudonymizationKey, DuckDBWarehouse
+from resources import DuckDBWarehouse
 from smart_home_assets.assets.usage import raw_usage
 from smart_home_assets.definitions import defs
 from tests.check_runs import check_outcomes, run_checks
-from tests.conftest import event, write_upload
+from tests.conftest import event, pipeline_resources, write_upload
 
 OLD, NEW = "2026-01-05", "2026-01-20"
 
@@ -19,9 +19,7 @@ def instance(project_env):
 
 
 def materialize_raw(project_env, instance, day):
-    resources = {"landing": LandingZone(path=str(project_env["landing"])),
-                 "warehouse": DuckDBWarehouse(database=str(project_env["warehouse"])),
-                 "pseudonym_key": PseudonymizationKey()}
+    resources = pipeline_resources(project_env["landing"], project_env["warehouse"])
     assert dg.materialize([raw_usage], partition_key=day, resources=resources, instance=instance).success
 
 
@@ -59,9 +57,7 @@ def ingest_and_check(project_env, instance, day):
     from asset_checks import device_usage_checks
     from smart_home_assets.assets.usage import device_usage
 
-    resources = {"landing": LandingZone(path=str(project_env["landing"])),
-                 "warehouse": DuckDBWarehouse(database=str(project_env["warehouse"])),
-                 "pseudonym_key": PseudonymizationKey()}
+    resources = pipeline_resources(project_env["landing"], project_env["warehouse"])
     return dg.materialize([raw_usage, device_usage, device_usage_checks], partition_key=day, resources=resources,
                           instance=instance, raise_on_error=False)
 
@@ -79,9 +75,7 @@ def test_features_follow_device_usage_only_when_its_blocking_checks_passed(proje
 
     # OLD: ingested and checked; then a row of it is duplicated in the warehouse (a bad hand edit, a bug in a
     # writer) and the checks, run again on that materialization, really fail.
-    resources = {"landing": LandingZone(path=str(project_env["landing"])),
-                 "warehouse": DuckDBWarehouse(database=str(project_env["warehouse"])),
-                 "pseudonym_key": PseudonymizationKey()}
+    resources = pipeline_resources(project_env["landing"], project_env["warehouse"])
     assert ingest_and_check(project_env, instance, OLD).success
     with resources["warehouse"].connect() as conn:
         conn.execute("INSERT INTO device_usage SELECT * FROM device_usage WHERE partition_date = ? LIMIT 1", [OLD])

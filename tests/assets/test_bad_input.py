@@ -32,12 +32,11 @@ from resources.landing import LandingZone, LandingZoneError
 from smart_home_assets.lib.catalog import load_device_catalog
 from smart_home_assets.lib.cleaning import CleanResult, clean_usage
 from smart_home_assets.lib.contract import MAX_EVENT_DURATION_S, MAX_EVENT_ENERGY_WH
-from tests.conftest import ingest_day
-from tests.conftest import event, write_upload
+from tests.conftest import event, ingest_day, write_upload
 
 DAY = "2026-03-01"
 NEXT_DAY = "2026-03-02"
-NOW = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
 KEY = b"k" * 32
 CATALOG = load_device_catalog().device_types
 PARSE_CODES = {"empty_line", "not_json", "not_strict_json", "not_object", "duplicate_key", "missing_field", "wrong_type",
@@ -66,7 +65,7 @@ def assert_conserved(raw: pl.DataFrame, result: CleanResult, raw_lines: int) -> 
 
 def assert_contract(device_usage: pl.DataFrame, day: str = DAY) -> None:
     """What the blocking checks require of device_usage."""
-    start = dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc)
+    start = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC)
     for row in device_usage.iter_rows(named=True):
         assert row["user_pseudonym"] is not None and re.fullmatch(r"[0-9a-f]{64}", row["user_pseudonym"])
         assert start <= row["event_timestamp"] < start + dt.timedelta(days=1)

@@ -13,16 +13,15 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from asset_checks import device_usage_checks
-from resources import LandingZone, PseudonymizationKey, DuckDBWarehouse
+from resources import DuckDBWarehouse, LandingZone, PseudonymizationKey
 from smart_home_assets.assets.usage import device_usage, raw_usage
 from smart_home_assets.lib.batching import grouped_batches
 from smart_home_assets.lib.ingest import ingest_partitions_in_batches
-from tests.conftest import ingest_day
 from smart_home_tools.simulate import simulate_fleet
-from tests.conftest import event, write_upload
+from tests.conftest import event, ingest_day, pipeline_resources, write_upload
 
 DAY = "2026-03-02"
-NOW = dt.datetime(2026, 3, 3, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 3, 3, tzinfo=dt.UTC)
 TABLES = {"raw_usage": ["source_file", "line_number"], "raw_usage_files": ["source_file"],
           "device_usage": ["source_file", "line_number"], "device_usage_quarantine": ["source_file", "line_number"]}
 
@@ -72,9 +71,8 @@ def test_ingesting_in_batches_yields_the_days_rows_in_pieces_of_whole_files(land
 
 def materialize_day(landing, data, monkeypatch, batch_rows: int) -> tuple[dict[str, pl.DataFrame], dict]:
     monkeypatch.setenv("SMART_HOME_BATCH_ROWS", str(batch_rows))
-    warehouse = DuckDBWarehouse(database=str(data / "warehouse.duckdb"))
-    resources = {"landing": LandingZone(path=str(landing)), "warehouse": warehouse,
-                 "pseudonym_key": PseudonymizationKey()}
+    resources = pipeline_resources(landing, data / "warehouse.duckdb")
+    warehouse = resources["warehouse"]
     with dg.instance_for_test() as instance:
         result = dg.materialize([raw_usage, device_usage, device_usage_checks], partition_key=DAY,
                                 resources=resources, instance=instance)
@@ -175,9 +173,8 @@ def materialize(landing, data, monkeypatch, batch_rows: int, days: list[list[str
     from smart_home_assets.assets.features import usage_features
 
     monkeypatch.setenv("SMART_HOME_BATCH_ROWS", str(batch_rows))
-    warehouse = DuckDBWarehouse(database=str(data / "warehouse.duckdb"))
-    resources = {"landing": LandingZone(path=str(landing)), "warehouse": warehouse,
-                 "pseudonym_key": PseudonymizationKey()}
+    resources = pipeline_resources(landing, data / "warehouse.duckdb")
+    warehouse = resources["warehouse"]
     evaluations = {}
     with dg.instance_for_test() as instance:
         for keys in days:

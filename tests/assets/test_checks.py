@@ -33,7 +33,7 @@ def clean() -> pl.DataFrame:
         source_file=pl.lit(f"{DAY}/hub-0001.jsonl.gz"), file_hub_id=pl.lit("hub-0001"),
         line_number=pl.int_range(1, pl.len() + 1, dtype=pl.Int64), line_problem=pl.lit(None, pl.String),
         partition_date=pl.lit(dt.date.fromisoformat(DAY)))
-    raw = parse_lines(lines, dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc))
+    raw = parse_lines(lines, dt.datetime(2026, 3, 2, tzinfo=dt.UTC))
     return clean_usage(raw, CATALOG, b"k" * 32).device_usage
 
 
@@ -53,8 +53,8 @@ def _set_first(frame, column, value):
 @pytest.mark.parametrize("column, value, failing", [
     ("user_pseudonym", None, "check_user_id_not_null"),
     ("user_pseudonym", "user-in-clear", "check_user_id_not_null"),
-    ("event_timestamp", dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.timezone.utc), "check_event_timestamp_in_partition_window"),
-    ("event_timestamp", dt.datetime(2026, 2, 28, 23, 59, tzinfo=dt.timezone.utc), "check_event_timestamp_in_partition_window"),
+    ("event_timestamp", dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.UTC), "check_event_timestamp_in_partition_window"),
+    ("event_timestamp", dt.datetime(2026, 2, 28, 23, 59, tzinfo=dt.UTC), "check_event_timestamp_in_partition_window"),
     ("device_type", "toaster_x", "check_device_type_in_catalog"),
     ("energy_wh", -1.0, "check_energy_and_duration_plausible"),
     ("energy_wh", 1e9, "check_energy_and_duration_plausible"),

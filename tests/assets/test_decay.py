@@ -12,16 +12,15 @@ import polars as pl
 import pytest
 
 from asset_checks.model_checks import check_live_accuracy_holds
-from smart_home_assets import alerts
-from smart_home_assets.lib import decay
-from smart_home_assets import decay_state
+from smart_home_assets import alerts, decay_state
 from smart_home_assets.assets.model import usage_model
 from smart_home_assets.assets.predictions import prediction_feedback, usage_predictions
 from smart_home_assets.definitions import defs
-from smart_home_tools.simulate import RegimeChange
+from smart_home_assets.lib import decay
 from smart_home_assets.lib.tables import USAGE_FEATURES
-from tests.conftest import model_resources
+from smart_home_tools.simulate import RegimeChange
 from tests.assets.test_alerts import Receiver
+from tests.conftest import model_resources
 
 START, DAYS = dt.date(2026, 1, 5), 52
 TRAINED_ON = 40  # the champion sees the first 40 days
@@ -156,7 +155,8 @@ def drift_checked(instance, day: str, passed: bool) -> None:
     import uuid
 
     from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-        AssetCheckEvaluationTargetMaterializationData)
+        AssetCheckEvaluationTargetMaterializationData,
+    )
     from dagster._core.events import DagsterEvent, DagsterEventType
     from dagster._core.storage.event_log.base import AssetRecordsFilter
 

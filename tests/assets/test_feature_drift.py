@@ -11,8 +11,8 @@ from asset_checks.feature_checks import DRIFT, PSI_WARN_ABOVE, ROWS, usage_featu
 from resources import DuckDBWarehouse
 from smart_home_assets.assets.features import usage_features
 from smart_home_assets.lib.features import build_features, daily_device_usage
-from smart_home_tools.simulate import build_fleet, simulate_hub_day
 from smart_home_assets.lib.tables import USAGE_FEATURES
+from smart_home_tools.simulate import build_fleet, simulate_hub_day
 
 # January: seasonal change over the 28-day reference is small. (In spring the same fleet's ordinary days
 # reach a PSI above 0.2 on energy_wh: the seasonal trend alone warns.)

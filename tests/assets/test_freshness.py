@@ -14,15 +14,15 @@ from asset_checks import freshness_checks
 from asset_checks.freshness_checks import SENSOR_NAME, expected_partition, model_deadline_cron
 from smart_home_assets import alerts
 from smart_home_assets.definitions import defs
-from tests.conftest import event, write_upload
 from tests.assets.test_alerts import Receiver
+from tests.conftest import event, write_upload
 
 ARRIVED, LATE = "2026-03-01", "2026-03-02"
 FRESHNESS = dg.AssetCheckKey(dg.AssetKey("device_usage"), "freshness_check")
 
 
 def at(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
 
 
 @pytest.fixture
@@ -180,10 +180,10 @@ def test_the_model_is_late_when_not_retrained_since_the_deadline_before(project_
             (evaluation,) = runnable.execute_in_process(instance=instance).get_asset_check_evaluations()
         return evaluation
 
-    never = evaluate(dt.datetime.now(dt.timezone.utc))
+    never = evaluate(dt.datetime.now(dt.UTC))
     assert not never.passed and "never materialized" in never.description
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="usage_model"))  # trained now
-    deadline = get_next_cron_tick("0 5 * * *", dt.datetime.now(dt.timezone.utc), "UTC")
+    deadline = get_next_cron_tick("0 5 * * *", dt.datetime.now(dt.UTC), "UTC")
     assert evaluate(deadline + dt.timedelta(minutes=1)).passed  # trained within the 24 h before it
     late = evaluate(deadline + dt.timedelta(days=1, minutes=1))  # the next deadline, no retrain since
     assert not late.passed and "not updated since" in late.description

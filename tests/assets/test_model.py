@@ -6,21 +6,14 @@ import dagster as dg
 import polars as pl
 import pytest
 
-
 from resources.tracking import REGISTERED_MODEL_NAME, ModelRegistry
 from smart_home_assets.assets.model import usage_model
 from smart_home_assets.assets.predictions import usage_predictions
 from smart_home_assets.lib.tables import USAGE_FEATURES
-from tests.conftest import model_resources, simulated_features
+from tests.conftest import FLEET_DAYS, FLEET_START, model_resources
 
-START, DAYS = dt.date(2026, 1, 5), 40
+START, DAYS = FLEET_START, FLEET_DAYS  # the `features` fixture's fleet (tests/conftest.py)
 LAST = START + dt.timedelta(days=DAYS - 1)
-
-
-@pytest.fixture(scope="module")
-def features() -> pl.DataFrame:
-    """Features of 25 simulated hubs over 40 days (computed once, written per test into a fresh warehouse)."""
-    return simulated_features(START, DAYS)
 
 
 @pytest.fixture
@@ -72,8 +65,8 @@ def test_first_model_beats_baselines_and_becomes_champion(env):
 
 
 def test_config_defaults_are_the_training_modules():
-    from smart_home_assets.lib import training
     from smart_home_assets.assets.model import UsageModelConfig, params_of
+    from smart_home_assets.lib import training
 
     config = UsageModelConfig()
     assert params_of(config) == {k: v for k, v in training.DEFAULT_PARAMS.items() if k != "objective"}
@@ -237,8 +230,8 @@ def test_training_leaves_out_feature_days_whose_blocking_checks_failed(env, feat
     import mlflow
 
     from asset_checks import usage_features_checks
-    from smart_home_assets.lib import training
     from smart_home_assets.assets.features import usage_features
+    from smart_home_assets.lib import training
     from tests.check_runs import check_outcomes, run_checks
 
     bad = START + dt.timedelta(days=25)

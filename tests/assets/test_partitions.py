@@ -15,7 +15,7 @@ START, END = "2025-01-01", "2026-12-31"
 
 
 def at(day: dt.date, hour: int = 12) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(hour), tzinfo=dt.timezone.utc)
+    return dt.datetime.combine(day, dt.time(hour), tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize("clock", [dt.date(2024, 6, 1), dt.date(2026, 1, 3), dt.date(2026, 12, 30),

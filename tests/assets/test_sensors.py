@@ -8,20 +8,17 @@ import shutil
 
 import dagster as dg
 
-from resources import LandingZone, DuckDBWarehouse
 from smart_home_assets import sensors
-from tests.conftest import ingest_day
 from smart_home_assets.partitions import build_daily_partitions, daily_partitions
 from smart_home_assets.sensors import landing_zone_sensor
-from tests.conftest import event, write_upload
+from tests.conftest import event, ingest_day, pipeline_resources, write_upload
 from tests.sensor_ticks import NOTHING_NEW, Tick, evaluate
 
 DAY, LATE = "2026-02-10", "2026-02-01"
 
 
 def resources(landing):
-    return {"landing": LandingZone(path=str(landing)),
-            "warehouse": DuckDBWarehouse(database=str(landing.parent / "sensor-test.duckdb"))}
+    return pipeline_resources(landing, landing.parent / "sensor-test.duckdb")
 
 
 class _Messages(logging.Handler):
@@ -114,7 +111,7 @@ def test_a_fresh_sensor_skips_days_raw_usage_already_ingested(tmp_path):
     write_upload(landing, LATE, "hub-0001", [event(LATE, 0)])
     write_upload(landing, DAY, "hub-0001", [event(DAY, 0)])
     res = resources(landing)
-    raw, manifest = ingest_day(LATE, res["landing"].files_for_day(LATE), dt.datetime.now(dt.timezone.utc))
+    raw, manifest = ingest_day(LATE, res["landing"].files_for_day(LATE), dt.datetime.now(dt.UTC))
     res["warehouse"].replace_partitions({"raw_usage": raw, "raw_usage_files": manifest}, [LATE])
     fresh = tick(landing)
     assert fresh.skip is None  # the manifest was read: not "cannot read what raw_usage already ingested"

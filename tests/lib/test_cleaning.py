@@ -23,7 +23,7 @@ def raw_frame(lines, hub="hub-0001", day=DAY):
         source_file=pl.lit(f"{day}/{hub}.jsonl.gz"), file_hub_id=pl.lit(hub),
         line_number=pl.int_range(1, pl.len() + 1, dtype=pl.Int64), line_problem=pl.lit(None, pl.String),
         partition_date=pl.lit(dt.date.fromisoformat(day)))
-    return parse_lines(frame, dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc))
+    return parse_lines(frame, dt.datetime(2026, 3, 2, tzinfo=dt.UTC))
 
 
 def reasons(lines):
@@ -57,7 +57,7 @@ def test_each_fault_is_quarantined_under_its_reason(bad, reason):
 def test_offsets_are_converted_to_utc_within_the_partition_window():
     result, got = reasons([event(DAY, 0, event_timestamp="2026-03-01T01:30:00+01:00")])
     assert got == {}
-    assert result.device_usage["event_timestamp"].to_list() == [dt.datetime(2026, 3, 1, 0, 30, tzinfo=dt.timezone.utc)]
+    assert result.device_usage["event_timestamp"].to_list() == [dt.datetime(2026, 3, 1, 0, 30, tzinfo=dt.UTC)]
 
 
 def test_exact_repeat_is_a_duplicate_and_a_changed_repeat_a_conflict():

@@ -9,7 +9,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from smart_home_tools import simulate as sim
 from smart_home_assets.lib.features import (
     DAILY_USAGE_SCHEMA,
     FEATURES_SCHEMA,
@@ -21,6 +20,7 @@ from smart_home_assets.lib.features import (
     daily_usage_sql,
     history_ranges,
 )
+from smart_home_tools import simulate as sim
 
 D = dt.date(2026, 3, 13)  # a Friday, so the predicted day D+1 is a Saturday
 
@@ -155,7 +155,7 @@ def test_duplicate_daily_rows_are_refused():
 
 
 def test_daily_device_usage_sums_events_per_device_and_day():
-    ts = dt.datetime(2026, 3, 13, 8, tzinfo=dt.timezone.utc)
+    ts = dt.datetime(2026, 3, 13, 8, tzinfo=dt.UTC)
     events = pl.DataFrame(
         {
             "partition_date": [D, D, D, ago(1)],

@@ -6,11 +6,7 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from smart_home_assets.lib.scoring import (
-    FEEDBACK_SCHEMA,
-    NOMINAL_COVERAGE,
-    feedback_for_day,
-)
+from smart_home_assets.lib.scoring import FEEDBACK_SCHEMA, NOMINAL_COVERAGE, feedback_for_day
 
 D = dt.date(2026, 3, 10)
 

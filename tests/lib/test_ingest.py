@@ -8,10 +8,9 @@ import polars as pl
 
 from resources import LandingZone
 from smart_home_assets.lib.ingest import decode_upload
-from tests.conftest import ingest_day
-from tests.conftest import event, write_upload
+from tests.conftest import event, ingest_day, write_upload
 
-NOW = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
 DAY = "2026-03-01"
 
 

@@ -45,7 +45,7 @@ def test_predictions_skip_devices_with_too_little_history_and_name_their_model()
     features = rows(energy_wh=[10.0, 20.0, 30.0], energy_lag_6=[1.0, 2.0, 3.0], energy_roll7_mean=[12.0, 18.0, 33.0],
                     has_enough_history=[True, False, True])
     forecaster = training.BaselineForecaster("mean_last_7_days", training.IntervalCalibration(-0.5, 0.25))
-    now = dt.datetime(2026, 3, 11, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 3, 11, tzinfo=dt.UTC)
     out = predictions_for_day(features, forecaster, "7", now)
     assert out["device_id"].to_list() == ["d0", "d2"]  # d1 is skipped: too little history
     assert out["predicted_energy_wh"].to_list() == [12.0, 33.0]

@@ -7,6 +7,7 @@ import gzip
 import json
 import zlib
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ def classify(line: str, day: dt.date, seen: dict[str, str]) -> str | None:
         return sim.UNKNOWN_DEVICE_TYPE
     ts = dt.datetime.fromisoformat(obj["event_timestamp"])
     assert ts.tzinfo is not None, line
-    if ts.astimezone(dt.timezone.utc).date() != day:
+    if ts.astimezone(dt.UTC).date() != day:
         return sim.TIMESTAMP_OUTSIDE_DAY
     if obj["energy_wh"] < 0:
         return sim.NEGATIVE_ENERGY
@@ -72,10 +73,10 @@ def test_device_types_are_catalog_types() -> None:
 
 
 def test_same_seed_same_bytes_and_other_seed_differs(tmp_path: Path) -> None:
-    kwargs = dict(hubs=4, days=2, start=START, fault_rate=0.05, events_per_hub=60)
-    sim.simulate_fleet(tmp_path / "a", seed=7, **kwargs)
-    sim.simulate_fleet(tmp_path / "b", seed=7, **kwargs)
-    sim.simulate_fleet(tmp_path / "c", seed=8, **kwargs)
+    simulate = partial(sim.simulate_fleet, hubs=4, days=2, start=START, fault_rate=0.05, events_per_hub=60)
+    simulate(tmp_path / "a", seed=7)
+    simulate(tmp_path / "b", seed=7)
+    simulate(tmp_path / "c", seed=8)
     a, b, c = (_files(tmp_path / x) for x in "abc")
     assert a == b
     assert a.keys() == c.keys()
@@ -155,18 +156,18 @@ def test_at_least_one_truncated_file_per_20_files(tmp_path: Path, hubs: int, day
 
 
 def test_one_day_alone_equals_that_day_of_a_longer_run(tmp_path: Path) -> None:
-    kwargs = dict(hubs=6, fault_rate=0.05, seed=11, events_per_hub=50)
-    sim.simulate_fleet(tmp_path / "run", days=3, start=START, **kwargs)
+    simulate = partial(sim.simulate_fleet, hubs=6, fault_rate=0.05, seed=11, events_per_hub=50)
+    simulate(tmp_path / "run", days=3, start=START)
     for offset in range(3):
         day = START + dt.timedelta(days=offset)
-        sim.simulate_fleet(tmp_path / "single", days=1, start=day, **kwargs)
+        simulate(tmp_path / "single", days=1, start=day)
     assert _files(tmp_path / "run") == _files(tmp_path / "single")
 
 
 def test_faults_do_not_change_the_clean_events(tmp_path: Path) -> None:
-    kwargs = dict(hubs=5, days=1, start=START, seed=2, events_per_hub=60)
-    sim.simulate_fleet(tmp_path / "clean", **kwargs)
-    faulty = sim.simulate_fleet(tmp_path / "faulty", fault_rate=0.1, **kwargs)
+    simulate = partial(sim.simulate_fleet, hubs=5, days=1, start=START, seed=2, events_per_hub=60)
+    simulate(tmp_path / "clean")
+    faulty = simulate(tmp_path / "faulty", fault_rate=0.1)
     for path in sorted((tmp_path / "faulty").rglob("*.jsonl.gz")):
         rel = path.relative_to(tmp_path / "faulty").as_posix()
         if rel in faulty.truncated_files:
@@ -182,7 +183,7 @@ def _daily_energy_by_type(day: dt.date, hubs: list[sim.Hub]) -> dict[str, float]
     for hub in hubs:
         events = sim.simulate_hub_day(hub, day, seed=0, events_per_hub=50)
         energy = np.bincount(events.device, events.energy_wh, len(hub.type_idx))
-        for device_type, wh in zip(hub.device_types, energy):
+        for device_type, wh in zip(hub.device_types, energy, strict=True):  # bincount: one total per device
             totals[device_type] += wh
     return dict(totals)
 
@@ -195,14 +196,15 @@ def test_structure_heating_seasonal_and_washer_not_daily() -> None:
     assert 0.5 < january["fridge"] / july["fridge"] < 1.2
 
     # Over two weeks: fridges run every day, washers only on some days, on roughly fixed weekdays.
-    washer_days, fridge_days, n_washers, n_fridges = Counter(), 0, 0, 0
+    washer_days: Counter[tuple[int, int, int]] = Counter()
+    fridge_days, n_washers, n_fridges = 0, 0, 0
     for hub in hubs:
         for offset in range(14):
             day = START + dt.timedelta(days=offset)
             events = sim.simulate_hub_day(hub, day, seed=0, events_per_hub=50)
             used = np.bincount(events.device, minlength=len(hub.type_idx)) > 0
             types = hub.device_types.to_list()
-            for i, (device_type, on) in enumerate(zip(types, used)):
+            for i, (device_type, on) in enumerate(zip(types, used, strict=True)):
                 if device_type == "washing_machine" and on:
                     washer_days[(hub.index, i, day.weekday())] += 1
                 fridge_days += device_type == "fridge" and on

@@ -15,10 +15,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from smart_home_tools import simulate as sim
 from smart_home_assets.lib import training as tr
 from smart_home_assets.lib.catalog import load_device_catalog
 from smart_home_assets.lib.features import build_features, daily_device_usage
+from smart_home_tools import simulate as sim
 
 DAY0 = dt.date(2026, 3, 1)
 

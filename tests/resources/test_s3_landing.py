@@ -10,14 +10,13 @@ import pytest
 
 from resources import LandingZone
 from resources.delta_warehouse import DeltaWarehouse
-from tests.conftest import ingest_day
 from smart_home_assets.sensors import landing_zone_sensor
-from tests.conftest import event, write_upload
+from tests.conftest import event, ingest_day, write_upload
 from tests.moto_s3 import moto_server
 from tests.sensor_ticks import NOTHING_NEW, Tick, evaluate
 
 DAY, LATE = "2026-02-10", "2026-02-01"
-NOW = dt.datetime(2026, 2, 11, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 2, 11, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,13 @@ import sys
 from pathlib import Path
 
 import duckdb
-import polars as pl
 import pytest
 
 from resources.delta_warehouse import DeltaWarehouse
+from smart_home_assets.lib.tables import INGEST_AND_FEATURES_SELECTION
 from smart_home_tools.simulate import simulate_fleet
 from tests.conftest import latest_run_check_evaluations
 from tests.moto_s3 import moto_server
-from smart_home_assets.lib.tables import INGEST_AND_FEATURES_SELECTION
 
 pytestmark = pytest.mark.slow
 

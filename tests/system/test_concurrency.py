@@ -19,9 +19,9 @@ import dagster as dg
 import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
+from smart_home_assets.lib.tables import INGEST_AND_FEATURES_SELECTION
 from smart_home_tools.simulate import simulate_fleet
 from tests.system.test_crash_safety import snapshot_tables
-from smart_home_assets.lib.tables import INGEST_AND_FEATURES_SELECTION
 
 pytestmark = pytest.mark.slow
 

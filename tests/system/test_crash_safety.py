@@ -23,8 +23,8 @@ import pytest
 from dagster._core.events import DagsterEventType
 
 from resources.warehouse import STAGING_PREFIX
-from smart_home_tools.simulate import simulate_fleet
 from smart_home_assets.lib.tables import INGEST_AND_FEATURES_SELECTION
+from smart_home_tools.simulate import simulate_fleet
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from smart_home_tools.simulate import simulate_fleet
 from smart_home_assets.lib.tables import INGEST_SELECTION
+from smart_home_tools.simulate import simulate_fleet
 
 pytestmark = pytest.mark.slow
 

@@ -50,7 +50,7 @@ def test_the_demo_exits_zero_and_says_the_daemon_retrained(demo):
     assert f"landing the next day ({NEW_DAY})" in out and "usage_model rematerialized by automation" in out
     assert "runs launched by the daemon:" in out
     # the demo points the alert receiver at a local log and prints what the daemon sent to it
-    assert f"alerts the daemon would have sent ($SMART_HOME_ALERT_WEBHOOK_URL unset: written to " in out
+    assert "alerts the daemon would have sent ($SMART_HOME_ALERT_WEBHOOK_URL unset: written to " in out
 
 
 def test_every_run_succeeded_and_the_daemon_ingested_the_new_day_and_retrained(demo):

@@ -23,21 +23,20 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import polars as pl
 import pytest
 
-from resources import LandingZone, PseudonymizationKey, DuckDBWarehouse
+from resources import DuckDBWarehouse, LandingZone, PseudonymizationKey
 from resources.tracking import ModelRegistry, ensure_experiment, mlflow_tracking
 from smart_home_assets.assets.model import usage_model
 from smart_home_assets.assets.predictions import usage_predictions
 from smart_home_assets.assets.usage import raw_usage
+from smart_home_assets.lib.tables import RAW_USAGE, RAW_USAGE_FILES, USAGE_FEATURES
 from smart_home_assets.sensors import landing_zone_sensor
 from smart_home_tools.simulate import simulate_fleet
-from smart_home_assets.lib.tables import RAW_USAGE, RAW_USAGE_FILES, USAGE_FEATURES
-from tests.conftest import event, simulated_features, write_upload
+from tests.conftest import FLEET_DAYS, FLEET_START, event, write_upload
 from tests.sensor_ticks import NOTHING_NEW, Tick, evaluate
 
-START, DAYS = dt.date(2026, 1, 5), 40
+START, DAYS = FLEET_START, FLEET_DAYS  # the `features` fixture's fleet (tests/conftest.py)
 LAST = START + dt.timedelta(days=DAYS - 1)
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 # mlflow retries an HTTP request 7 times with exponential backoff (minutes) by default: fail fast in tests.
@@ -62,12 +61,6 @@ def top_failure_message(result: dg.ExecuteInProcessResult) -> str:
 
 
 # --- MLflow -----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def features() -> pl.DataFrame:
-    """Features of 25 simulated hubs over 40 days (as in tests/assets/test_model.py: the first model is promoted)."""
-    return simulated_features(START, DAYS)
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,8 @@ from dagster._core.events import DagsterEventType
 from dagster._serdes import serialize_value
 
 from resources.privacy import key_fingerprint
-from smart_home_tools.simulate import build_fleet, simulate_fleet
 from smart_home_assets.lib.tables import INGEST_AND_FEATURES_SELECTION
+from smart_home_tools.simulate import build_fleet, simulate_fleet
 
 pytestmark = pytest.mark.slow
 

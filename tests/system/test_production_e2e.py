@@ -16,10 +16,10 @@ import dagster as dg
 import pytest
 
 from resources.delta_warehouse import DeltaWarehouse
+from smart_home_assets.lib.tables import INGEST_SELECTION
 from smart_home_tools.simulate import simulate_fleet
 from tests.moto_s3 import moto_server
 from tests.servers import free_port, postgres_server
-from smart_home_assets.lib.tables import INGEST_SELECTION
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from smart_home_assets.lib.tables import INGEST_AND_FEATURES_SELECTION
 from smart_home_tools.simulate import simulate_fleet
 from tests.servers import postgres_server
-from smart_home_assets.lib.tables import INGEST_AND_FEATURES_SELECTION
 
 pytestmark = pytest.mark.slow
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+
 from smart_home_assets.lib.tables import INGEST_AND_FEATURES_SELECTION
 
 pytestmark = pytest.mark.slow

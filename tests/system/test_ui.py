@@ -247,9 +247,9 @@ CHECKS_QUERY = """query ($keys: [AssetKeyInput!]) { assetNodes(assetKeys: $keys)
 
 
 def test_device_usage_page_shows_its_checks_with_their_latest_results(browser, server):
-    from smart_home_assets.definitions import defs
-
     import dagster as dg
+
+    from smart_home_assets.definitions import defs
 
     graph = defs.resolve_asset_graph()
     names = {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("device_usage")}
@@ -357,9 +357,8 @@ def test_graphql_reads_the_models_latest_metadata(server):
 
 def test_graphql_launches_a_partition_run_and_waits_for_success(server):
     """As an external scheduler would: launch the ingest_and_clean job for one day and wait for it."""
-    from dagster_graphql import DagsterGraphQLClientError
-
     import dagster as dg
+    from dagster_graphql import DagsterGraphQLClientError
 
     client = server["client"]
     partition = str(FIRST + dt.timedelta(days=4))

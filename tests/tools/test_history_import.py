@@ -20,8 +20,8 @@ import pytest
 from resources.landing import LandingZone
 from smart_home_assets.lib.catalog import load_device_catalog
 from smart_home_assets.lib.cleaning import DUPLICATE_EVENT_ID, clean_usage
-from smart_home_tools.cli import main
 from smart_home_assets.lib.contract import UPLOAD_FIELDS
+from smart_home_tools.cli import main
 from smart_home_tools.history_import import PLACEHOLDER_USER_ID, HistoryImportError, import_csv
 from tests.conftest import ingest_day
 
@@ -30,7 +30,7 @@ TRACEBASE_CSV = PROJECT_ROOT.parent / "shared" / "data" / "tracebase" / "session
 TRACEBASE_CATALOG = PROJECT_ROOT / "smart_home_assets" / "lib" / "catalogs" / "tracebase.json"
 HEADER = "hub_id,device_id,device_type,event_timestamp,duration_s,energy_wh"
 CATALOG = ("fridge", "oven", "lighting")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def write_csv(tmp_path: Path, rows: list[str], header: str = HEADER, name: str = "events.csv") -> Path:

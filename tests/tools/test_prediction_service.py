@@ -38,7 +38,7 @@ STARTUP_S = 120.0
 
 
 def today() -> dt.date:
-    return dt.datetime.now(dt.timezone.utc).date()
+    return dt.datetime.now(dt.UTC).date()
 
 
 @pytest.fixture(scope="module")
@@ -397,7 +397,7 @@ def test_online_predictions_and_feedback_take_in_the_services_answers(fleet, tmp
 def test_the_store_keeps_records_in_order_and_leaves_out_a_torn_last_line(tmp_path, backend):
     from tests.servers import postgres_server
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     record = {"request_id": "r1", "row": 0, "requested_at": now, "endpoint": "predict", "device_id": "d",
               "hub_id": "h", "device_type": "fridge", "source": "request_row", "features_date": None,
               "for_day": now.date(), "input_json": "{}", "prediction_wh": 1.5, "p10_wh": 1.0, "p90_wh": 2.0,
@@ -445,7 +445,7 @@ def test_the_sensor_requests_an_ended_day_once_and_again_when_its_answers_change
     from tests import PARTITIONS_END
     from tests.sensor_ticks import evaluate
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ended = min(now - dt.timedelta(days=2), dt.datetime.fromisoformat(f"{PARTITIONS_END}T12:00:00+00:00"))
     store = LocalLogStore(tmp_path / "store")
     store.append([a_record(ended, "old-1"), a_record(now, "today-1")])

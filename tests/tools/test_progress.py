@@ -27,7 +27,13 @@ from dagster._core.execution.plan.objects import StepFailureData
 from smart_home_assets.lib.tables import INGEST_AND_FEATURES_SELECTION
 from smart_home_tools.cli import materialize_range
 from smart_home_tools.progress import (
-    RunProgress, apply_entries, clock, partitions_total, progress_from_entries, selected_assets, status_line,
+    RunProgress,
+    apply_entries,
+    clock,
+    partitions_total,
+    progress_from_entries,
+    selected_assets,
+    status_line,
     step_line,
 )
 from smart_home_tools.simulate import simulate_fleet

@@ -12,9 +12,9 @@ import pytest
 from dagster._core.events import DagsterEvent, DagsterEventType
 from dagster._core.test_utils import create_run_for_test
 
-from smart_home_tools import cli
-from smart_home_assets.recovery import RUN_HOST_TAG, recover_dead_runs
 from smart_home_assets.lib.tables import DUCKDB_POOL
+from smart_home_assets.recovery import RUN_HOST_TAG, recover_dead_runs
+from smart_home_tools import cli
 
 HERE, ELSEWHERE = socket.gethostname(), "another-host"
 

@@ -9,20 +9,15 @@ import pytest
 
 from asset_checks.feature_checks import DRIFT, ROWS, usage_features_checks
 from resources.tracking import REGISTERED_MODEL_NAME, ModelRegistry
-from smart_home_tools import report
 from smart_home_assets.assets.features import usage_features
 from smart_home_assets.assets.model import usage_model
 from smart_home_assets.lib.tables import USAGE_FEATURES
 from smart_home_assets.lib.training import BASELINE_NAMES
-from tests.conftest import model_resources, simulated_features
+from smart_home_tools import report
+from tests.conftest import FLEET_DAYS, FLEET_START, model_resources
 
-START, DAYS = dt.date(2026, 1, 5), 40
+START, DAYS = FLEET_START, FLEET_DAYS  # the `features` fixture's fleet (tests/conftest.py)
 KEYS = [str(START + dt.timedelta(days=d)) for d in range(DAYS)]
-
-
-@pytest.fixture(scope="module")
-def features() -> pl.DataFrame:
-    return simulated_features(START, DAYS)
 
 
 @pytest.fixture
