@@ -8,6 +8,7 @@ so nothing downstream of device_usage runs from a partition that failed them.
 import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -172,7 +173,7 @@ def device_usage_checks(context: dg.AssetCheckExecutionContext, warehouse: dg.Re
     failed = []
     prefetch_targets(context, dg.AssetKey(DEVICE_USAGE), keys)
     for partition in keys:
-        extra = {
+        extra: dict[str, dict[str, Any]] = {
             "check_device_type_in_catalog": {
                 "device_catalog": catalog.label, "catalog_path": catalog.path,
                 # what an operator needs to decide whether to extend the catalog

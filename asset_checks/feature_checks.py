@@ -2,7 +2,7 @@
 
 import datetime as dt
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import numpy as np
@@ -66,7 +66,8 @@ def drift_report(reference: pl.DataFrame, current: pl.DataFrame) -> dict[str, fl
 
 FEATURE_CHECK_SPECS = [
     dg.AssetCheckSpec(ROWS, asset=FEATURES_KEY, blocking=True, partitions_def=daily_partitions,
-                      description="Required features not null, non-negative where they must be, one row per device and day."),
+                      description="Required features not null, non-negative where they must be, one row per device "
+                                  "and day."),
     dg.AssetCheckSpec(DRIFT, asset=FEATURES_KEY, blocking=False, partitions_def=daily_partitions,
                       description=f"Population stability index of key features vs the previous {DRIFT_REFERENCE_DAYS}"
                                   f" days; warns above {PSI_WARN_ABOVE}."),
@@ -118,7 +119,7 @@ def usage_features_checks(context: dg.AssetCheckExecutionContext, warehouse: dg.
             mine = rows_of.get(key, rows.clear() if rows.width else pl.DataFrame())
             day_cases = cases.filter(pl.col("partition_date").is_null() | (pl.col("partition_date") == day)) \
                 if cases.height else cases
-            metadata = {"rows_checked": mine.height, "failures": day_cases.height}
+            metadata: dict[str, Any] = {"rows_checked": mine.height, "failures": day_cases.height}
             if day_cases.height:
                 counts = day_cases.group_by("column", "check").len().sort("len", descending=True)
                 metadata["failures_by_check"] = {f"{c}: {k}": n for c, k, n in counts.iter_rows()}

@@ -8,6 +8,7 @@ below the best naive baseline's on the latest backtest.
 """
 
 import math
+from typing import Any
 
 import dagster as dg
 
@@ -74,9 +75,10 @@ def check_live_accuracy_holds(context: dg.AssetCheckExecutionContext) -> dg.Asse
         verdict = decay.Verdict(False, "nothing scored yet")
     else:
         verdict = decay.accuracy_verdict(rows, margin=margin, days=days)
-    metadata = {decay.EPISODE_KEY: verdict.episode, "margin": margin, "days": days, "days_over": verdict.days_over,
-                "model_version": verdict.version or "-", "first_day": verdict.first_day or "-",
-                "last_day": verdict.last_day or "-"}
+    metadata: dict[str, Any] = {
+        decay.EPISODE_KEY: verdict.episode, "margin": margin, "days": days, "days_over": verdict.days_over,
+        "model_version": verdict.version or "-", "first_day": verdict.first_day or "-",
+        "last_day": verdict.last_day or "-"}
     if verdict.worst_ratio is not None:
         metadata["worst_ratio_live_to_backtest"] = round(verdict.worst_ratio, 3)
     return dg.AssetCheckResult(passed=not verdict.decayed, description=verdict.reason, metadata=metadata,

@@ -394,6 +394,9 @@ def pieces(data: Path, tracking_uri: str, version: str, latest: pl.DataFrame) ->
     state = ServingState(None, DuckDBWarehouse(database=str(data / "warehouse.duckdb")), poll_s=3600)
     state.refresh_features()
     forecaster = ModelRegistry(tracking_uri=tracking_uri).load_forecaster(version)
+    # the champion registered above: a LightGBM version with its interval
+    assert isinstance(forecaster, training.LightGBMForecaster) and forecaster.interval is not None
+    interval = forecaster.interval
     booster = forecaster.model
     threads = booster.get_params().get("n_jobs")
     store = LocalLogStore(data / "pieces_store")
@@ -450,7 +453,7 @@ def pieces(data: Path, tracking_uri: str, version: str, latest: pl.DataFrame) ->
                 lambda: forecaster.point_forecast(frame),
             "forecast: of which the model input (one polars select to a float matrix)":
                 lambda: training.model_input_frame(frame, training.model_device_types(booster)).to_numpy(),
-            "forecast: interval bounds": lambda: forecaster.interval.bounds(frame, point),
+            "forecast: interval bounds": lambda: interval.bounds(frame, point),
             WHOLE_FORECAST: lambda: forecaster.forecast(frame),
             "build the store records": records,
             "store append (JSON lines, write, fdatasync)": lambda: store.append(built),

@@ -16,10 +16,14 @@ import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from resources.settings import data_dir
+
+if TYPE_CHECKING:
+    from smart_home_assets.lib.training import Forecaster
 
 EXPERIMENT_NAME = "smart_home_usage"
 REGISTERED_MODEL_NAME = "smart_home_usage"
@@ -175,7 +179,7 @@ class ModelRegistry(dg.ConfigurableResource):
                 return None
             raise
 
-    def load_forecaster(self, version: str | int):
+    def load_forecaster(self, version: str | int) -> Forecaster:
         """The forecaster of a registered version (LightGBM or a naive baseline), as usage_predictions scores it."""
         import mlflow
 

@@ -11,8 +11,8 @@ its run: dagster-dask's "<job>.<step>" keys repeat across runs, and dask runs a 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
 
 import dagster as dg
 import dask.distributed
@@ -52,15 +52,16 @@ class RecordSafeDaskExecutor(DaskExecutor):
         # DaskExecutor.execute opens `dask.distributed.Client(cluster)`; for this run it opens ours. A run
         # worker process executes one run, so the swap is confined to it.
         original = dask.distributed.Client
-        dask.distributed.Client = RecordSafeClient
+        dask.distributed.Client = RecordSafeClient  # type: ignore[misc]  # the patch this module is for
         try:
             yield from super().execute(plan_context, execution_plan)
         finally:
-            dask.distributed.Client = original
+            dask.distributed.Client = original  # type: ignore[misc]
 
 
-@dg.executor(name="dask", config_schema=dask_executor.config_schema,
+@dg.executor(name="dask", config_schema=dask_executor.config_schema.as_field(),  # the same schema, as a Field
              requirements=dg.multiple_process_executor_requirements())
 def record_safe_dask_executor(init_context: dg.InitExecutorContext) -> RecordSafeDaskExecutor:
-    ((cluster_type, cluster_configuration),) = init_context.executor_config["cluster"].items()
+    cluster = cast(Mapping[str, Any], init_context.executor_config["cluster"])  # a selector: one key
+    ((cluster_type, cluster_configuration),) = cluster.items()
     return RecordSafeDaskExecutor(cluster_type, cluster_configuration)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 
 import dagster as dg
@@ -39,12 +40,14 @@ def _claim_wait_spins() -> bool:
     positive wait: a step blocked on a pool then re-claims in a busy loop, a core at 100 % for as long as it waits
     (dagster 1.13.27; seen: "Step still blocked by limit for pool duckdb" for 15 minutes at about 90 % CPU)."""
     probe = InstanceConcurrencyContext.__new__(InstanceConcurrencyContext)
-    probe._pending_claims, probe._pending_timeouts = {"probe"}, {"probe": time.time() + 60.0}
+    probe._pending_claims, probe._pending_timeouts = {"probe"}, defaultdict(float, {"probe": time.time() + 60.0})
     return InstanceConcurrencyContext.interval_to_next_pending_claim_check(probe) <= 0
 
 
 if _claim_wait_spins():  # fixed here until it is upstream; tests/system/test_dead_runs.py measures the waiting CPU
-    InstanceConcurrencyContext.interval_to_next_pending_claim_check = _wait_until_next_claim
+    # a deliberate patch of Dagster's method
+    InstanceConcurrencyContext.interval_to_next_pending_claim_check = (  # type: ignore[method-assign]
+        _wait_until_next_claim)
 
 
 class RecoveringInProcessExecutor(InProcessExecutor):

@@ -26,9 +26,11 @@ Dagster job names are the label ``dagster_job``: ``job`` is the Pushgateway's gr
 | `smart_home_live_backtest_mae_wh` | | the backtest MAE of the version that made those batch predictions |
 | `smart_home_run_duration_seconds` | `dagster_job`, `status` | the latest finished run of each job and outcome |
 | `smart_home_run_failed` | `dagster_job` | 1 if the job's latest finished run failed |
-| `smart_home_run_failure_cause` | `dagster_job`, `cause` | 1 for that failure's cause (`run_failure`, `registry_unreachable`, ...) |
+| `smart_home_run_failure_cause` | `dagster_job`, `cause` | 1 for that failure's cause (see below) |
 | `smart_home_open_incidents` | `kind` | incidents open now, of each kind alerts_sensor knows |
 | `smart_home_metrics_pushed_timestamp_seconds` | | when this push was made (a stale one: the daemon is down) |
+
+The ``cause`` of ``smart_home_run_failure_cause``: ``run_failure``, ``registry_unreachable``, ...
 """
 
 from __future__ import annotations
@@ -179,7 +181,7 @@ def latest_check_outcomes(instance: dg.DagsterInstance, asset_graph) -> list[tup
     return outcomes
 
 
-def finished_runs(instance: dg.DagsterInstance) -> list[tuple[str, str, float, float]]:
+def finished_runs(instance: dg.DagsterInstance) -> list[tuple[str, str, float, float, str]]:
     records = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS,
                                                                dg.DagsterRunStatus.FAILURE]),
                                        limit=RUNS_READ)
@@ -207,8 +209,8 @@ def open_incident_kinds(context: dg.SensorEvaluationContext) -> list[str]:
     exported as smart_home_run_failed)."""
     from smart_home_assets import alerts
 
-    instance, graph = context.instance, context.repository_def.asset_graph
-    current = {}
+    instance, graph = context.instance, _asset_graph(context)
+    current: dict[str, alerts.Incident] = {}
     current |= alerts.failed_check_incidents(instance, graph)
     current |= alerts.freshness_incidents(instance, graph)
     current |= alerts.decay_incidents(instance, graph)
@@ -216,10 +218,16 @@ def open_incident_kinds(context: dg.SensorEvaluationContext) -> list[str]:
     return [incident.kind for incident in current.values()]
 
 
+def _asset_graph(context: dg.SensorEvaluationContext):
+    repository = context.repository_def
+    assert repository is not None, "metrics_sensor runs in a code location, which has its repository"
+    return repository.asset_graph
+
+
 def all_samples(context: dg.SensorEvaluationContext, now: float) -> list[Sample]:
     from smart_home_assets import alerts
 
-    graph = context.repository_def.asset_graph
+    graph = _asset_graph(context)
     known = (alerts.CHECK_FAILED, alerts.FRESHNESS_MISSED, alerts.MODEL_DECAY, alerts.LANDING_ZONE_UNAVAILABLE)
     runs = finished_runs(context.instance)
     return (materialization_samples(latest_materializations(context.instance, graph), now)
@@ -254,6 +262,8 @@ def push(url: str, samples: list[Sample]) -> None:
         from prometheus_client.exposition import basic_auth_handler
 
         user, password = urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
+        if parts.hostname is None:  # e.g. http://user@/: a malformed address, like a bad port
+            raise ValueError(f"{PUSHGATEWAY_URL_VAR} names a user but no host")
         netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
         url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
@@ -261,7 +271,8 @@ def push(url: str, samples: list[Sample]) -> None:
             return basic_auth_handler(url, method, timeout, headers, data, user, password)
 
     resource = PrometheusResource(gateway=url.rstrip("/"), timeout=TIMEOUT_S)
-    resource.setup_for_execution(None)  # its registry; the resource reads nothing from the context
+    # its registry; the resource reads nothing from the context, so none is built
+    resource.setup_for_execution(None)  # type: ignore[arg-type]
     register(samples, resource.registry)
     if handler is None:
         resource.push_to_gateway(job=PUSH_JOB)

@@ -57,7 +57,8 @@ def ingested_fingerprints(warehouse: Warehouse) -> dict[str, dict[str, str]]:
 
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
-def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZone, warehouse: dg.ResourceParam[Warehouse]):
+def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZone,
+                        warehouse: dg.ResourceParam[Warehouse]):
     """Requests raw_usage for each day with a new or changed upload file (late days included)."""
     try:
         scan = landing.scan()

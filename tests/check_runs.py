@@ -11,9 +11,8 @@ def run_checks(checks, assets, day: str | None, resources, instance):
     job = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks(checks),
                               partitions_def=daily_partitions if day else None)
     definitions = dg.Definitions(assets=assets, asset_checks=[checks], jobs=[job], resources=resources)
-    job = definitions.resolve_job_def("checks_only")
-    return job.execute_in_process(tags={"dagster/partition": day} if day else None, instance=instance,
-                                  raise_on_error=False)
+    return definitions.resolve_job_def("checks_only").execute_in_process(
+        tags={"dagster/partition": day} if day else None, instance=instance, raise_on_error=False)
 
 
 def check_outcomes(result, check_name: str) -> set[bool]:

@@ -129,7 +129,7 @@ def latest_run_check_evaluations(dagster_home: str) -> list:
         with dg.DagsterInstance.get() as instance:
             (run,) = instance.get_runs(limit=1)
             assert run.status == dg.DagsterRunStatus.SUCCESS
-            return [r.dagster_event.event_specific_data
+            return [r.get_dagster_event().asset_check_evaluation_data
                     for r in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
     finally:
         if previous is None:

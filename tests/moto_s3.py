@@ -63,28 +63,28 @@ def moto_server() -> Iterator[S3Server]:
     if not MOTO_SERVER.exists():
         raise RuntimeError(f"{MOTO_SERVER} is missing: run `make install` (it builds .venv-moto)")
     port = free_port()
-    log = tempfile.TemporaryFile()  # a file, not a pipe: moto logs every request and a full pipe would block it
-    process = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(START_ATTEMPTS):
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"moto_server exited with {process.returncode}: "
-                                   f"{log.read().decode(errors='replace')[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError(f"moto_server did not listen on 127.0.0.1:{port}")
-        yield S3Server(f"http://127.0.0.1:{port}")
-    finally:
-        process.terminate()
+    # a file, not a pipe: moto logs every request and a full pipe would block it
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=log, stderr=subprocess.STDOUT)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            for _ in range(START_ATTEMPTS):
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"moto_server exited with {process.returncode}: "
+                                       f"{log.read().decode(errors='replace')[-2000:]}")
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            else:
+                raise RuntimeError(f"moto_server did not listen on 127.0.0.1:{port}")
+            yield S3Server(f"http://127.0.0.1:{port}")
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -13,7 +13,7 @@ NOTHING_NEW = "no new or changed uploads"
 
 @dataclass(frozen=True)
 class Tick:
-    requests: list[tuple[str, str]]  # (partition key, run key) of each run request
+    requests: list[tuple[str | None, str | None]]  # (partition key, run key) of each run request
     cursor: str | None  # the cursor Dagster keeps after this tick
     skip: str | None  # the skip message; None when the sensor did not skip
 

@@ -23,7 +23,7 @@ def free_port() -> int:
 
 
 def _postgres_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([shutil.which(name)] if shutil.which(name)
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([path] if (path := shutil.which(name))
                                                                        else [])
     if not found:
         raise RuntimeError(f"PostgreSQL's {name} is not installed (Debian package postgresql; .ci/run installs it)")

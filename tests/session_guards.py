@@ -122,7 +122,10 @@ def checkout_problems(root: Path, before: set[str] | None) -> list[str]:
     after = dirty_paths(root)
     if before is None or after is None:
         return []
-    top = Path(git(root, "rev-parse", "--show-toplevel").strip())
+    toplevel = git(root, "rev-parse", "--show-toplevel")
+    if toplevel is None:  # git answered the status just before: not expected
+        return []
+    top = Path(toplevel.strip())
     new = sorted(p for p in after - before if not allowed_to_change(top, p))
     if not new:
         return []

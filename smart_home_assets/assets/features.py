@@ -1,6 +1,7 @@
 """usage_features: one row per device and day, from device_usage history (see smart_home_assets.lib.features)."""
 
 import datetime as dt
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
@@ -47,10 +48,11 @@ def usage_features(context: dg.AssetExecutionContext, warehouse: dg.ResourcePara
     keys = context.partition_keys
     first, last = dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])
     # The lookback and the narrow window one year back (two ranges unless the run spans a year).
-    daily = pl.concat([warehouse.query(daily_usage_sql(DEVICE_USAGE), [lo, hi]) for lo, hi in history_ranges(first, last)])
+    daily = pl.concat([warehouse.query(daily_usage_sql(DEVICE_USAGE), [lo, hi])
+                       for lo, hi in history_ranges(first, last)])
     per_partition = []
 
-    def batches():
+    def batches() -> Iterator[dict[str, pl.DataFrame]]:
         # days gathered up to about batch_rows feature rows, all replaced in one transaction at the end
         held: list[pl.DataFrame] = []
         held_rows = 0

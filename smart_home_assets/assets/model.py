@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 import polars as pl
@@ -115,7 +115,8 @@ def _window(rows: pl.DataFrame, before: dt.date | None, window_days: int) -> pl.
     if before is not None:
         rows = rows.filter(pl.col("partition_date") < before)
     if window_days > 0 and rows.height:
-        rows = rows.filter(pl.col("partition_date") > rows["partition_date"].max() - dt.timedelta(days=window_days))
+        latest = cast(dt.date, rows["partition_date"].max())
+        rows = rows.filter(pl.col("partition_date") > latest - dt.timedelta(days=window_days))
     return rows
 
 
@@ -466,14 +467,14 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
     with mlflow_run_for_materialization(context, run_name=f"usage_model {context.run_id[:8]}") as run, \
             contextlib.ExitStack() as stack:
         trainer = open_trainer(warehouse, config, held_back, stack)
-        log_training_inputs(run_params(config), trainer.labeled_days, held_back, exclusions["retrain_reason"].value)
+        log_training_inputs(run_params(config), trainer.labeled_days, held_back, str(exclusions["retrain_reason"].value))
         champion = current_champion(registry)
         try:
             folds = backtest_folds(trainer, config, context.log)
         except training.NotEnoughHistory as exc:
             result = serve_baseline_for_short_history(context, client, trainer, champion, str(exc))
             return dg.MaterializeResult(metadata={
-                **result, **exclusions, **run_links(registry, run, result["champion_version"].value)})
+                **result, **exclusions, **run_links(registry, run, str(result["champion_version"].value))})
         params = tuned_params(trainer, folds, config, context)
         spec = model_spec(params, config)
         backtest = run_backtest(trainer, folds, params, champion, spec)

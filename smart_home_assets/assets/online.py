@@ -105,7 +105,8 @@ def online_predictions_sensor(context: dg.SensorEvaluationContext, online_store:
     outside = [d for d in days if d not in valid]
     for day in outside:
         context.log.warning(f"stored answers of {day} are outside the partitions window; not ingested")
-    requests = [dg.RunRequest(partition_key=day, run_key=f"{day}:{hashlib.sha256(current[day].encode()).hexdigest()[:16]}",
+    requests = [dg.RunRequest(partition_key=day,
+                              run_key=f"{day}:{hashlib.sha256(current[day].encode()).hexdigest()[:16]}",
                               tags={"smart_home/trigger": "online_predictions_sensor"})
                 for day in days if day in valid]
     cursor = json.dumps({d: f for d, f in current.items() if d < today.isoformat() and d not in outside},

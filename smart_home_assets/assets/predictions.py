@@ -12,6 +12,7 @@ from resources.tracking import REGISTERED_MODEL_NAME, ModelRegistry
 from smart_home_assets.assets.metadata import preview_table
 from smart_home_assets.assets.usage import column_schema, partition_table
 from smart_home_assets.automation import predict_latest_days, score_when_actuals_land
+from smart_home_assets.lib import training
 from smart_home_assets.lib.scoring import (
     FEEDBACK_SCHEMA,
     NOMINAL_COVERAGE,
@@ -32,11 +33,9 @@ from smart_home_assets.lib.tables import (
 from smart_home_assets.partitions import daily_partitions
 
 
-def serving_forecaster(model_registry: ModelRegistry, log) -> tuple[object, str]:
+def serving_forecaster(model_registry: ModelRegistry, log) -> tuple[training.Forecaster, str]:
     """The champion's forecaster and version; without any champion (a registry nobody trained into yet), the
     naive mean of the last 7 days, so predictions never go missing once features exist."""
-    from smart_home_assets.lib import training
-
     champion = model_registry.champion_version()
     if champion is None:
         log.warning("no champion in the registry yet: predicting with the unregistered baseline "

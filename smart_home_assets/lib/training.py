@@ -471,7 +471,9 @@ FORECAST_SCHEMA: dict[str, pl.DataType] = {"prediction_wh": pl.Float64(), "p10_w
                                            "p90_wh": pl.Float64()}
 
 
-class _Forecaster:
+class Forecaster:
+    """What usage_predictions and the service score with: a LightGBM version or a naive baseline."""
+
     kind = ""
     interval: IntervalCalibration | None
 
@@ -494,7 +496,7 @@ class _Forecaster:
 
 
 @dataclass
-class LightGBMForecaster(_Forecaster):
+class LightGBMForecaster(Forecaster):
     """A fitted LightGBM model (relative target, or a legacy absolute one) with its interval."""
 
     model: Any
@@ -510,7 +512,7 @@ class LightGBMForecaster(_Forecaster):
 
 
 @dataclass
-class BaselineForecaster(_Forecaster):
+class BaselineForecaster(Forecaster):
     """A naive baseline (:data:`BASELINE_NAMES`) as a model: what serves when no trained model beats it."""
 
     baseline: str

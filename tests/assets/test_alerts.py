@@ -118,6 +118,7 @@ class Ticks:
         context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=DEFS)
         result = alerts_sensor(context)
         assert isinstance(result, dg.SensorResult) and not result.run_requests
+        assert result.skip_reason is not None and result.skip_reason.skip_message is not None
         self.cursor = result.cursor
         self.skips.append(result.skip_reason.skip_message)
         return self.skips[-1]
@@ -489,7 +490,8 @@ def test_email_over_smtp_one_per_incident_and_its_recovery_the_password_never_lo
         assert f"http://dagster.example:3000/runs/{failed.run_id}" in body and f"no upload for {DAY}" in body
         run_flaky(instance, monkeypatch, DAY, fail=False)
         tick()
-        assert [m["Subject"].strip().split(":")[0] for m in server.messages] == ["[smart-home] Alert", "[smart-home] Recovered"]
+        assert [m["Subject"].strip().split(":")[0] for m in server.messages] == ["[smart-home] Alert",
+                                                                                  "[smart-home] Recovered"]
         assert server.logins == ["alerts", "alerts"]
 
         monkeypatch.setenv(alerts.SMTP_URL_VAR, f"smtp://alerts:wrong-{PASSWORD}@127.0.0.1:{server.port}")

@@ -39,8 +39,8 @@ NEXT_DAY = "2026-03-02"
 NOW = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
 KEY = b"k" * 32
 CATALOG = load_device_catalog().device_types
-PARSE_CODES = {"empty_line", "not_json", "not_strict_json", "not_object", "duplicate_key", "missing_field", "wrong_type",
-               "not_utf8"}
+PARSE_CODES = {"empty_line", "not_json", "not_strict_json", "not_object", "duplicate_key", "missing_field",
+               "wrong_type", "not_utf8"}
 
 
 def run(landing: Path, day: str = DAY) -> tuple[pl.DataFrame, pl.DataFrame, CleanResult]:
@@ -58,7 +58,7 @@ def assert_conserved(raw: pl.DataFrame, result: CleanResult, raw_lines: int) -> 
     landed = Counter(result.device_usage.select(ids).rows()) + Counter(result.quarantine.select(ids).rows())
     assert landed == raw_keys
     assert result.quarantine["reason"].null_count() == 0
-    reason_of = dict(zip(result.quarantine.select(ids).rows(), result.quarantine["reason"]))
+    reason_of = dict(zip(result.quarantine.select(ids).rows(), result.quarantine["reason"], strict=True))
     for file, line, error in raw.filter(pl.col("parse_error").is_not_null()).select(*ids, "parse_error").rows():
         assert reason_of[(file, line)] == error
 
@@ -329,7 +329,7 @@ def json_text(draw, depth: int = 0):
     trailing = bool(items) and draw(st.booleans()) and draw(st.booleans())
     inner_trailing = any(t for _, t in items)
     keys = [f'"k{i}"' for i in range(len(items))]
-    parts = [f"{k}: {v}" for k, (v, _) in zip(keys, items)] if kind == "object" else [v for v, _ in items]
+    parts = [f"{k}: {v}" for k, (v, _) in zip(keys, items, strict=True)] if kind == "object" else [v for v, _ in items]
     body = ", ".join(parts) + ("," + draw(st.sampled_from(["", " ", "\t"])) if trailing else "")
     return ("{%s}" if kind == "object" else "[%s]") % body, trailing or inner_trailing
 
@@ -343,7 +343,7 @@ def test_strictness_agrees_with_pythons_reader(tmp_path_factory, texts):
     lines = [f'{{"event_id": "e-{i}", "payload": {t}}}' for i, (t, _) in enumerate(texts)]
     write_upload(landing, DAY, "hub-0001", lines)
     raw, _, _ = run(landing)
-    for line, (_, trailing), error in zip(lines, texts, raw.sort("line_number")["parse_error"]):
+    for line, (_, trailing), error in zip(lines, texts, raw.sort("line_number")["parse_error"], strict=True):
         try:
             json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
             python_reads = True
@@ -630,7 +630,7 @@ def upload_line(draw, hub: str, previous: list[tuple[bytes, str | None, dict | N
     if kind == "duplicate" and previous:
         return draw(st.sampled_from(previous))
     if kind == "text":
-        text = draw(st.text(st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=40))
+        text = draw(st.text(st.characters(blacklist_characters="\n", blacklist_categories=["Cs"]), max_size=40))
         return text.encode(), PARSE, None
     if kind == "cut_json":
         line = json.dumps(good)
@@ -755,7 +755,8 @@ def test_random_uploads_every_line_lands_once_and_device_usage_meets_the_contrac
             source = f"{DAY}/{name}"
             # a line cut short in a plain file may have become anything: only its landing is checked
             intact = len(physical) - (1 if not spec["gz"] and spec["cut"] is not None and physical else 0)
-            for i, (line, reason) in enumerate(zip(physical, expected_reasons(spec, len(physical))), start=1):
+            for i, (line, reason) in enumerate(zip(physical, expected_reasons(spec, len(physical)), strict=True),
+                                               start=1):
                 decoded = line.decode("utf-8", "replace").removesuffix("\r")
                 if i == 1:
                     decoded = decoded.removeprefix("\ufeff")  # a byte order mark at the start is dropped
@@ -765,10 +766,11 @@ def test_random_uploads_every_line_lands_once_and_device_usage_meets_the_contrac
         raw, _, result = run(landing)
 
         assert_conserved(raw, result, len(expected_raw))
-        assert dict(zip(raw.select("source_file", "line_number").rows(), raw["raw_line"])) == {
+        assert dict(zip(raw.select("source_file", "line_number").rows(), raw["raw_line"], strict=True)) == {
             k: line for k, (line, _) in expected_raw.items()}
         got = {**{k: None for k in result.device_usage.select("source_file", "line_number").rows()},
-               **dict(zip(result.quarantine.select("source_file", "line_number").rows(), result.quarantine["reason"]))}
+               **dict(zip(result.quarantine.select("source_file", "line_number").rows(), result.quarantine["reason"],
+                          strict=True))}
         for key, (line, reason) in expected_raw.items():
             if reason == PARSE:
                 assert got[key] in PARSE_CODES, (key, line, got[key])

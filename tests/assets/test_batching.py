@@ -63,7 +63,8 @@ def test_ingesting_in_batches_yields_the_days_rows_in_pieces_of_whole_files(land
     for raw, manifest in batches:  # no file is split between batches
         assert set(raw["source_file"]) == set(manifest["source_file"])
     for size in (1, 100):  # nor a hub: hub-dup's two files are in one batch even when each hub closes one
-        hubs = [set(raw["file_hub_id"].drop_nulls()) for raw, _ in ingest_partitions_in_batches([(DAY, files)], NOW, size)]
+        hubs = [set(raw["file_hub_id"].drop_nulls())
+                for raw, _ in ingest_partitions_in_batches([(DAY, files)], NOW, size)]
         assert sum(len(h) for h in hubs) == len(set().union(*hubs))
     empty = list(ingest_partitions_in_batches([(DAY, [])], NOW, batch_rows=100))
     assert len(empty) == 1 and empty[0][0].is_empty()

@@ -67,7 +67,8 @@ def test_the_regime_change_in_the_simulator_doubles_only_that_type_from_that_day
         changed = simulate_hub_day(hub, day, seed=3, events_per_hub=80, regime=regime).to_frame()
         by_type = {name: frame.group_by("device_type").agg(pl.col("energy_wh").sum()).sort("device_type")
                    for name, frame in (("plain", plain), ("changed", changed))}
-        ratio = dict(zip(by_type["plain"]["device_type"], by_type["changed"]["energy_wh"] / by_type["plain"]["energy_wh"]))
+        ratio = dict(zip(by_type["plain"]["device_type"],
+                         by_type["changed"]["energy_wh"] / by_type["plain"]["energy_wh"], strict=True))
         expected_heating = 2.0 if day >= CHANGE else 1.0
         assert ratio.pop("heating") == pytest.approx(expected_heating, rel=0.02)
         assert all(r == pytest.approx(1.0, rel=0.02) for r in ratio.values()), ratio
@@ -97,7 +98,8 @@ def test_a_regime_change_leads_to_one_decay_alert_and_one_retrain_with_no_clicks
                                   resources=resources, instance=instance, partition_key=key).success
         feedback = warehouse.query("SELECT partition_date, live_mae, backtest_mae FROM prediction_feedback "
                                    "WHERE source = 'batch' ORDER BY partition_date")
-        ratios = dict(zip(feedback["partition_date"].cast(pl.String), feedback["live_mae"] / feedback["backtest_mae"]))
+        ratios = dict(zip(feedback["partition_date"].cast(pl.String), feedback["live_mae"] / feedback["backtest_mae"],
+                          strict=True))
         # Day D's predictions are for D+1: the days before the change are those up to CHANGE - 2.
         before = [r for d, r in ratios.items() if d < (CHANGE - dt.timedelta(days=1)).isoformat()]
         assert len(before) >= 4 and max(before) < 1 + decay.DEFAULT_MARGIN, ratios  # it held up until the change

@@ -56,7 +56,8 @@ def test_sensors_run_by_default():
 
 def test_definitions_module_does_not_import_heavy_libraries():
     code = ("import sys, smart_home_assets.definitions; "
-            "print(','.join(m for m in ('lightgbm', 'mlflow', 'sklearn', 'pandera', 'pandas', 'pyarrow', 'deltalake') if m in sys.modules))")
+            "print(','.join(m for m in ('lightgbm', 'mlflow', 'sklearn', 'pandera', 'pandas', 'pyarrow', 'deltalake') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
 

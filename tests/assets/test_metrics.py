@@ -94,6 +94,7 @@ def scraped(api: str, promql: str, timeout: float = 60.0) -> list[dict]:
 def tick(instance) -> str:
     context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
     result = metrics.metrics_sensor(context)
+    assert isinstance(result, dg.SkipReason) and result.skip_message is not None
     return result.skip_message
 
 
@@ -136,7 +137,8 @@ def test_a_materialization_s_metrics_reach_prometheus(project_env, prometheus, m
             groups = json.load(response)["data"]["groups"]
         rules = {rule["name"]: rule for group in groups for rule in group["rules"]}
         assert {"SmartHomeRunFailed", "SmartHomeBlockingCheckFailed", "SmartHomeFreshnessDeadlineMissed",
-                "SmartHomeLandingZoneUnavailable", "SmartHomeRegistryUnreachable", "SmartHomeModelDecaying"} <= set(rules)
+                "SmartHomeLandingZoneUnavailable", "SmartHomeRegistryUnreachable",
+                "SmartHomeModelDecaying"} <= set(rules)
         assert all(rule["health"] in ("ok", "unknown") for rule in rules.values()), rules
 
 

@@ -40,7 +40,8 @@ def test_first_model_beats_baselines_and_becomes_champion(env):
     assert result.success
     assert meta["promoted"] is True and meta["model_version"] == "1" and meta["champion_kind"] == "lightgbm"
     assert meta["backtest_mae"] < meta["best_baseline_mae"] and meta["backtest_skill"] > 0
-    for key in ("backtest_wape", "backtest_folds", "backtest_mae_same_as_yesterday", "backtest_mae_same_weekday_last_week",
+    for key in ("backtest_wape", "backtest_folds", "backtest_mae_same_as_yesterday",
+                "backtest_mae_same_weekday_last_week",
                 "backtest_mae_mean_last_7_days", "backtest", "backtest_by_device_type", "interval", "mlflow_run_id",
                 "training_rows", "decision_reason"):
         assert key in meta, key
@@ -54,7 +55,8 @@ def test_first_model_beats_baselines_and_becomes_champion(env):
     assert folds >= 2
     expected = {"backtest_mae", "backtest_skill", "backtest_wape", "backtest_mae_mean_last_7_days",
                 "backtest_mae_same_as_yesterday", "backtest_mae_same_weekday_last_week",
-                *(f"fold{k}_mae" for k in range(1, folds + 1)), *(f"fold{k}_mae_mean_last_7_days" for k in range(1, folds + 1)),
+                *(f"fold{k}_mae" for k in range(1, folds + 1)),
+                *(f"fold{k}_mae_mean_last_7_days" for k in range(1, folds + 1)),
                 "type_fridge_mae", "type_heating_wape"}
     assert expected <= set(run.data.metrics)
     assert run.data.metrics["backtest_skill"] == pytest.approx(
@@ -200,9 +202,12 @@ def test_when_no_model_beats_the_baselines_the_best_baseline_serves(env, feature
     features = env["resources"]["warehouse"].read_partitions(USAGE_FEATURES, [day]).filter(pl.col("has_enough_history"))
     from smart_home_assets.lib import training
 
-    expected = dict(zip(features["device_id"], training.baseline_predictions(features)[meta["best_baseline"]]))
-    assert all(abs(p - expected[d]) < 1e-6 for d, p in zip(rows["device_id"], rows["predicted_energy_wh"]))
-    assert (rows["p10_wh"] <= rows["predicted_energy_wh"]).all() and (rows["predicted_energy_wh"] <= rows["p90_wh"]).all()
+    expected = dict(zip(features["device_id"], training.baseline_predictions(features)[meta["best_baseline"]],
+                        strict=True))
+    assert all(abs(p - expected[d]) < 1e-6
+               for d, p in zip(rows["device_id"], rows["predicted_energy_wh"], strict=True))
+    assert ((rows["p10_wh"] <= rows["predicted_energy_wh"]).all()
+            and (rows["predicted_energy_wh"] <= rows["p90_wh"]).all())
 
 
 def test_too_short_a_history_serves_the_baseline(env):
@@ -256,7 +261,8 @@ def test_a_failed_training_ends_its_mlflow_run_as_failed_and_keeps_the_champion(
     train(env)
     result, _ = train(env, backtest_folds=0)  # no fold at all: training fails
     assert not result.success
-    runs = mlflow.search_runs(experiment_names=["smart_home_usage"], filter_string=f"tags.dagster_run_id = '{result.run_id}'")
+    runs = mlflow.search_runs(experiment_names=["smart_home_usage"],
+                              filter_string=f"tags.dagster_run_id = '{result.run_id}'")
     assert list(runs["status"]) == ["FAILED"]
     assert str(env["registry"].champion_version().version) == "1"
     assert mlflow.active_run() is None
@@ -281,7 +287,8 @@ def test_predictions_carry_the_champion_version_and_an_interval_and_skip_short_h
     assert rows.height > 0 and set(rows["model_version"]) == {"1"} and set(rows["model_kind"]) == {"lightgbm"}
     assert (rows["target_date"] == LAST + dt.timedelta(days=1)).all()
     assert (rows["predicted_energy_wh"] >= 0).all()
-    assert (rows["p10_wh"] <= rows["predicted_energy_wh"]).all() and (rows["predicted_energy_wh"] <= rows["p90_wh"]).all()
+    assert ((rows["p10_wh"] <= rows["predicted_energy_wh"]).all()
+            and (rows["predicted_energy_wh"] <= rows["p90_wh"]).all())
     assert (rows["p90_wh"] > rows["p10_wh"]).mean() > 0.9
 
 

@@ -22,7 +22,9 @@ from smart_home_assets.definitions import defs
 from smart_home_assets.partitions import daily_partitions
 
 PREDICTIONS, FEEDBACK = dg.AssetKey("usage_predictions"), dg.AssetKey("prediction_feedback")
-LAST = dt.date.fromisoformat(daily_partitions.get_last_partition_key())
+_LAST_KEY = daily_partitions.get_last_partition_key()
+assert _LAST_KEY is not None  # the partitions end at the current day
+LAST = dt.date.fromisoformat(_LAST_KEY)
 
 
 def day(offset: int) -> str:

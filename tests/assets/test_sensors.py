@@ -38,7 +38,7 @@ def tick(landing, cursor=None, warnings: list[str] | None = None) -> Tick:
     return evaluate(landing_zone_sensor, context)
 
 
-def days(t: Tick) -> list[str]:
+def days(t: Tick) -> list[str | None]:
     return [day for day, _ in t.requests]
 
 

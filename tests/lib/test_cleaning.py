@@ -28,7 +28,7 @@ def raw_frame(lines, hub="hub-0001", day=DAY):
 
 def reasons(lines):
     result = clean_usage(raw_frame(lines), CATALOG, KEY)
-    return result, dict(zip(result.quarantine["line_number"], result.quarantine["reason"]))
+    return result, dict(zip(result.quarantine["line_number"], result.quarantine["reason"], strict=True))
 
 
 @pytest.mark.parametrize("bad, reason", [

@@ -123,15 +123,15 @@ def test_rolling_statistics_are_exact(features):
 
 
 def test_history_days_and_enough_history_flag(features):
-    history = dict(zip(features["device_id"], features["history_days"]))
+    history = dict(zip(features["device_id"], features["history_days"], strict=True))
     assert history == {"A": 10, "B": 3, "C": LOOKBACK_DAYS + 1, "F": 1, "G": 7}
-    enough = dict(zip(features["device_id"], features["has_enough_history"]))
+    enough = dict(zip(features["device_id"], features["has_enough_history"], strict=True))
     assert MIN_HISTORY_DAYS == 7
     assert enough == {"A": True, "B": False, "C": True, "F": False, "G": True}
 
 
 def test_hub_total_is_over_all_devices_of_the_hub(features):
-    hub = dict(zip(features["device_id"], features["hub_energy_wh"]))
+    hub = dict(zip(features["device_id"], features["hub_energy_wh"], strict=True))
     assert hub == {"A": 300.0, "B": 300.0, "C": 50.0, "F": 50.0, "G": 7.0}
 
 
@@ -323,6 +323,8 @@ def test_no_feature_of_day_d_uses_anything_after_d():
         upto = history.filter(pl.col("partition_date") <= day)
         future = history.filter(pl.col("partition_date") > day).with_columns(
             energy_wh=pl.col("energy_wh") * 7 + 1, active_s=pl.col("active_s") * 3, event_count=pl.lit(9, pl.Int64))
-        extra = future.head(1).with_columns(device_id=pl.lit("new-device"), partition_date=pl.lit(day + dt.timedelta(days=1)))
+        extra = future.head(1).with_columns(device_id=pl.lit("new-device"),
+                                            partition_date=pl.lit(day + dt.timedelta(days=1)))
         assert build_features(upto, day).equals(build_features(pl.concat([upto, future, extra]), day)), day
-    assert build_features(history, days[380])["energy_last_year"].null_count() < build_features(history, days[380]).height
+    assert (build_features(history, days[380])["energy_last_year"].null_count()
+            < build_features(history, days[380]).height)

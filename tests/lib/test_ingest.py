@@ -94,7 +94,7 @@ def test_files_breaking_the_naming_contract_are_recorded(tmp_path):
     (tmp_path / DAY / "hub-0004.jsonl").symlink_to(outside)
     (tmp_path / DAY / "hub-0005.jsonl").symlink_to(tmp_path / DAY / "gone.jsonl")
     raw, manifest = ingest(tmp_path)
-    problems = dict(zip(manifest["source_file"], manifest["problem"]))
+    problems = dict(zip(manifest["source_file"], manifest["problem"], strict=True))
     assert problems == {f"{DAY}/bad name.jsonl": "bad_file_name", f"{DAY}/hub-0001.jsonl.gz": None,
                         f"{DAY}/hub-0004.jsonl": "symlink_outside_landing", f"{DAY}/hub-0005.jsonl": "broken_symlink"}
     assert '{"x": 1}' not in raw["raw_line"].to_list()  # the target outside the landing zone is never read

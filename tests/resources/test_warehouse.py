@@ -15,7 +15,8 @@ def frame(day, n, value=1.0):
 
 
 def rows(wh, table="t"):
-    return wh.query(f"SELECT partition_date, count(*) AS n, sum(value) AS s FROM {table} GROUP BY ALL ORDER BY ALL").rows()
+    return wh.query(f"SELECT partition_date, count(*) AS n, sum(value) AS s FROM {table} "
+                    "GROUP BY ALL ORDER BY ALL").rows()
 
 
 def test_replacing_a_partition_twice_keeps_one_copy_and_other_partitions(tmp_path):

@@ -115,7 +115,7 @@ def test_concurrent_runs_through_the_daemon_equal_a_sequential_run(tmp_path):
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
         ]
         outputs = [p.communicate(timeout=900)[0] for p in cli]
-        for process, output in zip(cli, outputs):
+        for process, output in zip(cli, outputs, strict=True):
             assert process.returncode == 0, output[-3000:]
         # a retrain on top, while the daemon's sensor and automation runs may still be going
         check(subprocess.run(MATERIALIZE + ["--select", "usage_model"], env=env, capture_output=True, text=True,

@@ -3,8 +3,9 @@ is afterwards exactly its previous complete version or the new one (never empty,
 converges to the rows of a clean run.
 
 A third of the kills come at a random moment; the others are aimed at a step's write (each table-writing step
-replaces all the run's partitions in one staged transaction): they wait for the write's staging folder (``.staging-<pid>-<id>``, resources/warehouse.py) to appear, then kill within 50 ms. At least
-a third of all trials must be proven to have landed inside a write, from what the killed run left (below).
+replaces all the run's partitions in one staged transaction): they wait for the write's staging folder
+(``.staging-<pid>-<id>``, resources/warehouse.py) to appear, then kill within 50 ms. At least a third of all
+trials must be proven to have landed inside a write, from what the killed run left (below).
 """
 
 import datetime as dt
@@ -99,10 +100,12 @@ def steps_in_flight(env, runs_before: set[str]) -> set[str]:
         started, done = set(), set()
         for record in instance.all_logs(run_id, of_type={DagsterEventType.STEP_START,
                                                           DagsterEventType.ASSET_MATERIALIZATION}):
-            event = record.dagster_event
+            event = record.get_dagster_event()
             if event.event_type == DagsterEventType.STEP_START:
+                assert event.step_key is not None
                 started.add(event.step_key)
             else:
+                assert event.asset_key is not None
                 done.add(event.asset_key.to_user_string())
     return {step for step in started & set(WRITE_STEPS) if not WRITE_STEPS[step] & done}
 

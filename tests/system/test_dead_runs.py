@@ -89,7 +89,8 @@ def test_a_killed_cli_run_does_not_block_the_next_one(env):
             assert nxt.returncode == 0, (nxt.stdout + nxt.stderr)[-3000:]
             dead = instance.get_run_by_id(dead_run)
             assert dead.status == dg.DagsterRunStatus.FAILURE
-            failure = [e.message for e in instance.all_logs(dead_run) if "is gone: recovered by run" in (e.message or "")]
+            failure = [e.message for e in instance.all_logs(dead_run)
+                       if "is gone: recovered by run" in (e.message or "")]
             assert failure, "the dead run was not marked failed by the next run"
             assert instance.event_log_storage.get_concurrency_info("duckdb").active_slot_count == 0
             print(f"the next run finished {waited:.0f} s after it started")
@@ -162,8 +163,8 @@ def test_sigterm_ends_a_run_while_its_step_holds_the_slot_and_frees_it(env):
             while time.monotonic() < deadline and victim.poll() is None and not holders:
                 holders = storage.get_concurrency_info("duckdb").active_run_ids
                 time.sleep(0.1)
-            assert holders and victim.poll() is None, ("the run never held the slot",
-                                                       victim.stdout.read()[-2000:] if victim.poll() is not None else "")
+            assert holders and victim.poll() is None, (
+                "the run never held the slot", victim.stdout.read()[-2000:] if victim.poll() is not None else "")
             victim.send_signal(signal.SIGTERM)
             output, _ = victim.communicate(timeout=60)
             (run_id,) = holders

@@ -62,7 +62,8 @@ def test_every_run_succeeded_and_the_daemon_ingested_the_new_day_and_retrained(d
             return sorted(k.to_user_string() for k in run.asset_selection or [])
 
         cli = [r for r in runs if "dagster/sensor_name" not in r.tags]
-        assert [selected(r) for r in cli] == [INGEST, ["usage_model"], ["online_predictions", "usage_predictions"], ["prediction_feedback"]]
+        assert [selected(r) for r in cli] == [INGEST, ["usage_model"], ["online_predictions", "usage_predictions"],
+                                              ["prediction_feedback"]]
         by_daemon = [(r.tags["dagster/sensor_name"], tuple(selected(r)), r.tags.get("dagster/partition"))
                      for r in runs if "dagster/sensor_name" in r.tags]
         # the landing sensor's run (ingest_uploads job) for the new day, then automation down to the model

@@ -53,8 +53,8 @@ def free_port() -> int:
 def top_failure_message(result: dg.ExecuteInProcessResult) -> str:
     """What a reader sees first: the message of the first error (a step's or a resource's), unwrapped from
     Dagster's own wrapper errors."""
-    error = next(e.event_specific_data.error for e in result.all_events
-                 if e.is_failure and getattr(e.event_specific_data, "error", None) is not None)
+    error = next(error for e in result.all_events
+                 if e.is_failure and (error := getattr(e.event_specific_data, "error", None)) is not None)
     while error.cause is not None and error.cls_name and error.cls_name.startswith("Dagster"):
         error = error.cause
     return error.message
@@ -163,15 +163,14 @@ def test_an_unreachable_server_fails_at_the_reachability_check_even_with_mlflows
 def mlflow_server(store: Path, port: int):
     """``mlflow server`` on loopback over an existing SQLite store, in its own process group; not waited for
     (see :func:`wait_until_listening`)."""
-    log = open(store.parent / "mlflow-server.log", "wb")
-    proc = subprocess.Popen([MLFLOW, "server", "--backend-store-uri", f"sqlite:///{store}", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        yield proc
-    finally:
-        stop(proc)
-        log.close()
+    with open(store.parent / "mlflow-server.log", "wb") as log:
+        proc = subprocess.Popen([MLFLOW, "server", "--backend-store-uri", f"sqlite:///{store}", "--host", "127.0.0.1",
+                                 "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            yield proc
+        finally:
+            stop(proc)
 
 
 def wait_until_listening(proc: subprocess.Popen, port: int, log: Path, seconds: float = 90) -> None:
@@ -227,7 +226,8 @@ def test_mlflow_server_stopped_mid_run_fails_clearly_and_keeps_the_champion(trai
     assert f"127.0.0.1:{port}" in message, message
     # The error shown is the one that stopped training, not the follow-up failure to mark the MLflow run FAILED,
     # which is a warning of its own (the run stays RUNNING in the store: nobody can end it while it is down).
-    warnings = [e.message for e in trained["instance"].all_logs(result.run_id) if "could not mark MLflow run" in e.message]
+    warnings = [e.message for e in trained["instance"].all_logs(result.run_id)
+                if "could not mark MLflow run" in e.message]
     assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0], warnings
     assert registry_state(trained)[0] == before[0]  # the alias never moved
     status = count(trained["store"], "SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid WHERE "
@@ -351,7 +351,8 @@ def test_disk_full_fails_clearly_and_keeps_the_previous_partitions(project_env, 
 
 def sensor_tick(landing: Path, cursor: str | None = None) -> Tick:
     context = dg.build_sensor_context(cursor=cursor, resources={
-        "landing": LandingZone(path=str(landing)), "warehouse": DuckDBWarehouse(database=str(landing.parent / "w.duckdb"))})
+        "landing": LandingZone(path=str(landing)),
+        "warehouse": DuckDBWarehouse(database=str(landing.parent / "w.duckdb"))})
     return evaluate(landing_zone_sensor, context)
 
 

@@ -60,7 +60,7 @@ class Needles:
 
     def users_in(self, data: bytes) -> list[str]:
         found = {m.decode() for m in ANY_USER_ID.findall(data)}
-        found |= {u.decode() for u, h in zip(self.user_ids, self.user_hex) if h in data}
+        found |= {u.decode() for u, h in zip(self.user_ids, self.user_hex, strict=True) if h in data}
         return sorted(found)
 
     def key_in(self, data: bytes) -> bool:
@@ -230,7 +230,8 @@ def test_mlflow_runs_models_registry_and_artifacts_carry_no_user_id_nor_key(pipe
         downloaded += files_under(target)
     for model in client.search_logged_models(experiment_ids):
         leaks += needles.leaks(f"logged model {model.model_id}", json.dumps(
-            {"params": model.params, "tags": model.tags, "name": model.name, "metrics": [m.key for m in model.metrics or []]}))
+            {"params": model.params, "tags": model.tags, "name": model.name,
+             "metrics": [m.key for m in model.metrics or []]}))
     for registered in client.search_registered_models():
         leaks += needles.leaks(f"registered model {registered.name}", json.dumps(
             {"tags": registered.tags, "aliases": registered.aliases, "description": registered.description}))

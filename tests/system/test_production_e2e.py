@@ -3,6 +3,7 @@ landing zone and Delta Lake tables on an S3 API (moto), steps on a Dask cluster 
 backfill as one run per day with several runs at once. Simulate → ingest → clean → features → train → promote
 → predict; every partition equals the embedded profile's."""
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -48,10 +49,8 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
 
 def stop(processes: list[subprocess.Popen]) -> None:
     for process in processes:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait()
 
 

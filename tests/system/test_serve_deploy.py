@@ -102,7 +102,7 @@ def render_template(text: str, scope: dict) -> str:
         if expression.startswith("/*"):
             raise ValueError("template comments are not supported")
         out.append(evaluate(expression, scope))
-    return "".join(t + v for t, v in zip(texts, out + [""]))
+    return "".join(t + v for t, v in zip(texts, out + [""], strict=True))
 
 
 def chart_scope(values: dict | None = None) -> dict:
@@ -246,9 +246,10 @@ def test_helm_lints_and_renders_the_chart_as_the_renderer_does():
 
 def dockerfile() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) per instruction, continuation lines joined, comments dropped."""
-    lines = [l for l in DOCKERFILE.read_text().splitlines() if not l.lstrip().startswith("#")]
+    lines = [line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")]
     text = re.sub(r"\\\n\s*", " ", "\n".join(lines))
-    return [(l.split(None, 1)[0].upper(), l.split(None, 1)[1].strip()) for l in text.splitlines() if l.strip()]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+            for line in text.splitlines() if line.strip()]
 
 
 def instructions(name: str) -> list[str]:
@@ -284,7 +285,8 @@ def test_the_image_gets_what_the_package_build_needs_and_the_context_leaves_the_
     sources = copied_sources()
     assert needed <= set(sources), needed - set(sources)
     assert all((ROOT / s).exists() for s in sources)
-    rules = [l.strip() for l in DOCKERIGNORE.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    rules = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
     for excluded in (".git", ".venv", ".venv-moto", "data", "dagster_home/storage", "bench/results"):
         assert any(fnmatch(excluded, rule) for rule in rules if not rule.startswith("!")), excluded
     for source in sources:

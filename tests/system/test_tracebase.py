@@ -42,7 +42,8 @@ def tracebase(tmp_path_factory):
     rows.write_csv(root / "slice.csv")
     env = {**os.environ, "SMART_HOME_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "home"),
            "SMART_HOME_DEVICE_CATALOG": str(PROJECT_ROOT / "smart_home_assets" / "lib" / "catalogs" / "tracebase.json"),
-           "SMART_HOME_PARTITIONS_START": "2011-08-01", "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'data' / 'mlflow.db'}"}
+           "SMART_HOME_PARTITIONS_START": "2011-08-01",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'data' / 'mlflow.db'}"}
     for var in ("SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV", "SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE"):
         env.pop(var, None)
     (root / "home").mkdir()
@@ -118,5 +119,6 @@ def test_model_and_baselines_were_scored_on_the_same_backtest_folds(tracebase):
     best = min(run.data.metrics[f"backtest_mae_{name}"] for name in training.BASELINE_NAMES)
     lost = sum(run.data.metrics[f"fold{f.index}_mae"] >= run.data.metrics[f"fold{f.index}_mae_{scores.best_baseline()}"]
                for f in folds)
-    assert (run.data.tags["promoted"] == "True") == (run.data.metrics["backtest_mae"] < best and lost <= len(folds) // 2)
+    assert (run.data.tags["promoted"] == "True") == (run.data.metrics["backtest_mae"] < best
+                                                     and lost <= len(folds) // 2)
     assert run.data.metrics["backtest_skill"] == pytest.approx(1 - run.data.metrics["backtest_mae"] / best)

@@ -10,6 +10,7 @@ A small simulated fleet is ingested, cleaned, featurized, trained, predicted and
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -129,10 +130,8 @@ def server(materialized):
     finally:
         # STACK-NOTES: dagster dev does not stop on SIGTERM; kill the whole group (webserver, daemon, code
         # server and the runs they started).
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait(timeout=60)
 
 
@@ -177,7 +176,7 @@ GRAPH_JS = """() => {
 }"""
 
 
-def edges_between(nodes: list[dict], paths: list[str]) -> set[tuple[str, str]]:
+def edges_between(nodes: list[dict], paths: list[str]) -> set[tuple[str | None, str | None]]:
     def node_at(x: float, y: float, side: str) -> str | None:
         for n in nodes:
             edge_x = n["x"] + n["w"] if side == "right" else n["x"]
@@ -219,13 +218,15 @@ def test_asset_graph_shows_every_asset_and_its_lineage_left_to_right(browser, se
     # Every node shows it was materialized, and its kinds.
     for name, node in nodes.items():
         assert re.search(r"Latest event\s*(\d+|an?|a few|less than)[^–]*? ago", node["text"]), (name, node["text"])
-    checks = sum(1 for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key.to_user_string() == "device_usage")
-    assert re.search(rf"Asset checks\s*\d+ / {checks} Passed", nodes["device_usage"]["text"]), nodes["device_usage"]["text"]
+    checks = sum(1 for k in defs.resolve_asset_graph().asset_check_keys
+                 if k.asset_key.to_user_string() == "device_usage")
+    assert re.search(rf"Asset checks\s*\d+ / {checks} Passed", nodes["device_usage"]["text"]), \
+        nodes["device_usage"]["text"]
     assert "lightgbm" in nodes["usage_model"]["text"] and "ML Flow" in nodes["usage_model"]["text"]
     assert "DuckDB" in nodes["device_usage"]["text"] and "Polars" in nodes["device_usage"]["text"]
     # The graph reads left to right in the order data moves, one group per stage.
     xs = [min(g["x"] for g in drawn["groups"] if g["text"].startswith(group)) for group in GROUPS_LEFT_TO_RIGHT]
-    assert xs == sorted(xs) and len(set(xs)) == len(xs), dict(zip(GROUPS_LEFT_TO_RIGHT, xs))
+    assert xs == sorted(xs) and len(set(xs)) == len(xs), dict(zip(GROUPS_LEFT_TO_RIGHT, xs, strict=True))
     assert [nodes[a]["x"] for a in ("raw_usage", "device_usage", "usage_features", "usage_model",
                                     "usage_predictions")] == sorted(nodes[a]["x"] for a in (
         "raw_usage", "device_usage", "usage_features", "usage_model", "usage_predictions"))
@@ -375,7 +376,8 @@ def test_graphql_launches_a_partition_run_and_waits_for_success(server):
         time.sleep(2)
     assert status == dg.DagsterRunStatus.SUCCESS, (status, server["log"].read_text()[-3000:])
     # The run wrote that day's device_usage (automation may add later materializations of its own).
-    found = gql(server, """query ($assetKey: AssetKeyInput!, $partitions: [String!]) { assetOrError(assetKey: $assetKey) {
+    found = gql(server, """query ($assetKey: AssetKeyInput!, $partitions: [String!]) {
+      assetOrError(assetKey: $assetKey) {
       ... on Asset { assetMaterializations(partitions: $partitions) { runId partition } } } }""",
                 {"assetKey": {"path": ["device_usage"]}, "partitions": [partition]})["assetOrError"]
     assert {"runId": run_id, "partition": partition} in found["assetMaterializations"]

@@ -301,7 +301,7 @@ def test_every_answered_request_is_stored_when_the_service_is_sigkilled_under_lo
     rows = latest_rows(fleet)
     asks = [{"device_id": r["device_id"], "hub_id": r["hub_id"]} for r in rows.iter_rows(named=True)]
     answered: dict[str, int] = {}  # request id -> rows answered
-    pending: dict[str, dict] = {}  # request id -> body, sent and not answered
+    pending: dict[str, tuple[str, dict]] = {}  # request id -> (path, body), sent and not answered
     lock = threading.Lock()
     rng = random.Random(5)
 

@@ -134,7 +134,8 @@ def test_state_from_the_real_event_log(backfill):
         expected = {None} if step.key == "device_usage_freshness" else days  # it judges the asset as a whole
         assert step.state == "succeeded" and step.partitions == expected, step
         assert step.duration_s is not None and step.started <= step.finished
-    evaluations = [e for e in entries if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
+    evaluations = [e for e in entries
+                   if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert sum(s.check_results for s in progress.steps.values()) == len(evaluations)
     assert set(progress.steps["device_usage"].assets) == {"device_usage", "device_usage_quarantine"}
 
