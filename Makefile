@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export SMART_HOME_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install run test screenshots bench lock dev clean tracebase serve
+.PHONY: install run test check screenshots bench lock dev clean tracebase serve
 
 # moto's S3 server for the object-storage tests lives in its own venv: its pins (boto3, botocore, ...) stay out
 # of requirements.lock.
@@ -33,9 +33,15 @@ $(STAMP): requirements.lock pyproject.toml
 run: install
 	$(BIN)/smart-home demo
 
-test: install
+# Lint, format and types first (seconds), then the suite.
+test: install check
 	bash scripts/system-packages.sh
 	$(BIN)/pytest
+
+check: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The README's screenshots (docs/img/), refreshed by the UI test; `make test` saves them in a temporary folder.
 screenshots: install

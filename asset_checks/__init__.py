@@ -5,6 +5,10 @@ from asset_checks.feature_checks import usage_features_checks
 from asset_checks.freshness_checks import FRESHNESS_CHECKS
 from asset_checks.model_checks import check_champion_beats_naive_baselines, check_live_accuracy_holds
 
-ALL_ASSET_CHECKS = [device_usage_checks, usage_features_checks, check_champion_beats_naive_baselines,
-                    check_live_accuracy_holds,
-                    *FRESHNESS_CHECKS]
+ALL_ASSET_CHECKS = [
+    device_usage_checks,
+    usage_features_checks,
+    check_champion_beats_naive_baselines,
+    check_live_accuracy_holds,
+    *FRESHNESS_CHECKS,
+]

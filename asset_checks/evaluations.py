@@ -12,18 +12,23 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 
-def target_materialization(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str,
-                           ) -> AssetCheckEvaluationTargetMaterializationData | None:
+def target_materialization(
+    instance: dg.DagsterInstance,
+    asset_key: dg.AssetKey,
+    partition: str,
+) -> AssetCheckEvaluationTargetMaterializationData | None:
     # Imported here: the event-log storage module pulls in SQLAlchemy and alembic (about 0.5 s), which a process
     # that only loads the definitions does not otherwise need.
     from dagster._core.storage.event_log.base import AssetRecordsFilter
 
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1).records
+        AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+    ).records
     if not records:
         return None
     return AssetCheckEvaluationTargetMaterializationData(
-        run_id=records[0].event_log_entry.run_id, storage_id=records[0].storage_id, timestamp=records[0].timestamp)
+        run_id=records[0].event_log_entry.run_id, storage_id=records[0].storage_id, timestamp=records[0].timestamp
+    )
 
 
 _targets: dict[tuple[str, dg.AssetKey, str], AssetCheckEvaluationTargetMaterializationData | None] = {}
@@ -40,19 +45,25 @@ def prefetch_targets(context: dg.AssetCheckExecutionContext, asset_key: dg.Asset
     if len(_targets) > 10_000:
         _targets.clear()
     latest = instance.event_log_storage.get_latest_storage_id_by_partition(
-        asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(partitions))
+        asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(partitions)
+    )
     ids = sorted(latest.values())
     records = {}
     for start in range(0, len(ids), PREFETCH_CHUNK):
-        chunk = ids[start:start + PREFETCH_CHUNK]
+        chunk = ids[start : start + PREFETCH_CHUNK]
         for record in instance.fetch_materializations(
-                AssetRecordsFilter(asset_key=asset_key, storage_ids=chunk), limit=len(chunk)).records:
+            AssetRecordsFilter(asset_key=asset_key, storage_ids=chunk), limit=len(chunk)
+        ).records:
             records[record.storage_id] = record
     for partition in partitions:
         record = records.get(latest.get(partition, -1))
-        _targets[(run_id, asset_key, partition)] = None if record is None else \
-            AssetCheckEvaluationTargetMaterializationData(run_id=record.event_log_entry.run_id,
-                                                          storage_id=record.storage_id, timestamp=record.timestamp)
+        _targets[(run_id, asset_key, partition)] = (
+            None
+            if record is None
+            else AssetCheckEvaluationTargetMaterializationData(
+                run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+            )
+        )
 
 
 def _cached_target(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey, partition: str):
@@ -65,13 +76,27 @@ def _cached_target(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKe
     return _targets[key]
 
 
-def partition_evaluation(context: dg.AssetCheckExecutionContext | None, asset_key: dg.AssetKey, check_name: str,
-                         partition: str, passed: bool, metadata: dict, *, blocking: bool = True,
-                         severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckEvaluation:
+def partition_evaluation(
+    context: dg.AssetCheckExecutionContext | None,
+    asset_key: dg.AssetKey,
+    check_name: str,
+    partition: str,
+    passed: bool,
+    metadata: dict,
+    *,
+    blocking: bool = True,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> dg.AssetCheckEvaluation:
     """One check's outcome for one partition, tied to that partition's latest materialization."""
     return dg.AssetCheckEvaluation(
-        asset_key=asset_key, check_name=check_name, passed=passed, metadata=metadata, severity=severity,
-        blocking=blocking, partition=partition, description=None,
+        asset_key=asset_key,
+        check_name=check_name,
+        passed=passed,
+        metadata=metadata,
+        severity=severity,
+        blocking=blocking,
+        partition=partition,
+        description=None,
         target_materialization_data=_cached_target(context, asset_key, partition) if context else None,
     )
 

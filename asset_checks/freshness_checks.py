@@ -56,8 +56,10 @@ SENSOR_NAME = "freshness_checks_sensor"
 def deadline_cron() -> str:
     cron = os.environ.get(DEADLINE_CRON_VAR, "").strip() or DEFAULT_DEADLINE_CRON
     if not is_valid_cron_string(cron):
-        raise ValueError(f"{DEADLINE_CRON_VAR}={cron!r} is not a cron expression (the default is "
-                         f"{DEFAULT_DEADLINE_CRON!r}: 03:00 every day)")
+        raise ValueError(
+            f"{DEADLINE_CRON_VAR}={cron!r} is not a cron expression (the default is "
+            f"{DEFAULT_DEADLINE_CRON!r}: 03:00 every day)"
+        )
     return cron
 
 
@@ -109,45 +111,65 @@ def _deadline_now(cron: str, timezone: str) -> tuple[float, dt.datetime]:
 def _fresh_until(cron: str, timezone: str, now: float) -> dg.MetadataValue:
     """When the check can next be overdue: the next deadline (Dagster's freshness sensor waits until then)."""
     return dg.MetadataValue.timestamp(
-        get_next_cron_tick(cron, dt.datetime.fromtimestamp(now, dt.UTC), timezone).timestamp())
+        get_next_cron_tick(cron, dt.datetime.fromtimestamp(now, dt.UTC), timezone).timestamp()
+    )
 
 
 def _freshness_check(asset: str, params: dg.MetadataValue, description: str):
     """The decorator of one freshness check: Dagster's spec (name ``freshness_check``, the params metadata its
     sensor and UI read), in an op named after the asset (``device_usage_freshness``) so that run logs say which."""
-    spec = dg.AssetCheckSpec("freshness_check", asset=asset, description=description,
-                             metadata={FRESHNESS_PARAMS_METADATA_KEY: params}, blocking=False)
+    spec = dg.AssetCheckSpec(
+        "freshness_check",
+        asset=asset,
+        description=description,
+        metadata={FRESHNESS_PARAMS_METADATA_KEY: params},
+        blocking=False,
+    )
     return dg.multi_asset_check(specs=[spec], can_subset=True, name=f"{asset}_freshness")
 
 
-def build_partition_freshness_check(asset: str, cron: str, timezone: str,
-                                    partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.AssetChecksDefinition:
+def build_partition_freshness_check(
+    asset: str, cron: str, timezone: str, partitions_def: dg.TimeWindowPartitionsDefinition
+) -> dg.AssetChecksDefinition:
     params = dg.MetadataValue.json({"timezone": timezone, "deadline_cron": cron})
     key = dg.AssetKey(asset)
 
-    @_freshness_check(asset, params, f"Each day of {asset} by its deadline ({cron}, {timezone}): the last day "
-                                     "that ended before the latest deadline is materialized.")
+    @_freshness_check(
+        asset,
+        params,
+        f"Each day of {asset} by its deadline ({cron}, {timezone}): the last day "
+        "that ended before the latest deadline is materialized.",
+    )
     def partition_freshness(context):  # (no annotation: this module postpones them, the decorator reads it)
         now, deadline = _deadline_now(cron, timezone)
         expected = expected_partition(partitions_def, deadline)
-        metadata = {FRESHNESS_PARAMS_METADATA_KEY: params,
-                    LATEST_CRON_TICK_METADATA_KEY: dg.MetadataValue.timestamp(deadline.timestamp()),
-                    "expected_partition": dg.MetadataValue.text(expected or "-")}
+        metadata = {
+            FRESHNESS_PARAMS_METADATA_KEY: params,
+            LATEST_CRON_TICK_METADATA_KEY: dg.MetadataValue.timestamp(deadline.timestamp()),
+            "expected_partition": dg.MetadataValue.text(expected or "-"),
+        }
         latest = retrieve_last_update_record(context.instance, key, expected) if expected else None
         passed = expected is None or latest is not None
         at = deadline.strftime("%Y-%m-%d %H:%M %Z")
         if passed:
             metadata[FRESH_UNTIL_METADATA_KEY] = _fresh_until(cron, timezone, now)
-            description = (f"partition {expected} arrived by its deadline {at}" if expected else
-                           "no partition is due yet")
+            description = (
+                f"partition {expected} arrived by its deadline {at}" if expected else "no partition is due yet"
+            )
         else:
             any_partition = retrieve_last_update_record(context.instance, key, None)
             if any_partition is not None:
                 metadata[LAST_UPDATED_TIMESTAMP_METADATA_KEY] = dg.MetadataValue.timestamp(
-                    retrieve_timestamp_from_record(any_partition) or 0.0)
+                    retrieve_timestamp_from_record(any_partition) or 0.0
+                )
             description = f"partition {expected} is late: expected by {at}, not materialized yet"
-        yield dg.AssetCheckResult(asset_key=key, passed=passed, description=description, metadata=metadata,
-                                  severity=dg.AssetCheckSeverity.WARN)
+        yield dg.AssetCheckResult(
+            asset_key=key,
+            passed=passed,
+            description=description,
+            metadata=metadata,
+            severity=dg.AssetCheckSeverity.WARN,
+        )
 
     return partition_freshness
 
@@ -155,8 +177,9 @@ def build_partition_freshness_check(asset: str, cron: str, timezone: str,
 def build_last_update_check(asset: str, cron: str, timezone: str, within: dt.timedelta) -> dg.AssetChecksDefinition:
     """Dagster's last-update freshness semantics: at each deadline, the asset was updated in the ``within``
     before it (a run after a deadline counts towards the next one)."""
-    params = dg.MetadataValue.json({"timezone": timezone, "deadline_cron": cron,
-                                    "lower_bound_delta_seconds": int(within.total_seconds())})
+    params = dg.MetadataValue.json(
+        {"timezone": timezone, "deadline_cron": cron, "lower_bound_delta_seconds": int(within.total_seconds())}
+    )
     key = dg.AssetKey(asset)
 
     @_freshness_check(asset, params, f"{asset} updated within {within} before each deadline ({cron}, {timezone}).")
@@ -167,9 +190,11 @@ def build_last_update_check(asset: str, cron: str, timezone: str, within: dt.tim
         updated = retrieve_timestamp_from_record(latest) if latest is not None else None
         passed = updated is not None and updated >= lower_bound.timestamp()
         at = deadline.strftime("%Y-%m-%d %H:%M %Z")
-        metadata = {FRESHNESS_PARAMS_METADATA_KEY: params,
-                    LATEST_CRON_TICK_METADATA_KEY: dg.MetadataValue.timestamp(deadline.timestamp()),
-                    "dagster/freshness_lower_bound_timestamp": dg.MetadataValue.timestamp(lower_bound.timestamp())}
+        metadata = {
+            FRESHNESS_PARAMS_METADATA_KEY: params,
+            LATEST_CRON_TICK_METADATA_KEY: dg.MetadataValue.timestamp(deadline.timestamp()),
+            "dagster/freshness_lower_bound_timestamp": dg.MetadataValue.timestamp(lower_bound.timestamp()),
+        }
         if updated is not None:
             metadata[LAST_UPDATED_TIMESTAMP_METADATA_KEY] = dg.MetadataValue.timestamp(updated)
         if passed:
@@ -178,22 +203,35 @@ def build_last_update_check(asset: str, cron: str, timezone: str, within: dt.tim
         elif updated is None:
             description = f"never materialized: expected an update by {at}"
         else:
-            description = (f"not updated since {dt.datetime.fromtimestamp(updated, dt.UTC):%Y-%m-%d %H:%M} "
-                           f"UTC: expected an update between {lower_bound:%Y-%m-%d %H:%M} and {at}")
-        yield dg.AssetCheckResult(asset_key=key, passed=passed, description=description, metadata=metadata,
-                                  severity=dg.AssetCheckSeverity.WARN)
+            description = (
+                f"not updated since {dt.datetime.fromtimestamp(updated, dt.UTC):%Y-%m-%d %H:%M} "
+                f"UTC: expected an update between {lower_bound:%Y-%m-%d %H:%M} and {at}"
+            )
+        yield dg.AssetCheckResult(
+            asset_key=key,
+            passed=passed,
+            description=description,
+            metadata=metadata,
+            severity=dg.AssetCheckSeverity.WARN,
+        )
 
     return last_update_freshness
 
 
 def build_freshness_checks() -> list[dg.AssetChecksDefinition]:
     cron, timezone = deadline_cron(), deadline_timezone()
-    return [build_partition_freshness_check(DEVICE_USAGE, cron, timezone, daily_partitions),
-            build_last_update_check(USAGE_MODEL, model_deadline_cron(cron, retrain_bound()), timezone,
-                                    dt.timedelta(days=1))]
+    return [
+        build_partition_freshness_check(DEVICE_USAGE, cron, timezone, daily_partitions),
+        build_last_update_check(
+            USAGE_MODEL, model_deadline_cron(cron, retrain_bound()), timezone, dt.timedelta(days=1)
+        ),
+    ]
 
 
 FRESHNESS_CHECKS = build_freshness_checks()
 freshness_checks_sensor = dg.build_sensor_for_freshness_checks(
-    freshness_checks=FRESHNESS_CHECKS, name=SENSOR_NAME, minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING)
+    freshness_checks=FRESHNESS_CHECKS,
+    name=SENSOR_NAME,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)

@@ -29,8 +29,11 @@ def device_usage_schema(partition_key: str | None, catalog: Iterable[str]) -> pa
     columns = {}
     if partition_key is None:
         columns["partition_date"] = pa.Column(pl.Date, nullable=False)
-        window = pa.Check(_in_partition_window, name="in_partition_window",
-                          error="event_timestamp inside [partition_date, partition_date + 1 day) UTC")
+        window = pa.Check(
+            _in_partition_window,
+            name="in_partition_window",
+            error="event_timestamp inside [partition_date, partition_date + 1 day) UTC",
+        )
         unique = ["partition_date", "hub_id", "event_id"]
     else:
         start = dt.datetime.combine(dt.date.fromisoformat(partition_key), dt.time(), tzinfo=dt.UTC)
@@ -72,9 +75,15 @@ def failure_cases(schema: pa.DataFrameSchema, frame: pl.DataFrame, by: str | Non
     of_row = {by: frame.schema[by]} if by else {}
     missing = [name for name in schema.columns if name not in frame.columns]
     if missing:
-        return pl.DataFrame({"column": missing, "check": ["column_in_dataframe"] * len(missing),
-                             "failure_case": missing, **({by: [None] * len(missing)} if by else {})},
-                            schema={**columns, **of_row})
+        return pl.DataFrame(
+            {
+                "column": missing,
+                "check": ["column_in_dataframe"] * len(missing),
+                "failure_case": missing,
+                **({by: [None] * len(missing)} if by else {}),
+            },
+            schema={**columns, **of_row},
+        )
     try:
         schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
@@ -84,6 +93,9 @@ def failure_cases(schema: pa.DataFrameSchema, frame: pl.DataFrame, by: str | Non
             return cases.select(selected)
         index = cases.get_column("index")
         values = frame.get_column(by).gather(index.fill_null(0).cast(pl.UInt32))
-        return cases.select(selected).with_columns(values.alias(by)).with_columns(
-            pl.when(index.is_not_null()).then(pl.col(by)).alias(by))
+        return (
+            cases.select(selected)
+            .with_columns(values.alias(by))
+            .with_columns(pl.when(index.is_not_null()).then(pl.col(by)).alias(by))
+        )
     return pl.DataFrame(schema={**columns, **of_row})

@@ -20,8 +20,7 @@ import traceback
 from bench import harness, report
 
 # In the order they run: the cheap ones first, the long ones last.
-FAMILIES = ("load_time", "fixed_cost", "pipeline", "backfill", "model", "service", "freshness", "history",
-            "big_day")
+FAMILIES = ("load_time", "fixed_cost", "pipeline", "backfill", "model", "service", "freshness", "history", "big_day")
 
 
 def run_family(name: str, scale: harness.Scale) -> bool:

@@ -56,29 +56,43 @@ def run_day(warehouse: DuckDBWarehouse, landing: LandingZone, day: dt.date, cata
 
     def batches():
         # batches of whole hubs, each ingested and cleaned in one pass: raw rows are never read back
-        for raw, manifest in ingest_partitions_in_batches([(partition, landing.files_for_day(partition))],
-                                                          dt.datetime.now(dt.UTC), batch_rows()):
+        for raw, manifest in ingest_partitions_in_batches(
+            [(partition, landing.files_for_day(partition))], dt.datetime.now(dt.UTC), batch_rows()
+        ):
             clean = clean_usage(raw, catalog.device_types, key)
             counts["raw_lines"] += raw.height
             counts["device_usage"] += clean.device_usage.height
             counts["quarantine"] += clean.quarantine.height
             counts["usage_check_failures"] += failure_cases(schema, clean.device_usage).height
-            yield {RAW_USAGE: raw, RAW_USAGE_FILES: manifest, DEVICE_USAGE: clean.device_usage,
-                   DEVICE_USAGE_QUARANTINE: clean.quarantine}
+            yield {
+                RAW_USAGE: raw,
+                RAW_USAGE_FILES: manifest,
+                DEVICE_USAGE: clean.device_usage,
+                DEVICE_USAGE_QUARANTINE: clean.quarantine,
+            }
 
-    warehouse.replace_partition_in_batches(partition, [RAW_USAGE, RAW_USAGE_FILES, DEVICE_USAGE,
-                                                       DEVICE_USAGE_QUARANTINE], batches())
+    warehouse.replace_partition_in_batches(
+        partition, [RAW_USAGE, RAW_USAGE_FILES, DEVICE_USAGE, DEVICE_USAGE_QUARANTINE], batches()
+    )
     conserved = counts["raw_lines"] == counts["device_usage"] + counts["quarantine"]
 
     daily = warehouse.query(daily_usage_sql(DEVICE_USAGE), [day - dt.timedelta(days=LOOKBACK_DAYS), day])
     features = build_features(daily, day)
     warehouse.replace_partitions({USAGE_FEATURES: features}, [partition])
     feature_failures = failure_cases(features_schema(), features)
-    reference = warehouse.query(f"SELECT * FROM {USAGE_FEATURES} WHERE partition_date BETWEEN ? AND ?",
-                                [day - dt.timedelta(days=DRIFT_REFERENCE_DAYS), day - dt.timedelta(days=1)])
+    reference = warehouse.query(
+        f"SELECT * FROM {USAGE_FEATURES} WHERE partition_date BETWEEN ? AND ?",
+        [day - dt.timedelta(days=DRIFT_REFERENCE_DAYS), day - dt.timedelta(days=1)],
+    )
     psi = drift_report(reference, features) if reference.height and features.height else {}
-    return {"partition": partition, **counts, "features": features.height, "conserved": conserved,
-            "feature_check_failures": feature_failures.height, "max_psi": max(psi.values(), default=0.0)}
+    return {
+        "partition": partition,
+        **counts,
+        "features": features.height,
+        "conserved": conserved,
+        "feature_check_failures": feature_failures.height,
+        "max_psi": max(psi.values(), default=0.0),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         counts = run_day(warehouse, landing, day, catalog, key)
         days.append({**counts, "seconds": time.perf_counter() - started})
         day += dt.timedelta(days=1)
-    print("BENCH_RESULT " + json.dumps({"import_s": IMPORT_S, "days": days,
-                                        "compute_s": sum(d["seconds"] for d in days)}), flush=True)
+    print(
+        "BENCH_RESULT "
+        + json.dumps({"import_s": IMPORT_S, "days": days, "compute_s": sum(d["seconds"] for d in days)}),
+        flush=True,
+    )
     return 0
 
 

@@ -36,21 +36,32 @@ def run(scale: Scale) -> dict:
     for name in ("project", "plain"):
         walls = {h: median([r.wall_s for r in runs[f"{name}@{h}"]]) for h in sizes}
         cpus = {h: median([r.cpu_s for r in runs[f"{name}@{h}"]]) for h in sizes}
-        per_event[name] = {"wall_us": (walls[large] - walls[small]) / (lines[large] - lines[small]) * 1e6,
-                           "cpu_us": (cpus[large] - cpus[small]) / (lines[large] - lines[small]) * 1e6}
-        results[name] = {str(h): {**summarize(runs[f"{name}@{h}"]),
-                                  "counts": runs[f"{name}@{h}"][0].extra["counts"]} for h in sizes}
+        per_event[name] = {
+            "wall_us": (walls[large] - walls[small]) / (lines[large] - lines[small]) * 1e6,
+            "cpu_us": (cpus[large] - cpus[small]) / (lines[large] - lines[small]) * 1e6,
+        }
+        results[name] = {
+            str(h): {**summarize(runs[f"{name}@{h}"]), "counts": runs[f"{name}@{h}"][0].extra["counts"]} for h in sizes
+        }
         if name == "project":
             for h in sizes:
                 results[name][str(h)]["steps_s"] = runs[f"project@{h}"][0].extra["steps_s"]
     ratio = per_event["project"]["wall_us"] / per_event["plain"]["wall_us"]
-    return {"day": day, "hubs": sizes, "lines": {str(h): lines[h] for h in sizes}, "competitors": results,
-            "per_event": per_event, "ratio": ratio, "target_ratio": TARGET_RATIO,
-            "commands": {"project": "dagster asset materialize -m smart_home_assets.definitions --select "
-                                    f"raw_usage,device_usage,device_usage_quarantine,usage_features --partition {day}",
-                         "plain": f"python -m bench.plain_history --landing L --from {day} --to {day} --out O"}}
+    return {
+        "day": day,
+        "hubs": sizes,
+        "lines": {str(h): lines[h] for h in sizes},
+        "competitors": results,
+        "per_event": per_event,
+        "ratio": ratio,
+        "target_ratio": TARGET_RATIO,
+        "commands": {
+            "project": "dagster asset materialize -m smart_home_assets.definitions --select "
+            f"raw_usage,device_usage,device_usage_quarantine,usage_features --partition {day}",
+            "plain": f"python -m bench.plain_history --landing L --from {day} --to {day} --out O",
+        },
+    }
 
 
 if __name__ == "__main__":  # pragma: no cover - run through python -m bench big_day
     raise SystemExit("run it with: python -m bench big_day")
-

@@ -51,16 +51,25 @@ def run(scale: Scale) -> dict:
     inputs = simulated_inputs(1, 1, DAY, events_per_hub=5)
     day = DAY.isoformat()
     repeats = 5 if scale.name == "full" else scale.repeats
-    runs = interleaved({
-        "project": lambda i: measure(project_command(day), inputs.landing, f"fixed-project-{i}"),
-        "trivial": lambda i: measure(trivial_command(day), inputs.landing, f"fixed-trivial-{i}"),
-    }, repeats)
+    runs = interleaved(
+        {
+            "project": lambda i: measure(project_command(day), inputs.landing, f"fixed-project-{i}"),
+            "trivial": lambda i: measure(trivial_command(day), inputs.landing, f"fixed-trivial-{i}"),
+        },
+        repeats,
+    )
     results = {}
     for name, measured in runs.items():
         summary = summarize(measured)
         steps = [r.extra["steps_s"] for r in measured]
         summary["steps_s"] = {k: sorted(s.get(k, 0.0) for s in steps)[len(steps) // 2] for k in steps[0]}
         results[name] = summary
-    return {"day": day, "events": inputs.lines, "competitors": results,
-            "commands": {"project": " ".join(["dagster", *project_command(day)[1:]]),
-                         "trivial": " ".join(["dagster", *trivial_command(day)[1:]])}}
+    return {
+        "day": day,
+        "events": inputs.lines,
+        "competitors": results,
+        "commands": {
+            "project": " ".join(["dagster", *project_command(day)[1:]]),
+            "trivial": " ".join(["dagster", *trivial_command(day)[1:]]),
+        },
+    }

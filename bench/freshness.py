@@ -75,14 +75,17 @@ def runs_after(instance, since: float) -> list[dict]:
         if record.create_timestamp.timestamp() < since:
             continue
         run = record.dagster_run
-        rows.append({
-            "run": run.run_id[:8], "status": run.status.value,
-            "assets": ",".join(sorted(k.to_user_string() for k in run.asset_selection or [])),
-            "partition": run.tags.get("dagster/partition", ""),
-            "trigger": run.tags.get("dagster/sensor_name") or run.tags.get("smart_home/trigger") or "-",
-            "created_after_s": round(record.create_timestamp.timestamp() - since, 1),
-            "ended_after_s": round(record.end_time - since, 1) if record.end_time else None,
-        })
+        rows.append(
+            {
+                "run": run.run_id[:8],
+                "status": run.status.value,
+                "assets": ",".join(sorted(k.to_user_string() for k in run.asset_selection or [])),
+                "partition": run.tags.get("dagster/partition", ""),
+                "trigger": run.tags.get("dagster/sensor_name") or run.tags.get("smart_home/trigger") or "-",
+                "created_after_s": round(record.create_timestamp.timestamp() - since, 1),
+                "ended_after_s": round(record.end_time - since, 1) if record.end_time else None,
+            }
+        )
     return sorted(rows, key=lambda r: r["created_after_s"])
 
 
@@ -146,23 +149,42 @@ def run(scale: Scale) -> dict:
     try:
         landing, staging = root / "data" / "landing", root / "staging"
         env = isolated_env(root)
-        simulate = partial(simulate_fleet, hubs=hubs, fault_rate=FAULT_RATE, seed=SEED,
-                           events_per_hub=FRESH_EVENTS_PER_HUB)
+        simulate = partial(
+            simulate_fleet, hubs=hubs, fault_rate=FAULT_RATE, seed=SEED, events_per_hub=FRESH_EVENTS_PER_HUB
+        )
         simulate(landing, days=history_days, start=first)
         simulate(staging, days=len(new_days), start=new_days[0])
         last = (new_days[0] - dt.timedelta(days=1)).isoformat()
         print(f"  setup: backfill {first}..{last} ({hubs} hubs) and a first {MODEL}", flush=True)
         run_measured(project_command(first.isoformat(), last), env, log=logs / "freshness-backfill.log")
-        run_measured(dagster_cli("asset", "materialize", "-m", "smart_home_assets.definitions", "--select", MODEL),
-                     env, log=logs / "freshness-first-model.log")
+        run_measured(
+            dagster_cli("asset", "materialize", "-m", "smart_home_assets.definitions", "--select", MODEL),
+            env,
+            log=logs / "freshness-first-model.log",
+        )
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = logs / "freshness-dagster-dev.log"
-        command = [str(BIN / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
-                   "-p", str(port)]
+        command = [
+            str(BIN / "dagster"),
+            "dev",
+            "-w",
+            str(PROJECT_ROOT / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ]
         with open(log, "wb") as out:
-            proc = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                command,
+                env=env,
+                cwd=PROJECT_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         started = time.monotonic()
         wait_for_webserver(url, proc, log)
         print(f"  dagster dev up after {time.monotonic() - started:.0f} s; waiting until it is quiet", flush=True)
@@ -196,7 +218,12 @@ def run(scale: Scale) -> dict:
             stop_group(proc)
         remove(root)
     measured = [m["seconds"] for m in measurements if m["seconds"] is not None]
-    return {"hubs": hubs, "history_days": history_days, "events_per_hub": FRESH_EVENTS_PER_HUB,
-            "measurements": measurements, "seconds": median(measured) if measured else None,
-            "missed": len(measurements) - len(measured),
-            "command": "dagster dev -w workspace.yaml -h 127.0.0.1 -p <free port>"}
+    return {
+        "hubs": hubs,
+        "history_days": history_days,
+        "events_per_hub": FRESH_EVENTS_PER_HUB,
+        "measurements": measurements,
+        "seconds": median(measured) if measured else None,
+        "missed": len(measurements) - len(measured),
+        "command": "dagster dev -w workspace.yaml -h 127.0.0.1 -p <free port>",
+    }

@@ -71,10 +71,21 @@ def current_scale() -> Scale:
 
 # Every setting of the project is reset to its embedded default (in-process executor, DuckDB warehouse, ...):
 # a benchmark measures the default deployment, whatever the shell that starts it has set.
-_PROJECT_VARS = ("SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV", "SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE",
-                 "SMART_HOME_DEVICE_CATALOG", "SMART_HOME_PARTITIONS_START", "SMART_HOME_PARTITIONS_END",
-                 "SMART_HOME_EXECUTOR", "SMART_HOME_DASK_SCHEDULER", "SMART_HOME_DASK_WORKERS",
-                 "SMART_HOME_WAREHOUSE_BACKEND", "SMART_HOME_DELTA_URI", "MLFLOW_TRACKING_URI")
+_PROJECT_VARS = (
+    "SMART_HOME_PSEUDONYM_KEY",
+    "SMART_HOME_ENV",
+    "SMART_HOME_LANDING_DIR",
+    "SMART_HOME_WAREHOUSE",
+    "SMART_HOME_DEVICE_CATALOG",
+    "SMART_HOME_PARTITIONS_START",
+    "SMART_HOME_PARTITIONS_END",
+    "SMART_HOME_EXECUTOR",
+    "SMART_HOME_DASK_SCHEDULER",
+    "SMART_HOME_DASK_WORKERS",
+    "SMART_HOME_WAREHOUSE_BACKEND",
+    "SMART_HOME_DELTA_URI",
+    "MLFLOW_TRACKING_URI",
+)
 
 
 def isolated_env(root: Path, landing: Path | None = None, migrate: bool = True) -> dict[str, str]:
@@ -89,17 +100,26 @@ def isolated_env(root: Path, landing: Path | None = None, migrate: bool = True) 
     data.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if k not in _PROJECT_VARS}
-    env.update({
-        "DAGSTER_HOME": str(home), "SMART_HOME_DATA_DIR": str(data),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONWARNINGS": "ignore",  # Dagster's beta/preview warnings: noise in the logs, not in the timings
-    })
+    env.update(
+        {
+            "DAGSTER_HOME": str(home),
+            "SMART_HOME_DATA_DIR": str(data),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}",
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONWARNINGS": "ignore",  # Dagster's beta/preview warnings: noise in the logs, not in the timings
+        }
+    )
     if landing is not None:
         env["SMART_HOME_LANDING_DIR"] = str(landing)
     if migrate:
-        result = subprocess.run([str(BIN / "dagster"), "instance", "migrate"], env=env, cwd=PROJECT_ROOT,
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [str(BIN / "dagster"), "instance", "migrate"],
+            env=env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if result.returncode:
             raise RuntimeError(f"dagster instance migrate failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
     return env
@@ -148,11 +168,26 @@ def simulated_inputs(hubs: int, days: int, first: dt.date, events_per_hub: int =
         remove(folder)
         started = time.perf_counter()
         print(f"  simulating {hubs} hubs x {days} days ({events_per_hub} events/hub/day) into {folder}", flush=True)
-        summary = simulate_fleet(folder / "landing", hubs=hubs, days=days, start=first, fault_rate=FAULT_RATE,
-                                 seed=SEED, events_per_hub=events_per_hub)
-        summary_path.write_text(json.dumps({"lines": summary.lines, "events": summary.events,
-                                            "truncated_lines": summary.truncated_lines, "bytes": summary.bytes,
-                                            "seconds": time.perf_counter() - started}))
+        summary = simulate_fleet(
+            folder / "landing",
+            hubs=hubs,
+            days=days,
+            start=first,
+            fault_rate=FAULT_RATE,
+            seed=SEED,
+            events_per_hub=events_per_hub,
+        )
+        summary_path.write_text(
+            json.dumps(
+                {
+                    "lines": summary.lines,
+                    "events": summary.events,
+                    "truncated_lines": summary.truncated_lines,
+                    "bytes": summary.bytes,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+        )
     summary = json.loads(summary_path.read_text())
     return Inputs(folder / "landing", first, days, hubs, summary["lines"], summary["events"])
 
@@ -171,14 +206,28 @@ class Run:
     extra: dict = field(default_factory=dict)
 
 
-def run_measured(command: Sequence[str], env: dict[str, str], *, log: Path, cwd: Path = PROJECT_ROOT,
-                 timeout_s: float = 3600.0, check: bool = True) -> Run:
+def run_measured(
+    command: Sequence[str],
+    env: dict[str, str],
+    *,
+    log: Path,
+    cwd: Path = PROJECT_ROOT,
+    timeout_s: float = 3600.0,
+    check: bool = True,
+) -> Run:
     """Run ``command`` to completion in its own process group, its output in ``log``; measured with wait4."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         started = time.perf_counter()
-        proc = subprocess.Popen(list(command), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            list(command),
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         timed_out = threading.Event()
 
         def kill() -> None:
@@ -194,8 +243,12 @@ def run_measured(command: Sequence[str], env: dict[str, str], *, log: Path, cwd:
             timer.cancel()
         wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-    run = Run(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mib=usage.ru_maxrss / 1024,
-              returncode=proc.returncode)
+    run = Run(
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_rss_mib=usage.ru_maxrss / 1024,
+        returncode=proc.returncode,
+    )
     if check and (proc.returncode != 0 or timed_out.is_set()):
         why = f"timed out after {timeout_s:.0f} s" if timed_out.is_set() else f"exited with {proc.returncode}"
         tail = log.read_text(errors="replace")[-3000:]
@@ -222,8 +275,11 @@ def summarize(runs: list[Run]) -> dict:
     """Median and spread of a competitor's runs (every run kept for the report)."""
     walls = [r.wall_s for r in runs]
     return {
-        "wall_s": median(walls), "wall_min_s": min(walls), "wall_max_s": max(walls),
-        "cpu_s": median([r.cpu_s for r in runs]), "peak_rss_mib": median([r.peak_rss_mib for r in runs]),
+        "wall_s": median(walls),
+        "wall_min_s": min(walls),
+        "wall_max_s": max(walls),
+        "cpu_s": median([r.cpu_s for r in runs]),
+        "peak_rss_mib": median([r.peak_rss_mib for r in runs]),
         "runs": [asdict(r) for r in runs],
     }
 
@@ -249,7 +305,7 @@ def last_json_line(log: Path, prefix: str) -> dict:
     """The JSON a worker printed on its last line starting with ``prefix``."""
     for line in reversed(log.read_text(errors="replace").splitlines()):
         if line.startswith(prefix):
-            return json.loads(line[len(prefix):])
+            return json.loads(line[len(prefix) :])
     raise RuntimeError(f"no {prefix!r} line in {log}")
 
 
@@ -274,25 +330,38 @@ def machine_facts() -> dict:
 
     cpu = "-"
     with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {
-        "system": f"{platform.system()} {platform.machine()}", "cpu": cpu,
-        "usable_cores": len(os.sched_getaffinity(0)), "memory_gib": round(memory_gib, 1),
+        "system": f"{platform.system()} {platform.machine()}",
+        "cpu": cpu,
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "memory_gib": round(memory_gib, 1),
         "python": platform.python_version(),
-        "versions": {p: version(p) for p in ("dagster", "polars", "duckdb", "pandera", "pandas", "pyarrow",
-                                             "lightgbm", "mlflow", "numpy")},
+        "versions": {
+            p: version(p)
+            for p in ("dagster", "polars", "duckdb", "pandera", "pandas", "pyarrow", "lightgbm", "mlflow", "numpy")
+        },
     }
 
 
 def save_result(family: str, result: dict, scale: Scale, started: float, load_before: list[float]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{family}.json"
-    result = {"family": family, "scale": scale.name, "repeats": scale.repeats,
-              "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-              "duration_s": round(time.monotonic() - started, 1), "load_before": load_before,
-              "load_after": load_average(), **result}
+    result = {
+        "family": family,
+        "scale": scale.name,
+        "repeats": scale.repeats,
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - started, 1),
+        "load_before": load_before,
+        "load_after": load_average(),
+        **result,
+    }
     path.write_text(json.dumps(result, indent=1, default=str))
     return path
 

@@ -72,8 +72,11 @@ def history_counts(path, first: str, last: str) -> dict[str, int]:
     counts = warehouse_counts(path, first, last)
     with duckdb.connect(str(path), read_only=True) as con:
         counts["device_days"] = count_of(
-            con, "SELECT count(*) FROM (SELECT DISTINCT partition_date, device_id FROM device_usage "
-            "WHERE partition_date BETWEEN ? AND ?)", [first, last])
+            con,
+            "SELECT count(*) FROM (SELECT DISTINCT partition_date, device_id FROM device_usage "
+            "WHERE partition_date BETWEEN ? AND ?)",
+            [first, last],
+        )
     return counts
 
 
@@ -82,10 +85,16 @@ def measure_project(inputs, label: str) -> Run:
     root = scratch_dir(f"history-project-{label}")
     try:
         env = history_env(root, inputs)
-        run = run_measured(project_command(first, last), env, log=RESULTS_DIR / "logs" / f"history-project-{label}.log",
-                           timeout_s=TIMEOUT_S)
-        run.extra = {"counts": history_counts(root / "data" / "warehouse.duckdb", first, last),
-                     "steps_s": step_durations(root / "home")}
+        run = run_measured(
+            project_command(first, last),
+            env,
+            log=RESULTS_DIR / "logs" / f"history-project-{label}.log",
+            timeout_s=TIMEOUT_S,
+        )
+        run.extra = {
+            "counts": history_counts(root / "data" / "warehouse.duckdb", first, last),
+            "steps_s": step_durations(root / "home"),
+        }
         return run
     finally:
         remove(root)
@@ -93,10 +102,19 @@ def measure_project(inputs, label: str) -> Run:
 
 def measure_bare(inputs, label: str) -> Run:
     first, last = inputs.day_keys()[0], inputs.day_keys()[-1]
-    return measure_worker("bare", inputs, first, last, f"history-{label}", timeout_s=TIMEOUT_S,
-                          env_extra={"SMART_HOME_PARTITIONS_START": PARTITIONS_START,
-                                     "SMART_HOME_PARTITIONS_END": inputs.last.isoformat()},
-                          counts=history_counts)
+    return measure_worker(
+        "bare",
+        inputs,
+        first,
+        last,
+        f"history-{label}",
+        timeout_s=TIMEOUT_S,
+        env_extra={
+            "SMART_HOME_PARTITIONS_START": PARTITIONS_START,
+            "SMART_HOME_PARTITIONS_END": inputs.last.isoformat(),
+        },
+        counts=history_counts,
+    )
 
 
 def measure_plain(inputs, label: str) -> Run:
@@ -105,12 +123,33 @@ def measure_plain(inputs, label: str) -> Run:
     try:
         env = history_env(root, inputs, migrate=False)
         log = RESULTS_DIR / "logs" / f"history-plain-{label}.log"
-        run = run_measured([sys.executable, "-m", "bench.plain_history", "--landing", str(inputs.landing),
-                            "--from", first, "--to", last, "--out", str(root / "out")], env, log=log,
-                           timeout_s=TIMEOUT_S)
+        run = run_measured(
+            [
+                sys.executable,
+                "-m",
+                "bench.plain_history",
+                "--landing",
+                str(inputs.landing),
+                "--from",
+                first,
+                "--to",
+                last,
+                "--out",
+                str(root / "out"),
+            ],
+            env,
+            log=log,
+            timeout_s=TIMEOUT_S,
+        )
         result = last_json_line(log, "BENCH_RESULT ")
-        run.extra = {"counts": result["counts"], "compute_s": result["compute_s"], "import_s": result["import_s"],
-                     "read_s": result["read_s"], "process_s": result["process_s"], "write_s": result["write_s"]}
+        run.extra = {
+            "counts": result["counts"],
+            "compute_s": result["compute_s"],
+            "import_s": result["import_s"],
+            "read_s": result["read_s"],
+            "process_s": result["process_s"],
+            "write_s": result["write_s"],
+        }
         return run
     finally:
         remove(root)
@@ -134,11 +173,14 @@ def history_part(scale: Scale) -> dict:
     days = FULL_DAYS if scale.name == "full" else max(10, round(FULL_DAYS * scale.factor))
     inputs = simulated_inputs(1, days, FIRST, events_per_hub=EVENTS_PER_DAY)
     first, last = inputs.day_keys()[0], inputs.day_keys()[-1]
-    runs = interleaved({
-        "project": lambda i: measure_project(inputs, f"{days}d-{i}"),
-        "bare": lambda i: measure_bare(inputs, f"{days}d-{i}"),
-        "plain": lambda i: measure_plain(inputs, f"{days}d-{i}"),
-    }, FULL_HISTORY_REPEATS if scale.name == "full" else scale.repeats)
+    runs = interleaved(
+        {
+            "project": lambda i: measure_project(inputs, f"{days}d-{i}"),
+            "bare": lambda i: measure_bare(inputs, f"{days}d-{i}"),
+            "plain": lambda i: measure_plain(inputs, f"{days}d-{i}"),
+        },
+        FULL_HISTORY_REPEATS if scale.name == "full" else scale.repeats,
+    )
     results = {name: {**summarize(r), "counts": r[0].extra["counts"]} for name, r in runs.items()}
     results["project"]["steps_s"] = median_steps(runs["project"])
     for name in ("bare", "plain"):
@@ -149,17 +191,31 @@ def history_part(scale: Scale) -> dict:
     for key in ("read_s", "process_s", "write_s"):
         results["plain"][key] = median([r.extra[key] for r in runs["plain"]])
     project = results["project"]
-    ratios = {other: {"wall": project["wall_s"] / results[other]["wall_s"],
-                      "cpu": project["cpu_s"] / results[other]["cpu_s"]} for other in ("bare", "plain")}
+    ratios = {
+        other: {"wall": project["wall_s"] / results[other]["wall_s"], "cpu": project["cpu_s"] / results[other]["cpu_s"]}
+        for other in ("bare", "plain")
+    }
     # project and bare: every count; the plain script only has what it computes (reported, never a failure)
     counts_agree = all(results["project"]["counts"][k] == results["bare"]["counts"][k] for k in COMPARABLE)
-    return {"first": first, "last": last, "days": days, "hubs": 1, "events_per_hub": EVENTS_PER_DAY,
-            "lines": inputs.lines, "events": inputs.events, "partitions_start": PARTITIONS_START,
-            "competitors": results, "ratios": ratios, "counts_agree": counts_agree,
-            "commands": {"project": f"SMART_HOME_PARTITIONS_START={PARTITIONS_START} SMART_HOME_PARTITIONS_END={last} "
-                                    + " ".join(["dagster", *project_command(first, last)[1:]]),
-                         "bare": f"python -m bench.bare_pipeline --landing L --warehouse W --from {first} --to {last}",
-                         "plain": f"python -m bench.plain_history --landing L --from {first} --to {last} --out O"}}
+    return {
+        "first": first,
+        "last": last,
+        "days": days,
+        "hubs": 1,
+        "events_per_hub": EVENTS_PER_DAY,
+        "lines": inputs.lines,
+        "events": inputs.events,
+        "partitions_start": PARTITIONS_START,
+        "competitors": results,
+        "ratios": ratios,
+        "counts_agree": counts_agree,
+        "commands": {
+            "project": f"SMART_HOME_PARTITIONS_START={PARTITIONS_START} SMART_HOME_PARTITIONS_END={last} "
+            + " ".join(["dagster", *project_command(first, last)[1:]]),
+            "bare": f"python -m bench.bare_pipeline --landing L --warehouse W --from {first} --to {last}",
+            "plain": f"python -m bench.plain_history --landing L --from {first} --to {last} --out O",
+        },
+    }
 
 
 def slope_part(scale: Scale) -> dict:
@@ -176,13 +232,18 @@ def slope_part(scale: Scale) -> dict:
     by_size = {}
     for n in sizes:
         project = runs[f"project@{n}"]
-        by_size[n] = {"lines": project[0].extra["counts"]["raw_lines"], "events_per_day": round(total / n),
-                      "project": {**summarize(project), "counts": project[0].extra["counts"],
-                                  "steps_s": median_steps(project)}}
+        by_size[n] = {
+            "lines": project[0].extra["counts"]["raw_lines"],
+            "events_per_day": round(total / n),
+            "project": {**summarize(project), "counts": project[0].extra["counts"], "steps_s": median_steps(project)},
+        }
         if with_bare:
             bare = runs[f"bare@{n}"]
-            by_size[n]["bare"] = {**summarize(bare), "counts": bare[0].extra["counts"],
-                                  "compute_s": median([r.extra["compute_s"] for r in bare])}
+            by_size[n]["bare"] = {
+                **summarize(bare),
+                "counts": bare[0].extra["counts"],
+                "compute_s": median([r.extra["compute_s"] for r in bare]),
+            }
     xs = [float(n) for n in sizes]
     steps = [k for k in by_size[sizes[0]]["project"]["steps_s"]]
     series = {k: [by_size[n]["project"]["steps_s"].get(k, 0.0) for n in sizes] for k in steps}
@@ -194,10 +255,14 @@ def slope_part(scale: Scale) -> dict:
     slopes = {}
     for name, ys in series.items():
         slope, intercept = least_squares(xs, ys)
-        slopes[name] = {"seconds": ys, "slope_ms": slope * 1000.0, "intercept_s": intercept,
-                        "is_step": name in steps}
-    return {"partitions": list(sizes), "total_events_per_hub": total, "by_size": by_size, "slopes": slopes,
-            "target_ms": PER_PARTITION_TARGET_MS}
+        slopes[name] = {"seconds": ys, "slope_ms": slope * 1000.0, "intercept_s": intercept, "is_step": name in steps}
+    return {
+        "partitions": list(sizes),
+        "total_events_per_hub": total,
+        "by_size": by_size,
+        "slopes": slopes,
+        "target_ms": PER_PARTITION_TARGET_MS,
+    }
 
 
 def run(scale: Scale) -> dict:

@@ -39,11 +39,16 @@ def run(scale: Scale) -> dict:
         env = isolated_env(root)
         repeats = 5 if scale.name == "full" else max(scale.repeats, 2)
         slug = {name: name.replace(" ", "-") for name in COMMANDS}
-        competitors = {name: (lambda i, c=command, n=name: run_measured(
-            c, env, log=RESULTS_DIR / "logs" / f"load-{slug[n]}-{i}.log")) for name, command in COMMANDS.items()}
+        competitors = {
+            name: (
+                lambda i, c=command, n=name: run_measured(c, env, log=RESULTS_DIR / "logs" / f"load-{slug[n]}-{i}.log")
+            )
+            for name, command in COMMANDS.items()
+        }
         runs = interleaved(competitors, repeats)
     finally:
         remove(root)
-    commands = {name: shlex.join(["python" if c[0] == sys.executable else "dagster", *c[1:]])
-                for name, c in COMMANDS.items()}
+    commands = {
+        name: shlex.join(["python" if c[0] == sys.executable else "dagster", *c[1:]]) for name, c in COMMANDS.items()
+    }
     return {"competitors": {name: summarize(r) for name, r in runs.items()}, "commands": commands}

@@ -44,8 +44,9 @@ def timed(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[float, T]:
 
 def run(scale: Scale) -> dict:
     hubs = scale.hubs(FULL_HUBS, minimum=10)
-    build_s, features = timed(lambda: serve_latency.simulated_features(seed=0, hubs=hubs, days=DAYS,
-                                                                        events_per_hub=EVENTS_PER_HUB))
+    build_s, features = timed(
+        lambda: serve_latency.simulated_features(seed=0, hubs=hubs, days=DAYS, events_per_hub=EVENTS_PER_HUB)
+    )
     labeled = training.attach_labels(features)
     train, holdout = training.split_holdout(labeled)
     sizes = {f: train.head(round(train.height * f)) for f in FRACTIONS}
@@ -62,9 +63,11 @@ def run(scale: Scale) -> dict:
             print(f"    train {rows.height} rows #{i + 1}: {seconds:.2f} s", flush=True)
         folds = training.fold_windows(labeled["partition_date"].unique().to_list())
         seconds, _ = timed(
-            training.backtest, folds,
+            training.backtest,
+            folds,
             lambda fold: labeled.filter(labeled["partition_date"].is_between(fold.first, fold.last)),
-            {"candidate": training.fit_before(labeled, lambda before: training.train_model(before, seed=0))})
+            {"candidate": training.fit_before(labeled, lambda before: training.train_model(before, seed=0))},
+        )
         backtest_s.append(seconds)
         print(f"    backtest {len(folds)} folds #{i + 1}: {seconds:.2f} s", flush=True)
         seconds, _ = timed(training.predict, model, features)
@@ -78,11 +81,20 @@ def run(scale: Scale) -> dict:
         for i in range(scale.repeats):
             result = serve_latency.measure_latency(requests=500, warmup=20, max_seconds=120.0)
             ms = result.seconds * 1000.0
-            latencies.append({"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-                              "mean_ms": float(ms.mean()), "requests": int(ms.size), "ready_s": result.ready_s,
-                              "in_process_p50_ms": float(np.percentile(result.in_process_seconds * 1000.0, 50))})
-            print(f"    serve #{i + 1}: p50 {latencies[-1]['p50_ms']:.2f} ms, p99 {latencies[-1]['p99_ms']:.2f} ms",
-                  flush=True)
+            latencies.append(
+                {
+                    "p50_ms": float(np.percentile(ms, 50)),
+                    "p99_ms": float(np.percentile(ms, 99)),
+                    "mean_ms": float(ms.mean()),
+                    "requests": int(ms.size),
+                    "ready_s": result.ready_s,
+                    "in_process_p50_ms": float(np.percentile(result.in_process_seconds * 1000.0, 50)),
+                }
+            )
+            print(
+                f"    serve #{i + 1}: p50 {latencies[-1]['p50_ms']:.2f} ms, p99 {latencies[-1]['p99_ms']:.2f} ms",
+                flush=True,
+            )
             command = re.sub(r"--port \d+", "--port <free port>", result.command)
     finally:
         if previous_uri is None:
@@ -90,13 +102,25 @@ def run(scale: Scale) -> dict:
         else:
             os.environ["MLFLOW_TRACKING_URI"] = previous_uri
     return {
-        "hubs": hubs, "days": DAYS, "feature_rows": features.height, "features_build_s": build_s,
-        "holdout_rows": holdout.height, "holdout_mae": mae,
+        "hubs": hubs,
+        "days": DAYS,
+        "feature_rows": features.height,
+        "features_build_s": build_s,
+        "holdout_rows": holdout.height,
+        "holdout_mae": mae,
         "training": [{"rows": sizes[f].height, "wall_s": median(train_s[f]), "all_s": train_s[f]} for f in FRACTIONS],
         "backtest": {"folds": training.BACKTEST_FOLDS, "wall_s": median(backtest_s), "all_s": backtest_s},
-        "scoring": {"rows": features.height, "wall_s": median(score_s), "rows_per_s": features.height / median(score_s),
-                    "all_s": score_s},
-        "serving": {"runs": latencies, "p50_ms": median([r["p50_ms"] for r in latencies]),
-                    "p99_ms": median([r["p99_ms"] for r in latencies]),
-                    "in_process_p50_ms": median([r["in_process_p50_ms"] for r in latencies]), "command": command},
+        "scoring": {
+            "rows": features.height,
+            "wall_s": median(score_s),
+            "rows_per_s": features.height / median(score_s),
+            "all_s": score_s,
+        },
+        "serving": {
+            "runs": latencies,
+            "p50_ms": median([r["p50_ms"] for r in latencies]),
+            "p99_ms": median([r["p99_ms"] for r in latencies]),
+            "in_process_p50_ms": median([r["in_process_p50_ms"] for r in latencies]),
+            "command": command,
+        },
     }

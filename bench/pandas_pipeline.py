@@ -81,8 +81,12 @@ def parse_line(line: str) -> tuple:
     missing = [f for f, v in zip(FIELDS, values, strict=True) if v is None and (f not in record or f != "user_id")]
     if missing:
         return ("missing_field", ",".join(missing), *([None] * len(FIELDS)))
-    wrong = [f for f, v in zip(FIELDS, values, strict=True) if v is not None and (
-        not isinstance(v, (int, float)) or isinstance(v, bool) if f in NUMBER_FIELDS else not isinstance(v, str))]
+    wrong = [
+        f
+        for f, v in zip(FIELDS, values, strict=True)
+        if v is not None
+        and (not isinstance(v, (int, float)) or isinstance(v, bool) if f in NUMBER_FIELDS else not isinstance(v, str))
+    ]
     if wrong:
         return ("wrong_type", ",".join(wrong), *([None] * len(FIELDS)))
     return (None, None, *values)
@@ -101,8 +105,10 @@ def read_day(landing: Path, day: str) -> pd.DataFrame:
             rows.append((source, hub, number, line, *parse_line(line)))
         if problem:
             rows.append((source, hub, len(lines) + 1, tail, problem, None, *([None] * len(FIELDS))))
-    raw = pd.DataFrame.from_records(rows, columns=["source_file", "file_hub_id", "line_number", "raw_line",
-                                                   "parse_error", "parse_error_detail", *FIELDS])
+    raw = pd.DataFrame.from_records(
+        rows,
+        columns=["source_file", "file_hub_id", "line_number", "raw_line", "parse_error", "parse_error_detail", *FIELDS],
+    )
     for f in NUMBER_FIELDS:
         raw[f] = pd.to_numeric(raw[f], errors="coerce").astype("float64")
     raw.insert(0, "partition_date", dt.date.fromisoformat(day))
@@ -158,14 +164,43 @@ def clean(raw: pd.DataFrame, day: dt.date, catalog: set[str], key: bytes) -> tup
     valid.loc[repeated, "reason"] = np.where(same, "duplicate_event_id", "conflicting_event_id")
 
     kept = valid[valid["reason"].isna()]
-    usage = kept[["partition_date", "event_id", "hub_id", "user_pseudonym", "device_id", "device_type",
-                  "event_timestamp_utc", "duration_s", "energy_wh", "source_file", "line_number"]].rename(
-        columns={"event_timestamp_utc": "event_timestamp"}).reset_index(drop=True)
+    usage = (
+        kept[
+            [
+                "partition_date",
+                "event_id",
+                "hub_id",
+                "user_pseudonym",
+                "device_id",
+                "device_type",
+                "event_timestamp_utc",
+                "duration_s",
+                "energy_wh",
+                "source_file",
+                "line_number",
+            ]
+        ]
+        .rename(columns={"event_timestamp_utc": "event_timestamp"})
+        .reset_index(drop=True)
+    )
     quarantine = pd.concat([raw[raw["reason"].notna()], valid[valid["reason"].notna()]])
-    quarantine = quarantine[["partition_date", "source_file", "line_number", "reason", "parse_error_detail",
-                             "event_id", "hub_id", "user_pseudonym", "device_id", "device_type", "event_timestamp",
-                             "duration_s", "energy_wh"]].rename(
-        columns={"parse_error_detail": "detail", "event_timestamp": "event_timestamp_as_sent"})
+    quarantine = quarantine[
+        [
+            "partition_date",
+            "source_file",
+            "line_number",
+            "reason",
+            "parse_error_detail",
+            "event_id",
+            "hub_id",
+            "user_pseudonym",
+            "device_id",
+            "device_type",
+            "event_timestamp",
+            "duration_s",
+            "energy_wh",
+        ]
+    ].rename(columns={"parse_error_detail": "detail", "event_timestamp": "event_timestamp_as_sent"})
     return usage, quarantine.sort_values(["source_file", "line_number"]).reset_index(drop=True)
 
 
@@ -175,9 +210,12 @@ def usage_check_failures(usage: pd.DataFrame, day: dt.date, catalog: set[str]) -
     ts = usage["event_timestamp"]
     bad = (
         ~usage["user_pseudonym"].fillna("").str.fullmatch(r"[0-9a-f]{64}")
-        | ts.isna() | (ts < start) | (ts >= start + pd.Timedelta(days=1))
+        | ts.isna()
+        | (ts < start)
+        | (ts >= start + pd.Timedelta(days=1))
         | ~usage["device_type"].isin(catalog)
-        | ~usage["energy_wh"].between(0, MAX_EVENT_ENERGY_WH) | ~usage["duration_s"].between(0, MAX_EVENT_DURATION_S)
+        | ~usage["energy_wh"].between(0, MAX_EVENT_ENERGY_WH)
+        | ~usage["duration_s"].between(0, MAX_EVENT_DURATION_S)
         | usage[["event_id", "hub_id", "device_id"]].isna().any(axis=1)
         | usage.duplicated(["hub_id", "event_id"], keep=False)
     )
@@ -190,18 +228,27 @@ def usage_check_failures(usage: pd.DataFrame, day: dt.date, catalog: set[str]) -
 def daily_sums(usage: pd.DataFrame) -> pd.DataFrame:
     latest = usage.sort_values("event_timestamp", kind="stable")
     return latest.groupby(["partition_date", "device_id"], as_index=False).agg(
-        hub_id=("hub_id", "last"), device_type=("device_type", "last"), energy_wh=("energy_wh", "sum"),
-        active_s=("duration_s", "sum"), event_count=("energy_wh", "size"))
+        hub_id=("hub_id", "last"),
+        device_type=("device_type", "last"),
+        energy_wh=("energy_wh", "sum"),
+        active_s=("duration_s", "sum"),
+        event_count=("energy_wh", "size"),
+    )
 
 
 def build_features(daily: pd.DataFrame, day: dt.date) -> pd.DataFrame:
     start = day - dt.timedelta(days=LOOKBACK_DAYS)
     window = daily[(daily["partition_date"] >= start) & (daily["partition_date"] <= day)]
     days = [start + dt.timedelta(days=i) for i in range(LOOKBACK_DAYS + 1)]
-    pivot = {col: window.pivot(index="device_id", columns="partition_date", values=col).reindex(columns=days)
-             for col in ("energy_wh", "active_s", "event_count")}
-    devices = window.sort_values("partition_date").groupby("device_id").agg(
-        first_seen=("partition_date", "min"), hub_id=("hub_id", "last"), device_type=("device_type", "last"))
+    pivot = {
+        col: window.pivot(index="device_id", columns="partition_date", values=col).reindex(columns=days)
+        for col in ("energy_wh", "active_s", "event_count")
+    }
+    devices = (
+        window.sort_values("partition_date")
+        .groupby("device_id")
+        .agg(first_seen=("partition_date", "min"), hub_id=("hub_id", "last"), device_type=("device_type", "last"))
+    )
     # silent days since the first appearance are 0; days before it stay unknown (NaN)
     known = np.array(days)[None, :] >= devices["first_seen"].to_numpy()[:, None]
     grid = {col: frame.loc[devices.index].fillna(0).where(known) for col, frame in pivot.items()}
@@ -227,8 +274,18 @@ def build_features(daily: pd.DataFrame, day: dt.date) -> pd.DataFrame:
 
 
 def feature_check_failures(features: pd.DataFrame) -> int:
-    required = ["energy_wh", "active_s", "event_count", "energy_roll7_mean", "energy_roll28_mean", "hub_energy_wh",
-                "history_days", "device_id", "hub_id", "device_type"]
+    required = [
+        "energy_wh",
+        "active_s",
+        "event_count",
+        "energy_roll7_mean",
+        "energy_roll28_mean",
+        "hub_energy_wh",
+        "history_days",
+        "device_id",
+        "hub_id",
+        "device_type",
+    ]
     numeric = features.select_dtypes("number")
     bad = features[required].isna().any(axis=1) | (numeric < 0).any(axis=1) | features.duplicated(["device_id"])
     return int(bad.sum())
@@ -257,8 +314,11 @@ def write(out: Path, table: str, day: dt.date, frame: pd.DataFrame) -> None:
 
 
 def read_window(out: Path, table: str, first: dt.date, last: dt.date) -> pd.DataFrame:
-    frames = [pd.read_parquet(p) for p in sorted((out / table).glob("*.parquet"))
-              if first <= dt.date.fromisoformat(p.stem) <= last]
+    frames = [
+        pd.read_parquet(p)
+        for p in sorted((out / table).glob("*.parquet"))
+        if first <= dt.date.fromisoformat(p.stem) <= last
+    ]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if "partition_date" in frame:
         frame["partition_date"] = pd.to_datetime(frame["partition_date"]).dt.date
@@ -279,12 +339,25 @@ def run_day(landing: Path, out: Path, day: dt.date, catalog: set[str], key: byte
     features = build_features(daily, day)
     write(out, "usage_features", day, features)
     reference = read_window(out, "usage_features", day - dt.timedelta(days=LOOKBACK_DAYS), day - dt.timedelta(days=1))
-    drift = {c: psi(reference[c].to_numpy(float), features[c].to_numpy(float))
-             for c in ("energy_wh", "energy_roll7_mean", "event_count", "active_s")} if len(reference) else {}
-    return {"partition": day.isoformat(), "raw_lines": len(raw), "device_usage": len(usage),
-            "quarantine": len(quarantine), "features": len(features), "conserved": conserved,
-            "usage_check_failures": usage_failures, "feature_check_failures": feature_check_failures(features),
-            "max_psi": max(drift.values(), default=0.0)}
+    drift = (
+        {
+            c: psi(reference[c].to_numpy(float), features[c].to_numpy(float))
+            for c in ("energy_wh", "energy_roll7_mean", "event_count", "active_s")
+        }
+        if len(reference)
+        else {}
+    )
+    return {
+        "partition": day.isoformat(),
+        "raw_lines": len(raw),
+        "device_usage": len(usage),
+        "quarantine": len(quarantine),
+        "features": len(features),
+        "conserved": conserved,
+        "usage_check_failures": usage_failures,
+        "feature_check_failures": feature_check_failures(features),
+        "max_psi": max(drift.values(), default=0.0),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,8 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         days.append({**run_day(args.landing, args.out, day, catalog, key), "seconds": time.perf_counter() - started})
         day += dt.timedelta(days=1)
-    print("BENCH_RESULT " + json.dumps({"import_s": IMPORT_S, "days": days,
-                                        "compute_s": sum(d["seconds"] for d in days)}), flush=True)
+    print(
+        "BENCH_RESULT "
+        + json.dumps({"import_s": IMPORT_S, "days": days, "compute_s": sum(d["seconds"] for d in days)}),
+        flush=True,
+    )
     return 0
 
 

@@ -50,8 +50,7 @@ COUNTED = ("raw_lines", "device_usage", "quarantine", "features")
 def project_command(first: str, last: str | None = None) -> list[str]:
     """One CLI run of the ingest-to-features path: one partition, or a range as one backfill run."""
     partitions = ["--partition", first] if last in (None, first) else ["--partition-range", f"{first}...{last}"]
-    return dagster_cli("asset", "materialize", "-m", DEFINITIONS_MODULE, "--select", PIPELINE_SELECTION,
-                       *partitions)
+    return dagster_cli("asset", "materialize", "-m", DEFINITIONS_MODULE, "--select", PIPELINE_SELECTION, *partitions)
 
 
 def count_of(con: duckdb.DuckDBPyConnection, sql: str, parameters: list) -> int:
@@ -62,11 +61,17 @@ def count_of(con: duckdb.DuckDBPyConnection, sql: str, parameters: list) -> int:
 
 
 def warehouse_counts(path, first: str, last: str) -> dict[str, int]:
-    tables = {"raw_lines": "raw_usage", "device_usage": "device_usage", "quarantine": "device_usage_quarantine",
-              "features": "usage_features"}
+    tables = {
+        "raw_lines": "raw_usage",
+        "device_usage": "device_usage",
+        "quarantine": "device_usage_quarantine",
+        "features": "usage_features",
+    }
     with duckdb.connect(str(path), read_only=True) as con:
-        return {name: count_of(con, f"SELECT count(*) FROM {table} WHERE partition_date BETWEEN ? AND ?",
-                               [first, last]) for name, table in tables.items()}
+        return {
+            name: count_of(con, f"SELECT count(*) FROM {table} WHERE partition_date BETWEEN ? AND ?", [first, last])
+            for name, table in tables.items()
+        }
 
 
 def measure_project(inputs, first: str, last: str, label: str) -> Run:
@@ -75,15 +80,26 @@ def measure_project(inputs, first: str, last: str, label: str) -> Run:
         env = isolated_env(root, inputs.landing)
         command = project_command(first, last)
         run = run_measured(command, env, log=RESULTS_DIR / "logs" / f"project-{label}.log")
-        run.extra = {"counts": warehouse_counts(root / "data" / "warehouse.duckdb", first, last),
-                     "steps_s": step_durations(root / "home")}
+        run.extra = {
+            "counts": warehouse_counts(root / "data" / "warehouse.duckdb", first, last),
+            "steps_s": step_durations(root / "home"),
+        }
         return run
     finally:
         remove(root)
 
 
-def measure_worker(module: str, inputs, first: str, last: str, label: str, *, env_extra: dict | None = None,
-                   timeout_s: float = 3600.0, counts=None) -> Run:
+def measure_worker(
+    module: str,
+    inputs,
+    first: str,
+    last: str,
+    label: str,
+    *,
+    env_extra: dict | None = None,
+    timeout_s: float = 3600.0,
+    counts=None,
+) -> Run:
     """bench.bare_pipeline or bench.pandas_pipeline over first..last in a fresh output location; ``counts``
     (warehouse path, first, last) reads the bare script's counts from its warehouse instead of its own report."""
     root = scratch_dir(f"{module}-{label}")
@@ -92,16 +108,34 @@ def measure_worker(module: str, inputs, first: str, last: str, label: str, *, en
         warehouse = root / "warehouse.duckdb"
         out = ["--warehouse", str(warehouse)] if module == "bare" else ["--out", str(root / "out")]
         log = RESULTS_DIR / "logs" / f"{module}-{label}.log"
-        run = run_measured([sys.executable, "-m", f"bench.{module}_pipeline", "--landing", str(inputs.landing),
-                            *out, "--from", first, "--to", last], env, log=log, timeout_s=timeout_s)
+        run = run_measured(
+            [
+                sys.executable,
+                "-m",
+                f"bench.{module}_pipeline",
+                "--landing",
+                str(inputs.landing),
+                *out,
+                "--from",
+                first,
+                "--to",
+                last,
+            ],
+            env,
+            log=log,
+            timeout_s=timeout_s,
+        )
         result = last_json_line(log, "BENCH_RESULT ")
         days = result["days"]
-        run.extra = {"counts": counts(warehouse, first, last) if counts else {k: sum(d[k] for d in days)
-                                                                            for k in COUNTED},
-                     "compute_s": result["compute_s"],
-                     "import_s": result["import_s"], "day_s": [d["seconds"] for d in days],
-                     "checks_passed": all(d["conserved"] and not d["usage_check_failures"]
-                                          and not d["feature_check_failures"] for d in days)}
+        run.extra = {
+            "counts": counts(warehouse, first, last) if counts else {k: sum(d[k] for d in days) for k in COUNTED},
+            "compute_s": result["compute_s"],
+            "import_s": result["import_s"],
+            "day_s": [d["seconds"] for d in days],
+            "checks_passed": all(
+                d["conserved"] and not d["usage_check_failures"] and not d["feature_check_failures"] for d in days
+            ),
+        }
         return run
     finally:
         remove(root)
@@ -127,7 +161,7 @@ def expected_peak_mib(previous: list[tuple[int, Run]], lines: int) -> float | No
     if not ran:
         return None
     if len(ran) == 1:
-        (n, r), = ran
+        ((n, r),) = ran
         return r.peak_rss_mib * lines / n
     (n0, r0), (n1, r1) = ran[-2:]
     slope = max(0.0, (r1.peak_rss_mib - r0.peak_rss_mib) / (n1 - n0))
@@ -141,11 +175,20 @@ def guarded(competitor: str, inputs, previous: list[tuple[int, Run]], day: str, 
     expected = expected_peak_mib(previous, inputs.lines)
     available = available_mib()
     if expected is not None and expected > 0.9 * available:
-        print(f"    {competitor}: skipped, expects ~{expected / 1024:.1f} GiB peak, {available / 1024:.1f} GiB "
-              "available", flush=True)
-        return Run(float("nan"), float("nan"), expected, -1, {
-            "skipped": f"not run: expected peak RSS ~{expected / 1024:.1f} GiB (extrapolated from the smaller "
-                       f"sizes), {available / 1024:.1f} GiB available"})
+        print(
+            f"    {competitor}: skipped, expects ~{expected / 1024:.1f} GiB peak, {available / 1024:.1f} GiB available",
+            flush=True,
+        )
+        return Run(
+            float("nan"),
+            float("nan"),
+            expected,
+            -1,
+            {
+                "skipped": f"not run: expected peak RSS ~{expected / 1024:.1f} GiB (extrapolated from the smaller "
+                f"sizes), {available / 1024:.1f} GiB available"
+            },
+        )
     return measure(competitor, inputs, day, day, label)
 
 
@@ -164,15 +207,18 @@ def run(scale: Scale) -> dict:
         earlier[name].append((inputs[hubs].lines, run))
         return run
 
-    competitors = {f"{name}@{hubs}": (lambda i, n=name, h=hubs: measure_guarded(n, h, i))
-                   for hubs in sizes for name in COMPETITORS}
+    competitors = {
+        f"{name}@{hubs}": (lambda i, n=name, h=hubs: measure_guarded(n, h, i)) for hubs in sizes for name in COMPETITORS
+    }
     runs = interleaved(competitors, scale.repeats)
     for key, all_runs in runs.items():
         name, hubs = key.split("@")
         measured = [r for r in all_runs if r.returncode == 0]
         if not measured:
-            results.setdefault(name, {})[int(hubs)] = {"skipped": all_runs[0].extra["skipped"],
-                                                       "expected_peak_rss_mib": all_runs[0].peak_rss_mib}
+            results.setdefault(name, {})[int(hubs)] = {
+                "skipped": all_runs[0].extra["skipped"],
+                "expected_peak_rss_mib": all_runs[0].peak_rss_mib,
+            }
             continue
         summary = summarize(measured)
         summary["counts"] = measured[0].extra["counts"]
@@ -185,8 +231,10 @@ def run(scale: Scale) -> dict:
             summary["checks_passed"] = all(r.extra["checks_passed"] for r in measured)
         results.setdefault(name, {})[int(hubs)] = summary
     lines = {h: inputs[h].lines for h in sizes}
-    counts_agree = {h: len({tuple(sorted(results[c][h]["counts"].items())) for c in COMPETITORS
-                            if "counts" in results[c][h]}) == 1 for h in sizes}
+    counts_agree = {
+        h: len({tuple(sorted(results[c][h]["counts"].items())) for c in COMPETITORS if "counts" in results[c][h]}) == 1
+        for h in sizes
+    }
 
     def ran(c: str) -> list[int]:
         return [h for h in sizes if "skipped" not in results[c][h]]
@@ -202,12 +250,27 @@ def run(scale: Scale) -> dict:
     comparisons = {}
     for other in ("bare", "pandas"):
         pair = [h for h in sizes if h in ran("project") and h in ran(other)][-2:]
-        comparisons[other] = {"pair": pair, **{f"{c}_{unit}": marginal(c, pair, field) for c in ("project", other)
-                                               for unit, field in (("s", "wall_s"), ("cpu_s", "cpu_s"))}}
-    return {"day": day, "sizes": sizes, "lines": lines, "per_event_pairs": pairs, "comparisons": comparisons,
-            "competitors": results, "counts_agree": counts_agree,
-            "per_event_s": {c: marginal(c, pairs[c], "wall_s") for c in COMPETITORS},
-            "per_event_cpu_s": {c: marginal(c, pairs[c], "cpu_s") for c in COMPETITORS},
-            "commands": {"project": " ".join(["dagster", *project_command(day)[1:]]),
-                         "bare": f"python -m bench.bare_pipeline --landing L --warehouse W --from {day} --to {day}",
-                         "pandas": f"python -m bench.pandas_pipeline --landing L --out O --from {day} --to {day}"}}
+        comparisons[other] = {
+            "pair": pair,
+            **{
+                f"{c}_{unit}": marginal(c, pair, field)
+                for c in ("project", other)
+                for unit, field in (("s", "wall_s"), ("cpu_s", "cpu_s"))
+            },
+        }
+    return {
+        "day": day,
+        "sizes": sizes,
+        "lines": lines,
+        "per_event_pairs": pairs,
+        "comparisons": comparisons,
+        "competitors": results,
+        "counts_agree": counts_agree,
+        "per_event_s": {c: marginal(c, pairs[c], "wall_s") for c in COMPETITORS},
+        "per_event_cpu_s": {c: marginal(c, pairs[c], "cpu_s") for c in COMPETITORS},
+        "commands": {
+            "project": " ".join(["dagster", *project_command(day)[1:]]),
+            "bare": f"python -m bench.bare_pipeline --landing L --warehouse W --from {day} --to {day}",
+            "pandas": f"python -m bench.pandas_pipeline --landing L --out O --from {day} --to {day}",
+        },
+    }

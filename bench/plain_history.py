@@ -41,8 +41,16 @@ IMPORT_S = time.perf_counter() - _STARTED
 
 # The device catalog shipped with the project, read as a plain JSON file.
 CATALOG = Path(__file__).resolve().parents[1] / "smart_home_assets" / "lib" / "device_catalog.json"
-SCHEMA = {"event_id": pl.String, "hub_id": pl.String, "user_id": pl.String, "device_id": pl.String,
-          "device_type": pl.String, "event_timestamp": pl.String, "duration_s": pl.Float64, "energy_wh": pl.Float64}
+SCHEMA = {
+    "event_id": pl.String,
+    "hub_id": pl.String,
+    "user_id": pl.String,
+    "device_id": pl.String,
+    "device_type": pl.String,
+    "event_timestamp": pl.String,
+    "duration_s": pl.Float64,
+    "energy_wh": pl.Float64,
+}
 MAX_ENERGY_WH, MAX_DURATION_S = 25_000.0, 86_400.0  # the contract's plausible range of one event
 
 
@@ -69,8 +77,11 @@ def read_file(path: Path) -> tuple[pl.DataFrame | None, int]:
                 continue
             if isinstance(value, dict):
                 parsed.append(line)
-        frame = pl.read_ndjson(io.BytesIO(b"\n".join(parsed)), schema=SCHEMA, ignore_errors=True) if parsed \
+        frame = (
+            pl.read_ndjson(io.BytesIO(b"\n".join(parsed)), schema=SCHEMA, ignore_errors=True)
+            if parsed
             else pl.DataFrame(schema=SCHEMA)
+        )
     return frame, len(lines)
 
 
@@ -96,26 +107,37 @@ def read_days(landing: Path, first: dt.date, last: dt.date) -> tuple[pl.DataFram
 
 def clean_and_aggregate(events: pl.DataFrame, catalog: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
     day_start = pl.col("partition_date").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    timestamp = pl.col("event_timestamp").str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", strict=False,
-                                                          time_zone="UTC", time_unit="us")
+    timestamp = pl.col("event_timestamp").str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC", time_unit="us"
+    )
     clean = (
         events.lazy()
         .with_columns(event_timestamp=timestamp)
-        .filter(pl.all_horizontal(pl.all().is_not_null()),
-                pl.col("device_type").is_in(catalog),
-                pl.col("event_timestamp") >= day_start, pl.col("event_timestamp") < day_start + pl.duration(days=1),
-                pl.col("energy_wh").is_between(0, MAX_ENERGY_WH), pl.col("duration_s").is_between(0, MAX_DURATION_S))
+        .filter(
+            pl.all_horizontal(pl.all().is_not_null()),
+            pl.col("device_type").is_in(catalog),
+            pl.col("event_timestamp") >= day_start,
+            pl.col("event_timestamp") < day_start + pl.duration(days=1),
+            pl.col("energy_wh").is_between(0, MAX_ENERGY_WH),
+            pl.col("duration_s").is_between(0, MAX_DURATION_S),
+        )
         .unique(subset=["hub_id", "event_id"], keep="first", maintain_order=True)
         .collect()
     )
     users = clean["user_id"].unique().to_list()
     pseudonyms = {u: hashlib.sha256(u.encode("utf-8")).hexdigest() for u in users}
-    clean = clean.with_columns(pl.col("user_id").replace_strict(pseudonyms, return_dtype=pl.String)
-                               .alias("user_pseudonym")).drop("user_id")
+    clean = clean.with_columns(
+        pl.col("user_id").replace_strict(pseudonyms, return_dtype=pl.String).alias("user_pseudonym")
+    ).drop("user_id")
     daily = (
         clean.group_by("partition_date", "device_id")
-        .agg(hub_id=pl.col("hub_id").first(), device_type=pl.col("device_type").first(),
-             energy_wh=pl.col("energy_wh").sum(), active_s=pl.col("duration_s").sum(), event_count=pl.len())
+        .agg(
+            hub_id=pl.col("hub_id").first(),
+            device_type=pl.col("device_type").first(),
+            energy_wh=pl.col("energy_wh").sum(),
+            active_s=pl.col("duration_s").sum(),
+            event_count=pl.len(),
+        )
         .sort("partition_date", "device_id")
     )
     return clean, daily
@@ -141,9 +163,20 @@ def main(argv: list[str] | None = None) -> int:
         daily.write_parquet(args.out / "daily.parquet")
     write_s = time.perf_counter() - started - read_s - process_s
     counts.update(device_usage=clean.height, dropped=counts["raw_lines"] - clean.height, device_days=daily.height)
-    print("BENCH_RESULT " + json.dumps({"import_s": IMPORT_S, "read_s": read_s, "process_s": process_s,
-                                        "write_s": write_s, "compute_s": read_s + process_s + write_s,
-                                        "counts": counts}), flush=True)
+    print(
+        "BENCH_RESULT "
+        + json.dumps(
+            {
+                "import_s": IMPORT_S,
+                "read_s": read_s,
+                "process_s": process_s,
+                "write_s": write_s,
+                "compute_s": read_s + process_s + write_s,
+                "counts": counts,
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

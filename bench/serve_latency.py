@@ -59,17 +59,21 @@ MAX_REQUESTS = 10_000
 # --- setup: features, model, registry -------------------------------------------------------------------
 
 
-def simulated_features(seed: int = 0, hubs: int = 10, days: int = 30, events_per_hub: int = 80,
-                       start: dt.date = dt.date(2026, 1, 5)) -> pl.DataFrame:
+def simulated_features(
+    seed: int = 0, hubs: int = 10, days: int = 30, events_per_hub: int = 80, start: dt.date = dt.date(2026, 1, 5)
+) -> pl.DataFrame:
     """Feature rows of a small simulated fleet (as the pipeline computes them from clean events)."""
     from smart_home_assets.lib.features import build_features, daily_device_usage
     from smart_home_tools.simulate import build_fleet, simulate_hub_day
 
     fleet = build_fleet(seed, hubs)
-    events = pl.concat([
-        simulate_hub_day(hub, start + dt.timedelta(days=d), seed=seed, events_per_hub=events_per_hub).to_frame()
-        for d in range(days) for hub in fleet
-    ])
+    events = pl.concat(
+        [
+            simulate_hub_day(hub, start + dt.timedelta(days=d), seed=seed, events_per_hub=events_per_hub).to_frame()
+            for d in range(days)
+            for hub in fleet
+        ]
+    )
     daily = daily_device_usage(events.with_columns(partition_date=pl.col("event_timestamp").dt.date()))
     return pl.concat([build_features(daily, start + dt.timedelta(days=d)) for d in range(days)])
 
@@ -100,8 +104,11 @@ def register_champion(directory: Path, features: pl.DataFrame, n_estimators: int
     uri = tracking_uri_in(directory)
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name(EXPERIMENT_NAME)
-    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
-        EXPERIMENT_NAME, artifact_location=(directory / "mlartifacts").as_uri())
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=(directory / "mlartifacts").as_uri())
+    )
     train, holdout = training.split_holdout(training.attach_labels(features))
     from smart_home_assets.lib.forecast_model import log_forecaster
 
@@ -129,8 +136,19 @@ def serve_command(port: int, model_uri: str = CHAMPION_URI) -> list[str]:
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     if not mlflow_bin.exists():
         mlflow_bin = Path(shutil.which("mlflow") or "mlflow")
-    return [str(mlflow_bin), "models", "serve", "-m", model_uri, "--env-manager", "local",
-            "--host", HOST, "--port", str(port)]
+    return [
+        str(mlflow_bin),
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+    ]
 
 
 def _group_alive(pgid: int) -> bool:
@@ -159,20 +177,34 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def serving(tracking_uri: str, log_path: Path, port: int | None = None, model_uri: str = CHAMPION_URI,
-            startup_timeout_s: float = STARTUP_TIMEOUT_S) -> Iterator[str]:
+def serving(
+    tracking_uri: str,
+    log_path: Path,
+    port: int | None = None,
+    model_uri: str = CHAMPION_URI,
+    startup_timeout_s: float = STARTUP_TIMEOUT_S,
+) -> Iterator[str]:
     """``mlflow models serve`` of ``model_uri`` on loopback, ready (``/ping`` is 200); yields its base URL.
 
     The server runs in its own process group with this interpreter's bin/ first on PATH (the CLI execs
     ``uvicorn``) and its output in ``log_path``; the group is always stopped on exit.
     """
     port = port or free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     url = f"http://{HOST}:{port}"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(serve_command(port, model_uri), env=env, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            serve_command(port, model_uri),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + startup_timeout_s
         while True:
@@ -234,8 +266,9 @@ def connect(url: str, timeout_s: float = 30.0) -> http.client.HTTPConnection:
 # --- the benchmark ----------------------------------------------------------------------------------------
 
 
-def measure(url: str, bodies: list[bytes], requests: int, warmup: int, max_seconds: float,
-            fresh_connections: bool = False) -> np.ndarray:
+def measure(
+    url: str, bodies: list[bytes], requests: int, warmup: int, max_seconds: float, fresh_connections: bool = False
+) -> np.ndarray:
     """Seconds per request of ``requests`` sequential requests (after ``warmup`` uncounted ones),
     cycling through ``bodies``; stops early after ``max_seconds``."""
     conn = connect(url)
@@ -269,9 +302,11 @@ def machine_note() -> str:
     import lightgbm
     import mlflow
 
-    return (f"{platform.system()} {platform.machine()}, {affinity} usable CPU cores (os.cpu_count={cpus}), "
-            f"Python {platform.python_version()}, mlflow {mlflow.__version__}, lightgbm {lightgbm.__version__}, "
-            f"1 uvicorn worker, client and server on the same machine")
+    return (
+        f"{platform.system()} {platform.machine()}, {affinity} usable CPU cores (os.cpu_count={cpus}), "
+        f"Python {platform.python_version()}, mlflow {mlflow.__version__}, lightgbm {lightgbm.__version__}, "
+        f"1 uvicorn worker, client and server on the same machine"
+    )
 
 
 @dataclass
@@ -284,8 +319,13 @@ class LatencyResult:
     command: str
 
 
-def measure_latency(requests: int = 500, warmup: int = 20, max_seconds: float = 120.0,
-                    fresh_connections: bool = False, keep: bool = False) -> LatencyResult:
+def measure_latency(
+    requests: int = 500,
+    warmup: int = 20,
+    max_seconds: float = 120.0,
+    fresh_connections: bool = False,
+    keep: bool = False,
+) -> LatencyResult:
     """Train and register a champion in a temporary store, serve it, and time ``requests`` single-row calls."""
     tmp = Path(tempfile.mkdtemp(prefix="serve_latency_"))
     try:
@@ -321,8 +361,9 @@ def measure_latency(requests: int = 500, warmup: int = 20, max_seconds: float = 
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    return LatencyResult(seconds, np.asarray(in_process), champion.version, champion.model.model.booster_.num_trees(),
-                         ready_s, command)
+    return LatencyResult(
+        seconds, np.asarray(in_process), champion.version, champion.model.model.booster_.num_trees(), ready_s, command
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,13 +383,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     ms = seconds * 1000.0
     connection = "a new TCP connection per request" if args.fresh_connections else "one keep-alive connection"
-    print(f"\nmodel {CHAMPION_URI} (version {result.version}, {result.trees} trees); {seconds.size} sequential "
-          f"single-row POST /invocations (dataframe_split, 18 features) on {connection}, after {args.warmup} warm-up")
-    print(f"latency ms: p50 {np.percentile(ms, 50):.2f}  p99 {np.percentile(ms, 99):.2f}  "
-          f"mean {ms.mean():.2f}  min {ms.min():.2f}  max {ms.max():.2f}")
+    print(
+        f"\nmodel {CHAMPION_URI} (version {result.version}, {result.trees} trees); {seconds.size} sequential "
+        f"single-row POST /invocations (dataframe_split, 18 features) on {connection}, after {args.warmup} warm-up"
+    )
+    print(
+        f"latency ms: p50 {np.percentile(ms, 50):.2f}  p99 {np.percentile(ms, 99):.2f}  "
+        f"mean {ms.mean():.2f}  min {ms.min():.2f}  max {ms.max():.2f}"
+    )
     local = result.in_process_seconds * 1000.0
-    print(f"in-process model.predict of one row ({local.size} calls), ms: p50 {np.percentile(local, 50):.2f}  "
-          f"p99 {np.percentile(local, 99):.2f}")
+    print(
+        f"in-process model.predict of one row ({local.size} calls), ms: p50 {np.percentile(local, 50):.2f}  "
+        f"p99 {np.percentile(local, 99):.2f}"
+    )
     print(f"machine: {machine_note()}")
     return 0
 

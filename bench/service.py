@@ -89,8 +89,15 @@ def start_server(env: dict[str, str], port: int, log: Path) -> tuple[subprocess.
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(serve_command(port), env=env, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            serve_command(port),
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = started + STARTUP_TIMEOUT_S
         while True:
@@ -142,9 +149,17 @@ def _post(conn: http.client.HTTPConnection, path: str, body: bytes, request_id: 
     return resp.status, resp.read()
 
 
-def open_loop(port: int, bodies: list[bytes], prefix: str, requests: int, rate: float = RATE,
-              max_seconds: float | None = None, stop: threading.Event | None = None,
-              threads: int = THREADS, sink: list | None = None) -> tuple[list[Answer], float]:
+def open_loop(
+    port: int,
+    bodies: list[bytes],
+    prefix: str,
+    requests: int,
+    rate: float = RATE,
+    max_seconds: float | None = None,
+    stop: threading.Event | None = None,
+    threads: int = THREADS,
+    sink: list | None = None,
+) -> tuple[list[Answer], float]:
     """``requests`` single ``POST /predict`` due at ``rate`` per second from ``threads`` keep-alive connections;
     stops early at ``stop`` or when a request would be due after ``max_seconds``. Returns the answers (by index)
     and the perf_counter of the first due time; ``sink`` receives each answer as it arrives."""
@@ -210,9 +225,12 @@ def load_summary(answers: list[Answer], start: float) -> dict:
     span = (max(a.done for a in answers) - start) if answers else float("nan")
     errors = [a for a in answers if a not in ok]
     return {
-        "requests": len(answers), "answered": len(ok), "errors": len(errors),
+        "requests": len(answers),
+        "answered": len(ok),
+        "errors": len(errors),
         "error_examples": sorted({f"{a.status}: {a.error}"[:200] for a in errors})[:5],
-        "seconds": span, "throughput_rps": len(ok) / span if span > 0 else None,
+        "seconds": span,
+        "throughput_rps": len(ok) / span if span > 0 else None,
         "from_schedule": _ms([a.done - a.planned for a in ok]),
         "from_send": _ms([a.done - a.sent for a in ok]),
         "send_lag": _ms([a.sent - a.planned for a in answers]),  # the generator's own delay (a thread busy)
@@ -252,19 +270,43 @@ def batches(port: int, latest: pl.DataFrame, prefix: str, seed: int) -> tuple[di
     finally:
         conn.close()
     ms = [s * 1000.0 for s in seconds]
-    return ({"rows": BATCH_ROWS, "batches": len(ms), "errors": len(errors), "error_examples": errors[:3],
-             "median_ms": median(ms), "max_ms": max(ms) if ms else None, "all_ms": ms}, answered)
+    return (
+        {
+            "rows": BATCH_ROWS,
+            "batches": len(ms),
+            "errors": len(errors),
+            "error_examples": errors[:3],
+            "median_ms": median(ms),
+            "max_ms": max(ms) if ms else None,
+            "all_ms": ms,
+        },
+        answered,
+    )
 
 
-def swap(port: int, bodies: list[bytes], prefix: str, move_alias: Callable[[], None], old: str, new: str,
-         rate: float = RATE) -> tuple[dict, list[Answer]]:
+def swap(
+    port: int, bodies: list[bytes], prefix: str, move_alias: Callable[[], None], old: str, new: str, rate: float = RATE
+) -> tuple[dict, list[Answer]]:
     """Load at ``rate``; after SWAP_LEAD_S ``move_alias()``; on until an answer carries ``new``, then SWAP_TAIL_S."""
     stop = threading.Event()
     box: dict = {}
     live: list[Answer] = []  # appended by the load's threads as answers arrive
-    loader = threading.Thread(target=lambda: box.update(result=open_loop(
-        port, bodies, prefix, requests=int(rate * SWAP_MAX_S), rate=rate, max_seconds=SWAP_MAX_S, stop=stop,
-        sink=live)), daemon=True, name="swap-load")
+    loader = threading.Thread(
+        target=lambda: box.update(
+            result=open_loop(
+                port,
+                bodies,
+                prefix,
+                requests=int(rate * SWAP_MAX_S),
+                rate=rate,
+                max_seconds=SWAP_MAX_S,
+                stop=stop,
+                sink=live,
+            )
+        ),
+        daemon=True,
+        name="swap-load",
+    )
     _, health = get_json(f"http://{HOST}:{port}/health")
     swaps_before = health.get("swaps")
     loader.start()
@@ -297,18 +339,22 @@ def swap(port: int, bodies: list[bytes], prefix: str, move_alias: Callable[[], N
             per_connection_violations += seen_new and a.version != new
     after_first = [a for a in ok if first_new and a.sent > first_new.done and a.version != new]
     summary = load_summary(answers, start)
-    summary.update({
-        "old_version": old, "new_version": new,
-        "swap_s": (first_new.done - moved) if first_new else None,
-        "old_answers": sum(a.version == old for a in ok), "new_answers": len(news),
-        "other_versions": sorted({a.version for a in ok} - {old, new}),
-        "non_200": sum(a.status != 200 for a in answers),
-        "per_connection_old_after_new": per_connection_violations,
-        "old_sent_after_first_new": len(after_first),
-        "monotonic": bool(news) and per_connection_violations == 0 and not after_first,
-        "health_version_after": (health.get("model") or {}).get("version"),
-        "health_swaps": [swaps_before, health.get("swaps")],
-    })
+    summary.update(
+        {
+            "old_version": old,
+            "new_version": new,
+            "swap_s": (first_new.done - moved) if first_new else None,
+            "old_answers": sum(a.version == old for a in ok),
+            "new_answers": len(news),
+            "other_versions": sorted({a.version for a in ok} - {old, new}),
+            "non_200": sum(a.status != 200 for a in answers),
+            "per_connection_old_after_new": per_connection_violations,
+            "old_sent_after_first_new": len(after_first),
+            "monotonic": bool(news) and per_connection_violations == 0 and not after_first,
+            "health_version_after": (health.get("model") or {}).get("version"),
+            "health_swaps": [swaps_before, health.get("swaps")],
+        }
+    )
     return summary, answers
 
 
@@ -334,8 +380,9 @@ def read_store(store_location: Path, since: dt.date) -> Stored:
     store.close()
     records = pl.concat(frames)
     stored = records.group_by("request_id").agg(rows=pl.len(), versions=pl.col("model_version").unique())
-    return Stored({r["request_id"]: (r["rows"], r["versions"]) for r in stored.iter_rows(named=True)},
-                  records.height, torn)
+    return Stored(
+        {r["request_id"]: (r["rows"], r["versions"]) for r in stored.iter_rows(named=True)}, records.height, torn
+    )
 
 
 def store_check(stored: Stored, answered: dict[str, tuple[str | None, int]], everything: bool = True) -> dict:
@@ -343,14 +390,28 @@ def store_check(stored: Stored, answered: dict[str, tuple[str | None, int]], eve
     ``answered`` is every request of the run (so stored ids beyond it were never answered)."""
     by_id = stored.by_id
     missing = [rid for rid in answered if rid not in by_id]
-    wrong = [rid for rid, (version, rows) in answered.items()
-             if rid in by_id and (by_id[rid][0] != rows or by_id[rid][1] != [version])]
-    out = {"answered_ids": len(answered), "answered_rows": sum(rows for _, rows in answered.values()),
-           "missing": len(missing), "missing_examples": missing[:5], "version_or_rows_mismatch": len(wrong)}
+    wrong = [
+        rid
+        for rid, (version, rows) in answered.items()
+        if rid in by_id and (by_id[rid][0] != rows or by_id[rid][1] != [version])
+    ]
+    out = {
+        "answered_ids": len(answered),
+        "answered_rows": sum(rows for _, rows in answered.values()),
+        "missing": len(missing),
+        "missing_examples": missing[:5],
+        "version_or_rows_mismatch": len(wrong),
+    }
     if everything:
-        out.update({"stored_ids": len(by_id), "stored_rows": stored.rows, "torn_lines": stored.torn,
-                    "stored_not_answered": len(set(by_id) - set(answered)),
-                    "stored_not_answered_examples": sorted(set(by_id) - set(answered))[:5]})
+        out.update(
+            {
+                "stored_ids": len(by_id),
+                "stored_rows": stored.rows,
+                "torn_lines": stored.torn,
+                "stored_not_answered": len(set(by_id) - set(answered)),
+                "stored_not_answered_examples": sorted(set(by_id) - set(answered))[:5],
+            }
+        )
     return out
 
 
@@ -376,6 +437,15 @@ def _time(named: dict[str, Callable[[], object]], calls: int, rounds: int = 3) -
 WHOLE_FORECAST = "forecast (whole, as the endpoint calls it)"
 
 
+def frame_of_rows(rows: list[dict]) -> pl.DataFrame:
+    """The request frame of resolved rows, as ``/predict`` builds it."""
+    from smart_home_assets.lib.forecast_model import request_frame
+    from smart_home_tools.service import app as service
+
+    inputs = [r["input"] for r in rows]
+    return request_frame(pl.DataFrame(inputs, schema_overrides=service._INPUT_OVERRIDES, infer_schema_length=None))
+
+
 def pieces(data: Path, tracking_uri: str, version: str, latest: pl.DataFrame) -> dict:
     """Median ms of each piece of one ``/predict`` and of one 1,000-row batch, in this process (what the
     endpoint calls, in its order; no HTTP, no thread pool). The forecast is also timed in its parts (the point
@@ -387,7 +457,6 @@ def pieces(data: Path, tracking_uri: str, version: str, latest: pl.DataFrame) ->
     from resources.online_store import LocalLogStore
     from resources.tracking import ModelRegistry
     from smart_home_assets.lib import training
-    from smart_home_assets.lib.forecast_model import request_frame
     from smart_home_tools.service import app as service
     from smart_home_tools.service.state import ServingState
 
@@ -421,8 +490,8 @@ def pieces(data: Path, tracking_uri: str, version: str, latest: pl.DataFrame) ->
             parsed = batch.validate_python(json.loads(raw)).rows
             validate = lambda: batch.validate_python(json.loads(raw))  # noqa: E731
         rows = service.resolve_rows(parsed, state, today, batch=n > 1)
-        make_frame = lambda: request_frame(pl.DataFrame(  # noqa: E731
-            [r["input"] for r in rows], schema_overrides=service._INPUT_OVERRIDES, infer_schema_length=None))
+
+        make_frame = partial(frame_of_rows, rows)
         frame = make_frame()
         x = training.model_input_frame(frame, training.model_device_types(booster)).to_numpy().astype(np.float64)
         point = forecaster.point_forecast(frame)
@@ -430,57 +499,99 @@ def pieces(data: Path, tracking_uri: str, version: str, latest: pl.DataFrame) ->
         now = dt.datetime.now(dt.UTC)
 
         def records():
-            return [{"request_id": "pieces", "row": i, "requested_at": now, "endpoint": "predict",
-                     "device_id": row["device_id"], "hub_id": row["hub_id"], "device_type": row["input"]["device_type"],
-                     "source": row["source"], "features_date": row["features_date"], "for_day": row["for_day"],
-                     "input_json": json.dumps(row["input"], default=str, allow_nan=False), "prediction_wh": p,
-                     "p10_wh": lo, "p90_wh": hi, "model_name": "lightgbm", "model_kind": "lightgbm",
-                     "model_version": version}
-                    for i, (row, (p, lo, hi)) in enumerate(zip(rows, forecast.iter_rows(), strict=True))]
+            return [
+                {
+                    "request_id": "pieces",
+                    "row": i,
+                    "requested_at": now,
+                    "endpoint": "predict",
+                    "device_id": row["device_id"],
+                    "hub_id": row["hub_id"],
+                    "device_type": row["input"]["device_type"],
+                    "source": row["source"],
+                    "features_date": row["features_date"],
+                    "for_day": row["for_day"],
+                    "input_json": json.dumps(row["input"], default=str, allow_nan=False),
+                    "prediction_wh": p,
+                    "p10_wh": lo,
+                    "p90_wh": hi,
+                    "model_name": "lightgbm",
+                    "model_kind": "lightgbm",
+                    "model_version": version,
+                }
+                for i, (row, (p, lo, hi)) in enumerate(zip(rows, forecast.iter_rows(), strict=True))
+            ]
 
         built = records()
-        answers = [{"device_id": r["device_id"], "for_day": r["for_day"].isoformat(), "prediction_wh": p,
-                    "p10_wh": lo, "p90_wh": hi, "request_id": "pieces"}
-                   for r, (p, lo, hi) in zip(rows, forecast.iter_rows(), strict=True)]
-        response = ({**answers[0], "model": info} if n == 1 else
-                    {"request_id": "pieces", "model": info, "predictions": [{**a, "model": info} for a in answers]})
+        answers = [
+            {
+                "device_id": r["device_id"],
+                "for_day": r["for_day"].isoformat(),
+                "prediction_wh": p,
+                "p10_wh": lo,
+                "p90_wh": hi,
+                "request_id": "pieces",
+            }
+            for r, (p, lo, hi) in zip(rows, forecast.iter_rows(), strict=True)
+        ]
+        response = (
+            {**answers[0], "model": info}
+            if n == 1
+            else {"request_id": "pieces", "model": info, "predictions": [{**a, "model": info} for a in answers]}
+        )
         adapter = answer_one_adapter if n == 1 else answer_batch_adapter
-        return _time({
-            "parse and validate the request (json.loads, pydantic)": validate,
-            "look up the devices' latest features": lambda: service.resolve_rows(parsed, state, today, n > 1),
-            "build the polars frame (request_frame)": make_frame,
-            "forecast: point (training.predict: model input, LightGBM, level)":
-                lambda: forecaster.point_forecast(frame),
-            "forecast: of which the model input (one polars select to a float matrix)":
-                lambda: training.model_input_frame(frame, training.model_device_types(booster)).to_numpy(),
-            "forecast: interval bounds": lambda: interval.bounds(frame, point),
-            WHOLE_FORECAST: lambda: forecaster.forecast(frame),
-            "build the store records": records,
-            "store append (JSON lines, write, fdatasync)": lambda: store.append(built),
-            "serialize the answer (JSON)":
-                lambda: json.dumps(adapter.dump_python(adapter.validate_python(response), mode="json")),
-            "_LightGBM's booster on the float matrix, 1 thread": lambda: booster.booster_.predict(x, num_threads=1),
-            f"_LightGBM's booster on the float matrix, {threads} threads": lambda: booster.booster_.predict(
-                x, num_threads=threads or 0),
-        }, calls)
+        return _time(
+            {
+                "parse and validate the request (json.loads, pydantic)": validate,
+                "look up the devices' latest features": lambda: service.resolve_rows(parsed, state, today, n > 1),
+                "build the polars frame (request_frame)": make_frame,
+                "forecast: point (training.predict: model input, LightGBM, level)": lambda: forecaster.point_forecast(
+                    frame
+                ),
+                "forecast: of which the model input (one polars select to a float matrix)": lambda: (
+                    training.model_input_frame(frame, training.model_device_types(booster)).to_numpy()
+                ),
+                "forecast: interval bounds": lambda: interval.bounds(frame, point),
+                WHOLE_FORECAST: lambda: forecaster.forecast(frame),
+                "build the store records": records,
+                "store append (JSON lines, write, fdatasync)": lambda: store.append(built),
+                "serialize the answer (JSON)": lambda: json.dumps(
+                    adapter.dump_python(adapter.validate_python(response), mode="json")
+                ),
+                "_LightGBM's booster on the float matrix, 1 thread": lambda: booster.booster_.predict(x, num_threads=1),
+                f"_LightGBM's booster on the float matrix, {threads} threads": lambda: booster.booster_.predict(
+                    x, num_threads=threads or 0
+                ),
+            },
+            calls,
+        )
 
     out, reference = {}, {}
-    for label, bodies, n in (("one request", device_bodies(latest, 1, 7), 1),
-                             (f"a batch of {BATCH_ROWS:,} rows", device_bodies(latest, BATCH_ROWS, 8), BATCH_ROWS)):
+    for label, bodies, n in (
+        ("one request", device_bodies(latest, 1, 7), 1),
+        (f"a batch of {BATCH_ROWS:,} rows", device_bodies(latest, BATCH_ROWS, 8), BATCH_ROWS),
+    ):
         timed = time_pieces(bodies, n)
         reference[label] = {k[1:]: timed.pop(k) for k in list(timed) if k.startswith("_")}
         out[label] = timed
     store.close()
     fd = os.open(data / "fsync-probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
+
         def write_sync():
             os.write(fd, b"x" * 600 + b"\n")
             os.fdatasync(fd)
+
         fsync_ms = _time({"fdatasync": write_sync}, PIECE_CALLS)["fdatasync"]
     finally:
         os.close(fd)
-    return {"pieces_ms": out, "reference_ms": reference, "lightgbm_threads": threads,
-            "fdatasync_600_bytes_ms": fsync_ms, "load_average": [round(v, 2) for v in os.getloadavg()]}
+    return {
+        "pieces_ms": out,
+        "reference_ms": reference,
+        "lightgbm_threads": threads,
+        "fdatasync_600_bytes_ms": fsync_ms,
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+    }
 
 
 # --- the family ---------------------------------------------------------------------------------------------
@@ -503,25 +614,31 @@ def run(scale: Scale) -> dict:
         store_location = data / "online_predictions"
         for name in ("SMART_HOME_ONLINE_STORE", "SMART_HOME_SERVE_POLL_SECONDS"):
             env.pop(name, None)
-        env.update({"SMART_HOME_ONLINE_STORE": str(store_location),
-                    "SMART_HOME_SERVE_POLL_SECONDS": str(DEFAULT_POLL_S)})
+        env.update(
+            {"SMART_HOME_ONLINE_STORE": str(store_location), "SMART_HOME_SERVE_POLL_SECONDS": str(DEFAULT_POLL_S)}
+        )
 
         t0 = time.perf_counter()
         features = serve_latency.simulated_features(seed=0, hubs=hubs, days=DAYS, events_per_hub=EVENTS_PER_HUB)
         DuckDBWarehouse(database=str(data / "warehouse.duckdb")).replace_partitions(
-            {USAGE_FEATURES: features}, sorted({str(d) for d in features["partition_date"].unique().to_list()}))
-        latest = features.filter((pl.col("partition_date") == pl.col("partition_date").max())
-                                 & pl.col("has_enough_history"))
+            {USAGE_FEATURES: features}, sorted({str(d) for d in features["partition_date"].unique().to_list()})
+        )
+        latest = features.filter(
+            (pl.col("partition_date") == pl.col("partition_date").max()) & pl.col("has_enough_history")
+        )
         first = register_champion(data, features)  # the asset's defaults
         second = register_champion(data, features, n_estimators=SECOND_TREES)
         client = MlflowClient(tracking_uri=first.tracking_uri)
         client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, first.version)
         assert env["MLFLOW_TRACKING_URI"] == first.tracking_uri, (env["MLFLOW_TRACKING_URI"], first.tracking_uri)
         setup_s = time.perf_counter() - t0
-        print(f"  setup {setup_s:.1f} s: {features.height} feature rows of {hubs} hubs x {DAYS} days, "
-              f"{latest.height} devices on {latest['partition_date'].max()!s}; versions {first.version} "
-              f"({first.model.model.booster_.num_trees()} trees) and {second.version} "
-              f"({second.model.model.booster_.num_trees()} trees)", flush=True)
+        print(
+            f"  setup {setup_s:.1f} s: {features.height} feature rows of {hubs} hubs x {DAYS} days, "
+            f"{latest.height} devices on {latest['partition_date'].max()!s}; versions {first.version} "
+            f"({first.model.model.booster_.num_trees()} trees) and {second.version} "
+            f"({second.model.model.booster_.num_trees()} trees)",
+            flush=True,
+        )
 
         bodies = [json.dumps(b).encode() for b in device_bodies(latest, 5000, seed=1)]
         port = free_port()
@@ -547,31 +664,45 @@ def run(scale: Scale) -> dict:
                 s["client_cpu_ms"] = (own_cpu_seconds() - client_cpu) * 1000.0 / max(1, s["answered"])
                 singles.append(s)
                 answered.update({a.request_id: (a.version, 1) for a in answers if a.status == 200 and not a.error})
-                print(f"    single #{i + 1}: {s['answered']}/{s['requests']} at {s['throughput_rps']:.1f} rps; from "
-                      f"schedule p50 {s['from_schedule']['p50_ms']:.2f} p99 {s['from_schedule']['p99_ms']:.2f} max "
-                      f"{s['from_schedule']['max_ms']:.1f} ms; from send p99 {s['from_send']['p99_ms']:.2f} ms; "
-                      f"errors {s['errors']}", flush=True)
+                print(
+                    f"    single #{i + 1}: {s['answered']}/{s['requests']} at {s['throughput_rps']:.1f} rps; from "
+                    f"schedule p50 {s['from_schedule']['p50_ms']:.2f} p99 {s['from_schedule']['p99_ms']:.2f} max "
+                    f"{s['from_schedule']['max_ms']:.1f} ms; from send p99 {s['from_send']['p99_ms']:.2f} ms; "
+                    f"errors {s['errors']}",
+                    flush=True,
+                )
 
                 server_cpu = cpu_seconds(proc.pid)
                 b, ids = batches(port, latest, f"batch{i}", seed=i)
                 b["server_cpu_ms"] = (cpu_seconds(proc.pid) - server_cpu) * 1000.0 / max(1, len(ids))
                 batch_runs.append(b)
                 answered.update({rid: (version, rows) for rid, version, rows in ids})
-                print(f"    batches #{i + 1}: {b['batches']} x {BATCH_ROWS} rows, median {b['median_ms']:.1f} ms, "
-                      f"max {b['max_ms']:.1f} ms, errors {b['errors']}", flush=True)
+                print(
+                    f"    batches #{i + 1}: {b['batches']} x {BATCH_ROWS} rows, median {b['median_ms']:.1f} ms, "
+                    f"max {b['max_ms']:.1f} ms, errors {b['errors']}",
+                    flush=True,
+                )
 
                 old, new = versions[i % 2], versions[(i + 1) % 2]
                 load = round(os.getloadavg()[0], 2)
-                w, answers = swap(port, bodies, f"swap{i}", partial(
-                    client.set_registered_model_alias, REGISTERED_MODEL_NAME, CHAMPION_ALIAS, new), old, new)
+                w, answers = swap(
+                    port,
+                    bodies,
+                    f"swap{i}",
+                    partial(client.set_registered_model_alias, REGISTERED_MODEL_NAME, CHAMPION_ALIAS, new),
+                    old,
+                    new,
+                )
                 answered.update({a.request_id: (a.version, 1) for a in answers if a.status == 200 and not a.error})
                 w["load_before"] = load
                 w["request_ids"] = [a.request_id for a in answers if a.status == 200 and not a.error]
                 swaps.append(w)
-                print(f"    swap #{i + 1} {old} -> {new}: first new answer {w['swap_s']} s after the alias move; "
-                      f"{w['answered']}/{w['requests']} answered, non-200 {w['non_200']}, monotonic {w['monotonic']}, "
-                      f"from schedule p99 {w['from_schedule']['p99_ms']:.1f} max {w['from_schedule']['max_ms']:.1f} ms",
-                      flush=True)
+                print(
+                    f"    swap #{i + 1} {old} -> {new}: first new answer {w['swap_s']} s after the alias move; "
+                    f"{w['answered']}/{w['requests']} answered, non-200 {w['non_200']}, monotonic {w['monotonic']}, "
+                    f"from schedule p99 {w['from_schedule']['p99_ms']:.1f} max {w['from_schedule']['max_ms']:.1f} ms",
+                    flush=True,
+                )
         finally:
             _stop(proc)
         stored = read_store(store_location, since)
@@ -580,9 +711,11 @@ def run(scale: Scale) -> dict:
             ids = w.pop("request_ids")
             w["store"] = store_check(stored, {r: answered[r] for r in ids}, everything=False)
             w["lost"] = w["store"]["missing"] + w["store"]["version_or_rows_mismatch"]
-        print(f"  store: {store['answered_ids']} answered ids, {store['missing']} missing, "
-              f"{store['stored_not_answered']} stored but not answered, {store['version_or_rows_mismatch']} mismatched",
-              flush=True)
+        print(
+            f"  store: {store['answered_ids']} answered ids, {store['missing']} missing, "
+            f"{store['stored_not_answered']} stored but not answered, {store['version_or_rows_mismatch']} mismatched",
+            flush=True,
+        )
         parts = pieces(data, first.tracking_uri, first.version, latest)
         load_after = [round(x, 2) for x in os.getloadavg()]
     finally:
@@ -594,27 +727,53 @@ def run(scale: Scale) -> dict:
         return median(values) if values else None
 
     return {
-        "hubs": hubs, "days": DAYS, "feature_rows": features.height, "devices": latest.height,
-        "latest_day": str(latest["partition_date"].max()), "setup_s": setup_s, "ready_s": ready_s,
-        "command": "smart-home serve --host 127.0.0.1 --port <free port>", "poll_s": DEFAULT_POLL_S,
-        "rate_rps": RATE, "requests": requests, "threads": THREADS,
-        "versions": {first.version: first.model.model.booster_.num_trees(),
-                     second.version: second.model.model.booster_.num_trees()},
-        "single": {"runs": singles,
-                   **{f"{k}_{m}": med(singles, k, m) for k in ("from_schedule", "from_send")
-                      for m in ("p50_ms", "p99_ms", "max_ms")},
-                   "throughput_rps": med(singles, "throughput_rps"),
-                   "server_cpu_ms": med(singles, "server_cpu_ms"), "client_cpu_ms": med(singles, "client_cpu_ms"),
-                   "errors": sum(s["errors"] for s in singles)},
-        "batch": {"runs": batch_runs, "rows": BATCH_ROWS, "median_ms": med(batch_runs, "median_ms"),
-                  "server_cpu_ms": med(batch_runs, "server_cpu_ms"),
-                  "max_ms": max((b["max_ms"] for b in batch_runs if b["max_ms"] is not None), default=None),
-                  "errors": sum(b["errors"] for b in batch_runs)},
-        "swap": {"runs": swaps, "swap_s": med(swaps, "swap_s"),
-                 "non_200": sum(w["non_200"] for w in swaps), "lost": sum(w["lost"] for w in swaps),
-                 "monotonic": all(w["monotonic"] for w in swaps),
-                 "swapped": all(w["health_version_after"] == w["new_version"] for w in swaps)},
-        "store": store, "pieces": parts, "load_end": load_after,
+        "hubs": hubs,
+        "days": DAYS,
+        "feature_rows": features.height,
+        "devices": latest.height,
+        "latest_day": str(latest["partition_date"].max()),
+        "setup_s": setup_s,
+        "ready_s": ready_s,
+        "command": "smart-home serve --host 127.0.0.1 --port <free port>",
+        "poll_s": DEFAULT_POLL_S,
+        "rate_rps": RATE,
+        "requests": requests,
+        "threads": THREADS,
+        "versions": {
+            first.version: first.model.model.booster_.num_trees(),
+            second.version: second.model.model.booster_.num_trees(),
+        },
+        "single": {
+            "runs": singles,
+            **{
+                f"{k}_{m}": med(singles, k, m)
+                for k in ("from_schedule", "from_send")
+                for m in ("p50_ms", "p99_ms", "max_ms")
+            },
+            "throughput_rps": med(singles, "throughput_rps"),
+            "server_cpu_ms": med(singles, "server_cpu_ms"),
+            "client_cpu_ms": med(singles, "client_cpu_ms"),
+            "errors": sum(s["errors"] for s in singles),
+        },
+        "batch": {
+            "runs": batch_runs,
+            "rows": BATCH_ROWS,
+            "median_ms": med(batch_runs, "median_ms"),
+            "server_cpu_ms": med(batch_runs, "server_cpu_ms"),
+            "max_ms": max((b["max_ms"] for b in batch_runs if b["max_ms"] is not None), default=None),
+            "errors": sum(b["errors"] for b in batch_runs),
+        },
+        "swap": {
+            "runs": swaps,
+            "swap_s": med(swaps, "swap_s"),
+            "non_200": sum(w["non_200"] for w in swaps),
+            "lost": sum(w["lost"] for w in swaps),
+            "monotonic": all(w["monotonic"] for w in swaps),
+            "swapped": all(w["health_version_after"] == w["new_version"] for w in swaps),
+        },
+        "store": store,
+        "pieces": parts,
+        "load_end": load_after,
     }
 
 

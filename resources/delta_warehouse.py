@@ -130,8 +130,13 @@ class DeltaWarehouse(ConfigurableResource):
             return existing
         arrow_schema = pl.DataFrame(schema=dict(schema)).to_arrow().schema
         try:
-            DeltaTable.create(self.table_uri(table), schema=arrow_schema, partition_by=[PARTITION_COLUMN],
-                              mode="ignore", storage_options=self.options())
+            DeltaTable.create(
+                self.table_uri(table),
+                schema=arrow_schema,
+                partition_by=[PARTITION_COLUMN],
+                mode="ignore",
+                storage_options=self.options(),
+            )
         except (DeltaError, CommitFailedError) as exc:
             if self._open(table) is None:  # not lost to a concurrent creator: a real failure
                 raise WarehouseError(f"cannot create Delta table {self.table_uri(table)}: {exc}") from exc
@@ -151,13 +156,15 @@ class DeltaWarehouse(ConfigurableResource):
         for table, frame in aligned.items():
             self._overwrite(table, frame.to_arrow, predicate)
 
-    def replace_partition_in_batches(self, partition_key: str, tables: Sequence[str],
-                                     batches: Iterable[Mapping[str, pl.DataFrame]]) -> None:
+    def replace_partition_in_batches(
+        self, partition_key: str, tables: Sequence[str], batches: Iterable[Mapping[str, pl.DataFrame]]
+    ) -> None:
         """:meth:`replace_partitions_in_batches` of one partition."""
         self.replace_partitions_in_batches([partition_key], tables, batches)
 
-    def replace_partitions_in_batches(self, partition_keys: Sequence[str], tables: Sequence[str],
-                                      batches: Iterable[Mapping[str, pl.DataFrame]]) -> None:
+    def replace_partitions_in_batches(
+        self, partition_keys: Sequence[str], tables: Sequence[str], batches: Iterable[Mapping[str, pl.DataFrame]]
+    ) -> None:
         """``replace_partitions`` of the concatenated batches: one Delta commit per table, as there, with memory
         bounded by one batch. Each batch is checked and staged as a local Parquet file per table; then each
         table's staged files are streamed into ``write_deltalake`` as a ``RecordBatchReader``, so neither the
@@ -199,25 +206,36 @@ class DeltaWarehouse(ConfigurableResource):
         missing = [c for c in frame.columns if c not in target]
         if missing:
             raise WarehouseError(
-                f"table {table} has no column(s) {missing}: the schema changed; migrate or drop the table")
-        return frame.select([(pl.col(c) if c in frame.columns else pl.lit(None)).cast(dtype).alias(c)
-                             for c, dtype in target.items()])
+                f"table {table} has no column(s) {missing}: the schema changed; migrate or drop the table"
+            )
+        return frame.select(
+            [(pl.col(c) if c in frame.columns else pl.lit(None)).cast(dtype).alias(c) for c, dtype in target.items()]
+        )
 
     def _overwrite(self, table: str, data, predicate: str) -> None:
         """One overwrite commit of the rows ``data()`` gives (an Arrow table or a RecordBatchReader: called
         again for each attempt, as a stream is read once), retried when a concurrent writer conflicts."""
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                write_deltalake(self.table_uri(table), data(), mode="overwrite", predicate=predicate,
-                                partition_by=[PARTITION_COLUMN], storage_options=self.options())
+                write_deltalake(
+                    self.table_uri(table),
+                    data(),
+                    mode="overwrite",
+                    predicate=predicate,
+                    partition_by=[PARTITION_COLUMN],
+                    storage_options=self.options(),
+                )
                 return
             except CommitFailedError as exc:
                 if attempt == COMMIT_ATTEMPTS:
-                    raise WarehouseError(f"writing {table} to {self.table_uri(table)} kept conflicting with "
-                                         f"concurrent writers: {exc}") from exc
+                    raise WarehouseError(
+                        f"writing {table} to {self.table_uri(table)} kept conflicting with concurrent writers: {exc}"
+                    ) from exc
             except (DeltaError, OSError) as exc:
-                raise WarehouseError(f"writing {table} to {self.table_uri(table)} failed; the table is as it was "
-                                     f"before this write: {exc}") from exc
+                raise WarehouseError(
+                    f"writing {table} to {self.table_uri(table)} failed; the table is as it was "
+                    f"before this write: {exc}"
+                ) from exc
 
     def _schema(self, table: str, delta: DeltaTable) -> dict[str, pl.DataType]:
         return dict(_frame(self._dataset(table, delta).schema.empty_table()).schema)  # reads no file
@@ -226,8 +244,13 @@ class DeltaWarehouse(ConfigurableResource):
     def table_exists(self, table: str) -> bool:
         return self._open(table) is not None
 
-    def read_partitions(self, table: str, partition_keys: Sequence[str], columns: Sequence[str] | None = None,
-                        where: Mapping[str, Sequence[str]] | None = None) -> pl.DataFrame:
+    def read_partitions(
+        self,
+        table: str,
+        partition_keys: Sequence[str],
+        columns: Sequence[str] | None = None,
+        where: Mapping[str, Sequence[str]] | None = None,
+    ) -> pl.DataFrame:
         """Rows of ``partition_keys`` of ``table`` (only those whose column ``c`` is one of ``where[c]``, for each
         column in ``where``); an empty frame when the table does not exist yet."""
         for column in [*(columns or ()), *(where or {})]:
@@ -271,4 +294,3 @@ class DeltaWarehouse(ConfigurableResource):
             return con.execute(sql, params or []).pl()
         finally:
             con.close()
-

@@ -39,15 +39,16 @@ class LandingZoneError(RuntimeError):
     pass
 
 
-
 def flag_conflicting_uploads(files: list[LandingFile]) -> list[LandingFile]:
     """Two readable uploads of one hub for one day (``hub.jsonl`` and ``hub.jsonl.gz``): neither is trusted over
     the other by an accident of sort order. Both are read and kept in raw_usage, and every line of both is
     quarantined as ``conflicting_upload`` until the hub re-uploads one of them (see ``LandingFile.lines_problem``)."""
     hubs = [f.hub_id for f in files if f.problem is None and f.hub_id]
     twice = {h for h in hubs if hubs.count(h) > 1}
-    return [dataclasses.replace(f, lines_problem=CONFLICTING_UPLOAD) if f.problem is None and f.hub_id in twice
-            else f for f in files]
+    return [
+        dataclasses.replace(f, lines_problem=CONFLICTING_UPLOAD) if f.problem is None and f.hub_id in twice else f
+        for f in files
+    ]
 
 
 def parse_day_folder(name: str) -> dt.date | None:
@@ -103,15 +104,17 @@ def _classify(root: Path, day: str, entry: os.DirEntry) -> LandingFile | None:
     elif entry.is_dir(follow_symlinks=False):
         # Never read, never silent: a folder named like an upload, or a subfolder holding uploads.
         problem = problem or (NOT_A_FILE if hub_id_from_file_name(name) else SUBFOLDER)
-        return LandingFile(day=day, name=name + "/", path=path, size=0, mtime_ns=stat.st_mtime_ns, hub_id=None,
-                           problem=problem)
+        return LandingFile(
+            day=day, name=name + "/", path=path, size=0, mtime_ns=stat.st_mtime_ns, hub_id=None, problem=problem
+        )
     elif not entry.is_file(follow_symlinks=False):  # a FIFO, socket or device: opening one could block the run
         problem = problem or NOT_A_FILE
     hub_id = hub_id_from_file_name(name)
     if problem is None and hub_id is None:
         problem = "bad_file_name"
-    return LandingFile(day=day, name=name, path=path, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                       hub_id=hub_id, problem=problem)
+    return LandingFile(
+        day=day, name=name, path=path, size=stat.st_size, mtime_ns=stat.st_mtime_ns, hub_id=hub_id, problem=problem
+    )
 
 
 class _ObjectStoreLanding:
@@ -132,15 +135,17 @@ class _ObjectStoreLanding:
         import pyarrow.fs as pafs
 
         if not self.exists():
-            raise LandingZoneError(f"landing zone {self.location}: bucket {self.bucket!r} does not exist or is "
-                                   "not reachable")
+            raise LandingZoneError(
+                f"landing zone {self.location}: bucket {self.bucket!r} does not exist or is not reachable"
+            )
         return self.fs.get_file_info(pafs.FileSelector(base, recursive=recursive, allow_not_found=True))
 
     def folders(self) -> list[str]:
         import pyarrow.fs as pafs
 
-        return [info.base_name for info in self._entries(self.base, recursive=False)
-                if info.type == pafs.FileType.Directory]
+        return [
+            info.base_name for info in self._entries(self.base, recursive=False) if info.type == pafs.FileType.Directory
+        ]
 
     def files(self, day: str | None = None) -> dict[str, list[LandingFile]]:
         """Files one level below each day folder (or of ``day`` only), by day; one LIST for the whole scan."""
@@ -149,7 +154,7 @@ class _ObjectStoreLanding:
         base = f"{self.base}/{day}" if day else self.base
         by_day: dict[str, list[LandingFile]] = {}
         for info in self._entries(base, recursive=day is None):
-            parts = info.path[len(self.base) + 1:].split("/")
+            parts = info.path[len(self.base) + 1 :].split("/")
             if len(parts) == 1:  # a day folder (or a file at the top level)
                 if info.type == pafs.FileType.Directory and parse_day_folder(parts[0]) is not None:
                     by_day.setdefault(parts[0], [])
@@ -161,14 +166,33 @@ class _ObjectStoreLanding:
                 # A "folder" inside a day folder (a prefix with keys below it), recorded once, never read.
                 entry = name + "/"
                 if all(f.name != entry for f in by_day.get(folder, [])):
-                    by_day.setdefault(folder, []).append(LandingFile(
-                        day=folder, name=entry, path=None, size=0, mtime_ns=0, hub_id=None,
-                        problem=NOT_A_FILE if hub_id_from_file_name(name) else SUBFOLDER, location=None))
+                    by_day.setdefault(folder, []).append(
+                        LandingFile(
+                            day=folder,
+                            name=entry,
+                            path=None,
+                            size=0,
+                            mtime_ns=0,
+                            hub_id=None,
+                            problem=NOT_A_FILE if hub_id_from_file_name(name) else SUBFOLDER,
+                            location=None,
+                        )
+                    )
                 continue
             hub_id = hub_id_from_file_name(name)
-            by_day.setdefault(folder, []).append(LandingFile(
-                day=folder, name=name, path=None, size=info.size, mtime_ns=info.mtime_ns, hub_id=hub_id,
-                problem=None if hub_id else "bad_file_name", location=info.path, filesystem=self.fs))
+            by_day.setdefault(folder, []).append(
+                LandingFile(
+                    day=folder,
+                    name=name,
+                    path=None,
+                    size=info.size,
+                    mtime_ns=info.mtime_ns,
+                    hub_id=hub_id,
+                    problem=None if hub_id else "bad_file_name",
+                    location=info.path,
+                    filesystem=self.fs,
+                )
+            )
         return {d: flag_conflicting_uploads(sorted(files, key=lambda f: f.name)) for d, files in sorted(by_day.items())}
 
 
@@ -223,8 +247,10 @@ class LandingZone(ConfigurableResource):
             return sorted(n for n in store.folders() if not n.startswith(".") and parse_day_folder(n) is None)
         root = self.root()
         return sorted(
-            entry.name for entry in os.scandir(root)
-            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
+            entry.name
+            for entry in os.scandir(root)
+            if entry.is_dir(follow_symlinks=False)
+            and not entry.name.startswith(".")
             and parse_day_folder(entry.name) is None
         )
 
@@ -244,8 +270,11 @@ class LandingZone(ConfigurableResource):
             except (OSError, RuntimeError):
                 target = None
             if target is None or not target.is_relative_to(root.resolve()):
-                return [LandingFile(day=day, name="", path=None, size=0, mtime_ns=0, hub_id=None,
-                                    problem=SYMLINK_OUTSIDE_LANDING)]
+                return [
+                    LandingFile(
+                        day=day, name="", path=None, size=0, mtime_ns=0, hub_id=None, problem=SYMLINK_OUTSIDE_LANDING
+                    )
+                ]
         if not folder.is_dir():
             return []
         files = [f for entry in os.scandir(folder) if (f := _classify(root, day, entry)) is not None]

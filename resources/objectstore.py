@@ -48,8 +48,11 @@ def s3_filesystem(env: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
     env = os.environ if env is None else env
     kwargs: dict = {"region": _region(env)}
     if env.get("AWS_ACCESS_KEY_ID"):
-        kwargs.update(access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env.get("AWS_SECRET_ACCESS_KEY", ""),
-                      session_token=env.get("AWS_SESSION_TOKEN") or None)
+        kwargs.update(
+            access_key=env["AWS_ACCESS_KEY_ID"],
+            secret_key=env.get("AWS_SECRET_ACCESS_KEY", ""),
+            session_token=env.get("AWS_SESSION_TOKEN") or None,
+        )
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     if endpoint:
         parsed = urlparse(endpoint)

@@ -80,8 +80,11 @@ def records_frame(lines: Iterable[dict[str, Any]]) -> pl.DataFrame:
     rows = list(lines)
     if not rows:
         return pl.DataFrame(schema=RECORD_SCHEMA)
-    raw = pl.DataFrame(rows, schema={c: pl.String() if t in (pl.Date(), pl.Datetime("us", "UTC")) else t
-                                     for c, t in RECORD_SCHEMA.items()}, strict=False)
+    raw = pl.DataFrame(
+        rows,
+        schema={c: pl.String() if t in (pl.Date(), pl.Datetime("us", "UTC")) else t for c, t in RECORD_SCHEMA.items()},
+        strict=False,
+    )
     return raw.with_columns(
         requested_at=pl.col("requested_at").str.to_datetime(time_zone="UTC", time_unit="us"),
         features_date=pl.col("features_date").str.to_date(),
@@ -242,8 +245,9 @@ class PostgresStore:
             try:
                 self._conn = psycopg2.connect(self.url, connect_timeout=5)
             except psycopg2.Error as exc:
-                raise OnlineStoreError(f"prediction store {self.describe()} is unreachable: "
-                                       f"{type(exc).__name__}") from None
+                raise OnlineStoreError(
+                    f"prediction store {self.describe()} is unreachable: {type(exc).__name__}"
+                ) from None
             with self._conn, self._conn.cursor() as cur:
                 cur.execute(f"""CREATE TABLE IF NOT EXISTS {POSTGRES_TABLE} (
                     id BIGSERIAL PRIMARY KEY, day DATE NOT NULL, record JSONB NOT NULL)""")
@@ -262,17 +266,24 @@ class PostgresStore:
                 if self._conn is not None:
                     self._conn.close()
                 self._conn = None
-                raise OnlineStoreError(f"prediction store {self.describe()}: {type(exc).__name__}: "
-                                       f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+                raise OnlineStoreError(
+                    f"prediction store {self.describe()}: {type(exc).__name__}: "
+                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                ) from None
 
     def append(self, records: Sequence[Mapping[str, Any]]) -> None:
         from psycopg2.extras import execute_values
 
-        rows = [(fields["requested_at"][:10], json.dumps(fields, allow_nan=False))
-                for fields in (record_fields(r) for r in records)]
+        rows = [
+            (fields["requested_at"][:10], json.dumps(fields, allow_nan=False))
+            for fields in (record_fields(r) for r in records)
+        ]
         if rows:
-            self._run(lambda cur: execute_values(
-                cur, f"INSERT INTO {POSTGRES_TABLE} (day, record) VALUES %s", rows, page_size=1000))
+            self._run(
+                lambda cur: execute_values(
+                    cur, f"INSERT INTO {POSTGRES_TABLE} (day, record) VALUES %s", rows, page_size=1000
+                )
+            )
 
     def read_day(self, day: str) -> tuple[pl.DataFrame, int]:
         def read(cur):
@@ -312,7 +323,9 @@ def online_store(location: str | None = None) -> OnlineStore:
     if location.startswith(("postgresql://", "postgres://")):
         return PostgresStore(location)
     if "://" in location:
-        raise ValueError(f"{ONLINE_STORE_ENV_VAR}: expected a folder or a postgresql:// URL, not {location.split('://')[0]}://...")
+        raise ValueError(
+            f"{ONLINE_STORE_ENV_VAR}: expected a folder or a postgresql:// URL, not {location.split('://')[0]}://..."
+        )
     return LocalLogStore(location)
 
 

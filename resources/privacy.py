@@ -33,7 +33,8 @@ def resolve_key(configured: str | None = None) -> bytes:
     if len(key) < 16:
         raise PseudonymizationKeyError(
             f"{KEY_ENV_VAR} is too short: at least 16 characters are required (use 32 random bytes, e.g. "
-            f"`python -c 'import secrets; print(secrets.token_hex(32))'`)")
+            f"`python -c 'import secrets; print(secrets.token_hex(32))'`)"
+        )
     return key.encode("utf-8")
 
 

@@ -59,7 +59,8 @@ def check_reachable(uri: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     except OSError as exc:
         raise TrackingServerUnreachable(
             f"MLflow tracking server {redact_uri(uri)} is unreachable: no connection to {parts.hostname}:{port} "
-            f"within {timeout:g} s ({exc})") from None
+            f"within {timeout:g} s ({exc})"
+        ) from None
 
 
 def default_tracking_uri() -> str:
@@ -92,7 +93,7 @@ def ensure_experiment(tracking_uri: str) -> str:
         "mlflow_tracking_uri": dg.Field(dg.StringSource, is_required=False),
     },
     description="dagster-mlflow's mlflow_tracking, imported when a step needs it; tracking URI from "
-                "MLFLOW_TRACKING_URI or the embedded SQLite store.",
+    "MLFLOW_TRACKING_URI or the embedded SQLite store.",
 )
 def mlflow_tracking(context: dg.InitResourceContext):
     from dagster_mlflow.resources import MlFlow
@@ -139,16 +140,26 @@ def mlflow_run_for_materialization(context: dg.AssetExecutionContext, run_name: 
             mlflow.end_run(status="KILLED")  # left active by another materialization in this process
         active = mlflow.start_run(run_name=run_name, tags={"dagster_run_id": context.run_id})
     try:
-        mlflow.set_tags({"mlflow.runName": run_name, "dagster_asset": context.asset_key.to_user_string(),
-                         "dagster_run_id": context.run_id})
+        mlflow.set_tags(
+            {
+                "mlflow.runName": run_name,
+                "dagster_asset": context.asset_key.to_user_string(),
+                "dagster_run_id": context.run_id,
+            }
+        )
         yield active
     except BaseException:
         try:
             mlflow.end_run(status="FAILED")
         except Exception as exc:  # e.g. the server is gone: report the original error, not this one
-            context.log.warning(redact_uri(mlflow.get_tracking_uri(), f"could not mark MLflow run "
-                                f"{active.info.run_id} FAILED, it stays RUNNING in the store: "
-                                f"{type(exc).__name__}: {exc}"))
+            context.log.warning(
+                redact_uri(
+                    mlflow.get_tracking_uri(),
+                    f"could not mark MLflow run "
+                    f"{active.info.run_id} FAILED, it stays RUNNING in the store: "
+                    f"{type(exc).__name__}: {exc}",
+                )
+            )
         raise
     mlflow.end_run(status="FINISHED")
 

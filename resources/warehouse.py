@@ -112,13 +112,15 @@ class DuckDBWarehouse(DuckDBResource):
             for table, frame in tables.items():
                 self._replace_in_transaction(conn, table, frame, dates)
 
-    def replace_partition_in_batches(self, partition_key: str, tables: Sequence[str],
-                                     batches: Iterable[Mapping[str, pl.DataFrame]]) -> None:
+    def replace_partition_in_batches(
+        self, partition_key: str, tables: Sequence[str], batches: Iterable[Mapping[str, pl.DataFrame]]
+    ) -> None:
         """:meth:`replace_partitions_in_batches` of one partition."""
         self.replace_partitions_in_batches([partition_key], tables, batches)
 
-    def replace_partitions_in_batches(self, partition_keys: Sequence[str], tables: Sequence[str],
-                                      batches: Iterable[Mapping[str, pl.DataFrame]]) -> None:
+    def replace_partitions_in_batches(
+        self, partition_keys: Sequence[str], tables: Sequence[str], batches: Iterable[Mapping[str, pl.DataFrame]]
+    ) -> None:
         """Replace ``partition_keys`` of every table in ``tables`` with the concatenation of ``batches`` (each a
         frame per table, holding rows of any of those partitions), in one transaction: readers see the old or the
         new partitions, never a part. A partition or table that gets no rows is emptied.
@@ -132,8 +134,13 @@ class DuckDBWarehouse(DuckDBResource):
         dates = partition_dates(partition_keys)
         remove_abandoned_staging(self.path().parent)
         staging = self.path().parent / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
-        described = "partition " + partition_keys[0] if len(partition_keys) == 1 else \
-            f"partitions {partition_keys[0]}...{partition_keys[-1]}" if partition_keys else "no partitions"
+        described = (
+            "partition " + partition_keys[0]
+            if len(partition_keys) == 1
+            else f"partitions {partition_keys[0]}...{partition_keys[-1]}"
+            if partition_keys
+            else "no partitions"
+        )
         try:
             staged: dict[str, list[str]] = {table: [] for table in tables}
             for number, batch in enumerate(batches):
@@ -145,22 +152,25 @@ class DuckDBWarehouse(DuckDBResource):
                         staging.mkdir(parents=True, exist_ok=True)
                         batch[table].write_parquet(path, compression="lz4", statistics=False)
                     except (OSError, pl.exceptions.PolarsError) as exc:
-                        raise WarehouseError(f"staging {described} of {list(tables)} for warehouse "
-                                             f"{self.path()} in {staging} failed, nothing was changed: {exc}") from exc
+                        raise WarehouseError(
+                            f"staging {described} of {list(tables)} for warehouse "
+                            f"{self.path()} in {staging} failed, nothing was changed: {exc}"
+                        ) from exc
                     staged[table].append(str(path))
             with self._transaction(list(tables)) as conn:
                 conn.execute(f"SET memory_limit = '{STAGED_INSERT_MEMORY_LIMIT}'")
                 for table in tables:
                     name = identifier(table)
                     if staged[table]:
-                        conn.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM read_parquet(?) LIMIT 0",
-                                     [staged[table][:1]])
+                        conn.execute(
+                            f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM read_parquet(?) LIMIT 0",
+                            [staged[table][:1]],
+                        )
                         incoming = conn.execute("DESCRIBE SELECT * FROM read_parquet(?)", [staged[table][:1]])
                         self._check_columns(conn, table, [row[0] for row in incoming.fetchall()])
                     elif not self._exists(conn, table):
                         continue
-                    conn.execute(f"DELETE FROM {name} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[]))",
-                                 [dates])
+                    conn.execute(f"DELETE FROM {name} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[]))", [dates])
                     if staged[table]:
                         conn.execute(f"INSERT INTO {name} BY NAME SELECT * FROM read_parquet(?)", [staged[table]])
         finally:
@@ -179,8 +189,9 @@ class DuckDBWarehouse(DuckDBResource):
                 with suppress(duckdb.Error):
                     conn.execute("ROLLBACK")
                 if isinstance(exc, duckdb.Error):
-                    raise WarehouseError(f"writing {tables} to warehouse {self.path()} failed, nothing was "
-                                         f"changed: {exc}") from exc
+                    raise WarehouseError(
+                        f"writing {tables} to warehouse {self.path()} failed, nothing was changed: {exc}"
+                    ) from exc
                 raise
 
     @staticmethod
@@ -205,7 +216,8 @@ class DuckDBWarehouse(DuckDBResource):
         missing = [c for c in columns if c not in existing]
         if missing:
             raise WarehouseError(
-                f"table {table} has no column(s) {missing}: the schema changed; migrate or drop the table")
+                f"table {table} has no column(s) {missing}: the schema changed; migrate or drop the table"
+            )
 
     def query(self, sql: str, params: Sequence | None = None) -> pl.DataFrame:
         """Run one read query and return a polars frame (via Arrow)."""
@@ -217,8 +229,13 @@ class DuckDBWarehouse(DuckDBResource):
         with self.connect() as conn:
             return table_exists_in(conn, table)
 
-    def read_partitions(self, table: str, partition_keys: Sequence[str], columns: Sequence[str] | None = None,
-                        where: Mapping[str, Sequence[str]] | None = None) -> pl.DataFrame:
+    def read_partitions(
+        self,
+        table: str,
+        partition_keys: Sequence[str],
+        columns: Sequence[str] | None = None,
+        where: Mapping[str, Sequence[str]] | None = None,
+    ) -> pl.DataFrame:
         """Rows of ``partition_keys`` of ``table`` (only those whose column ``c`` is one of ``where[c]``, for each
         column in ``where``); an empty frame when the table does not exist yet."""
         select = ", ".join(identifier(c) for c in columns) if columns else "*"
@@ -236,7 +253,8 @@ class DuckDBWarehouse(DuckDBResource):
             if not self._exists(conn, table):
                 return pl.DataFrame()
             return conn.execute(
-                f"SELECT {select} FROM {name} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[])){filters}", params,
+                f"SELECT {select} FROM {name} WHERE {PARTITION_COLUMN} IN (SELECT UNNEST(?::DATE[])){filters}",
+                params,
             ).pl()
 
     def read_only_table(self, table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
@@ -286,10 +304,17 @@ def _connect_read_write(path: Path, config: dict) -> duckdb.DuckDBPyConnection:
             if "lock" not in str(exc).lower():
                 raise WarehouseError(f"cannot open warehouse {path} for writing: {exc}") from exc
             if delay is None:
-                raise WarehouseError(f"warehouse {path} stayed locked by another process for about "
-                                     f"{sum(LOCK_RETRY_DELAYS_S):.0f} s: {exc}") from exc
-            log.warning("warehouse %s is locked by another process: retry %d of %d in %.1f s", path, retry,
-                        len(LOCK_RETRY_DELAYS_S), delay)
+                raise WarehouseError(
+                    f"warehouse {path} stayed locked by another process for about "
+                    f"{sum(LOCK_RETRY_DELAYS_S):.0f} s: {exc}"
+                ) from exc
+            log.warning(
+                "warehouse %s is locked by another process: retry %d of %d in %.1f s",
+                path,
+                retry,
+                len(LOCK_RETRY_DELAYS_S),
+                delay,
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")
 

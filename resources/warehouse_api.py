@@ -19,13 +19,15 @@ class Warehouse(Protocol):
         """Replace ``partition_keys`` of every table in ``tables`` with the given frames, all or nothing."""
         ...
 
-    def replace_partition_in_batches(self, partition_key: str, tables: Sequence[str],
-                                     batches: Iterable[Mapping[str, pl.DataFrame]]) -> None:
+    def replace_partition_in_batches(
+        self, partition_key: str, tables: Sequence[str], batches: Iterable[Mapping[str, pl.DataFrame]]
+    ) -> None:
         """One partition of ``tables`` replaced by the rows of all ``batches``, all or nothing."""
         ...
 
-    def replace_partitions_in_batches(self, partition_keys: Sequence[str], tables: Sequence[str],
-                                      batches: Iterable[Mapping[str, pl.DataFrame]]) -> None:
+    def replace_partitions_in_batches(
+        self, partition_keys: Sequence[str], tables: Sequence[str], batches: Iterable[Mapping[str, pl.DataFrame]]
+    ) -> None:
         """``partition_keys`` of ``tables`` replaced by the rows of all ``batches``, in one transaction."""
         ...
 
@@ -35,8 +37,13 @@ class Warehouse(Protocol):
         """One read query (DuckDB SQL naming the tables) as a polars frame."""
         ...
 
-    def read_partitions(self, table: str, partition_keys: Sequence[str], columns: Sequence[str] | None = None,
-                        where: Mapping[str, Sequence[str]] | None = None) -> pl.DataFrame:
+    def read_partitions(
+        self,
+        table: str,
+        partition_keys: Sequence[str],
+        columns: Sequence[str] | None = None,
+        where: Mapping[str, Sequence[str]] | None = None,
+    ) -> pl.DataFrame:
         """Rows of ``partition_keys`` of ``table``; an empty frame when the table does not exist yet."""
         ...
 

@@ -79,6 +79,7 @@ log = logging.getLogger(__name__)
 
 # --- incidents (pure) --------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Incident:
     """What is wrong, where, and the run that shows it. Two observations with the same ``key`` are one incident."""
@@ -103,8 +104,9 @@ class Incident:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
-def diff_incidents(open_before: Mapping[str, Incident], current: Mapping[str, Incident]
-                   ) -> tuple[dict[str, Incident], dict[str, Incident]]:
+def diff_incidents(
+    open_before: Mapping[str, Incident], current: Mapping[str, Incident]
+) -> tuple[dict[str, Incident], dict[str, Incident]]:
     """(opened, resolved): incidents in ``current`` that were not open, and open ones no longer in ``current``.
     An incident still open keeps its first observation (its run link, its start), so it is never re-sent."""
     opened = {k: v for k, v in current.items() if k not in open_before}
@@ -141,15 +143,25 @@ def apply_run_outcomes(open_runs: Mapping[str, Incident], outcomes: Iterable[Run
         elif not outcome.reported_by_checks:
             asset = ",".join(outcome.assets)
             where = f" for partition {outcome.partition}" if outcome.partition else ""
-            what = {REGISTRY_UNREACHABLE: "the model registry is unreachable",
-                    LANDING_ZONE_UNAVAILABLE: "the landing zone is unavailable"}.get(outcome.kind, "run failed")
-            incident = Incident(outcome.kind, asset, outcome.partition, f"{asset}{where}: {what}",
-                                outcome.detail, outcome.run_id, outcome.at)
+            what = {
+                REGISTRY_UNREACHABLE: "the model registry is unreachable",
+                LANDING_ZONE_UNAVAILABLE: "the landing zone is unavailable",
+            }.get(outcome.kind, "run failed")
+            incident = Incident(
+                outcome.kind,
+                asset,
+                outcome.partition,
+                f"{asset}{where}: {what}",
+                outcome.detail,
+                outcome.run_id,
+                outcome.at,
+            )
             current.setdefault(incident.key, incident)
     return current
 
 
 # --- messages (pure) ---------------------------------------------------------------------------------------------
+
 
 def run_url(run_id: str | None, ui_url: str = DEFAULT_UI_URL) -> str | None:
     return f"{ui_url.rstrip('/')}/runs/{run_id}" if run_id else None
@@ -157,9 +169,17 @@ def run_url(run_id: str | None, ui_url: str = DEFAULT_UI_URL) -> str | None:
 
 def json_body(event: str, incident: Incident, ui_url: str, at: str) -> dict:
     """The generic webhook body: ``event`` is "alert" or "recovery"."""
-    return {"event": event, "kind": incident.kind, "summary": incident.summary, "asset": incident.asset,
-            "partition": incident.partition, "run_id": incident.run_id, "run_url": run_url(incident.run_id, ui_url),
-            "detail": incident.detail, "at": at}
+    return {
+        "event": event,
+        "kind": incident.kind,
+        "summary": incident.summary,
+        "asset": incident.asset,
+        "partition": incident.partition,
+        "run_id": incident.run_id,
+        "run_url": run_url(incident.run_id, ui_url),
+        "detail": incident.detail,
+        "at": at,
+    }
 
 
 def slack_body(event: str, incident: Incident, ui_url: str, at: str) -> dict:
@@ -170,8 +190,10 @@ def slack_body(event: str, incident: Incident, ui_url: str, at: str) -> dict:
     if url and incident.run_id:  # run_url gives a URL only when there is a run id
         facts.append(f"*run* <{url}|{incident.run_id[:8]}>")
     text = f"{title} ({', '.join(facts)})"
-    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*"}},
-              {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(facts)}}]
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(facts)}},
+    ]
     if incident.detail and event == "alert":
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"```{incident.detail}```"}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": at}]})
@@ -193,16 +215,23 @@ def build_body(event: str, incident: Incident, fmt: str, ui_url: str, at: str) -
 
 # --- sending -----------------------------------------------------------------------------------------------------
 
-def post_json(url: str, body: dict, logger: logging.Logger | logging.LoggerAdapter = log, *,
-              timeout: float = TIMEOUT_S, attempts: int = ATTEMPTS, backoff_s: float = 0.5) -> bool:
+
+def post_json(
+    url: str,
+    body: dict,
+    logger: logging.Logger | logging.LoggerAdapter = log,
+    *,
+    timeout: float = TIMEOUT_S,
+    attempts: int = ATTEMPTS,
+    backoff_s: float = 0.5,
+) -> bool:
     """POST ``body``; True once the receiver answers 2xx. Failures are logged by HTTP status or exception class
     only: the URL, and the exception's text (which may repeat it), never reach a log line."""
     data = json.dumps(body).encode()
     if urllib.parse.urlsplit(url).scheme == "file":
         return append_to_log(urllib.request.url2pathname(urllib.parse.urlsplit(url).path), data, logger)
     for attempt in range(1, attempts + 1):
-        request = urllib.request.Request(url, data=data, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 if 200 <= response.status < 300:
@@ -238,17 +267,24 @@ def email_message(event: str, incident: Incident, ui_url: str, at: str, sender: 
     message = EmailMessage()
     message["Subject"] = f"[smart-home] {'Alert' if event == 'alert' else 'Recovered'}: {incident.summary}"[:250]
     message["From"], message["To"] = sender, ", ".join(recipients)
-    lines = [incident.summary, "", f"kind:      {incident.kind}", f"asset:     {incident.asset}",
-             f"partition: {incident.partition or '-'}", f"run:       {run_url(incident.run_id, ui_url) or '-'}",
-             f"at:        {at}"]
+    lines = [
+        incident.summary,
+        "",
+        f"kind:      {incident.kind}",
+        f"asset:     {incident.asset}",
+        f"partition: {incident.partition or '-'}",
+        f"run:       {run_url(incident.run_id, ui_url) or '-'}",
+        f"at:        {at}",
+    ]
     if incident.detail and event == "alert":
         lines += ["", incident.detail]
     message.set_content("\n".join(lines) + "\n")
     return message
 
 
-def send_email(smtp_url: str, message, logger: logging.Logger | logging.LoggerAdapter = log, *,
-               timeout: float = TIMEOUT_S) -> bool:
+def send_email(
+    smtp_url: str, message, logger: logging.Logger | logging.LoggerAdapter = log, *, timeout: float = TIMEOUT_S
+) -> bool:
     """Send ``message`` through the server of ``smtp_url`` (smtp:// with optional ?starttls=true, or smtps://,
     user and password in the URL); True once it accepted it. Failures are logged by exception class only:
     the password (in the URL, and in some servers' replies) never reaches a log line."""
@@ -279,6 +315,7 @@ def send_email(smtp_url: str, message, logger: logging.Logger | logging.LoggerAd
 
 
 # --- sources: what is wrong now, from the instance ---------------------------------------------------------------
+
 
 def _error_classes(error) -> list[str]:
     classes = []
@@ -320,24 +357,44 @@ def run_outcome(instance: dg.DagsterInstance, record, run: dg.DagsterRun) -> Run
     selection), else its planned checks, else its job; for a failure, why, from its step failures."""
     from dagster._core.events import DagsterEventType
 
-    planned = instance.all_logs(run.run_id, of_type={DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
-                                                     DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED})
+    planned = instance.all_logs(
+        run.run_id,
+        of_type={DagsterEventType.ASSET_MATERIALIZATION_PLANNED, DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED},
+    )
     events = [e.get_dagster_event() for e in planned]  # of_type returns Dagster events only
-    assets = sorted({event.asset_key.to_user_string() for event in events
-                     if event.event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED
-                     and event.asset_key is not None})  # a planned materialization always names its asset
+    assets = sorted(
+        {
+            event.asset_key.to_user_string()
+            for event in events
+            if event.event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED and event.asset_key is not None
+        }
+    )  # a planned materialization always names its asset
     if not assets:
-        assets = sorted({event.asset_check_planned_data.asset_check_key.to_user_string() for event in events
-                         if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED})
-    base = dict(storage_id=record.storage_id, run_id=run.run_id, assets=tuple(assets or [run.job_name]),
-                partition=run_partition(run.tags), at=_iso(record.timestamp))
+        assets = sorted(
+            {
+                event.asset_check_planned_data.asset_check_key.to_user_string()
+                for event in events
+                if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+            }
+        )
+    base = dict(
+        storage_id=record.storage_id,
+        run_id=run.run_id,
+        assets=tuple(assets or [run.job_name]),
+        partition=run_partition(run.tags),
+        at=_iso(record.timestamp),
+    )
     if run.status == dg.DagsterRunStatus.SUCCESS:
         return RunOutcome(succeeded=True, **base)
     kind, detail, only_checks = failure_cause(instance, run.run_id)
     detail = detail or (record.event_log_entry.message or "")
-    return RunOutcome(succeeded=False, kind=kind, detail=redact_credentials(detail)[:DETAIL_CHARS],
-                      reported_by_checks=only_checks,
-                      **base)
+    return RunOutcome(
+        succeeded=False,
+        kind=kind,
+        detail=redact_credentials(detail)[:DETAIL_CHARS],
+        reported_by_checks=only_checks,
+        **base,
+    )
 
 
 def failure_cause(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str, bool]:
@@ -345,8 +402,10 @@ def failure_cause(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str, 
     on blocking checks). Shared with the metrics sensor (smart_home_run_failed's ``cause``)."""
     from dagster._core.events import DagsterEventType
 
-    failures = [e.get_dagster_event().step_failure_data
-                for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)]
+    failures = [
+        e.get_dagster_event().step_failure_data
+        for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
+    ]
     errors = [f.error for f in failures if f.error is not None]
     classes = [c for error in errors for c in _error_classes(error)]
     kind = next((KIND_BY_ERROR_CLASS[c] for c in classes if c in KIND_BY_ERROR_CLASS), RUN_FAILURE)
@@ -354,8 +413,9 @@ def failure_cause(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str, 
     return kind, "; ".join(_first_line(e) for e in errors), only_checks
 
 
-def finished_runs_after(instance: dg.DagsterInstance, after_storage_id: int | None, page: int = 500
-                        ) -> tuple[list[RunOutcome], int | None]:
+def finished_runs_after(
+    instance: dg.DagsterInstance, after_storage_id: int | None, page: int = 500
+) -> tuple[list[RunOutcome], int | None]:
     """Run successes and failures recorded after ``after_storage_id`` (event log storage ids only grow), in
     storage order, and the new watermark. At most ``page`` events of each kind per tick, cut where both kinds are
     complete, so a backlog is read in order over several ticks. ``None`` (a first tick, or a reset cursor)
@@ -364,25 +424,32 @@ def finished_runs_after(instance: dg.DagsterInstance, after_storage_id: int | No
     from dagster._core.events import DagsterEventType
 
     since = None if after_storage_id is not None else time.time() - FIRST_TICK_LOOKBACK_DAYS * 86400
-    batches = [instance.fetch_run_status_changes(
-        dg.RunStatusChangeRecordsFilter(event_type, after_storage_id=after_storage_id, after_timestamp=since),
-        limit=page, ascending=True).records
-        for event_type in (DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_SUCCESS)]
+    batches = [
+        instance.fetch_run_status_changes(
+            dg.RunStatusChangeRecordsFilter(event_type, after_storage_id=after_storage_id, after_timestamp=since),
+            limit=page,
+            ascending=True,
+        ).records
+        for event_type in (DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_SUCCESS)
+    ]
     records = [r for batch in batches for r in batch]
     if not records:
         return [], after_storage_id  # still None when nothing happened lately: the next tick looks back again
     # A full batch may have more after it: keep only what precedes the earliest such cut.
-    cut = min((batch[-1].storage_id for batch in batches if len(batch) == page),
-              default=max(r.storage_id for r in records))
+    cut = min(
+        (batch[-1].storage_id for batch in batches if len(batch) == page), default=max(r.storage_id for r in records)
+    )
     records = sorted((r for r in records if r.storage_id <= cut), key=lambda r: r.storage_id)
     runs = {r.run_id: r for r in instance.get_runs(dg.RunsFilter(run_ids=sorted({r.run_id for r in records})))}
-    outcomes = [run_outcome(instance, r, runs[r.run_id]) for r in records
-                if r.run_id in runs]  # a deleted run has nothing left to link to
+    outcomes = [
+        run_outcome(instance, r, runs[r.run_id]) for r in records if r.run_id in runs
+    ]  # a deleted run has nothing left to link to
     return outcomes, cut
 
 
-def failed_check_incidents(instance: dg.DagsterInstance, asset_graph, known: Container[str] = ()
-                           ) -> dict[str, Incident]:
+def failed_check_incidents(
+    instance: dg.DagsterInstance, asset_graph, known: Container[str] = ()
+) -> dict[str, Incident]:
     """One incident per asset partition whose latest materialization failed a blocking check, read from
     Dagster's check state (smart_home_assets.check_status, shared with automation and training). A new
     materialization clears it until its checks run again; checks still running or skipped are not failures.
@@ -400,8 +467,10 @@ def failed_check_incidents(instance: dg.DagsterInstance, asset_graph, known: Con
         if partitions_def is None:
             failing = unpartitioned_failing(instance, checks)
         else:
-            failing = {p: [r.removesuffix(": failed") for r in reasons if r.endswith(": failed")]
-                       for p, reasons in partitions_not_passing(instance, checks, partitions_def).items()}
+            failing = {
+                p: [r.removesuffix(": failed") for r in reasons if r.endswith(": failed")]
+                for p, reasons in partitions_not_passing(instance, checks, partitions_def).items()
+            }
         for partition, names in failing.items():
             if not names:
                 continue
@@ -411,11 +480,17 @@ def failed_check_incidents(instance: dg.DagsterInstance, asset_graph, known: Con
             if f"{CHECK_FAILED}:{asset}:{partition or '-'}" not in known:
                 first = next(k for k in checks if k.name == names[0])
                 history = instance.event_log_storage.get_asset_check_execution_history(
-                    first, limit=1, partition_filter=PartitionKeyFilter(key=partition))
+                    first, limit=1, partition_filter=PartitionKeyFilter(key=partition)
+                )
                 run_id = history[0].run_id if history else None
-            incident = Incident(CHECK_FAILED, asset, partition,
-                                f"{asset}{where}: blocking check{'s' if len(names) > 1 else ''} failed: "
-                                f"{', '.join(names)}", run_id=run_id, opened_at=_now())
+            incident = Incident(
+                CHECK_FAILED,
+                asset,
+                partition,
+                f"{asset}{where}: blocking check{'s' if len(names) > 1 else ''} failed: {', '.join(names)}",
+                run_id=run_id,
+                opened_at=_now(),
+            )
             found[incident.key] = incident
     return found
 
@@ -425,9 +500,13 @@ def unpartitioned_failing(instance: dg.DagsterInstance, checks: Sequence[dg.Asse
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionResolvedStatus
 
     states = instance.event_log_storage.get_asset_check_state([(key, None) for key in checks])
-    names = [key.name for key in checks
-             if (state := states.get(key)) and (subset := state.subsets.get(AssetCheckExecutionResolvedStatus.FAILED))
-             and not subset.is_empty]
+    names = [
+        key.name
+        for key in checks
+        if (state := states.get(key))
+        and (subset := state.subsets.get(AssetCheckExecutionResolvedStatus.FAILED))
+        and not subset.is_empty
+    ]
     return {None: names} if names else {}
 
 
@@ -435,8 +514,11 @@ def freshness_incidents(instance: dg.DagsterInstance, asset_graph) -> dict[str, 
     """One incident per freshness check (asset_checks/freshness_checks.py) whose latest evaluation failed: a
     day that missed its deadline, or a model not retrained since. The run that materializes the asset evaluates
     the check again, so the incident clears as soon as the late day or retrain has landed."""
-    keys = [key for key in asset_graph.asset_check_keys
-            if FRESHNESS_PARAMS_KEY in (asset_graph.get_check_spec(key).metadata or {})]
+    keys = [
+        key
+        for key in asset_graph.asset_check_keys
+        if FRESHNESS_PARAMS_KEY in (asset_graph.get_check_spec(key).metadata or {})
+    ]
     if not keys:
         return {}
     summaries = instance.event_log_storage.get_asset_check_summary_records(keys)
@@ -452,14 +534,23 @@ def freshness_incidents(instance: dg.DagsterInstance, asset_graph) -> dict[str, 
         description = evaluation.description or ""
         # the freshness checks (ours and Dagster's) write the partition as text and the deadline as a timestamp
         expected = evaluation.metadata.get(EXPECTED_PARTITION_KEY)
-        partition = (expected.value if isinstance(expected, dg.TextMetadataValue) and expected.value != "-"
-                     else None)
+        partition = expected.value if isinstance(expected, dg.TextMetadataValue) and expected.value != "-" else None
         tick = evaluation.metadata.get("dagster/latest_cron_tick_timestamp")
         deadline = f" (deadline {_iso(tick.value)})" if isinstance(tick, dg.TimestampMetadataValue) else ""
-        summary = (f"{asset}: partition {partition} missed its freshness deadline{deadline}" if partition else
-                   f"{asset}: not updated by its freshness deadline{deadline}")
-        incident = Incident(FRESHNESS_MISSED, asset, partition, summary, description[:DETAIL_CHARS], record.run_id,
-                            _iso(record.create_timestamp))
+        summary = (
+            f"{asset}: partition {partition} missed its freshness deadline{deadline}"
+            if partition
+            else f"{asset}: not updated by its freshness deadline{deadline}"
+        )
+        incident = Incident(
+            FRESHNESS_MISSED,
+            asset,
+            partition,
+            summary,
+            description[:DETAIL_CHARS],
+            record.run_id,
+            _iso(record.create_timestamp),
+        )
         found[incident.key] = incident
     return found
 
@@ -473,9 +564,15 @@ def decay_incidents(instance: dg.DagsterInstance, asset_graph) -> dict[str, Inci
     if found is None:
         return {}
     first_day = found.episode.rsplit(":", 1)[-1]
-    incident = Incident(MODEL_DECAY, USAGE_MODEL, first_day,
-                        f"usage_model is decaying ({found.signal}): {found.summary}; a retrain was requested",
-                        f"episode {found.episode}", found.run_id, _now())
+    incident = Incident(
+        MODEL_DECAY,
+        USAGE_MODEL,
+        first_day,
+        f"usage_model is decaying ({found.signal}): {found.summary}; a retrain was requested",
+        f"episode {found.episode}",
+        found.run_id,
+        _now(),
+    )
     return {incident.key: incident}
 
 
@@ -492,13 +589,20 @@ def landing_zone_incidents(instance: dg.DagsterInstance) -> dict[str, Incident]:
         tick = ticks[0] if ticks else None
         skip_reason = (tick.skip_reason or "") if tick else ""
         if tick and tick.status == TickStatus.SKIPPED and skip_reason.startswith(LANDING_SKIP_PREFIX):
-            incident = Incident(LANDING_ZONE_UNAVAILABLE, LANDING_SENSOR, None, "the landing zone is unavailable",
-                                skip_reason[:DETAIL_CHARS], opened_at=_iso(tick.timestamp))
+            incident = Incident(
+                LANDING_ZONE_UNAVAILABLE,
+                LANDING_SENSOR,
+                None,
+                "the landing zone is unavailable",
+                skip_reason[:DETAIL_CHARS],
+                opened_at=_iso(tick.timestamp),
+            )
             found[incident.key] = incident
     return found
 
 
 # --- the cursor --------------------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class AlertState:
@@ -517,15 +621,24 @@ class AlertState:
         data = json.loads(cursor)
         if data.get("version") != CURSOR_VERSION:
             return cls()
-        return cls(data["runs_after"], {k: Incident.from_json(v) for k, v in data["open"].items()},
-                   set(data["delivered"]), {k: Incident.from_json(v) for k, v in data["recoveries"].items()})
+        return cls(
+            data["runs_after"],
+            {k: Incident.from_json(v) for k, v in data["open"].items()},
+            set(data["delivered"]),
+            {k: Incident.from_json(v) for k, v in data["recoveries"].items()},
+        )
 
     def to_cursor(self) -> str:
-        return json.dumps({"version": CURSOR_VERSION, "runs_after": self.runs_after,
-                           "open": {k: v.to_json() for k, v in sorted(self.open.items())},
-                           "delivered": sorted(self.delivered & set(self.open)),
-                           "recoveries": {k: v.to_json() for k, v in sorted(self.recoveries.items())}},
-                          sort_keys=True)
+        return json.dumps(
+            {
+                "version": CURSOR_VERSION,
+                "runs_after": self.runs_after,
+                "open": {k: v.to_json() for k, v in sorted(self.open.items())},
+                "delivered": sorted(self.delivered & set(self.open)),
+                "recoveries": {k: v.to_json() for k, v in sorted(self.recoveries.items())},
+            },
+            sort_keys=True,
+        )
 
 
 def next_state(state: AlertState, current: Mapping[str, Incident]) -> tuple[AlertState, dict[str, Incident]]:
@@ -569,8 +682,8 @@ def _iso(timestamp: float) -> str:
 
 # --- the sensor --------------------------------------------------------------------------------------------------
 
-def current_incidents(context: dg.SensorEvaluationContext, state: AlertState
-                      ) -> tuple[dict[str, Incident], int | None]:
+
+def current_incidents(context: dg.SensorEvaluationContext, state: AlertState) -> tuple[dict[str, Incident], int | None]:
     """Everything wrong now, from each source, and the new run-event watermark."""
     instance = context.instance
     run_kinds = (RUN_FAILURE, REGISTRY_UNREACHABLE, LANDING_ZONE_UNAVAILABLE)
@@ -585,10 +698,13 @@ def current_incidents(context: dg.SensorEvaluationContext, state: AlertState
     return current, watermark
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-           description=f"Sends one webhook message ({WEBHOOK_URL_VAR}) and e-mail ({SMTP_URL_VAR}) per incident "
-                       "(failed run, failed blocking check, missed freshness deadline, unreachable landing zone or "
-                       "registry, model decay) and one when it clears.")
+@dg.sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=f"Sends one webhook message ({WEBHOOK_URL_VAR}) and e-mail ({SMTP_URL_VAR}) per incident "
+    "(failed run, failed blocking check, missed freshness deadline, unreachable landing zone or "
+    "registry, model decay) and one when it clears.",
+)
 def alerts_sensor(context: dg.SensorEvaluationContext):
     """Reads incidents from the instance and sends what changed; launches no runs."""
     state = AlertState.from_cursor(context.cursor)
@@ -603,8 +719,12 @@ def alerts_sensor(context: dg.SensorEvaluationContext):
     email = bool(smtp_url and recipients)
     if not url and not email:
         waiting = len(set(state.open) - state.delivered)
-        return dg.SensorResult(cursor=state.to_cursor(), skip_reason=dg.SkipReason(
-            f"{WEBHOOK_URL_VAR} is not set: {len(state.open)} open incident(s), {waiting} alert(s) not sent"))
+        return dg.SensorResult(
+            cursor=state.to_cursor(),
+            skip_reason=dg.SkipReason(
+                f"{WEBHOOK_URL_VAR} is not set: {len(state.open)} open incident(s), {waiting} alert(s) not sent"
+            ),
+        )
     fmt = webhook_format(url, os.environ.get(WEBHOOK_FORMAT_VAR, "").strip().lower() or None) if url else "json"
     ui_url = os.environ.get(UI_URL_VAR, "").strip() or DEFAULT_UI_URL
     sender = os.environ.get(EMAIL_FROM_VAR, "").strip() or DEFAULT_EMAIL_FROM
@@ -616,14 +736,16 @@ def alerts_sensor(context: dg.SensorEvaluationContext):
         at = _now()
         if url and not post_json(url, build_body(event, incident, fmt, ui_url, at), context.log):
             return False
-        if email and not send_email(smtp_url, email_message(event, incident, ui_url, at, sender, recipients),
-                                    context.log):
+        if email and not send_email(
+            smtp_url, email_message(event, incident, ui_url, at, sender, recipients), context.log
+        ):
             return False
         context.log.info(f"sent {event} to {channels}: {incident.summary}")
         return True
 
     alerts, recovered = deliver(state, send)
     pending = len(set(state.open) - state.delivered) + len(state.recoveries)
-    summary = (f"{alerts} alert(s) and {recovered} recovery message(s) sent; {len(state.open)} incident(s) open"
-               + (f"; {pending} message(s) to retry on the next tick" if pending else ""))
+    summary = f"{alerts} alert(s) and {recovered} recovery message(s) sent; {len(state.open)} incident(s) open" + (
+        f"; {pending} message(s) to retry on the next tick" if pending else ""
+    )
     return dg.SensorResult(cursor=state.to_cursor(), skip_reason=dg.SkipReason(summary))

@@ -49,11 +49,13 @@ class SamePartitionUpstreamExists(dg.AutomationCondition):
         view = context.asset_graph_view
         keys = context.candidate_subset.expensively_compute_partition_keys()
         upstream_subset = view.get_subset_from_partition_keys(
-            self.upstream, context.asset_graph.get(self.upstream).partitions_def, keys)
+            self.upstream, context.asset_graph.get(self.upstream).partitions_def, keys
+        )
         missing = await view.compute_missing_subset(key=self.upstream, from_subset=upstream_subset)
         present = keys - missing.expensively_compute_partition_keys()
         return dg.AutomationResult(
-            context=context, true_subset=context.candidate_subset.compute_intersection_with_partition_keys(present))
+            context=context, true_subset=context.candidate_subset.compute_intersection_with_partition_keys(present)
+        )
 
 
 def any_dep_updated_after_target() -> dg.AutomationCondition:
@@ -71,7 +73,8 @@ def any_dep_failed_blocking_checks() -> dg.AutomationCondition:
     return dg.AutomationCondition.any_deps_match(
         ~dg.AutomationCondition.missing()
         & ~dg.AutomationCondition.all_checks_match(
-            dg.AutomationCondition.check_passed() | dg.AutomationCondition.will_be_requested(), blocking_only=True)
+            dg.AutomationCondition.check_passed() | dg.AutomationCondition.will_be_requested(), blocking_only=True
+        )
     ).with_label("any_dep_failed_blocking_checks")
 
 
@@ -132,8 +135,11 @@ class NewUpstreamDaysPassedChecks(dg.AutomationCondition):
         return dg.AutomationResult(
             context=context,
             true_subset=context.candidate_subset if usable else context.get_empty_subset(),
-            metadata={"new_days": len(new_days), "new_days_passed": usable,
-                      "held_back_days": dg.MetadataValue.json(dict(list(held.items())[:50]))},
+            metadata={
+                "new_days": len(new_days),
+                "new_days_passed": usable,
+                "held_back_days": dg.MetadataValue.json(dict(list(held.items())[:50])),
+            },
         )
 
 
@@ -170,16 +176,20 @@ class DecayNotAnswered(dg.AutomationCondition):
         answered = decay_state.handled_episode(instance) if found else None
         true = found is not None and answered != found.episode
         return dg.AutomationResult(
-            context=context, true_subset=context.candidate_subset if true else context.get_empty_subset(),
-            metadata={"episode": found.episode if found else decay.NO_EPISODE, "answered": answered or "-"})
+            context=context,
+            true_subset=context.candidate_subset if true else context.get_empty_subset(),
+            metadata={"episode": found.episode if found else decay.NO_EPISODE, "answered": answered or "-"},
+        )
 
 
 def retrain_on_decay() -> dg.AutomationCondition:
     """One retrain per decay episode: when an unanswered one opens (or the runs in its way end). The retrain
     answers it whatever it decides, so a retrain that keeps the champion is not asked again."""
-    return (DecayNotAnswered()
-            & ~dg.AutomationCondition.any_deps_in_progress()
-            & ~dg.AutomationCondition.in_progress()).newly_true().with_label("retrain_on_decay")
+    return (
+        (DecayNotAnswered() & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress())
+        .newly_true()
+        .with_label("retrain_on_decay")
+    )
 
 
 def retrain_when_features_land_or_decay() -> dg.AutomationCondition:
@@ -206,8 +216,10 @@ class UnpartitionedDepRequestedThisTick(dg.AutomationCondition):
 def _no_dep_requested_this_tick() -> dg.AutomationCondition:
     # An upstream requested on this tick for another partition key (or unpartitioned, like the model) goes
     # into another run: waiting one tick avoids scoring with the old model or before the actuals exist.
-    return (~dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
-            & ~UnpartitionedDepRequestedThisTick())
+    return (
+        ~dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
+        & ~UnpartitionedDepRequestedThisTick()
+    )
 
 
 def predict_latest_days(lookback_days: int = 3) -> dg.AutomationCondition:
@@ -226,5 +238,6 @@ def predict_latest_days(lookback_days: int = 3) -> dg.AutomationCondition:
 def score_when_actuals_land() -> dg.AutomationCondition:
     """prediction_feedback for day D: once D's predictions and D+1's features (the actuals) both exist; again
     when the service's answers for D+1 are ingested (online_predictions, which may never exist: not waited for)."""
-    return (follows_upstream_partitions(optional=(ONLINE_PREDICTIONS,))
-            & _no_dep_requested_this_tick()).with_label("score_when_actuals_land")
+    return (follows_upstream_partitions(optional=(ONLINE_PREDICTIONS,)) & _no_dep_requested_this_tick()).with_label(
+        "score_when_actuals_land"
+    )

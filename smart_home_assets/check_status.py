@@ -15,12 +15,15 @@ import dagster as dg
 
 def blocking_check_keys(asset_graph, asset_key: dg.AssetKey) -> list[dg.AssetCheckKey]:
     """The blocking checks defined on ``asset_key`` in ``asset_graph`` (a repository's or automation's)."""
-    return sorted((key for key in asset_graph.get_check_keys_for_assets({asset_key})
-                   if asset_graph.get(key).blocking), key=lambda k: k.name)
+    return sorted(
+        (key for key in asset_graph.get_check_keys_for_assets({asset_key}) if asset_graph.get(key).blocking),
+        key=lambda k: k.name,
+    )
 
 
-def partitions_not_passing(instance: dg.DagsterInstance, check_keys: Sequence[dg.AssetCheckKey],
-                           partitions_def: dg.PartitionsDefinition) -> dict[str, list[str]]:
+def partitions_not_passing(
+    instance: dg.DagsterInstance, check_keys: Sequence[dg.AssetCheckKey], partitions_def: dg.PartitionsDefinition
+) -> dict[str, list[str]]:
     """``{partition: ["<check>: <status>", ...]}`` for every partition whose latest materialization has a blocking
     check that failed, is still running, was skipped, or whose run ended before it was evaluated.
 
@@ -34,7 +37,7 @@ def partitions_not_passing(instance: dg.DagsterInstance, check_keys: Sequence[dg
     found: dict[str, list[str]] = {}
     for key in check_keys:
         state = states.get(key)
-        for status, subset in (state.subsets.items() if state else ()):
+        for status, subset in state.subsets.items() if state else ():
             if status == AssetCheckExecutionResolvedStatus.SUCCEEDED or subset.is_empty:
                 continue
             for partition in subset.subset_value.get_partition_keys():

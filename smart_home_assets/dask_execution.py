@@ -59,8 +59,11 @@ class RecordSafeDaskExecutor(DaskExecutor):
             dask.distributed.Client = original  # type: ignore[misc]
 
 
-@dg.executor(name="dask", config_schema=dask_executor.config_schema.as_field(),  # the same schema, as a Field
-             requirements=dg.multiple_process_executor_requirements())
+@dg.executor(
+    name="dask",
+    config_schema=dask_executor.config_schema.as_field(),  # the same schema, as a Field
+    requirements=dg.multiple_process_executor_requirements(),
+)
 def record_safe_dask_executor(init_context: dg.InitExecutorContext) -> RecordSafeDaskExecutor:
     cluster = cast(Mapping[str, Any], init_context.executor_config["cluster"])  # a selector: one key
     ((cluster_type, cluster_configuration),) = cluster.items()

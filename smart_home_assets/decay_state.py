@@ -41,8 +41,13 @@ def open_decay(instance, asset_graph=None) -> OpenDecay | None:
         episode = evaluation.metadata.get(decay.EPISODE_KEY)
         if episode is not None and episode.value != decay.NO_EPISODE:
             last = evaluation.metadata.get("last_day")
-            return OpenDecay(episode.value, "accuracy", evaluation.description or "live accuracy decayed",
-                             record.run_id, last.value if last is not None else None)
+            return OpenDecay(
+                episode.value,
+                "accuracy",
+                evaluation.description or "live accuracy decayed",
+                record.run_id,
+                last.value if last is not None else None,
+            )
     history = storage.get_asset_check_execution_history(drift_key, limit=decay.LOOKBACK_DAYS * 3)
     latest_by_day: dict[str, bool] = {}
     runs: dict[str, str] = {}
@@ -57,9 +62,14 @@ def open_decay(instance, asset_graph=None) -> OpenDecay | None:
     streak = decay.drift_streak(list(latest_by_day.items()))
     needed = decay.days()
     if len(streak) >= needed:
-        return OpenDecay(f"drift:{streak[0]}", "drift",
-                         f"usage_features drifted (PSI above its threshold) on {len(streak)} consecutive days "
-                         f"({streak[0]} to {streak[-1]})", runs.get(streak[-1]), streak[-1])
+        return OpenDecay(
+            f"drift:{streak[0]}",
+            "drift",
+            f"usage_features drifted (PSI above its threshold) on {len(streak)} consecutive days "
+            f"({streak[0]} to {streak[-1]})",
+            runs.get(streak[-1]),
+            streak[-1],
+        )
     return None
 
 

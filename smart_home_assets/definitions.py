@@ -50,12 +50,27 @@ def build_resources() -> dict:
 
 
 defs = dg.Definitions(
-    assets=with_owners([raw_usage, device_usage, usage_features, usage_model, usage_predictions,
-                         online_predictions, prediction_feedback]),
+    assets=with_owners(
+        [
+            raw_usage,
+            device_usage,
+            usage_features,
+            usage_model,
+            usage_predictions,
+            online_predictions,
+            prediction_feedback,
+        ]
+    ),
     asset_checks=ALL_ASSET_CHECKS,
     jobs=[ingest_job, ingest_and_clean_job, online_predictions_job],
-    sensors=[landing_zone_sensor, automation_sensor, online_predictions_sensor, alerts_sensor,
-             freshness_checks_sensor, metrics_sensor],
+    sensors=[
+        landing_zone_sensor,
+        automation_sensor,
+        online_predictions_sensor,
+        alerts_sensor,
+        freshness_checks_sensor,
+        metrics_sensor,
+    ],
     resources=build_resources(),
     # One process per run by default; SMART_HOME_EXECUTOR=dask puts steps on a Dask cluster (executors.py).
     executor=executor_from_environment(),

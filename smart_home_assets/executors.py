@@ -47,7 +47,8 @@ def _claim_wait_spins() -> bool:
 if _claim_wait_spins():  # fixed here until it is upstream; tests/system/test_dead_runs.py measures the waiting CPU
     # a deliberate patch of Dagster's method
     InstanceConcurrencyContext.interval_to_next_pending_claim_check = (  # type: ignore[method-assign]
-        _wait_until_next_claim)
+        _wait_until_next_claim
+    )
 
 
 class RecoveringInProcessExecutor(InProcessExecutor):
@@ -69,8 +70,10 @@ class RecoveringInProcessExecutor(InProcessExecutor):
         recovered = recover_dead_runs(instance, host=host, exclude=run_id, by=by)
         if recovered:
             yield dg.DagsterEvent.engine_event(
-                plan_context, f"marked dead runs failed and freed their pool slots: {', '.join(recovered)}",
-                event_specific_data=EngineEventData())
+                plan_context,
+                f"marked dead runs failed and freed their pool slots: {', '.join(recovered)}",
+                event_specific_data=EngineEventData(),
+            )
         stop = threading.Event()
 
         def watch() -> None:

@@ -78,15 +78,31 @@ def materialization_samples(latest: Mapping[str, tuple[float, str | None, Mappin
     live accuracy. Pure: ``latest`` is read from the instance by the sensor."""
     samples = []
     for asset, (timestamp, _, _) in sorted(latest.items()):
-        samples += [Sample("smart_home_last_materialization_timestamp_seconds", timestamp, (("asset", asset),),
-                           "when the asset was last materialized"),
-                    Sample("smart_home_freshness_lag_seconds", max(0.0, now - timestamp), (("asset", asset),),
-                           "seconds since the asset's latest materialization")]
+        samples += [
+            Sample(
+                "smart_home_last_materialization_timestamp_seconds",
+                timestamp,
+                (("asset", asset),),
+                "when the asset was last materialized",
+            ),
+            Sample(
+                "smart_home_freshness_lag_seconds",
+                max(0.0, now - timestamp),
+                (("asset", asset),),
+                "seconds since the asset's latest materialization",
+            ),
+        ]
     if RAW_USAGE in latest:
         _, partition, metadata = latest[RAW_USAGE]
         if (lines := _number(_value(metadata, "lines"))) is not None:
-            samples.append(Sample("smart_home_raw_lines", lines, (("partition", partition or "-"),),
-                                  "lines read by the latest raw_usage materialization"))
+            samples.append(
+                Sample(
+                    "smart_home_raw_lines",
+                    lines,
+                    (("partition", partition or "-"),),
+                    "lines read by the latest raw_usage materialization",
+                )
+            )
     if DEVICE_USAGE in latest:
         _, partition, metadata = latest[DEVICE_USAGE]
         where = (("partition", partition or "-"),)
@@ -95,34 +111,60 @@ def materialization_samples(latest: Mapping[str, tuple[float, str | None, Mappin
         if (rate := _number(_value(metadata, "quarantine_rate"))) is not None:
             samples.append(Sample("smart_home_quarantine_rate", rate, where, "quarantined share of raw lines"))
         for reason, count in sorted((_value(metadata, "quarantined_by_reason") or {}).items()):
-            samples.append(Sample("smart_home_quarantined_rows", float(count), (("reason", reason),),
-                                  "quarantined rows of the latest device_usage materialization, by reason"))
+            samples.append(
+                Sample(
+                    "smart_home_quarantined_rows",
+                    float(count),
+                    (("reason", reason),),
+                    "quarantined rows of the latest device_usage materialization, by reason",
+                )
+            )
     if USAGE_MODEL in latest:
         _, _, metadata = latest[USAGE_MODEL]
         version = str(_value(metadata, "champion_version") or "")
         if (number := _number(version)) is not None:
             samples.append(Sample("smart_home_champion_version", number, (), "the champion's registry version"))
         if (mae := _number(_value(metadata, "champion_backtest_mae"))) is not None:
-            samples.append(Sample("smart_home_backtest_mae_wh", mae, (("model_version", version or "-"),),
-                                  "the champion's backtest MAE (Wh)"))
+            samples.append(
+                Sample(
+                    "smart_home_backtest_mae_wh",
+                    mae,
+                    (("model_version", version or "-"),),
+                    "the champion's backtest MAE (Wh)",
+                )
+            )
     if PREDICTION_FEEDBACK in latest:
         _, _, metadata = latest[PREDICTION_FEEDBACK]
         for source, key in (("batch", "live_mae"), ("online", "online_live_mae")):
             if (mae := _number(_value(metadata, key))) is not None:
-                samples.append(Sample("smart_home_live_mae_wh", mae, (("source", source),),
-                                      "the latest scored day's live MAE (Wh)"))
+                samples.append(
+                    Sample(
+                        "smart_home_live_mae_wh", mae, (("source", source),), "the latest scored day's live MAE (Wh)"
+                    )
+                )
         if (mae := _number(_value(metadata, "backtest_mae"))) is not None:
-            samples.append(Sample("smart_home_live_backtest_mae_wh", mae, (),
-                                  "backtest MAE of the version whose predictions were scored (Wh)"))
+            samples.append(
+                Sample(
+                    "smart_home_live_backtest_mae_wh",
+                    mae,
+                    (),
+                    "backtest MAE of the version whose predictions were scored (Wh)",
+                )
+            )
     return samples
 
 
 def check_samples(outcomes: Iterable[tuple[str, str, bool, bool]]) -> list[Sample]:
     """(asset, check, blocking, passed) of each check's latest evaluation."""
-    return [Sample("smart_home_check_passed", float(passed),
-                   (("asset", asset), ("check", check), ("blocking", str(blocking).lower())),
-                   "1 if the check's latest evaluation passed")
-            for asset, check, blocking, passed in sorted(outcomes)]
+    return [
+        Sample(
+            "smart_home_check_passed",
+            float(passed),
+            (("asset", asset), ("check", check), ("blocking", str(blocking).lower())),
+            "1 if the check's latest evaluation passed",
+        )
+        for asset, check, blocking, passed in sorted(outcomes)
+    ]
 
 
 def run_samples(runs: Iterable[tuple[str, str, float, float, str]]) -> list[Sample]:
@@ -133,18 +175,37 @@ def run_samples(runs: Iterable[tuple[str, str, float, float, str]]) -> list[Samp
     for job, status, start, end, _ in runs:
         durations.setdefault((job, status), max(0.0, end - start))
         latest.setdefault(job, status)
-    return ([Sample("smart_home_run_duration_seconds", seconds, (("dagster_job", job), ("status", status.lower())),
-                    "duration of the job's latest finished run with that outcome")
-             for (job, status), seconds in sorted(durations.items())]
-            + [Sample("smart_home_run_failed", float(status == "FAILURE"), (("dagster_job", job),),
-                      "1 if the job's latest finished run failed") for job, status in sorted(latest.items())])
+    return [
+        Sample(
+            "smart_home_run_duration_seconds",
+            seconds,
+            (("dagster_job", job), ("status", status.lower())),
+            "duration of the job's latest finished run with that outcome",
+        )
+        for (job, status), seconds in sorted(durations.items())
+    ] + [
+        Sample(
+            "smart_home_run_failed",
+            float(status == "FAILURE"),
+            (("dagster_job", job),),
+            "1 if the job's latest finished run failed",
+        )
+        for job, status in sorted(latest.items())
+    ]
 
 
 def failure_samples(causes: Mapping[str, str]) -> list[Sample]:
     """``{job: cause}`` of the jobs whose latest finished run failed, cause = an alerts kind (run_failure,
     registry_unreachable, landing_zone_unavailable, blocking_check_failed)."""
-    return [Sample("smart_home_run_failure_cause", 1.0, (("dagster_job", job), ("cause", cause)),
-                   "why the job's latest finished run failed") for job, cause in sorted(causes.items())]
+    return [
+        Sample(
+            "smart_home_run_failure_cause",
+            1.0,
+            (("dagster_job", job), ("cause", cause)),
+            "why the job's latest finished run failed",
+        )
+        for job, cause in sorted(causes.items())
+    ]
 
 
 def incident_samples(kinds: Iterable[str], known: Iterable[str]) -> list[Sample]:
@@ -152,19 +213,25 @@ def incident_samples(kinds: Iterable[str], known: Iterable[str]) -> list[Sample]
     counts = {kind: 0 for kind in known}
     for kind in kinds:
         counts[kind] = counts.get(kind, 0) + 1
-    return [Sample("smart_home_open_incidents", float(n), (("kind", kind),), "incidents open now, by kind")
-            for kind, n in sorted(counts.items())]
+    return [
+        Sample("smart_home_open_incidents", float(n), (("kind", kind),), "incidents open now, by kind")
+        for kind, n in sorted(counts.items())
+    ]
 
 
 # --- reading the instance --------------------------------------------------------------------------------------
+
 
 def latest_materializations(instance: dg.DagsterInstance, asset_graph) -> dict[str, tuple[float, str | None, dict]]:
     found = {}
     for key in sorted(asset_graph.materializable_asset_keys, key=lambda k: k.to_user_string()):
         event = instance.get_latest_materialization_event(key)
         if event is not None and event.asset_materialization is not None:
-            found[key.to_user_string()] = (event.timestamp, event.asset_materialization.partition,
-                                           dict(event.asset_materialization.metadata))
+            found[key.to_user_string()] = (
+                event.timestamp,
+                event.asset_materialization.partition,
+                dict(event.asset_materialization.metadata),
+            )
     return found
 
 
@@ -176,17 +243,26 @@ def latest_check_outcomes(instance: dg.DagsterInstance, asset_graph) -> list[tup
         record = summaries[key].last_completed_check_execution_record
         evaluation = record.event.asset_check_evaluation if record is not None and record.event else None
         if evaluation is not None:
-            outcomes.append((key.asset_key.to_user_string(), key.name, bool(asset_graph.get_check_spec(key).blocking),
-                             bool(evaluation.passed)))
+            outcomes.append(
+                (
+                    key.asset_key.to_user_string(),
+                    key.name,
+                    bool(asset_graph.get_check_spec(key).blocking),
+                    bool(evaluation.passed),
+                )
+            )
     return outcomes
 
 
 def finished_runs(instance: dg.DagsterInstance) -> list[tuple[str, str, float, float, str]]:
-    records = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS,
-                                                               dg.DagsterRunStatus.FAILURE]),
-                                       limit=RUNS_READ)
-    return [(r.dagster_run.job_name, r.dagster_run.status.value, r.start_time, r.end_time, r.dagster_run.run_id)
-            for r in records if r.start_time is not None and r.end_time is not None]
+    records = instance.get_run_records(
+        dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]), limit=RUNS_READ
+    )
+    return [
+        (r.dagster_run.job_name, r.dagster_run.status.value, r.start_time, r.end_time, r.dagster_run.run_id)
+        for r in records
+        if r.start_time is not None and r.end_time is not None
+    ]
 
 
 def failure_causes(instance: dg.DagsterInstance, runs: list[tuple[str, str, float, float, str]]) -> dict[str, str]:
@@ -230,14 +306,18 @@ def all_samples(context: dg.SensorEvaluationContext, now: float) -> list[Sample]
     graph = _asset_graph(context)
     known = (alerts.CHECK_FAILED, alerts.FRESHNESS_MISSED, alerts.MODEL_DECAY, alerts.LANDING_ZONE_UNAVAILABLE)
     runs = finished_runs(context.instance)
-    return (materialization_samples(latest_materializations(context.instance, graph), now)
-            + check_samples(latest_check_outcomes(context.instance, graph))
-            + run_samples(runs) + failure_samples(failure_causes(context.instance, runs))
-            + incident_samples(open_incident_kinds(context), known)
-            + [Sample("smart_home_metrics_pushed_timestamp_seconds", now, (), "when these metrics were pushed")])
+    return (
+        materialization_samples(latest_materializations(context.instance, graph), now)
+        + check_samples(latest_check_outcomes(context.instance, graph))
+        + run_samples(runs)
+        + failure_samples(failure_causes(context.instance, runs))
+        + incident_samples(open_incident_kinds(context), known)
+        + [Sample("smart_home_metrics_pushed_timestamp_seconds", now, (), "when these metrics were pushed")]
+    )
 
 
 # --- pushing ---------------------------------------------------------------------------------------------------
+
 
 def register(samples: Iterable[Sample], registry) -> None:
     """One Gauge per metric name in ``registry``, a child per label set."""
@@ -248,8 +328,9 @@ def register(samples: Iterable[Sample], registry) -> None:
         names = tuple(name for name, _ in sample.labels)
         gauge = gauges.get(sample.name)
         if gauge is None:
-            gauge = gauges[sample.name] = prometheus_client.Gauge(sample.name, sample.help or sample.name, names,
-                                                                  registry=registry)
+            gauge = gauges[sample.name] = prometheus_client.Gauge(
+                sample.name, sample.help or sample.name, names, registry=registry
+            )
         (gauge.labels(*[value for _, value in sample.labels]) if names else gauge).set(sample.value)
 
 
@@ -280,9 +361,12 @@ def push(url: str, samples: list[Sample]) -> None:
         resource.push_to_gateway(job=PUSH_JOB, handler=handler)
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-           description=f"Pushes the pipeline's metrics to a Prometheus Pushgateway ({PUSHGATEWAY_URL_VAR}); "
-                       "skips at once when none is configured.")
+@dg.sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=f"Pushes the pipeline's metrics to a Prometheus Pushgateway ({PUSHGATEWAY_URL_VAR}); "
+    "skips at once when none is configured.",
+)
 def metrics_sensor(context: dg.SensorEvaluationContext):
     """Reads the instance and pushes; launches no runs."""
     url = os.environ.get(PUSHGATEWAY_URL_VAR, "").strip()

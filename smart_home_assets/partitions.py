@@ -18,8 +18,9 @@ DEFAULT_PARTITIONS_START = "2025-01-01"
 PARTITIONS_END_ENV_VAR = "SMART_HOME_PARTITIONS_END"
 
 
-def build_daily_partitions(start: str, end: str | None = None, *,
-                           today: dt.date | None = None) -> dg.DailyPartitionsDefinition:
+def build_daily_partitions(
+    start: str, end: str | None = None, *, today: dt.date | None = None
+) -> dg.DailyPartitionsDefinition:
     """Daily UTC partitions from ``start`` up to today (UTC), or up to ``end`` (included) on any clock.
 
     Dagster ends time partitions at the earlier of ``end_date`` and now plus ``end_offset``: ``end_date``
@@ -34,9 +35,14 @@ def build_daily_partitions(start: str, end: str | None = None, *,
     if last < dt.date.fromisoformat(start):
         raise ValueError(f"{PARTITIONS_END_ENV_VAR}={end} is before the first partition {start}")
     today = today or dt.datetime.now(dt.UTC).date()
-    return dg.DailyPartitionsDefinition(start_date=start, end_date=(last + dt.timedelta(days=1)).isoformat(),
-                                        end_offset=max(1, (last - today).days + 1), timezone="UTC")
+    return dg.DailyPartitionsDefinition(
+        start_date=start,
+        end_date=(last + dt.timedelta(days=1)).isoformat(),
+        end_offset=max(1, (last - today).days + 1),
+        timezone="UTC",
+    )
 
 
-daily_partitions = build_daily_partitions(os.environ.get(PARTITIONS_START_ENV_VAR) or DEFAULT_PARTITIONS_START,
-                                          os.environ.get(PARTITIONS_END_ENV_VAR) or None)
+daily_partitions = build_daily_partitions(
+    os.environ.get(PARTITIONS_START_ENV_VAR) or DEFAULT_PARTITIONS_START, os.environ.get(PARTITIONS_END_ENV_VAR) or None
+)

@@ -40,8 +40,9 @@ def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
 RUN_HOST_TAG = "smart_home/host"
 
 
-def recover_dead_runs(instance: dg.DagsterInstance, *, host: str | None = None, exclude: str | None = None,
-                      by: str = "smart-home recover") -> list[str]:
+def recover_dead_runs(
+    instance: dg.DagsterInstance, *, host: str | None = None, exclude: str | None = None, by: str = "smart-home recover"
+) -> list[str]:
     """Mark in-progress runs whose process is gone as failed and free their concurrency slots; their ids.
 
     ``host``: only runs tagged with that host (:data:`RUN_HOST_TAG`); ``exclude``: a run id never to touch.

@@ -57,8 +57,9 @@ def ingested_fingerprints(warehouse: Warehouse) -> dict[str, dict[str, str]]:
 
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
-def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZone,
-                        warehouse: dg.ResourceParam[Warehouse]):
+def landing_zone_sensor(
+    context: dg.SensorEvaluationContext, landing: LandingZone, warehouse: dg.ResourceParam[Warehouse]
+):
     """Requests raw_usage for each day with a new or changed upload file (late days included)."""
     try:
         scan = landing.scan()
@@ -78,11 +79,18 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZon
         if day not in valid_keys:
             skipped.append(day)
             continue
-        requests.append(dg.RunRequest(partition_key=day, run_key=day_run_key(day, current[day]),
-                                      tags={"smart_home/trigger": "landing_zone_sensor"}))
+        requests.append(
+            dg.RunRequest(
+                partition_key=day,
+                run_key=day_run_key(day, current[day]),
+                tags={"smart_home/trigger": "landing_zone_sensor"},
+            )
+        )
     for day in skipped:
-        context.log.warning(f"landing folder {day} is outside the partitions window; its files are not ingested"
-                            " until the window covers it")
+        context.log.warning(
+            f"landing folder {day} is outside the partitions window; its files are not ingested"
+            " until the window covers it"
+        )
     for folder in landing.invalid_day_folders():
         context.log.warning(f"landing folder {folder!r} is not a YYYY-MM-DD date; its files are not ingested")
     # Skipped days stay out of the cursor, so they are requested once the partitions window covers them.

@@ -47,12 +47,22 @@ def run_simulate(args: argparse.Namespace) -> int:
         print(f"smart-home simulate: {exc}", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    summary = simulate_fleet(landing, hubs=args.hubs, days=args.days, start=args.start, fault_rate=args.fault_rate,
-                             seed=args.seed, events_per_hub=args.events_per_hub, progress=not args.quiet,
-                             regime=regime)
+    summary = simulate_fleet(
+        landing,
+        hubs=args.hubs,
+        days=args.days,
+        start=args.start,
+        fault_rate=args.fault_rate,
+        seed=args.seed,
+        events_per_hub=args.events_per_hub,
+        progress=not args.quiet,
+        regime=regime,
+    )
     elapsed = time.perf_counter() - started
-    print(f"wrote {summary.files} files, {summary.lines:,} lines ({summary.bytes:,} bytes) to {landing} "
-          f"in {elapsed:.1f}s ({summary.lines / max(elapsed, 1e-9):,.0f} lines/s)")
+    print(
+        f"wrote {summary.files} files, {summary.lines:,} lines ({summary.bytes:,} bytes) to {landing} "
+        f"in {elapsed:.1f}s ({summary.lines / max(elapsed, 1e-9):,.0f} lines/s)"
+    )
     if summary.faults:
         print("injected faults: " + ", ".join(f"{k}={v}" for k, v in sorted(summary.faults.items())))
     if summary.truncated_files:
@@ -82,8 +92,17 @@ def dagster_bin() -> str:
 
 def materialize_range(selection: str, first: dt.date, last: dt.date, env: dict[str, str]) -> None:
     """A CLI backfill: one run over ``first...last`` (every selected asset has a single-run backfill policy)."""
-    command = [dagster_bin(), "asset", "materialize", "-m", DEFINITIONS_MODULE, "--select", selection,
-               "--partition-range", f"{first.isoformat()}...{last.isoformat()}"]
+    command = [
+        dagster_bin(),
+        "asset",
+        "materialize",
+        "-m",
+        DEFINITIONS_MODULE,
+        "--select",
+        selection,
+        "--partition-range",
+        f"{first.isoformat()}...{last.isoformat()}",
+    ]
     _run_logged(command, env, f"materialize-{selection.split(',')[-1]}-{first}-{last}")
 
 
@@ -116,8 +135,9 @@ def _run_logged(command: list[str], env: dict[str, str], name: str, allow_failed
         return False
     if returncode != 0:
         failures = [line for line in output.splitlines() if "STEP_FAILURE" in line or "Error" in line][:10]
-        raise SystemExit(f"dagster asset materialize failed (exit {returncode}); full log: {log}\n"
-                         + "\n".join(failures))
+        raise SystemExit(
+            f"dagster asset materialize failed (exit {returncode}); full log: {log}\n" + "\n".join(failures)
+        )
     print(f"  run succeeded in {time.perf_counter() - started:.0f}s; log: {log}")
     return True
 
@@ -160,15 +180,20 @@ def only_checks_failed(created_after: float) -> bool:
     from dagster._core.events import DagsterEventType
 
     with dg.DagsterInstance.get() as instance:
-        records = instance.get_run_records(dg.RunsFilter(created_after=dt.datetime.fromtimestamp(
-            created_after, dt.UTC)))
+        records = instance.get_run_records(
+            dg.RunsFilter(created_after=dt.datetime.fromtimestamp(created_after, dt.UTC))
+        )
         failures = 0
         for record in records:
             run_id = record.dagster_run.run_id
-            planned = {e.get_dagster_event().asset_key for e in instance.all_logs(
-                run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED)}
-            materialized = {e.get_dagster_event().asset_key for e in instance.all_logs(
-                run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)}
+            planned = {
+                e.get_dagster_event().asset_key
+                for e in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+            }
+            materialized = {
+                e.get_dagster_event().asset_key
+                for e in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+            }
             failures += len(instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE))
             if not planned <= materialized:
                 return False
@@ -205,9 +230,18 @@ def unfinished_runs() -> int:
     import dagster as dg
 
     with dg.DagsterInstance.get() as instance:
-        return len(instance.get_run_ids(dg.RunsFilter(statuses=[
-            dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-            dg.DagsterRunStatus.STARTED])))
+        return len(
+            instance.get_run_ids(
+                dg.RunsFilter(
+                    statuses=[
+                        dg.DagsterRunStatus.QUEUED,
+                        dg.DagsterRunStatus.NOT_STARTED,
+                        dg.DagsterRunStatus.STARTING,
+                        dg.DagsterRunStatus.STARTED,
+                    ]
+                )
+            )
+        )
 
 
 def run_daemon_until(asset: str, after: float, env: dict[str, str], timeout_s: float) -> bool:
@@ -215,14 +249,24 @@ def run_daemon_until(asset: str, after: float, env: dict[str, str], timeout_s: f
     import signal
 
     log_path = Path(env[DATA_DIR_ENV_VAR]) / "logs" / "dagster-daemon.log"
-    command = [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w",
-               str(Path(__file__).resolve().parents[1] / "workspace.yaml")]
+    command = [
+        str(Path(sys.executable).with_name("dagster-daemon")),
+        "run",
+        "-w",
+        str(Path(__file__).resolve().parents[1] / "workspace.yaml"),
+    ]
     print("$ " + " ".join(command) + f"   (log: {log_path})", flush=True)
     bin_dir = str(Path(sys.executable).parent)
     daemon_env = {**env, "PATH": bin_dir + os.pathsep + env.get("PATH", "")}
     with log_path.open("w") as log:
-        daemon = subprocess.Popen(command, env=daemon_env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True, cwd=Path(__file__).resolve().parents[1])
+        daemon = subprocess.Popen(
+            command,
+            env=daemon_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
@@ -249,8 +293,9 @@ def run_daemon_until(asset: str, after: float, env: dict[str, str], timeout_s: f
             daemon.wait()
 
 
-def run_pipeline(first: dt.date, last: dt.date, env: dict[str, str], step: int = 1, steps: int = 4,
-                 model_config: str | None = None) -> tuple[bool, bool]:
+def run_pipeline(
+    first: dt.date, last: dt.date, env: dict[str, str], step: int = 1, steps: int = 4, model_config: str | None = None
+) -> tuple[bool, bool]:
     """Backfill first..last through Dagster's CLI, train, predict, score and summarize.
 
     Returns (every partition conserved, a champion beats the baselines).
@@ -263,17 +308,25 @@ def run_pipeline(first: dt.date, last: dt.date, env: dict[str, str], step: int =
 
     print(f"\n[{step + 1}/{steps}] train, evaluate and promote: usage_model (with its check)")
     extra = ["--config-json", model_config] if model_config else []
-    checked = _run_logged([dagster_bin(), "asset", "materialize", "-m", DEFINITIONS_MODULE, "--select", USAGE_MODEL,
-                           *extra], env, "materialize-usage_model", allow_failed_checks=True)
+    checked = _run_logged(
+        [dagster_bin(), "asset", "materialize", "-m", DEFINITIONS_MODULE, "--select", USAGE_MODEL, *extra],
+        env,
+        "materialize-usage_model",
+        allow_failed_checks=True,
+    )
 
     from smart_home_assets.lib.training import HOLDOUT_DAYS
 
     holdout_first = max(first, last - dt.timedelta(days=HOLDOUT_DAYS))
-    print(f"\n[{step + 2}/{steps}] predict with the champion for {holdout_first}..{last}, and score the predictions"
-          " whose actuals have landed")
+    print(
+        f"\n[{step + 2}/{steps}] predict with the champion for {holdout_first}..{last}, and score the predictions"
+        " whose actuals have landed"
+    )
     if not checked:
-        print("  skipped: the champion failed its blocking check (it is not the version usage_model decided on, or"
-              " it does not beat the naive baselines), and the check blocks predictions")
+        print(
+            "  skipped: the champion failed its blocking check (it is not the version usage_model decided on, or"
+            " it does not beat the naive baselines), and the check blocks predictions"
+        )
     else:
         # online_predictions: the prediction service's answers of those days (none before `smart-home serve` ran)
         materialize_range("usage_predictions,online_predictions", holdout_first, last, env)
@@ -306,16 +359,26 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"data directory: {data_dir()}\nDAGSTER_HOME:   {env['DAGSTER_HOME']}")
 
     print(f"\n[1/6] simulating {args.hubs} hubs x {args.days} days ({first}..{last}), fault rate {args.fault_rate}")
-    simulate = argparse.Namespace(landing=None, hubs=args.hubs, days=args.days, start=first,
-                                  fault_rate=args.fault_rate, seed=args.seed, events_per_hub=args.events_per_hub,
-                                  quiet=True, regime_change=None)
+    simulate = argparse.Namespace(
+        landing=None,
+        hubs=args.hubs,
+        days=args.days,
+        start=first,
+        fault_rate=args.fault_rate,
+        seed=args.seed,
+        events_per_hub=args.events_per_hub,
+        quiet=True,
+        regime_change=None,
+    )
     run_simulate(simulate)
 
     conserved, champion_ok = run_pipeline(first, last, env, step=2, steps=6)
     retrained = True
     if not args.skip_daemon:
-        print(f"\n[6/6] landing the next day ({today}) and letting the daemon's sensor and automation retrain"
-              " the model, with no manual action")
+        print(
+            f"\n[6/6] landing the next day ({today}) and letting the daemon's sensor and automation retrain"
+            " the model, with no manual action"
+        )
         before = latest_materialization_time(USAGE_MODEL)
         started = time.time()
         run_simulate(argparse.Namespace(**{**vars(simulate), "days": 1, "start": today}))
@@ -378,22 +441,39 @@ def run_import_csv(args: argparse.Namespace) -> int:
     from smart_home_tools.history_import import HistoryImportError, import_csv
 
     landing = Path(args.landing).resolve() if args.landing else default_landing_dir()
-    columns = {"event_id": args.event_id_column, "hub_id": args.hub_column, "user_id": args.user_column,
-               "device_id": args.device_column, "device_type": args.type_column,
-               "event_timestamp": args.timestamp_column, "duration_s": args.duration_column,
-               "energy_wh": args.energy_column}
+    columns = {
+        "event_id": args.event_id_column,
+        "hub_id": args.hub_column,
+        "user_id": args.user_column,
+        "device_id": args.device_column,
+        "device_type": args.type_column,
+        "event_timestamp": args.timestamp_column,
+        "duration_s": args.duration_column,
+        "energy_wh": args.energy_column,
+    }
     hub_timezones: dict[str, str] = {}
     for text in args.hub_timezone:
         hub, sep, tz = (part.strip() for part in text.partition("="))
-        problem = ("wants HUB=TZ (e.g. tracebase-sydney=Australia/Sydney)" if not (sep and hub and tz)
-                   else "gives the hub two time zones" if hub_timezones.setdefault(hub, tz) != tz else None)
+        problem = (
+            "wants HUB=TZ (e.g. tracebase-sydney=Australia/Sydney)"
+            if not (sep and hub and tz)
+            else "gives the hub two time zones"
+            if hub_timezones.setdefault(hub, tz) != tz
+            else None
+        )
         if problem:
             print(f"smart-home import-csv: error: --hub-timezone {text!r} {problem}", file=sys.stderr)
             return 2
     started = time.perf_counter()
     try:
-        summary = import_csv(args.path, landing, timezone=args.timezone, hub_timezones=hub_timezones,
-                             columns=columns, overwrite=args.overwrite)
+        summary = import_csv(
+            args.path,
+            landing,
+            timezone=args.timezone,
+            hub_timezones=hub_timezones,
+            columns=columns,
+            overwrite=args.overwrite,
+        )
     except HistoryImportError as exc:
         print(f"smart-home import-csv: error: {exc}", file=sys.stderr)
         return 2
@@ -422,15 +502,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--events-per-hub", type=int, default=1000, help="mean events per hub per day")
     sim.add_argument("--landing", help="landing folder (default: $SMART_HOME_LANDING_DIR or <data>/landing)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
-    sim.add_argument("--regime-change", metavar="DAY:TYPE:FACTOR",
-                     help="from DAY on, every TYPE device uses FACTOR times its energy (e.g. 2026-03-20:heating:2)")
+    sim.add_argument(
+        "--regime-change",
+        metavar="DAY:TYPE:FACTOR",
+        help="from DAY on, every TYPE device uses FACTOR times its energy (e.g. 2026-03-20:heating:2)",
+    )
     sim.set_defaults(func=run_simulate)
 
     demo = sub.add_parser("demo", help="the main job: simulate, ingest through Dagster, print a summary")
     demo.add_argument("--hubs", type=int, default=200)
     demo.add_argument("--days", type=int, default=60)
-    demo.add_argument("--end", type=_date, default=None,
-                      help="last simulated day, YYYY-MM-DD (default: yesterday, UTC); any season")
+    demo.add_argument(
+        "--end", type=_date, default=None, help="last simulated day, YYYY-MM-DD (default: yesterday, UTC); any season"
+    )
     demo.add_argument("--fault-rate", type=_fraction, default=0.02)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--events-per-hub", type=int, default=150)
@@ -444,9 +528,12 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--model-config", help="run config JSON for usage_model (dagster --config-json)")
     pipeline.set_defaults(func=run_pipeline_command)
 
-    serve = sub.add_parser("serve", help="the prediction service: POST /predict, /predict/batch, GET /health, /docs",
-                           description="HTTP predictions from the MLflow champion (followed without a restart); "
-                           "every answer is stored in $SMART_HOME_ONLINE_STORE before it is sent.")
+    serve = sub.add_parser(
+        "serve",
+        help="the prediction service: POST /predict, /predict/batch, GET /health, /docs",
+        description="HTTP predictions from the MLflow champion (followed without a restart); "
+        "every answer is stored in $SMART_HOME_ONLINE_STORE before it is sent.",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(func=run_serve)
@@ -457,18 +544,29 @@ def build_parser() -> argparse.ArgumentParser:
     summary = sub.add_parser("summary", help="print rows, quarantine reasons and check results")
     summary.set_defaults(func=run_summary)
 
-    imp = sub.add_parser("import-csv", help="turn an events CSV (a historical export) into upload files in landing",
-                         description="Write an events CSV as contract upload files <landing>/<YYYY-MM-DD>/<hub_id>"
-                         ".jsonl.gz (UTC days), so history flows through landing -> raw_usage -> device_usage. "
-                         "Local timestamps without an offset: a time in the spring-forward gap is shifted forward "
-                         "by the gap, an ambiguous one takes the earlier (DST) instant.")
+    imp = sub.add_parser(
+        "import-csv",
+        help="turn an events CSV (a historical export) into upload files in landing",
+        description="Write an events CSV as contract upload files <landing>/<YYYY-MM-DD>/<hub_id>"
+        ".jsonl.gz (UTC days), so history flows through landing -> raw_usage -> device_usage. "
+        "Local timestamps without an offset: a time in the spring-forward gap is shifted forward "
+        "by the gap, an ambiguous one takes the earlier (DST) instant.",
+    )
     imp.add_argument("path", help="the CSV file (header line required; extra columns are ignored)")
     imp.add_argument("--timezone", required=True, help="IANA time zone of timestamps without an offset")
-    imp.add_argument("--hub-timezone", action="append", default=[], metavar="HUB=TZ",
-                     help="time zone of one hub's timestamps, overriding --timezone (repeatable)")
+    imp.add_argument(
+        "--hub-timezone",
+        action="append",
+        default=[],
+        metavar="HUB=TZ",
+        help="time zone of one hub's timestamps, overriding --timezone (repeatable)",
+    )
     imp.add_argument("--landing", help="landing folder (default: $SMART_HOME_LANDING_DIR or <data>/landing)")
-    imp.add_argument("--overwrite", action="store_true",
-                     help="replace existing upload files whose content differs (default: refuse, write nothing)")
+    imp.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing upload files whose content differs (default: refuse, write nothing)",
+    )
     imp.add_argument("--event-id-column", help="column of event ids (default: none, ids derived from the row)")
     imp.add_argument("--hub-column", default="hub_id")
     imp.add_argument("--user-column", help="column of user ids (default: none, a placeholder user id)")

@@ -120,17 +120,23 @@ class ImportSummary:
 
     def report(self) -> str:
         span = f"{self.first_day}..{self.last_day}" if self.first_day else "-"
-        return "\n".join([
-            (f"imported {self.rows:,} rows into {self.files} files ({self.files_written} written, "
-             f"{self.files_unchanged} unchanged) under {self.landing}"),
-            f"  days: {self.days} ({span}); hubs: {', '.join(self.hubs) or '-'}",
-            (f"  timestamps: {self.dst_shifted_forward} in a DST gap shifted forward, "
-             f"{self.dst_ambiguous_earliest} ambiguous given the earlier instant, "
-             f"{self.offset_timestamps} already carried an offset"),
-            f"  event ids derived: {self.derived_event_ids} (rows repeating an earlier id: {self.duplicate_rows}); "
-            f"placeholder user ids ({PLACEHOLDER_USER_ID!r}): {self.placeholder_user_ids}"
-            + (f"; blank lines skipped: {self.skipped_blank_lines}" if self.skipped_blank_lines else ""),
-        ])
+        return "\n".join(
+            [
+                (
+                    f"imported {self.rows:,} rows into {self.files} files ({self.files_written} written, "
+                    f"{self.files_unchanged} unchanged) under {self.landing}"
+                ),
+                f"  days: {self.days} ({span}); hubs: {', '.join(self.hubs) or '-'}",
+                (
+                    f"  timestamps: {self.dst_shifted_forward} in a DST gap shifted forward, "
+                    f"{self.dst_ambiguous_earliest} ambiguous given the earlier instant, "
+                    f"{self.offset_timestamps} already carried an offset"
+                ),
+                f"  event ids derived: {self.derived_event_ids} (rows repeating an earlier id: {self.duplicate_rows}); "
+                f"placeholder user ids ({PLACEHOLDER_USER_ID!r}): {self.placeholder_user_ids}"
+                + (f"; blank lines skipped: {self.skipped_blank_lines}" if self.skipped_blank_lines else ""),
+            ]
+        )
 
 
 def validate_timezone(name: str, what: str = "--timezone") -> str:
@@ -164,7 +170,8 @@ def _resolve_columns(path: Path, header: list[str], columns: Mapping[str, str | 
     if missing:
         raise HistoryImportError(
             f"{path}: mapped column(s) not in the file: {', '.join(missing)}; "
-            f"the file has: {', '.join(repr(c) for c in header)}")
+            f"the file has: {', '.join(repr(c) for c in header)}"
+        )
     return mapping
 
 
@@ -205,8 +212,11 @@ def _derive_event_ids(keys: pl.Series) -> pl.Series:
     DuckDB's ``sha256`` would be vectorized but costs about a second to start (it imports pandas/pyarrow).
     """
     digits = DERIVED_EVENT_ID_HEX_DIGITS
-    return pl.Series("event_id", [DERIVED_EVENT_ID_PREFIX + hashlib.sha256(k.encode("utf-8")).hexdigest()[:digits]
-                                  for k in keys.to_list()], dtype=pl.String)
+    return pl.Series(
+        "event_id",
+        [DERIVED_EVENT_ID_PREFIX + hashlib.sha256(k.encode("utf-8")).hexdigest()[:digits] for k in keys.to_list()],
+        dtype=pl.String,
+    )
 
 
 def _length_prefixed(parts: list[pl.Expr]) -> pl.Expr:
@@ -226,8 +236,9 @@ def _raise_errors(path: Path, errors: list[pl.DataFrame]) -> None:
         for row in found.head(MAX_LISTED_ERRORS).iter_rows(named=True)
     ]
     more = f"\n  ... and {found.height - MAX_LISTED_ERRORS} more" if found.height > MAX_LISTED_ERRORS else ""
-    raise HistoryImportError(f"{path}: {found.height} value(s) cannot be imported; nothing was written:\n"
-                             + "\n".join(shown) + more)
+    raise HistoryImportError(
+        f"{path}: {found.height} value(s) cannot be imported; nothing was written:\n" + "\n".join(shown) + more
+    )
 
 
 def _upload_bytes(group: pl.DataFrame) -> bytes:
@@ -320,19 +331,29 @@ def _check_values(path: Path, frame: pl.DataFrame, mapped: Mapping[str, str]) ->
 
     def problem(fld: str, condition: pl.Expr, text: str) -> pl.DataFrame:
         return frame.filter(condition).select(
-            "line", pl.lit(order[fld]).alias("order"), pl.lit(mapped[fld]).alias("column"),
-            pl.lit(text).alias("problem"), pl.col(fld).alias("value"))
+            "line",
+            pl.lit(order[fld]).alias("order"),
+            pl.lit(mapped[fld]).alias("column"),
+            pl.lit(text).alias("problem"),
+            pl.col(fld).alias("value"),
+        )
 
     errors = [problem(fld, pl.col(fld).is_null(), "empty required value") for fld in mapped]
-    errors.append(problem("hub_id", pl.col("hub_id").is_not_null() & ~pl.col("hub_id").str.contains(HUB_ID_RE.pattern),
-                          "hub id is not a valid upload file name (letters, digits, '_' and '-')"))
+    errors.append(
+        problem(
+            "hub_id",
+            pl.col("hub_id").is_not_null() & ~pl.col("hub_id").str.contains(HUB_ID_RE.pattern),
+            "hub id is not a valid upload file name (letters, digits, '_' and '-')",
+        )
+    )
     for fld in NUMBER_COLUMNS:
         value = pl.col(f"{fld}_value")
         errors.append(problem(fld, pl.col(fld).is_not_null() & value.is_null(), "not a number"))
         errors.append(problem(fld, value.is_not_null() & ~value.is_finite(), "not a finite number"))
     unparsed = pl.col("event_timestamp").is_not_null() & pl.col("aware").is_null() & pl.col("naive").is_null()
-    errors.append(problem("event_timestamp", unparsed,
-                          "not an ISO-8601 timestamp (YYYY-MM-DDTHH:MM[:SS[.f]][Z|+HH:MM])"))
+    errors.append(
+        problem("event_timestamp", unparsed, "not an ISO-8601 timestamp (YYYY-MM-DDTHH:MM[:SS[.f]][Z|+HH:MM])")
+    )
     _raise_errors(path, [e for e in errors if e.height])
 
 
@@ -347,12 +368,16 @@ def _check_hub_timezones(path: Path, frame: pl.DataFrame, hub_timezones: Mapping
     if unused:
         raise HistoryImportError(
             f"--hub-timezone names hub(s) not in {path}: {', '.join(unused)}; "
-            f"its hubs are: {', '.join(sorted(present_hubs)) or '-'}")
+            f"its hubs are: {', '.join(sorted(present_hubs)) or '-'}"
+        )
     return present_hubs
 
 
 def _localize_timestamps(
-    path: Path, frame: pl.DataFrame, timezone: str, hub_timezones: Mapping[str, str],
+    path: Path,
+    frame: pl.DataFrame,
+    timezone: str,
+    hub_timezones: Mapping[str, str],
 ) -> pl.DataFrame:
     """Localize step: adds ``tz`` (the hub's zone), ``utc`` (the instant) and the ``in_gap`` / ``ambiguous`` flags.
 
@@ -360,8 +385,11 @@ def _localize_timestamps(
     offset keep the instant they name.
     """
     zones = sorted({timezone, *hub_timezones.values()})
-    hub_tz = (pl.col("hub_id").replace_strict(hub_timezones, default=pl.lit(timezone), return_dtype=pl.String)
-              if hub_timezones else pl.lit(timezone))
+    hub_tz = (
+        pl.col("hub_id").replace_strict(hub_timezones, default=pl.lit(timezone), return_dtype=pl.String)
+        if hub_timezones
+        else pl.lit(timezone)
+    )
     local_utc: pl.Expr = pl.lit(None, dtype=pl.Datetime("us", "UTC"))
     in_gap: pl.Expr = pl.lit(False)
     ambiguous: pl.Expr = pl.lit(False)
@@ -372,11 +400,14 @@ def _localize_timestamps(
         in_gap = pl.when(here).then(gap).otherwise(in_gap)
         ambiguous = pl.when(here).then(amb).otherwise(ambiguous)
     frame = frame.with_columns(tz=hub_tz).with_columns(
-        utc=pl.coalesce("aware", local_utc), in_gap=in_gap, ambiguous=ambiguous)
+        utc=pl.coalesce("aware", local_utc), in_gap=in_gap, ambiguous=ambiguous
+    )
     if frame["utc"].null_count():  # cannot happen for a valid zone; never write a file with a gap in it
         bad = frame.filter(pl.col("utc").is_null())
-        raise HistoryImportError(f"{path}:{bad['line'][0]}: timestamp {bad['event_timestamp'][0]!r} "
-                                 f"cannot be placed in time zone {bad['tz'][0]}")
+        raise HistoryImportError(
+            f"{path}:{bad['line'][0]}: timestamp {bad['event_timestamp'][0]!r} "
+            f"cannot be placed in time zone {bad['tz'][0]}"
+        )
     return frame
 
 
@@ -388,8 +419,10 @@ def _format_utc(frame: pl.DataFrame) -> pl.DataFrame:
     utc = pl.col("utc")
     return frame.with_columns(
         day=utc.dt.date(),
-        utc_text=pl.when(utc.dt.microsecond() == 0).then(utc.dt.strftime("%Y-%m-%dT%H:%M:%S"))
-        .otherwise(utc.dt.strftime("%Y-%m-%dT%H:%M:%S%.6f")) + pl.lit("+00:00"),
+        utc_text=pl.when(utc.dt.microsecond() == 0)
+        .then(utc.dt.strftime("%Y-%m-%dT%H:%M:%S"))
+        .otherwise(utc.dt.strftime("%Y-%m-%dT%H:%M:%S%.6f"))
+        + pl.lit("+00:00"),
     )
 
 
@@ -401,8 +434,22 @@ def _fill_ids(frame: pl.DataFrame, mapped: Mapping[str, str]) -> pl.DataFrame:
     if "user_id" not in mapped:
         frame = frame.with_columns(user_id=pl.lit(PLACEHOLDER_USER_ID))
     if "event_id" not in mapped:
-        keys = frame.select(_length_prefixed([pl.col(f) for f in ("hub_id", "user_id", "device_id", "device_type",
-                                                                  "event_timestamp", "duration_s", "energy_wh")]))
+        keys = frame.select(
+            _length_prefixed(
+                [
+                    pl.col(f)
+                    for f in (
+                        "hub_id",
+                        "user_id",
+                        "device_id",
+                        "device_type",
+                        "event_timestamp",
+                        "duration_s",
+                        "energy_wh",
+                    )
+                ]
+            )
+        )
         frame = frame.with_columns(_derive_event_ids(keys.to_series()))
     return frame
 
@@ -413,12 +460,18 @@ def _upload_rows(frame: pl.DataFrame) -> pl.DataFrame:
     Sorted by content, with the CSV line only as the last tie-break, so a re-ordered export writes the same bytes.
     """
     return frame.select(
-        "day", "line", "utc",
-        pl.col("event_id"), pl.col("hub_id"), pl.col("user_id"), pl.col("device_id"), pl.col("device_type"),
+        "day",
+        "line",
+        "utc",
+        pl.col("event_id"),
+        pl.col("hub_id"),
+        pl.col("user_id"),
+        pl.col("device_id"),
+        pl.col("device_type"),
         pl.col("utc_text").alias("event_timestamp"),
-        pl.col("duration_s_value").alias("duration_s"), pl.col("energy_wh_value").alias("energy_wh"),
-    ).sort("day", "hub_id", "utc", "device_id", "device_type", "event_id", "user_id", "duration_s",
-           "energy_wh", "line")
+        pl.col("duration_s_value").alias("duration_s"),
+        pl.col("energy_wh_value").alias("energy_wh"),
+    ).sort("day", "hub_id", "utc", "device_id", "device_type", "event_id", "user_id", "duration_s", "energy_wh", "line")
 
 
 def _plan_files(rows: pl.DataFrame, landing: Path) -> list[_PlannedFile]:
@@ -435,15 +488,19 @@ def _plan_files(rows: pl.DataFrame, landing: Path) -> list[_PlannedFile]:
 
 def _refuse_conflicts(planned: list[_PlannedFile], landing: Path) -> None:
     """HistoryImportError listing the planned files that exist with other bytes (a hub's own upload, say)."""
-    conflicts = [rel for rel, target, data in planned
-                 if target.exists() and not (target.stat().st_size == len(data) and target.read_bytes() == data)]
+    conflicts = [
+        rel
+        for rel, target, data in planned
+        if target.exists() and not (target.stat().st_size == len(data) and target.read_bytes() == data)
+    ]
     if conflicts:
         listed = "\n".join(f"  {landing / rel}" for rel in conflicts[:MAX_LISTED_ERRORS])
         rest = len(conflicts) - MAX_LISTED_ERRORS
         more = f"\n  ... and {rest} more" if rest > 0 else ""
         raise HistoryImportError(
             f"{len(conflicts)} upload file(s) already exist with other content; nothing was written "
-            f"(pass --overwrite / overwrite=True to replace them):\n{listed}{more}")
+            f"(pass --overwrite / overwrite=True to replace them):\n{listed}{more}"
+        )
 
 
 def _write_files(planned: list[_PlannedFile]) -> int:
@@ -451,8 +508,17 @@ def _write_files(planned: list[_PlannedFile]) -> int:
     return sum(_write_atomically(target, data) for _, target, data in planned)
 
 
-def _summarize(frame: pl.DataFrame, rows: pl.DataFrame, planned: list[_PlannedFile], written: int, *,
-               hubs: set[str], mapped: Mapping[str, str], skipped_blank: int, landing: Path) -> ImportSummary:
+def _summarize(
+    frame: pl.DataFrame,
+    rows: pl.DataFrame,
+    planned: list[_PlannedFile],
+    written: int,
+    *,
+    hubs: set[str],
+    mapped: Mapping[str, str],
+    skipped_blank: int,
+    landing: Path,
+) -> ImportSummary:
     """The counts of an import that went through (``frame`` holds the flags, ``rows`` what was written)."""
     days = sorted({rel.split("/", 1)[0] for rel, _, _ in planned})
     return ImportSummary(
@@ -505,5 +571,6 @@ def import_csv(
     if not overwrite:
         _refuse_conflicts(planned, landing)
     written = _write_files(planned)
-    return _summarize(frame, rows, planned, written, hubs=hubs, mapped=mapped, skipped_blank=skipped_blank,
-                      landing=landing)
+    return _summarize(
+        frame, rows, planned, written, hubs=hubs, mapped=mapped, skipped_blank=skipped_blank, landing=landing
+    )

@@ -45,6 +45,7 @@ CLOCK_SLACK_S = 60.0
 
 # --- what the command asked for ---------------------------------------------------------------------------------
 
+
 def _option(command: list[str], name: str) -> str | None:
     for i, arg in enumerate(command):
         if arg == name and i + 1 < len(command):
@@ -78,6 +79,7 @@ def selected_assets(command: list[str]) -> frozenset[str] | None:
 
 
 # --- event log entries -> state ---------------------------------------------------------------------------------
+
 
 @dataclass
 class AssetRows:
@@ -198,6 +200,7 @@ def progress_from_entries(entries) -> RunProgress:
 
 # --- state -> lines ---------------------------------------------------------------------------------------------
 
+
 def clock(seconds: float) -> str:
     seconds = max(0, int(seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -238,10 +241,17 @@ def step_line(step: StepProgress, total: int | None) -> str:
         if seconds and step.state == "succeeded":
             line += f", {rows / seconds:,.0f} rows/s"
     if step.check_results:
-        blocking = (f" ({step.checks_failed_blocking} blocking)" if step.checks_failed_blocking
-                    else " (none blocking)" if step.checks_failed else "")
-        line += (f", {step.check_results} check {_plural(step.check_results, 'result')}, "
-                 f"{step.checks_failed} failed{blocking}")
+        blocking = (
+            f" ({step.checks_failed_blocking} blocking)"
+            if step.checks_failed_blocking
+            else " (none blocking)"
+            if step.checks_failed
+            else ""
+        )
+        line += (
+            f", {step.check_results} check {_plural(step.check_results, 'result')}, "
+            f"{step.checks_failed} failed{blocking}"
+        )
     return line
 
 
@@ -264,8 +274,11 @@ def status_line(progress: RunProgress | None, total: int | None, now: float, com
         parts.append("finishing run" if progress.steps else "starting run")
     else:
         running = sum(s.state == "running" for s in progress.steps.values())
-        parts.append(step.key + (f" (+{running - 1} more)" if running > 1 else "")
-                     + ("" if step.state == "running" else " waiting"))
+        parts.append(
+            step.key
+            + (f" (+{running - 1} more)" if running > 1 else "")
+            + ("" if step.state == "running" else " waiting")
+        )
         partitions = _partitions(step, total, of_total=True)
         if partitions:
             parts.append(partitions)
@@ -282,6 +295,7 @@ def status_line(progress: RunProgress | None, total: int | None, now: float, com
 
 # --- the poller -------------------------------------------------------------------------------------------------
 
+
 def find_run(instance, started: float, assets: frozenset[str] | None, known: frozenset[str] = frozenset()):
     """The newest run created after ``started`` that the command could have made (not one of the ``known`` runs
     the instance held when the command started; no sensor, schedule or backfill launched it; the same asset
@@ -293,8 +307,11 @@ def find_run(instance, started: float, assets: frozenset[str] | None, known: fro
         run = record.dagster_run
         if run.run_id in known or any(tag in run.tags for tag in OTHER_LAUNCHERS):
             continue
-        if assets is not None and run.asset_selection is not None and \
-                {k.to_user_string() for k in run.asset_selection} != assets:
+        if (
+            assets is not None
+            and run.asset_selection is not None
+            and {k.to_user_string() for k in run.asset_selection} != assets
+        ):
             continue
         return run
     return None
@@ -309,7 +326,7 @@ class StatusWriter:
     def status(self, line: str) -> None:
         if not self.interactive:
             return
-        line = line[:max(20, shutil.get_terminal_size((100, 24)).columns - 1)]
+        line = line[: max(20, shutil.get_terminal_size((100, 24)).columns - 1)]
         self.out.write("\r" + line.ljust(self.width))
         self.width = len(line)
         self.out.flush()
@@ -332,8 +349,14 @@ class StatusWriter:
         self.out.flush()
 
 
-def follow_run(process: subprocess.Popen, dagster_home: str, started: float, command: list[str], out: TextIO,
-               interval: float = POLL_INTERVAL_S) -> RunProgress:
+def follow_run(
+    process: subprocess.Popen,
+    dagster_home: str,
+    started: float,
+    command: list[str],
+    out: TextIO,
+    interval: float = POLL_INTERVAL_S,
+) -> RunProgress:
     """Show the progress of the run that ``process`` (a ``dagster asset materialize`` started at ``started``)
     makes, until the process exits; returns the last state. Reads the run's new event log records every
     ``interval`` seconds (waiting on the process meanwhile). Progress never fails the command: a read that

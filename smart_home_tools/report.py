@@ -20,7 +20,10 @@ def _read(warehouse_path: Path, table: str, sql: str) -> pl.DataFrame:
 
 def partition_accounting(warehouse_path: Path) -> pl.DataFrame:
     """Per partition: raw lines, device_usage rows, quarantined rows, duplicates, and whether they add up."""
-    frame = _read(warehouse_path, RAW_USAGE, f"""
+    frame = _read(
+        warehouse_path,
+        RAW_USAGE,
+        f"""
             WITH raw AS (SELECT partition_date, count(*) AS raw_lines FROM {RAW_USAGE} GROUP BY ALL),
                  clean AS (SELECT partition_date, count(*) AS device_usage FROM {DEVICE_USAGE} GROUP BY ALL),
                  q AS (SELECT partition_date,
@@ -30,14 +33,19 @@ def partition_accounting(warehouse_path: Path) -> pl.DataFrame:
             SELECT raw.partition_date, raw_lines, coalesce(device_usage, 0) AS device_usage,
                    coalesce(quarantined, 0) AS quarantined, coalesce(duplicates, 0) AS duplicates
             FROM raw LEFT JOIN clean USING (partition_date) LEFT JOIN q USING (partition_date)
-            ORDER BY partition_date""")
+            ORDER BY partition_date""",
+    )
     return frame.with_columns(
-        conserved=unaccounted(*(pl.col(c) for c in ("raw_lines", "device_usage", "quarantined", "duplicates"))) == 0)
+        conserved=unaccounted(*(pl.col(c) for c in ("raw_lines", "device_usage", "quarantined", "duplicates"))) == 0
+    )
 
 
 def quarantine_reasons(warehouse_path: Path) -> pl.DataFrame:
-    return _read(warehouse_path, DEVICE_USAGE_QUARANTINE,
-                 f"SELECT reason, count(*) AS lines FROM {DEVICE_USAGE_QUARANTINE} GROUP BY reason ORDER BY lines DESC")
+    return _read(
+        warehouse_path,
+        DEVICE_USAGE_QUARANTINE,
+        f"SELECT reason, count(*) AS lines FROM {DEVICE_USAGE_QUARANTINE} GROUP BY reason ORDER BY lines DESC",
+    )
 
 
 def check_results(run_ids: list[str] | None = None) -> pl.DataFrame:
@@ -50,16 +58,28 @@ def check_results(run_ids: list[str] | None = None) -> pl.DataFrame:
         for run in instance.get_runs(filters=dg.RunsFilter(run_ids=run_ids) if run_ids else None, limit=200):
             for record in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
                 evaluation = record.get_dagster_event().asset_check_evaluation_data
-                rows.append({"check": evaluation.check_name, "partition": evaluation.partition,
-                             "passed": evaluation.passed, "severity": evaluation.severity.value,
-                             "timestamp": record.timestamp})
+                rows.append(
+                    {
+                        "check": evaluation.check_name,
+                        "partition": evaluation.partition,
+                        "passed": evaluation.passed,
+                        "severity": evaluation.severity.value,
+                        "timestamp": record.timestamp,
+                    }
+                )
     if not rows:
         return pl.DataFrame(schema={"check": pl.String, "partitions": pl.Int64, "passed": pl.Int64, "failed": pl.Int64})
     latest = pl.DataFrame(rows).sort("timestamp").group_by("check", "partition").last()
-    return latest.group_by("check").agg(
-        partitions=pl.len(), passed=pl.col("passed").sum(), failed=(~pl.col("passed")).sum(),
-        severity=pl.col("severity").first(),
-    ).sort("check")
+    return (
+        latest.group_by("check")
+        .agg(
+            partitions=pl.len(),
+            passed=pl.col("passed").sum(),
+            failed=(~pl.col("passed")).sum(),
+            severity=pl.col("severity").first(),
+        )
+        .sort("check")
+    )
 
 
 def print_summary(warehouse_path: Path, run_ids: list[str] | None = None) -> bool:
@@ -101,16 +121,24 @@ def model_summary() -> dict:
         "champion_version": champion.version if champion else None,
         "champion_kind": champion.tags.get("model_kind", "lightgbm") if champion else None,
         "champion_name": champion.tags.get("model_name", "lightgbm") if champion else None,
-        "champion_backtest_mae": float(champion.tags["backtest_mae"]) if champion and "backtest_mae" in champion.tags
+        "champion_backtest_mae": float(champion.tags["backtest_mae"])
+        if champion and "backtest_mae" in champion.tags
         else None,
-        "newest_version": newest.version, "newest_promoted": newest.tags.get("promoted"),
+        "newest_version": newest.version,
+        "newest_promoted": newest.tags.get("promoted"),
         "newest_reason": newest.tags.get("decision_reason"),
-        "backtest_mae": metrics.get("backtest_mae"), "backtest_skill": metrics.get("backtest_skill"),
+        "backtest_mae": metrics.get("backtest_mae"),
+        "backtest_skill": metrics.get("backtest_skill"),
         "baselines_mae": {b: metrics[f"backtest_mae_{b}"] for b in BASELINE_NAMES if f"backtest_mae_{b}" in metrics},
         "best_baseline": best,
-        "fold_skill": [1 - metrics[f"fold{k}_mae"] / metrics[f"fold{k}_mae_{best}"] for k in folds
-                       if best and metrics.get(f"fold{k}_mae_{best}")],
-        "versions": len(versions), "alias": CHAMPION_ALIAS, "tracking_uri": registry.uri(),
+        "fold_skill": [
+            1 - metrics[f"fold{k}_mae"] / metrics[f"fold{k}_mae_{best}"]
+            for k in folds
+            if best and metrics.get(f"fold{k}_mae_{best}")
+        ],
+        "versions": len(versions),
+        "alias": CHAMPION_ALIAS,
+        "tracking_uri": registry.uri(),
     }
 
 
@@ -124,8 +152,10 @@ def print_model_summary(warehouse_path: Path) -> bool:
     print(f"\n== model registry ({summary['tracking_uri']})")
     if summary["backtest_mae"] is not None:
         folds = ", ".join(f"{s:+.3f}" for s in summary["fold_skill"])
-        print(f"newest LightGBM version v{summary['newest_version']}: backtest MAE {summary['backtest_mae']:.1f} Wh, "
-              f"skill {summary['backtest_skill']:+.3f} against the best baseline (per fold: {folds})")
+        print(
+            f"newest LightGBM version v{summary['newest_version']}: backtest MAE {summary['backtest_mae']:.1f} Wh, "
+            f"skill {summary['backtest_skill']:+.3f} against the best baseline (per fold: {folds})"
+        )
         for name, mae in sorted(summary["baselines_mae"].items(), key=lambda kv: kv[1]):
             print(f"  baseline {name:<24} backtest MAE {mae:.1f} Wh")
     print(f"  promoted={summary['newest_promoted']}: {summary['newest_reason']}")
@@ -133,18 +163,30 @@ def print_model_summary(warehouse_path: Path) -> bool:
         print("no champion yet")
         return False
     mae = summary["champion_backtest_mae"]
-    print(f"champion: v{summary['champion_version']} (@{summary['alias']}), {summary['champion_kind']} "
-          f"{summary['champion_name']}" + (f", backtest MAE {mae:.1f} Wh" if mae is not None else ""))
+    print(
+        f"champion: v{summary['champion_version']} (@{summary['alias']}), {summary['champion_kind']} "
+        f"{summary['champion_name']}" + (f", backtest MAE {mae:.1f} Wh" if mae is not None else "")
+    )
     if summary["champion_kind"] == "baseline":
         print("  the naive baseline serves: no trained model beats it on this history")
-    feedback = _read(warehouse_path, PREDICTION_FEEDBACK,
-                     "SELECT partition_date, source, model_version, devices, live_mae, best_baseline, "
-                     "best_baseline_live_mae, live_skill, interval_coverage, backtest_mae "
-                     f"FROM {PREDICTION_FEEDBACK} ORDER BY partition_date, source")
+    feedback = _read(
+        warehouse_path,
+        PREDICTION_FEEDBACK,
+        "SELECT partition_date, source, model_version, devices, live_mae, best_baseline, "
+        "best_baseline_live_mae, live_skill, interval_coverage, backtest_mae "
+        f"FROM {PREDICTION_FEEDBACK} ORDER BY partition_date, source",
+    )
     if not feedback.is_empty():
-        with pl.Config(tbl_rows=40, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
-                       float_precision=3, tbl_width_chars=160):
-            print("\n== live error of the predictions once the actuals landed (prediction_feedback; nominal "
-                  "interval coverage 0.8)")
+        with pl.Config(
+            tbl_rows=40,
+            tbl_hide_dataframe_shape=True,
+            tbl_hide_column_data_types=True,
+            float_precision=3,
+            tbl_width_chars=160,
+        ):
+            print(
+                "\n== live error of the predictions once the actuals landed (prediction_feedback; nominal "
+                "interval coverage 0.8)"
+            )
             print(feedback)
     return summary["champion_kind"] == "lightgbm"

@@ -120,41 +120,122 @@ class DeviceProfile:
 # The keys must be valid catalog types (tests check this against device_catalog.json).
 DEVICE_PROFILES: dict[str, DeviceProfile] = {
     "dishwasher": DeviceProfile(
-        0.6, 0.04, 1.3, 1800, "cosine", 0.05, 1.2, 0.0, 0.2, 5.5,
+        0.6,
+        0.04,
+        1.3,
+        1800,
+        "cosine",
+        0.05,
+        1.2,
+        0.0,
+        0.2,
+        5.5,
         _hours(0.05, (12, 14, 0.5), (19, 23, 3.0)),
     ),
     "ev_charger": DeviceProfile(
-        0.2, 0.04, 14.0, 7200, "cosine", 0.1, 0.6, 0.0, 0.3, 3.5,
+        0.2,
+        0.04,
+        14.0,
+        7200,
+        "cosine",
+        0.1,
+        0.6,
+        0.0,
+        0.3,
+        3.5,
         _hours(0.02, (22, 6, 3.0), (18, 22, 0.8)),
     ),
     "fridge": DeviceProfile(
-        0.97, 0.22, 1.2, 120, "cosine", -0.12, 1.05, 0.0, 0.08, None,
+        0.97,
+        0.22,
+        1.2,
+        120,
+        "cosine",
+        -0.12,
+        1.05,
+        0.0,
+        0.08,
+        None,
         _hours(1.0, (7, 22, 1.3)),
     ),
     "heating": DeviceProfile(
-        0.75, 0.2, 12.0, 1600, "heating", 0.0, 1.1, 0.35, 0.15, None,
+        0.75,
+        0.2,
+        12.0,
+        1600,
+        "heating",
+        0.0,
+        1.1,
+        0.35,
+        0.15,
+        None,
         _hours(0.5, (5, 9, 3.0), (9, 17, 0.8), (17, 22, 3.0)),
         _hours(0.5, (7, 11, 3.0), (11, 17, 1.6), (17, 23, 3.0)),
     ),
     "lighting": DeviceProfile(
-        0.9, 0.15, 1.5, 150, "cosine", 0.35, 1.1, 0.05, 0.2, None,
+        0.9,
+        0.15,
+        1.5,
+        150,
+        "cosine",
+        0.35,
+        1.1,
+        0.05,
+        0.2,
+        None,
         _hours(0.2, (0, 1, 0.8), (1, 6, 0.1), (6, 9, 1.0), (17, 19, 2.0), (19, 23, 3.0)),
     ),
     "oven": DeviceProfile(
-        0.7, 0.05, 1.2, 2200, "cosine", 0.1, 1.3, 0.0, 0.35, 5.0,
+        0.7,
+        0.05,
+        1.2,
+        2200,
+        "cosine",
+        0.1,
+        1.3,
+        0.0,
+        0.35,
+        5.0,
         _hours(0.05, (11, 13, 2.0), (17, 20, 3.0)),
     ),
     "television": DeviceProfile(
-        0.85, 0.08, 0.6, 120, "cosine", 0.1, 1.6, 0.0, 0.3, None,
+        0.85,
+        0.08,
+        0.6,
+        120,
+        "cosine",
+        0.1,
+        1.6,
+        0.0,
+        0.3,
+        None,
         _hours(0.1, (7, 9, 0.5), (18, 23, 3.0)),
         _hours(0.1, (9, 18, 1.5), (18, 24, 3.0)),
     ),
     "washing_machine": DeviceProfile(
-        0.75, 0.04, 1.0, 900, "cosine", 0.05, 1.0, 0.0, 0.25, 2.5,
+        0.75,
+        0.04,
+        1.0,
+        900,
+        "cosine",
+        0.05,
+        1.0,
+        0.0,
+        0.25,
+        2.5,
         _hours(0.05, (8, 12, 2.0), (12, 17, 1.0), (17, 21, 2.0)),
     ),
     "water_heater": DeviceProfile(
-        0.45, 0.08, 4.0, 2500, "cosine", 0.2, 1.1, 0.05, 0.2, None,
+        0.45,
+        0.08,
+        4.0,
+        2500,
+        "cosine",
+        0.2,
+        1.1,
+        0.05,
+        0.2,
+        None,
         _hours(0.2, (5, 9, 3.0), (9, 19, 0.5), (19, 22, 1.5)),
     ),
 }
@@ -351,8 +432,9 @@ class HubDayEvents:
                 "hub_id": [self.hub.hub_id] * len(self),
                 "device_id": self.hub.device_ids.gather(self.device),
                 "device_type": self.hub.device_types.gather(self.device),
-                "event_timestamp": pl.from_epoch(pl.Series(midnight + self.utc_second), time_unit="s")
-                .dt.replace_time_zone("UTC"),
+                "event_timestamp": pl.from_epoch(
+                    pl.Series(midnight + self.utc_second), time_unit="s"
+                ).dt.replace_time_zone("UTC"),
                 "duration_s": self.duration_s,
                 "energy_wh": self.energy_wh,
             }
@@ -370,8 +452,9 @@ class RegimeChange:
 
     def __post_init__(self):
         if self.device_type not in DEVICE_TYPES:
-            raise ValueError(f"regime change: unknown device type {self.device_type!r} "
-                             f"(one of {', '.join(DEVICE_TYPES)})")
+            raise ValueError(
+                f"regime change: unknown device type {self.device_type!r} (one of {', '.join(DEVICE_TYPES)})"
+            )
         if not self.factor > 0:
             raise ValueError(f"regime change: the factor must be positive, not {self.factor}")
 
@@ -390,8 +473,9 @@ class RegimeChange:
         return np.where(hub.type_idx == _T[self.device_type], self.factor, 1.0)
 
 
-def _daily_energy(hub: Hub, day: dt.date, weather: float, rng: np.random.Generator,
-                  regime: RegimeChange | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _daily_energy(
+    hub: Hub, day: dt.date, weather: float, rng: np.random.Generator, regime: RegimeChange | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per device: energy (Wh) on ``day`` and its usage factor (1 = a typical day at seasonal factor 1)."""
     t = hub.type_idx
     dow = day.weekday()
@@ -410,8 +494,15 @@ def _daily_energy(hub: Hub, day: dt.date, weather: float, rng: np.random.Generat
     return hub.daily_wh * factor, factor / hub.weekly_mean
 
 
-def simulate_hub_day(hub: Hub, day: dt.date, *, seed: int, events_per_hub: int, weather: float | None = None,
-                     regime: RegimeChange | None = None) -> HubDayEvents:
+def simulate_hub_day(
+    hub: Hub,
+    day: dt.date,
+    *,
+    seed: int,
+    events_per_hub: int,
+    weather: float | None = None,
+    regime: RegimeChange | None = None,
+) -> HubDayEvents:
     """Clean events of ``hub`` on ``day``; depends only on ``(seed, hub.index, day)``."""
     if weather is None:
         weather = weather_anomaly(seed, day)
@@ -486,8 +577,9 @@ def forced_truncation(seed: int, hubs: int, day: dt.date) -> int | None:
     return int(_rng(seed, _STREAM_TRUNCATE, 0, day.toordinal()).integers(hubs))
 
 
-def plan_faults(seed: int, hub: Hub, day: dt.date, n: int, fault_rate: float,
-                force_truncate: bool = False) -> FaultPlan:
+def plan_faults(
+    seed: int, hub: Hub, day: dt.date, n: int, fault_rate: float, force_truncate: bool = False
+) -> FaultPlan:
     """Draw the faults of one file from its own stream (the clean events are unaffected by fault_rate)."""
     if fault_rate <= 0:
         return FaultPlan.none(n)
@@ -551,8 +643,9 @@ def render_lines(events: HubDayEvents, plan: FaultPlan) -> bytes:
     values = {
         "event_id": _json_str(pl.lit(f"{hub.hub_id}-{day:%Y%m%d}-") + pl.col("n").cast(pl.String).str.zfill(6)),
         "hub_id": pl.lit(f'"{hub.hub_id}"'),
-        "user_id": pl.when(k == LINE_FAULT_KINDS.index(NULL_USER_ID)).then(pl.lit("null"))
-                     .otherwise(pl.lit(f'"{hub.user_id}"')),
+        "user_id": pl.when(k == LINE_FAULT_KINDS.index(NULL_USER_ID))
+        .then(pl.lit("null"))
+        .otherwise(pl.lit(f'"{hub.user_id}"')),
         "device_id": _json_str(pl.col("device_id")),
         "device_type": _json_str(
             pl.when(k == LINE_FAULT_KINDS.index(UNKNOWN_DEVICE_TYPE)).then(unknown).otherwise(pl.col("device_type"))
@@ -628,8 +721,16 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def write_hub_day(
-    landing: Path, hub: Hub, day: dt.date, *, seed: int, events_per_hub: int, fault_rate: float,
-    force_truncate: bool = False, weather: float | None = None, regime: RegimeChange | None = None,
+    landing: Path,
+    hub: Hub,
+    day: dt.date,
+    *,
+    seed: int,
+    events_per_hub: int,
+    fault_rate: float,
+    force_truncate: bool = False,
+    weather: float | None = None,
+    regime: RegimeChange | None = None,
 ) -> SimulationSummary:
     """Generate, render, gzip and write one hub's file for ``day``; the summary of that one file."""
     events = simulate_hub_day(hub, day, seed=seed, events_per_hub=events_per_hub, weather=weather, regime=regime)
@@ -693,8 +794,15 @@ def simulate_fleet(
             for hub in fleet:
                 summary.merge(
                     write_hub_day(
-                        landing, hub, day, seed=seed, events_per_hub=events_per_hub, fault_rate=fault_rate,
-                        force_truncate=hub.index == forced, weather=weather, regime=regime,
+                        landing,
+                        hub,
+                        day,
+                        seed=seed,
+                        events_per_hub=events_per_hub,
+                        fault_rate=fault_rate,
+                        force_truncate=hub.index == forced,
+                        weather=weather,
+                        regime=regime,
                     )
                 )
                 bar.update()

@@ -21,8 +21,14 @@ def event(day: str, n: int, *, hub: str = "hub-0001", device_type: str = "fridge
     """A valid upload record for ``day`` (the n-th event of the hub that day)."""
     ts = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC) + dt.timedelta(minutes=7 * n)
     record = {
-        "event_id": f"{hub}-{day}-{n}", "hub_id": hub, "user_id": f"user-{hub}", "device_id": f"{hub}-{device_type}-0",
-        "device_type": device_type, "event_timestamp": ts.isoformat(), "duration_s": 600.0, "energy_wh": 25.0 + n,
+        "event_id": f"{hub}-{day}-{n}",
+        "hub_id": hub,
+        "user_id": f"user-{hub}",
+        "device_id": f"{hub}-{device_type}-0",
+        "device_type": device_type,
+        "event_timestamp": ts.isoformat(),
+        "duration_s": 600.0,
+        "energy_wh": 25.0 + n,
     }
     record.update(overrides)
     return record
@@ -52,8 +58,13 @@ def project_env(tmp_path, monkeypatch) -> dict[str, Path]:
     shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("SMART_HOME_DATA_DIR", str(data))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    for var in ("SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE", "SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV",
-                "SMART_HOME_DEVICE_CATALOG"):
+    for var in (
+        "SMART_HOME_LANDING_DIR",
+        "SMART_HOME_WAREHOUSE",
+        "SMART_HOME_PSEUDONYM_KEY",
+        "SMART_HOME_ENV",
+        "SMART_HOME_DEVICE_CATALOG",
+    ):
         monkeypatch.delenv(var, raising=False)
     return {"data": data, "landing": data / "landing", "home": home, "warehouse": data / "warehouse.duckdb"}
 
@@ -63,8 +74,11 @@ def pipeline_resources(landing: Path, warehouse: Path) -> dict:
     DuckDB file ``warehouse`` (the pseudonym key at its development default)."""
     from resources import DuckDBWarehouse, LandingZone, PseudonymizationKey
 
-    return {"landing": LandingZone(path=str(landing)), "warehouse": DuckDBWarehouse(database=str(warehouse)),
-            "pseudonym_key": PseudonymizationKey()}
+    return {
+        "landing": LandingZone(path=str(landing)),
+        "warehouse": DuckDBWarehouse(database=str(warehouse)),
+        "pseudonym_key": PseudonymizationKey(),
+    }
 
 
 @pytest.fixture
@@ -82,9 +96,13 @@ def simulated_features(start: dt.date, days: int, hubs: int = 25, seed: int = 3,
     from smart_home_tools.simulate import build_fleet, simulate_hub_day
 
     fleet = build_fleet(seed, hubs)
-    events = pl.concat([simulate_hub_day(hub, start + dt.timedelta(days=d), seed=seed,
-                                         events_per_hub=events_per_hub).to_frame()
-                        for d in range(days) for hub in fleet])
+    events = pl.concat(
+        [
+            simulate_hub_day(hub, start + dt.timedelta(days=d), seed=seed, events_per_hub=events_per_hub).to_frame()
+            for d in range(days)
+            for hub in fleet
+        ]
+    )
     daily = daily_device_usage(events.with_columns(partition_date=pl.col("event_timestamp").dt.date()))
     return pl.concat([build_features(daily, start + dt.timedelta(days=d)) for d in range(days)])
 
@@ -110,8 +128,9 @@ def model_resources(project_env: dict, features, monkeypatch) -> dict:
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project_env['data'] / 'mlflow.db'}")
     resources = pipeline_resources(project_env["landing"], project_env["warehouse"])
-    resources["warehouse"].replace_partitions({USAGE_FEATURES: features},
-                                              sorted({str(d) for d in features["partition_date"].unique().to_list()}))
+    resources["warehouse"].replace_partitions(
+        {USAGE_FEATURES: features}, sorted({str(d) for d in features["partition_date"].unique().to_list()})
+    )
     return {**resources, "model_registry": ModelRegistry(), "mlflow": mlflow_tracking}
 
 
@@ -129,8 +148,10 @@ def latest_run_check_evaluations(dagster_home: str) -> list:
         with dg.DagsterInstance.get() as instance:
             (run,) = instance.get_runs(limit=1)
             assert run.status == dg.DagsterRunStatus.SUCCESS
-            return [r.get_dagster_event().asset_check_evaluation_data
-                    for r in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
+            return [
+                r.get_dagster_event().asset_check_evaluation_data
+                for r in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+            ]
     finally:
         if previous is None:
             os.environ.pop("DAGSTER_HOME")

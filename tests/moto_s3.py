@@ -32,13 +32,22 @@ class S3Server:
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables that resources.objectstore reads (moto accepts any credentials)."""
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "moto-test",
-                "AWS_SECRET_ACCESS_KEY": "moto-test-secret", "AWS_REGION": "us-east-1"}
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "moto-test",
+            "AWS_SECRET_ACCESS_KEY": "moto-test-secret",
+            "AWS_REGION": "us-east-1",
+        }
 
     def filesystem(self) -> pafs.S3FileSystem:
-        return pafs.S3FileSystem(access_key="moto-test", secret_key="moto-test-secret", region="us-east-1",
-                                 endpoint_override=self.endpoint.removeprefix("http://"), scheme="http",
-                                 allow_bucket_creation=True)
+        return pafs.S3FileSystem(
+            access_key="moto-test",
+            secret_key="moto-test-secret",
+            region="us-east-1",
+            endpoint_override=self.endpoint.removeprefix("http://"),
+            scheme="http",
+            allow_bucket_creation=True,
+        )
 
     def new_bucket(self, prefix: str = "test") -> str:
         bucket = f"{prefix}-{uuid.uuid4().hex[:12]}"
@@ -65,14 +74,16 @@ def moto_server() -> Iterator[S3Server]:
     port = free_port()
     # a file, not a pipe: moto logs every request and a full pipe would block it
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             for _ in range(START_ATTEMPTS):
                 if process.poll() is not None:
                     log.seek(0)
-                    raise RuntimeError(f"moto_server exited with {process.returncode}: "
-                                       f"{log.read().decode(errors='replace')[-2000:]}")
+                    raise RuntimeError(
+                        f"moto_server exited with {process.returncode}: {log.read().decode(errors='replace')[-2000:]}"
+                    )
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                     break

@@ -23,8 +23,7 @@ def free_port() -> int:
 
 
 def _postgres_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([path] if (path := shutil.which(name))
-                                                                       else [])
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([path] if (path := shutil.which(name)) else [])
     if not found:
         raise RuntimeError(f"PostgreSQL's {name} is not installed (Debian package postgresql; .ci/run installs it)")
     return found[-1]
@@ -40,14 +39,18 @@ class Postgres:
 
     def env(self) -> dict[str, str]:
         """The variables deploy/production/dagster.yaml reads."""
-        return {"DAGSTER_PG_HOST": self.host, "DAGSTER_PG_PORT": str(self.port), "DAGSTER_PG_USERNAME": self.user,
-                "DAGSTER_PG_PASSWORD": self.password, "DAGSTER_PG_DB": self.db}
+        return {
+            "DAGSTER_PG_HOST": self.host,
+            "DAGSTER_PG_PORT": str(self.port),
+            "DAGSTER_PG_USERNAME": self.user,
+            "DAGSTER_PG_PASSWORD": self.password,
+            "DAGSTER_PG_DB": self.db,
+        }
 
     def connect(self):
         import psycopg2
 
-        return psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password,
-                                dbname=self.db)
+        return psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password, dbname=self.db)
 
 
 @contextlib.contextmanager
@@ -72,10 +75,33 @@ def postgres_server() -> Iterator[Postgres]:
         if result.returncode:
             raise RuntimeError(f"{' '.join(command)} failed: {result.stderr[-2000:]}")
 
-    run(_postgres_bin("initdb"), "-D", str(data), "-U", "dagster", "--pwfile", str(pwfile), "-A", "scram-sha-256",
-        "-E", "UTF8", "--no-sync")
-    run(_postgres_bin("pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "start",
-        "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200")
+    run(
+        _postgres_bin("initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "dagster",
+        "--pwfile",
+        str(pwfile),
+        "-A",
+        "scram-sha-256",
+        "-E",
+        "UTF8",
+        "--no-sync",
+    )
+    run(
+        _postgres_bin("pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(root / "server.log"),
+        "-w",
+        "-t",
+        "60",
+        "start",
+        "-o",
+        f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+    )
     try:
         server = Postgres("127.0.0.1", port, "dagster", "dagster-test", "postgres")
         with contextlib.closing(server.connect()) as con:
@@ -83,6 +109,9 @@ def postgres_server() -> Iterator[Postgres]:
             con.cursor().execute("CREATE DATABASE dagster")
         yield Postgres("127.0.0.1", port, "dagster", "dagster-test", "dagster")
     finally:
-        subprocess.run(prefix + [_postgres_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            prefix + [_postgres_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            timeout=120,
+        )
         shutil.rmtree(root, ignore_errors=True)

@@ -32,6 +32,7 @@ def requested_screenshots_dir() -> Path | None:
 
 # --- required tests ---------------------------------------------------------------------------------------------
 
+
 def load_required_tests(path: Path) -> list[tuple[str, str]]:
     """(pattern, why) per entry of the list; an entry without its reason is refused, so that the list stays a
     record of which document promises the test runs."""
@@ -74,6 +75,7 @@ def required_skip_problems(skipped: dict[str, str], required: list[tuple[str, st
 
 
 # --- the git checkout ---------------------------------------------------------------------------------------------
+
 
 def git(root: Path, *args: str) -> str | None:
     """git's output in ``root``, or None when git is missing or ``root`` is not in a checkout."""
@@ -129,12 +131,15 @@ def checkout_problems(root: Path, before: set[str] | None) -> list[str]:
     new = sorted(p for p in after - before if not allowed_to_change(top, p))
     if not new:
         return []
-    return ["the tests changed or created files of the git checkout (write into tmp_path instead):\n"
-            + "".join(f"    {path}\n" for path in new)
-            + "  (in a shared checkout, a file someone else edited during the run is listed too)"]
+    return [
+        "the tests changed or created files of the git checkout (write into tmp_path instead):\n"
+        + "".join(f"    {path}\n" for path in new)
+        + "  (in a shared checkout, a file someone else edited during the run is listed too)"
+    ]
 
 
 # --- the environment `make test` exported ----------------------------------------------------------------------
+
 
 def exported_env() -> dict[str, str | None]:
     return {var: os.environ.get(var) for var in EXPORTED_VARS}
@@ -144,17 +149,23 @@ def env_problems(at_start: dict[str, str | None], changed_by: dict[str, str]) ->
     problems = []
     for var, value in exported_env().items():
         if value != at_start[var]:
-            problems.append(f"{var} is {value!r} at the end of the session, was {at_start[var]!r} at its start: "
-                            f"last changed by {changed_by.get(var, 'a session-scoped fixture')} "
-                            "(use monkeypatch, or restore it in a finally)")
+            problems.append(
+                f"{var} is {value!r} at the end of the session, was {at_start[var]!r} at its start: "
+                f"last changed by {changed_by.get(var, 'a session-scoped fixture')} "
+                "(use monkeypatch, or restore it in a finally)"
+            )
     return problems
 
 
 # --- the hooks -------------------------------------------------------------------------------------------------
 
+
 def pytest_addoption(parser):
-    parser.addini(REQUIRED_TESTS_INI, "file listing tests that must not be skipped (node id patterns, '# why')",
-                  default="tests/required_tests.txt")
+    parser.addini(
+        REQUIRED_TESTS_INI,
+        "file listing tests that must not be skipped (node id patterns, '# why')",
+        default="tests/required_tests.txt",
+    )
 
 
 def pytest_configure(config):
@@ -201,9 +212,11 @@ class SessionGuards:
         self.env_now = now
 
     def pytest_sessionfinish(self, session):
-        self.problems = (required_skip_problems(self.skipped, self.required)
-                         + checkout_problems(self.config.rootpath, self.dirty_before)
-                         + env_problems(self.env_at_start, self.env_changed_by))
+        self.problems = (
+            required_skip_problems(self.skipped, self.required)
+            + checkout_problems(self.config.rootpath, self.dirty_before)
+            + env_problems(self.env_at_start, self.env_changed_by)
+        )
         if self.problems and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

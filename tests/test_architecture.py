@@ -55,15 +55,20 @@ def project_edges() -> dict[str, set[str]]:
 
 
 def test_imports_never_point_up_a_layer():
-    upward = [f"{source} ({layer(source)}) imports {target} ({layer(target)})"
-              for source, targets in project_edges().items() for target in sorted(targets)
-              if LAYERS[layer(target)] > LAYERS[layer(source)]]
+    upward = [
+        f"{source} ({layer(source)}) imports {target} ({layer(target)})"
+        for source, targets in project_edges().items()
+        for target in sorted(targets)
+        if LAYERS[layer(target)] > LAYERS[layer(source)]
+    ]
     assert not upward, "\n".join(upward)
 
 
 def test_the_import_graph_has_no_cycle():
-    edges = {source: {t for t in targets if not source.startswith(t + ".")}  # a module importing its own package
-             for source, targets in project_edges().items()}
+    edges = {
+        source: {t for t in targets if not source.startswith(t + ".")}  # a module importing its own package
+        for source, targets in project_edges().items()
+    }
     state: dict[str, int] = {}
     stack: list[str] = []
     cycles: list[str] = []
@@ -73,7 +78,7 @@ def test_the_import_graph_has_no_cycle():
         stack.append(node)
         for target in sorted(edges[node]):
             if state.get(target) == 1:
-                cycles.append(" -> ".join([*stack[stack.index(target):], target]))
+                cycles.append(" -> ".join([*stack[stack.index(target) :], target]))
             elif target not in state:
                 visit(target)
         stack.pop()
@@ -86,22 +91,35 @@ def test_the_import_graph_has_no_cycle():
 
 
 def test_the_pure_library_imports_no_dagster():
-    offending = [f"{name} imports {m}" for name, path in modules().items() if layer(name) == "lib"
-                 for m in sorted(imports(path)) if m.split(".")[0].startswith("dagster")]
+    offending = [
+        f"{name} imports {m}"
+        for name, path in modules().items()
+        if layer(name) == "lib"
+        for m in sorted(imports(path))
+        if m.split(".")[0].startswith("dagster")
+    ]
     assert not offending, "\n".join(offending)
     # and at run time: importing every library module loads no Dagster module
-    script = ("import importlib, sys\n"
-              + "".join(f"importlib.import_module({name!r})\n" for name in modules() if layer(name) == "lib")
-              + "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('dagster')))")
+    script = (
+        "import importlib, sys\n"
+        + "".join(f"importlib.import_module({name!r})\n" for name in modules() if layer(name) == "lib")
+        + "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('dagster')))"
+    )
     loaded = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]", loaded.stdout
 
 
-@pytest.mark.parametrize("module, expected", [
-    ("smart_home_assets.lib.cleaning", "lib"), ("resources.warehouse", "resources"),
-    ("smart_home_assets.assets.usage", "assets and checks"), ("asset_checks.feature_checks", "assets and checks"),
-    ("smart_home_assets.definitions", "definitions"), ("smart_home_tools.cli", "tools"),
-])
+@pytest.mark.parametrize(
+    "module, expected",
+    [
+        ("smart_home_assets.lib.cleaning", "lib"),
+        ("resources.warehouse", "resources"),
+        ("smart_home_assets.assets.usage", "assets and checks"),
+        ("asset_checks.feature_checks", "assets and checks"),
+        ("smart_home_assets.definitions", "definitions"),
+        ("smart_home_tools.cli", "tools"),
+    ],
+)
 def test_layers_are_named_by_package(module, expected):
     assert layer(module) == expected
 

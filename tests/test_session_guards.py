@@ -35,9 +35,29 @@ def run_suite(folder: Path, *args: str, env: dict[str, str] | None = None) -> su
     """pytest on ``folder`` with the project's conftest (so its guards) loaded, as `make test` loads it."""
     environ = {k: v for k, v in os.environ.items() if k != SCREENSHOTS_DIR_VAR}
     environ.update({"PYTHONPATH": str(PROJECT_ROOT), "PYTHONDONTWRITEBYTECODE": "1", **(env or {})})
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
-                           "-c", str(folder / "pytest.ini"), "--rootdir", str(folder), "-q", *args],
-                          cwd=folder, env=environ, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests.conftest",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(folder / "pytest.ini"),
+            "--rootdir",
+            str(folder),
+            "-q",
+            *args,
+        ],
+        cwd=folder,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def guard_report(result: subprocess.CompletedProcess) -> str:
@@ -87,11 +107,16 @@ def test_a_skipped_required_test_fails_the_session_naming_it_its_reason_and_why_
     result = run_suite(write_suite(tmp_path, SKIPPING, REQUIRED))
     assert result.returncode == 1, result.stdout
     report = guard_report(result)
-    for nodeid, reason, why in [("test_disk.py::test_needs_mount", "cannot mount here", "the docs say it runs"),
-                                ("test_disk.py::test_needs_data", "real data not found", "on real data"),
-                                ("test_gone.py", "module needs a server", "the server tests run")]:
-        assert re.search(rf"required test skipped: {re.escape(nodeid)}\n\s+skip reason: {reason}\n"
-                         rf"\s+required because: .*{why}", report), report
+    for nodeid, reason, why in [
+        ("test_disk.py::test_needs_mount", "cannot mount here", "the docs say it runs"),
+        ("test_disk.py::test_needs_data", "real data not found", "on real data"),
+        ("test_gone.py", "module needs a server", "the server tests run"),
+    ]:
+        assert re.search(
+            rf"required test skipped: {re.escape(nodeid)}\n\s+skip reason: {reason}\n"
+            rf"\s+required because: .*{why}",
+            report,
+        ), report
     assert "test_optional" not in report  # a skip of a test not listed is allowed
 
 
@@ -115,7 +140,10 @@ def git(repo: Path, *args: str) -> None:
 @pytest.fixture
 def repo(tmp_path) -> Path:
     """A git checkout holding a tiny suite, a tracked file, an ignored folder and a file already edited."""
-    repo = write_suite(tmp_path / "repo", {"test_writes.py": """
+    repo = write_suite(
+        tmp_path / "repo",
+        {
+            "test_writes.py": """
         import os
         from pathlib import Path
 
@@ -125,7 +153,9 @@ def repo(tmp_path) -> Path:
             for name in os.environ["WRITE"].split(","):
                 (HERE / name).parent.mkdir(parents=True, exist_ok=True)
                 (HERE / name).write_text("written by a test")
-    """})
+    """
+        },
+    )
     (repo / ".gitignore").write_text("ignored/\n")
     (repo / "tracked.txt").write_text("tracked\n")
     (repo / "edited.txt").write_text("committed\n")
@@ -150,16 +180,22 @@ def test_a_session_writing_only_outside_the_checkout_or_where_make_screenshots_a
 
 
 def test_the_checkout_guard_does_nothing_outside_a_git_checkout(tmp_path):
-    suite = write_suite(tmp_path, {"test_writes.py": """
+    suite = write_suite(
+        tmp_path,
+        {
+            "test_writes.py": """
         from pathlib import Path
 
         def test_writes():
             (Path(__file__).parent / "new.txt").write_text("x")
-    """})
+    """
+        },
+    )
     assert run_suite(suite).returncode == 0
 
 
-ENV_TESTS = {"test_env.py": """
+ENV_TESTS = {
+    "test_env.py": """
     import os
 
     def test_uses_monkeypatch(monkeypatch):
@@ -171,7 +207,8 @@ ENV_TESTS = {"test_env.py": """
 
     def test_after():
         pass
-"""}
+"""
+}
 MAKE_TEST_ENV = {"DAGSTER_HOME": "/checkout/dagster_home", "SMART_HOME_DATA_DIR": "/checkout/data"}
 
 
@@ -179,8 +216,10 @@ def test_a_test_that_leaves_dagster_home_changed_fails_the_session_naming_it(tmp
     result = run_suite(write_suite(tmp_path, ENV_TESTS), env=MAKE_TEST_ENV)
     assert result.returncode == 1, result.stdout
     report = guard_report(result)
-    assert ("DAGSTER_HOME is None at the end of the session, was '/checkout/dagster_home' at its start: "
-            "last changed by test_env.py::test_pops_dagster_home") in report, report
+    assert (
+        "DAGSTER_HOME is None at the end of the session, was '/checkout/dagster_home' at its start: "
+        "last changed by test_env.py::test_pops_dagster_home"
+    ) in report, report
     assert "SMART_HOME_DATA_DIR" not in report  # monkeypatch restored it
     assert run_suite(tmp_path, "-k", "monkeypatch", env=MAKE_TEST_ENV).returncode == 0
 
@@ -201,8 +240,9 @@ def test_every_required_pattern_names_existing_tests(pattern):
     module = pattern.partition("::")[0]
     path = PROJECT_ROOT / module
     assert path.is_file(), f"{REQUIRED_TESTS.name}: {module} does not exist"
-    assert any(is_required(f"{module}::{test}", pattern) for test in defined_tests(path)), \
+    assert any(is_required(f"{module}::{test}", pattern) for test in defined_tests(path)), (
         f"{REQUIRED_TESTS.name}: {pattern} matches no test of {module}"
+    )
 
 
 def test_every_test_file_docs_reliability_names_is_required():

@@ -1,6 +1,6 @@
 """One daily-partitioned asset that does nothing, with the same executor as the project (in-process).
 
-    dagster asset materialize -m bench.trivial.definitions --select trivial_daily --partition 2026-03-02
+dagster asset materialize -m bench.trivial.definitions --select trivial_daily --partition 2026-03-02
 """
 
 import dagster as dg

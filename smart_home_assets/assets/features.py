@@ -34,8 +34,10 @@ HISTORY_WINDOW = dg.TimeWindowPartitionMapping(start_offset=-LOOKBACK_DAYS, allo
     group_name="features",
     # Follows every device_usage day of its window, once its own day exists and blocking checks passed.
     automation_condition=follows_history_window(DEVICE_USAGE),
-    metadata={"dagster/table_name": f"warehouse.main.{USAGE_FEATURES}",
-              "dagster/column_schema": column_schema(FEATURES_SCHEMA)},
+    metadata={
+        "dagster/table_name": f"warehouse.main.{USAGE_FEATURES}",
+        "dagster/column_schema": column_schema(FEATURES_SCHEMA),
+    },
 )
 def usage_features(context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse]) -> dg.MaterializeResult:
     """Per device and day: usage, lags, rolling statistics, calendar and hub totals; devices with too
@@ -48,8 +50,9 @@ def usage_features(context: dg.AssetExecutionContext, warehouse: dg.ResourcePara
     keys = context.partition_keys
     first, last = dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])
     # The lookback and the narrow window one year back (two ranges unless the run spans a year).
-    daily = pl.concat([warehouse.query(daily_usage_sql(DEVICE_USAGE), [lo, hi])
-                       for lo, hi in history_ranges(first, last)])
+    daily = pl.concat(
+        [warehouse.query(daily_usage_sql(DEVICE_USAGE), [lo, hi]) for lo, hi in history_ranges(first, last)]
+    )
     per_partition = []
 
     def batches() -> Iterator[dict[str, pl.DataFrame]]:
@@ -58,11 +61,14 @@ def usage_features(context: dg.AssetExecutionContext, warehouse: dg.ResourcePara
         held_rows = 0
         for key in keys:
             features = build_features(daily, dt.date.fromisoformat(key))
-            per_partition.append({
-                "partition": key, "devices": features.height,
-                "active_devices": features.filter(pl.col("event_count") > 0).height,
-                "enough_history": int(features["has_enough_history"].sum() or 0),
-            })
+            per_partition.append(
+                {
+                    "partition": key,
+                    "devices": features.height,
+                    "active_devices": features.filter(pl.col("event_count") > 0).height,
+                    "enough_history": int(features["has_enough_history"].sum() or 0),
+                }
+            )
             held.append(features)
             held_rows += features.height
             if held_rows >= batch_rows():
@@ -73,10 +79,13 @@ def usage_features(context: dg.AssetExecutionContext, warehouse: dg.ResourcePara
 
     warehouse.replace_partitions_in_batches(keys, [USAGE_FEATURES], batches())
     rows = sum(p["devices"] for p in per_partition)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": dg.MetadataValue.int(rows),
-        "devices_with_too_little_history": dg.MetadataValue.int(
-            sum(p["devices"] - p["enough_history"] for p in per_partition)),
-        "lookback_days": dg.MetadataValue.int(LOOKBACK_DAYS),
-        "partitions": partition_table(per_partition),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(rows),
+            "devices_with_too_little_history": dg.MetadataValue.int(
+                sum(p["devices"] - p["enough_history"] for p in per_partition)
+            ),
+            "lookback_days": dg.MetadataValue.int(LOOKBACK_DAYS),
+            "partitions": partition_table(per_partition),
+        }
+    )

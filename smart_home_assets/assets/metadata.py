@@ -31,15 +31,23 @@ def _cell(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def preview_table(frame: pl.DataFrame, of: str, rows: int = PREVIEW_ROWS, total: int | None = None,
-                  ) -> dg.MetadataValue:
+def preview_table(
+    frame: pl.DataFrame,
+    of: str,
+    rows: int = PREVIEW_ROWS,
+    total: int | None = None,
+) -> dg.MetadataValue:
     """The first ``rows`` rows of ``frame`` (``of``: which slice it is; ``total``: its row count when ``frame``
     holds only the first of them) as a markdown table the UI renders."""
     if frame.is_empty():
         return dg.MetadataValue.md(f"{of}: no rows")
     head = frame.head(rows)
-    lines = [f"First {head.height} of {frame.height if total is None else total:,} rows of {of}:", "",
-             "| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
+    lines = [
+        f"First {head.height} of {frame.height if total is None else total:,} rows of {of}:",
+        "",
+        "| " + " | ".join(head.columns) + " |",
+        "|" + "---|" * len(head.columns),
+    ]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in head.iter_rows()]
     return dg.MetadataValue.md("\n".join(lines))
 
@@ -65,8 +73,9 @@ def public_uri(uri: str) -> str:
 LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"
 
 
-def mlflow_run_metadata(tracking_uri: str, experiment_id: str, run_id: str, model_name: str,
-                        model_version: str) -> dict[str, dg.MetadataValue]:
+def mlflow_run_metadata(
+    tracking_uri: str, experiment_id: str, run_id: str, model_name: str, model_version: str
+) -> dict[str, dg.MetadataValue]:
     """Where to find a training run and its model in MLflow, with no credentials: the run's page on the
     tracking server (for a local store, on `mlflow ui`'s default address), and the run and model URIs."""
     uri = public_uri(tracking_uri)

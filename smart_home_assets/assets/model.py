@@ -7,7 +7,6 @@ The asset is the sequence of steps; each step is a function here, and what is wr
 metrics, plots, registered versions and their tags) is in :mod:`smart_home_assets.assets.model_tracking`.
 """
 
-
 import contextlib
 import datetime as dt
 import json
@@ -69,17 +68,27 @@ class UsageModelConfig(dg.Config):
 
 def params_of(config: UsageModelConfig) -> dict[str, Any]:
     """The LightGBM parameters of a training config."""
-    return {"n_estimators": config.n_estimators, "learning_rate": config.learning_rate,
-            "num_leaves": config.num_leaves, "min_child_samples": config.min_child_samples}
+    return {
+        "n_estimators": config.n_estimators,
+        "learning_rate": config.learning_rate,
+        "num_leaves": config.num_leaves,
+        "min_child_samples": config.min_child_samples,
+    }
 
 
 def run_params(config: UsageModelConfig) -> dict[str, Any]:
     """The MLflow run's parameters of a training config: LightGBM's, the seed, the backtest, what is learned, where."""
-    return {**params_of(config), "seed": config.seed, "backtest_folds": config.backtest_folds,
-            "fold_days": config.fold_days, "training_window_days": config.training_window_days,
-            "silent_next_day_is_unknown": config.silent_next_day_is_unknown,
-            "target": training.TARGET, "features": ",".join(training.FEATURE_COLUMNS),
-            "trained_on": config.dask_scheduler or "the step's process"}
+    return {
+        **params_of(config),
+        "seed": config.seed,
+        "backtest_folds": config.backtest_folds,
+        "fold_days": config.fold_days,
+        "training_window_days": config.training_window_days,
+        "silent_next_day_is_unknown": config.silent_next_day_is_unknown,
+        "target": training.TARGET,
+        "features": ",".join(training.FEATURE_COLUMNS),
+        "trained_on": config.dask_scheduler or "the step's process",
+    }
 
 
 def load_features(warehouse: Warehouse, excluded: list[dt.date] | None = None) -> pl.DataFrame:
@@ -87,8 +96,9 @@ def load_features(warehouse: Warehouse, excluded: list[dt.date] | None = None) -
     if not warehouse.table_exists(USAGE_FEATURES):
         raise dg.Failure(f"table {USAGE_FEATURES} does not exist yet: materialize usage_features first")
     if excluded:
-        return warehouse.query(f"SELECT * FROM {USAGE_FEATURES} WHERE partition_date NOT IN "
-                               "(SELECT unnest(?::DATE[]))", [excluded])
+        return warehouse.query(
+            f"SELECT * FROM {USAGE_FEATURES} WHERE partition_date NOT IN (SELECT unnest(?::DATE[]))", [excluded]
+        )
     return warehouse.query(f"SELECT * FROM {USAGE_FEATURES}")
 
 
@@ -104,10 +114,14 @@ def feature_days_held_back(context: dg.AssetExecutionContext) -> dict[str, list[
 def held_back_metadata(held_back: dict[str, list[str]], log) -> dict[str, dg.MetadataValue]:
     """The left-out feature days as metadata, with a warning naming them and their checks when there are any."""
     if held_back:
-        log.warning(f"{len(held_back)} feature day(s) left out of training, their blocking checks not "
-                    "passed: " + "; ".join(f"{d} ({', '.join(c)})" for d, c in held_back.items()))
-    return {"excluded_feature_days": dg.MetadataValue.json(held_back),
-            "excluded_feature_day_count": dg.MetadataValue.int(len(held_back))}
+        log.warning(
+            f"{len(held_back)} feature day(s) left out of training, their blocking checks not "
+            "passed: " + "; ".join(f"{d} ({', '.join(c)})" for d, c in held_back.items())
+        )
+    return {
+        "excluded_feature_days": dg.MetadataValue.json(held_back),
+        "excluded_feature_day_count": dg.MetadataValue.int(len(held_back)),
+    }
 
 
 def _window(rows: pl.DataFrame, before: dt.date | None, window_days: int) -> pl.DataFrame:
@@ -139,8 +153,12 @@ def in_step_trainer(warehouse: Warehouse, config: UsageModelConfig, excluded: li
         rows = _window(labeled, before, config.training_window_days)
         return training.train_model(rows, params=params, seed=config.seed, device_types=types), rows.height
 
-    return Trainer(sorted(labeled["partition_date"].unique().to_list()),
-                   lambda first, last: labeled.filter(pl.col("partition_date").is_between(first, last)), fit, types)
+    return Trainer(
+        sorted(labeled["partition_date"].unique().to_list()),
+        lambda first, last: labeled.filter(pl.col("partition_date").is_between(first, last)),
+        fit,
+        types,
+    )
 
 
 def dask_trainer(warehouse: Warehouse, config: UsageModelConfig, client, excluded: list[dt.date]) -> Trainer:
@@ -153,19 +171,28 @@ def dask_trainer(warehouse: Warehouse, config: UsageModelConfig, client, exclude
     def fit(before: dt.date | None, params: dict) -> tuple[Any, int]:
         train_days = [d for d in days if before is None or d < before]
         if config.training_window_days > 0:
-            train_days = train_days[-config.training_window_days:]
-        return dist.train_model_dask(client, warehouse, train_days, types, params=params, seed=config.seed,
-                                     silent_next_day_is_unknown=config.silent_next_day_is_unknown)
+            train_days = train_days[-config.training_window_days :]
+        return dist.train_model_dask(
+            client,
+            warehouse,
+            train_days,
+            types,
+            params=params,
+            seed=config.seed,
+            silent_next_day_is_unknown=config.silent_next_day_is_unknown,
+        )
 
     def rows_of(first: dt.date, last: dt.date) -> pl.DataFrame:
-        return dist.load_labeled_days(warehouse, [d for d in days if first <= d <= last],
-                                      config.silent_next_day_is_unknown, excluded)
+        return dist.load_labeled_days(
+            warehouse, [d for d in days if first <= d <= last], config.silent_next_day_is_unknown, excluded
+        )
 
     return Trainer(days, rows_of, fit, types)
 
 
-def open_trainer(warehouse: Warehouse, config: UsageModelConfig, held_back: dict[str, list[str]],
-                 stack: contextlib.ExitStack) -> Trainer:
+def open_trainer(
+    warehouse: Warehouse, config: UsageModelConfig, held_back: dict[str, list[str]], stack: contextlib.ExitStack
+) -> Trainer:
     """The trainer the config asks for, without the held-back days; a Dask client stays open until ``stack`` closes."""
     excluded = [dt.date.fromisoformat(day) for day in held_back]
     if config.dask_scheduler:
@@ -177,10 +204,15 @@ def open_trainer(warehouse: Warehouse, config: UsageModelConfig, held_back: dict
 
 def model_spec(params: dict, config: UsageModelConfig) -> dict[str, Any]:
     """What a LightGBM version is, beyond its weights: refit on other days, it is the same model."""
-    return {"kind": "lightgbm", "target": training.TARGET, "features": list(training.FEATURE_COLUMNS),
-            "params": dict(sorted(params.items())), "seed": config.seed,
-            "training_window_days": config.training_window_days,
-            "silent_next_day_is_unknown": config.silent_next_day_is_unknown}
+    return {
+        "kind": "lightgbm",
+        "target": training.TARGET,
+        "features": list(training.FEATURE_COLUMNS),
+        "params": dict(sorted(params.items())),
+        "seed": config.seed,
+        "training_window_days": config.training_window_days,
+        "silent_next_day_is_unknown": config.silent_next_day_is_unknown,
+    }
 
 
 @dataclass
@@ -208,8 +240,10 @@ def retrain_reason(context: dg.AssetExecutionContext) -> dict[str, dg.MetadataVa
     reason = f"model decay: {found.summary}" if found else "new feature days"
     if found:
         context.log.warning(f"retraining for {reason} (episode {found.episode})")
-    return {"retrain_reason": dg.MetadataValue.text(reason),
-            decay.EPISODE_KEY: dg.MetadataValue.text(found.episode if found else decay.NO_EPISODE)}
+    return {
+        "retrain_reason": dg.MetadataValue.text(reason),
+        decay.EPISODE_KEY: dg.MetadataValue.text(found.episode if found else decay.NO_EPISODE),
+    }
 
 
 def current_champion(registry: ModelRegistry) -> Champion | None:
@@ -226,8 +260,10 @@ def backtest_folds(trainer: Trainer, config: UsageModelConfig, log) -> list[trai
     """The backtest's folds over the labeled days (raises NotEnoughHistory); warns when history holds fewer."""
     folds = training.fold_windows(trainer.labeled_days, config.backtest_folds, config.fold_days)
     if len(folds) < config.backtest_folds:
-        log.warning(f"history holds {len(folds)} of the {config.backtest_folds} backtest folds "
-                    f"({len(trainer.labeled_days)} labeled days)")
+        log.warning(
+            f"history holds {len(folds)} of the {config.backtest_folds} backtest folds "
+            f"({len(trainer.labeled_days)} labeled days)"
+        )
     return folds
 
 
@@ -252,9 +288,12 @@ def tune(trainer: Trainer, folds, base_params: dict, config: UsageModelConfig, c
         if time.monotonic() - started > config.tuning_timeout_s:
             context.log.info(f"tuning stopped after {trial} trials: {config.tuning_timeout_s:g} s time box")
             break
-        params = {"n_estimators": int(rng.choice([150, 300, 500])),
-                  "learning_rate": float(rng.choice([0.03, 0.05, 0.1])),
-                  "num_leaves": int(rng.choice([15, 31, 63])), "min_child_samples": int(rng.choice([10, 20, 50]))}
+        params = {
+            "n_estimators": int(rng.choice([150, 300, 500])),
+            "learning_rate": float(rng.choice([0.03, 0.05, 0.1])),
+            "num_leaves": int(rng.choice([15, 31, 63])),
+            "min_child_samples": int(rng.choice([10, 20, 50])),
+        }
         with mlflow.start_run(run_name=f"tuning trial {trial}", nested=True):
             mlflow.log_params(params)
             mae = score(params)
@@ -288,29 +327,36 @@ class Backtest:
     same_recipe: bool  # the champion is the candidate's own recipe (scored from the candidate's column)
 
 
-def backtest_contenders(trainer: Trainer, params: dict, champion: Champion | None,
-                        spec: dict) -> tuple[dict[str, training.Contender], str | None]:
+def backtest_contenders(
+    trainer: Trainer, params: dict, champion: Champion | None, spec: dict
+) -> tuple[dict[str, training.Contender], str | None]:
     """The per-fold contenders (the candidate; a trained champion of another recipe) and the champion's column."""
     contenders: dict[str, training.Contender] = {
-        "candidate": lambda fold, rows: training.predict(trainer.fit_before(fold.first, params)[0], rows)}
+        "candidate": lambda fold, rows: training.predict(trainer.fit_before(fold.first, params)[0], rows)
+    }
     if champion is None:
         return contenders, None
     if champion.kind == "baseline":  # a baseline is scored anyway, under its own name
         return contenders, champion.name
     if champion.spec == spec:  # the candidate's own recipe: run_backtest copies the candidate's column
         return contenders, "champion"
-    if champion.spec and champion.spec.get("features") == training.FEATURE_COLUMNS \
-            and champion.spec.get("target") == training.TARGET:
+    if (
+        champion.spec
+        and champion.spec.get("features") == training.FEATURE_COLUMNS
+        and champion.spec.get("target") == training.TARGET
+    ):
         champ_params = champion.spec["params"]  # this code's recipe: refitted per fold with its own parameters
         contenders["champion"] = lambda fold, rows: training.predict(
-            trainer.fit_before(fold.first, champ_params)[0], rows)
+            trainer.fit_before(fold.first, champ_params)[0], rows
+        )
     else:  # a model of another recipe (an older code version): scored as it is
         contenders["champion"] = lambda fold, rows: champion.forecaster.point_forecast(rows)
     return contenders, "champion"
 
 
-def run_backtest(trainer: Trainer, folds: list[training.Fold], params: dict, champion: Champion | None,
-                 spec: dict) -> Backtest:
+def run_backtest(
+    trainer: Trainer, folds: list[training.Fold], params: dict, champion: Champion | None, spec: dict
+) -> Backtest:
     """Candidate, champion and baselines forecast the same fold rows, each fold from the days before it."""
     contenders, champion_column = backtest_contenders(trainer, params, champion, spec)
     same_recipe = champion is not None and champion.spec == spec
@@ -325,9 +371,12 @@ def run_backtest(trainer: Trainer, folds: list[training.Fold], params: dict, cha
 def judge_candidate(backtest: Backtest, champion: Champion | None) -> training.PromotionDecision:
     """The promotion rule (training.decide_promotion) on the backtest: candidate, keep, or the best baseline."""
     return training.decide_promotion(
-        backtest.scores, champion=backtest.champion_column,
+        backtest.scores,
+        champion=backtest.champion_column,
         champion_label=champion.label if champion else "champion",
-        champion_is_baseline=champion is not None and champion.kind == "baseline", same_recipe=backtest.same_recipe)
+        champion_is_baseline=champion is not None and champion.kind == "baseline",
+        same_recipe=backtest.same_recipe,
+    )
 
 
 @dataclass
@@ -366,26 +415,38 @@ class Promotion:
         return self.decision.reason
 
 
-def promote_if_better(client, decision: training.PromotionDecision, champion: Champion | None, version: str,
-                      backtest: Backtest, sample: pl.DataFrame, context) -> Promotion:
+def promote_if_better(
+    client,
+    decision: training.PromotionDecision,
+    champion: Champion | None,
+    version: str,
+    backtest: Backtest,
+    sample: pl.DataFrame,
+    context,
+) -> Promotion:
     """Apply the decision: move ``champion`` to the candidate or the best baseline, or keep it; the alias moves last."""
-    champion_version, champion_kind, champion_name = (champion.version, champion.kind, champion.name) \
-        if champion else ("none", "none", "none")
+    champion_version, champion_kind, champion_name = (
+        (champion.version, champion.kind, champion.name) if champion else ("none", "none", "none")
+    )
     if decision.outcome == "candidate":
         champion_version, champion_kind, champion_name = version, "lightgbm", "lightgbm"
     elif decision.outcome == "baseline":
-        champion_version = register_baseline(client, decision.baseline, backtest.oof, backtest.scores,
-                                             decision.reason, context.run_id, sample)
+        champion_version = register_baseline(
+            client, decision.baseline, backtest.oof, backtest.scores, decision.reason, context.run_id, sample
+        )
         champion_kind, champion_name = "baseline", decision.baseline
     # The champion's own backtest score: the candidate's, a baseline's column, or the trained champion's.
-    champion_mae = backtest.scores.mae["candidate" if decision.outcome == "candidate" else
-                                       champion_name if champion_kind == "baseline" else "champion"]
+    champion_mae = backtest.scores.mae[
+        "candidate" if decision.outcome == "candidate" else champion_name if champion_kind == "baseline" else "champion"
+    ]
     tag_run_with_decision(decision, version, champion_version)
     if champion_version != (champion.version if champion else None):
         # Last step: everything above can fail and leave the champion untouched.
         client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, champion_version)
-    context.log.info(f"model version {version}: {decision.outcome} — {decision.reason}; champion is "
-                     f"v{champion_version} ({champion_name})")
+    context.log.info(
+        f"model version {version}: {decision.outcome} — {decision.reason}; champion is "
+        f"v{champion_version} ({champion_name})"
+    )
     return Promotion(decision, champion_version, champion_kind, champion_name, float(champion_mae))
 
 
@@ -394,23 +455,38 @@ def scores_table(scores, folds) -> dg.MetadataValue:
     names = ["candidate", *[n for n in scores.mae if n != "candidate"]]
     lines = ["| fold | days | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for k, fold in enumerate(folds):
-        lines.append(f"| {fold.index} | {fold.first}..{fold.last} | "
-                     + " | ".join(f"{scores.fold_mae[n][k]:.1f} ({scores.fold_wape[n][k]:.3f})" for n in names) + " |")
+        lines.append(
+            f"| {fold.index} | {fold.first}..{fold.last} | "
+            + " | ".join(f"{scores.fold_mae[n][k]:.1f} ({scores.fold_wape[n][k]:.3f})" for n in names)
+            + " |"
+        )
     lines.append("| overall | | " + " | ".join(f"**{scores.mae[n]:.1f}** ({scores.wape[n]:.3f})" for n in names) + " |")
     return dg.MetadataValue.md("Backtest: MAE in Wh (WAPE) per fold\n\n" + "\n".join(lines))
 
 
 def by_device_type(scores) -> dg.MetadataValue:
     """JSON: every contender's backtest MAE and WAPE per device type."""
-    return dg.MetadataValue.json({t: {n: {"mae": round(scores.type_mae[n][t], 2),
-                                          "wape": round(scores.type_wape[n][t], 4)}
-                                      for n in scores.type_mae} for t in sorted(scores.type_mae["candidate"])})
+    return dg.MetadataValue.json(
+        {
+            t: {
+                n: {"mae": round(scores.type_mae[n][t], 2), "wape": round(scores.type_wape[n][t], 4)}
+                for n in scores.type_mae
+            }
+            for t in sorted(scores.type_mae["candidate"])
+        }
+    )
 
 
-def trained_model_metadata(version: str, promotion: Promotion, previous: Champion | None,
-                           links: dict[str, dg.MetadataValue], candidate: Candidate,
-                           exclusions: dict[str, dg.MetadataValue], backtest: Backtest,
-                           plots: dict[str, dg.MetadataValue]) -> dict[str, dg.MetadataValue]:
+def trained_model_metadata(
+    version: str,
+    promotion: Promotion,
+    previous: Champion | None,
+    links: dict[str, dg.MetadataValue],
+    candidate: Candidate,
+    exclusions: dict[str, dg.MetadataValue],
+    backtest: Backtest,
+    plots: dict[str, dg.MetadataValue],
+) -> dict[str, dg.MetadataValue]:
     """The materialization's metadata after a backtest: the version, the decision, the champion, the scores."""
     scores, folds, best_name = backtest.scores, backtest.folds, promotion.decision.baseline
     return {
@@ -464,17 +540,22 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
     held_back = feature_days_held_back(context)
     exclusions = {**held_back_metadata(held_back, context.log), **retrain_reason(context)}
 
-    with mlflow_run_for_materialization(context, run_name=f"usage_model {context.run_id[:8]}") as run, \
-            contextlib.ExitStack() as stack:
+    with (
+        mlflow_run_for_materialization(context, run_name=f"usage_model {context.run_id[:8]}") as run,
+        contextlib.ExitStack() as stack,
+    ):
         trainer = open_trainer(warehouse, config, held_back, stack)
-        log_training_inputs(run_params(config), trainer.labeled_days, held_back, str(exclusions["retrain_reason"].value))
+        log_training_inputs(
+            run_params(config), trainer.labeled_days, held_back, str(exclusions["retrain_reason"].value)
+        )
         champion = current_champion(registry)
         try:
             folds = backtest_folds(trainer, config, context.log)
         except training.NotEnoughHistory as exc:
             result = serve_baseline_for_short_history(context, client, trainer, champion, str(exc))
-            return dg.MaterializeResult(metadata={
-                **result, **exclusions, **run_links(registry, run, str(result["champion_version"].value))})
+            return dg.MaterializeResult(
+                metadata={**result, **exclusions, **run_links(registry, run, str(result["champion_version"].value))}
+            )
         params = tuned_params(trainer, folds, config, context)
         spec = model_spec(params, config)
         backtest = run_backtest(trainer, folds, params, champion, spec)
@@ -482,34 +563,45 @@ def usage_model(context: dg.AssetExecutionContext, config: UsageModelConfig) -> 
         candidate = fit_candidate(trainer, params, backtest)
         log_fit_and_backtest(candidate.training_rows, backtest.scores, folds, backtest.oof, backtest.seconds)
         newest = trainer.rows_of(folds[-1].first, folds[-1].last)
-        version = register_candidate(client, candidate.forecaster, newest, candidate_version_tags(
-            spec, backtest.scores, folds, decision, context.run_id, trainer.labeled_days[-1]))
+        version = register_candidate(
+            client,
+            candidate.forecaster,
+            newest,
+            candidate_version_tags(spec, backtest.scores, folds, decision, context.run_id, trainer.labeled_days[-1]),
+        )
         plots = log_plots(candidate.model, backtest.oof)
         promotion = promote_if_better(client, decision, champion, version, backtest, newest, context)
         links = run_links(registry, run, version)
 
-    return dg.MaterializeResult(metadata=trained_model_metadata(
-        version, promotion, champion, links, candidate, exclusions, backtest, plots))
+    return dg.MaterializeResult(
+        metadata=trained_model_metadata(version, promotion, champion, links, candidate, exclusions, backtest, plots)
+    )
 
 
-def serve_baseline_for_short_history(context, client, trainer: Trainer, champion: Champion | None,
-                                     why: str) -> dict[str, dg.MetadataValue]:
+def serve_baseline_for_short_history(
+    context, client, trainer: Trainer, champion: Champion | None, why: str
+) -> dict[str, dg.MetadataValue]:
     """Too little history for a backtest: the best baseline on the labeled rows there are (mean_last_7_days
     when there are none) serves, unless a champion exists already."""
     import mlflow
 
-    rows = trainer.rows_of(dt.date.min, dt.date.max) if trainer.labeled_days else pl.DataFrame(
-        schema={c: pl.Float64 for c in training.SOURCE_COLUMNS} | {"device_type": pl.String})
-    name, metrics = ("mean_last_7_days", None) if rows.is_empty() else training.best_baseline(
-        training.baseline_metrics(rows))
+    rows = (
+        trainer.rows_of(dt.date.min, dt.date.max)
+        if trainer.labeled_days
+        else pl.DataFrame(schema={c: pl.Float64 for c in training.SOURCE_COLUMNS} | {"device_type": pl.String})
+    )
+    name, metrics = (
+        ("mean_last_7_days", None) if rows.is_empty() else training.best_baseline(training.baseline_metrics(rows))
+    )
     reason = f"{why}: no model can be trained and judged yet"
     mlflow.set_tags({"promoted": "False", "decision_reason": reason})
     if champion is not None:
         version, kind, label = champion.version, champion.kind, champion.name
         reason += f"; {champion.label} stays"
     elif rows.is_empty():  # not one labeled row yet: the mean of the last 7 days, without an interval
-        version = register_baseline(client, name, None, None, reason + f"; the baseline {name} serves",
-                                    context.run_id, rows)
+        version = register_baseline(
+            client, name, None, None, reason + f"; the baseline {name} serves", context.run_id, rows
+        )
         kind, label = "baseline", name
         reason += f"; the baseline {name} becomes champion"
         client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, version)
@@ -517,8 +609,9 @@ def serve_baseline_for_short_history(context, client, trainer: Trainer, champion
         # A baseline trains on nothing: every labeled row is out of sample for its interval.
         everything = training.Fold(0, rows["partition_date"].min(), rows["partition_date"].max())
         oof = training.backtest([everything], lambda _: rows, {})
-        version = register_baseline(client, name, oof, None, reason + f"; the baseline {name} serves", context.run_id,
-                                    rows.head(20))
+        version = register_baseline(
+            client, name, oof, None, reason + f"; the baseline {name} serves", context.run_id, rows.head(20)
+        )
         kind, label = "baseline", name
         reason += f"; the baseline {name} becomes champion"
         client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, version)

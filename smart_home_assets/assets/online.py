@@ -6,7 +6,6 @@ the same ``X-Request-ID`` is one request: the last answer of each (request id, r
 counted. The sensor requests a day once it has ended (UTC), and again whenever its records change.
 """
 
-
 import datetime as dt
 import hashlib
 import json
@@ -38,11 +37,14 @@ def online_rows_for_day(records: pl.DataFrame, day: str) -> tuple[pl.DataFrame, 
     pool=DUCKDB_POOL,
     kinds={"duckdb", "polars"},
     group_name="scoring",
-    metadata={"dagster/table_name": f"warehouse.main.{ONLINE_PREDICTIONS}",
-              "dagster/column_schema": column_schema(ONLINE_PREDICTIONS_SCHEMA)},
+    metadata={
+        "dagster/table_name": f"warehouse.main.{ONLINE_PREDICTIONS}",
+        "dagster/column_schema": column_schema(ONLINE_PREDICTIONS_SCHEMA),
+    },
 )
-def online_predictions(context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse],
-                       online_store: OnlineStoreResource) -> dg.MaterializeResult:
+def online_predictions(
+    context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse], online_store: OnlineStoreResource
+) -> dg.MaterializeResult:
     """The prediction service's answers of day D (UTC, by request time): each request's input row, its answer
     with the 80 % interval, the model version that gave it and the request id."""
     store = online_store.open()
@@ -55,23 +57,34 @@ def online_predictions(context: dg.AssetExecutionContext, warehouse: dg.Resource
                 raise dg.Failure(f"online_predictions {key}: {exc}") from None
             rows, retried = online_rows_for_day(records, key)
             frames.append(rows)
-            per_partition.append({"partition": key, "answers": rows.height, "retried": retried, "torn_lines": torn,
-                                  "versions": ",".join(sorted(rows["model_version"].unique().to_list())) or "-"})
+            per_partition.append(
+                {
+                    "partition": key,
+                    "answers": rows.height,
+                    "retried": retried,
+                    "torn_lines": torn,
+                    "versions": ",".join(sorted(rows["model_version"].unique().to_list())) or "-",
+                }
+            )
             if torn:
-                context.log.warning(f"online_predictions {key}: {torn} torn last line(s) left out (a service killed "
-                                    "inside a write; those requests were never answered)")
+                context.log.warning(
+                    f"online_predictions {key}: {torn} torn last line(s) left out (a service killed "
+                    "inside a write; those requests were never answered)"
+                )
     finally:
         store.close()
     everything = pl.concat(frames)
     warehouse.replace_partitions({ONLINE_PREDICTIONS: everything}, context.partition_keys)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": dg.MetadataValue.int(everything.height),
-        "retried_answers_left_out": dg.MetadataValue.int(sum(p["retried"] for p in per_partition)),
-        "torn_lines": dg.MetadataValue.int(sum(p["torn_lines"] for p in per_partition)),
-        "store": dg.MetadataValue.text(f"{store.kind} {store.describe()}"),
-        "partitions": partition_table(per_partition),
-        "preview": preview_table(everything.drop("input_json"), f"partitions {context.partition_keys[0]}.."),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(everything.height),
+            "retried_answers_left_out": dg.MetadataValue.int(sum(p["retried"] for p in per_partition)),
+            "torn_lines": dg.MetadataValue.int(sum(p["torn_lines"] for p in per_partition)),
+            "store": dg.MetadataValue.text(f"{store.kind} {store.describe()}"),
+            "partitions": partition_table(per_partition),
+            "preview": preview_table(everything.drop("input_json"), f"partitions {context.partition_keys[0]}.."),
+        }
+    )
 
 
 online_predictions_job = dg.define_asset_job(
@@ -84,8 +97,9 @@ online_predictions_job = dg.define_asset_job(
 
 def ended_days_to_ingest(previous: dict[str, str], current: dict[str, str], today: dt.date) -> list[str]:
     """Days before ``today`` (UTC) whose records changed since the cursor (pure, for tests)."""
-    return sorted(day for day, fingerprint in current.items()
-                  if day < today.isoformat() and previous.get(day) != fingerprint)
+    return sorted(
+        day for day, fingerprint in current.items() if day < today.isoformat() and previous.get(day) != fingerprint
+    )
 
 
 @dg.sensor(job=online_predictions_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -105,12 +119,18 @@ def online_predictions_sensor(context: dg.SensorEvaluationContext, online_store:
     outside = [d for d in days if d not in valid]
     for day in outside:
         context.log.warning(f"stored answers of {day} are outside the partitions window; not ingested")
-    requests = [dg.RunRequest(partition_key=day,
-                              run_key=f"{day}:{hashlib.sha256(current[day].encode()).hexdigest()[:16]}",
-                              tags={"smart_home/trigger": "online_predictions_sensor"})
-                for day in days if day in valid]
-    cursor = json.dumps({d: f for d, f in current.items() if d < today.isoformat() and d not in outside},
-                        sort_keys=True)
+    requests = [
+        dg.RunRequest(
+            partition_key=day,
+            run_key=f"{day}:{hashlib.sha256(current[day].encode()).hexdigest()[:16]}",
+            tags={"smart_home/trigger": "online_predictions_sensor"},
+        )
+        for day in days
+        if day in valid
+    ]
+    cursor = json.dumps(
+        {d: f for d, f in current.items() if d < today.isoformat() and d not in outside}, sort_keys=True
+    )
     if not requests:
         return dg.SensorResult(skip_reason=dg.SkipReason("no ended day with new answers"), cursor=cursor)
     return dg.SensorResult(run_requests=requests, cursor=cursor)

@@ -38,8 +38,10 @@ def serving_forecaster(model_registry: ModelRegistry, log) -> tuple[training.For
     naive mean of the last 7 days, so predictions never go missing once features exist."""
     champion = model_registry.champion_version()
     if champion is None:
-        log.warning("no champion in the registry yet: predicting with the unregistered baseline "
-                    "mean_last_7_days (materialize usage_model to register a champion)")
+        log.warning(
+            "no champion in the registry yet: predicting with the unregistered baseline "
+            "mean_last_7_days (materialize usage_model to register a champion)"
+        )
         return training.BaselineForecaster("mean_last_7_days"), "unregistered"
     return model_registry.load_forecaster(champion.version), str(champion.version)
 
@@ -52,11 +54,14 @@ def serving_forecaster(model_registry: ModelRegistry, log) -> tuple[training.For
     kinds={"lightgbm", "mlflow", "duckdb"},
     group_name="scoring",
     automation_condition=predict_latest_days(),
-    metadata={"dagster/table_name": f"warehouse.main.{USAGE_PREDICTIONS}",
-              "dagster/column_schema": column_schema(PREDICTIONS_SCHEMA)},
+    metadata={
+        "dagster/table_name": f"warehouse.main.{USAGE_PREDICTIONS}",
+        "dagster/column_schema": column_schema(PREDICTIONS_SCHEMA),
+    },
 )
-def usage_predictions(context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse],
-                      model_registry: ModelRegistry) -> dg.MaterializeResult:
+def usage_predictions(
+    context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse], model_registry: ModelRegistry
+) -> dg.MaterializeResult:
     """For day D, each device's predicted energy on D+1 with its 80 % interval, from the champion (a LightGBM
     version or a naive baseline), with the model's kind, name and version on every row."""
     forecaster, version = serving_forecaster(model_registry, context.log)
@@ -68,37 +73,48 @@ def usage_predictions(context: dg.AssetExecutionContext, warehouse: dg.ResourceP
             raise dg.Failure(f"usage_features has no rows for partition {key}: materialize it first")
         rows = predictions_for_day(features, forecaster, version, now)
         warehouse.replace_partitions({USAGE_PREDICTIONS: rows}, [key])
-        per_partition.append({"partition": key, "predicted": rows.height,
-                              "skipped_too_little_history": features.height - rows.height,
-                              "predicted_total_kwh": round(float(rows["predicted_energy_wh"].sum()) / 1000, 1)})
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": dg.MetadataValue.int(sum(p["predicted"] for p in per_partition)),
-        "model_version": dg.MetadataValue.text(version),
-        "model": dg.MetadataValue.text(f"{forecaster.kind} {forecaster.name}"),
-        "skipped_devices": dg.MetadataValue.int(sum(p["skipped_too_little_history"] for p in per_partition)),
-        "partitions": partition_table(per_partition),
-        "preview": preview_table(rows, f"partition {context.partition_keys[-1]}"),
-    })
+        per_partition.append(
+            {
+                "partition": key,
+                "predicted": rows.height,
+                "skipped_too_little_history": features.height - rows.height,
+                "predicted_total_kwh": round(float(rows["predicted_energy_wh"].sum()) / 1000, 1),
+            }
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(sum(p["predicted"] for p in per_partition)),
+            "model_version": dg.MetadataValue.text(version),
+            "model": dg.MetadataValue.text(f"{forecaster.kind} {forecaster.name}"),
+            "skipped_devices": dg.MetadataValue.int(sum(p["skipped_too_little_history"] for p in per_partition)),
+            "partitions": partition_table(per_partition),
+            "preview": preview_table(rows, f"partition {context.partition_keys[-1]}"),
+        }
+    )
 
 
 @dg.asset(
-    deps=[USAGE_PREDICTIONS,
-          # D's features (what the naive baselines would have said) and D+1's (the actuals)
-          dg.AssetDep(USAGE_FEATURES, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1)),
-          # the service's answers for D+1, asked on D or D+1 (UTC)
-          dg.AssetDep(ONLINE_PREDICTIONS,
-                      partition_mapping=dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1))],
+    deps=[
+        USAGE_PREDICTIONS,
+        # D's features (what the naive baselines would have said) and D+1's (the actuals)
+        dg.AssetDep(USAGE_FEATURES, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1)),
+        # the service's answers for D+1, asked on D or D+1 (UTC)
+        dg.AssetDep(ONLINE_PREDICTIONS, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1)),
+    ],
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=DUCKDB_POOL,
     kinds={"duckdb", "polars", "mlflow"},
     group_name="scoring",
     automation_condition=score_when_actuals_land(),
-    metadata={"dagster/table_name": f"warehouse.main.{PREDICTION_FEEDBACK}",
-              "dagster/column_schema": column_schema(FEEDBACK_SCHEMA)},
+    metadata={
+        "dagster/table_name": f"warehouse.main.{PREDICTION_FEEDBACK}",
+        "dagster/column_schema": column_schema(FEEDBACK_SCHEMA),
+    },
 )
-def prediction_feedback(context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse],
-                        model_registry: ModelRegistry) -> dg.MaterializeResult:
+def prediction_feedback(
+    context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse], model_registry: ModelRegistry
+) -> dg.MaterializeResult:
     """Once D+1's actuals land: the live MAE of D's predictions, their interval coverage against the nominal
     80 %, the live skill against the naive baselines, next to the model version's backtest MAE."""
     from smart_home_assets.lib.training import SOURCE_COLUMNS
@@ -127,35 +143,47 @@ def prediction_feedback(context: dg.AssetExecutionContext, warehouse: dg.Resourc
         frame = pl.concat([batch, online_frame])
         warehouse.replace_partitions({PREDICTION_FEEDBACK: frame}, [key])
         frames.append(frame)
-        per_partition.append({"partition": key, "devices": batch["devices"].sum(),
-                              "live_mae": round(float(batch["live_mae"][0]), 1) if batch.height else "-",
-                              "live_skill": round(float(batch["live_skill"][0]), 3)
-                              if batch.height and batch["live_skill"][0] is not None else "-",
-                              "interval_coverage": round(float(batch["interval_coverage"][0]), 3)
-                              if batch.height and batch["interval_coverage"][0] is not None else "-",
-                              "online_answers": online_frame["predictions"].sum(),
-                              "online_live_mae": round(float(online_frame["live_mae"][0]), 1)
-                              if online_frame.height else "-"})
+        per_partition.append(
+            {
+                "partition": key,
+                "devices": batch["devices"].sum(),
+                "live_mae": round(float(batch["live_mae"][0]), 1) if batch.height else "-",
+                "live_skill": round(float(batch["live_skill"][0]), 3)
+                if batch.height and batch["live_skill"][0] is not None
+                else "-",
+                "interval_coverage": round(float(batch["interval_coverage"][0]), 3)
+                if batch.height and batch["interval_coverage"][0] is not None
+                else "-",
+                "online_answers": online_frame["predictions"].sum(),
+                "online_live_mae": round(float(online_frame["live_mae"][0]), 1) if online_frame.height else "-",
+            }
+        )
     everything = pl.concat(frames) if frames else pl.DataFrame(schema=FEEDBACK_SCHEMA)
-    metadata = {"dagster/row_count": dg.MetadataValue.int(everything.height),
-                "partitions": partition_table(per_partition)}
+    metadata = {
+        "dagster/row_count": dg.MetadataValue.int(everything.height),
+        "partitions": partition_table(per_partition),
+    }
     online_rows = everything.filter(pl.col("source") == "online")
     metadata["online_answers_scored"] = dg.MetadataValue.int(int(online_rows["predictions"].sum() or 0))
     if online_rows.height:
-        metadata["online_live_mae"] = dg.MetadataValue.float(
-            float(online_rows.sort("partition_date")["live_mae"][-1]))
+        metadata["online_live_mae"] = dg.MetadataValue.float(float(online_rows.sort("partition_date")["live_mae"][-1]))
     everything = everything.filter(pl.col("source") == "batch")
     if everything.height:
         latest = everything.sort("partition_date").row(-1, named=True)
+
         def number(value) -> dg.MetadataValue:
             return dg.MetadataValue.float(float("nan") if value is None else float(value))
 
-        metadata.update({"live_mae": dg.MetadataValue.float(latest["live_mae"]),
-                         "backtest_mae": number(latest["backtest_mae"]),
-                         "live_skill": number(latest["live_skill"]),
-                         "interval_coverage": number(latest["interval_coverage"]),
-                         "nominal_coverage": dg.MetadataValue.float(NOMINAL_COVERAGE),
-                         "best_baseline": dg.MetadataValue.text(latest["best_baseline"]),
-                         "model_version": dg.MetadataValue.text(latest["model_version"]),
-                         "devices": dg.MetadataValue.int(latest["devices"])})
+        metadata.update(
+            {
+                "live_mae": dg.MetadataValue.float(latest["live_mae"]),
+                "backtest_mae": number(latest["backtest_mae"]),
+                "live_skill": number(latest["live_skill"]),
+                "interval_coverage": number(latest["interval_coverage"]),
+                "nominal_coverage": dg.MetadataValue.float(NOMINAL_COVERAGE),
+                "best_baseline": dg.MetadataValue.text(latest["best_baseline"]),
+                "model_version": dg.MetadataValue.text(latest["model_version"]),
+                "devices": dg.MetadataValue.int(latest["devices"]),
+            }
+        )
     return dg.MaterializeResult(metadata=metadata)

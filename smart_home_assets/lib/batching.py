@@ -29,8 +29,13 @@ def grouped_batches(sizes: pl.DataFrame, max_rows: int) -> list[list[str]]:
     return batches
 
 
-def partitions_file_batches(warehouse, table: str, hub_column: str, partitions: list[str], max_rows: int,
-                            ) -> list[tuple[list[str], list[str]]]:
+def partitions_file_batches(
+    warehouse,
+    table: str,
+    hub_column: str,
+    partitions: list[str],
+    max_rows: int,
+) -> list[tuple[list[str], list[str]]]:
     """The source files of several partitions of ``table`` in batches of whole hubs of a day, as (the batch's
     partition keys, its files): small days share a batch, a big day is split by hubs. A file belongs to one
     partition (its path starts with the day). One query for all the partitions; none when the table does not
@@ -40,7 +45,11 @@ def partitions_file_batches(warehouse, table: str, hub_column: str, partitions: 
     sizes = warehouse.query(
         f"SELECT source_file AS item, strftime(partition_date, '%Y-%m-%d') || '/' || {hub_column} AS \"group\", "
         f"count(*) AS rows, strftime(partition_date, '%Y-%m-%d') AS day FROM {table}"
-        " WHERE partition_date IN (SELECT UNNEST(?::DATE[])) GROUP BY ALL ORDER BY day, item", [list(partitions)])
+        " WHERE partition_date IN (SELECT UNNEST(?::DATE[])) GROUP BY ALL ORDER BY day, item",
+        [list(partitions)],
+    )
     day_of = dict(zip(sizes["item"].to_list(), sizes["day"].to_list(), strict=True))
-    return [(sorted({day_of[f] for f in files}), files)
-            for files in grouped_batches(sizes.select("item", "group", "rows"), max_rows)]
+    return [
+        (sorted({day_of[f] for f in files}), files)
+        for files in grouped_batches(sizes.select("item", "group", "rows"), max_rows)
+    ]

@@ -65,6 +65,7 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "energy_wh": pl.Float64(),
 }
 
+
 @dataclass(frozen=True)
 class CleanResult:
     device_usage: pl.DataFrame
@@ -77,8 +78,10 @@ def pseudonymize(user_ids: pl.Series, key: bytes) -> pl.Series:
     digests = [hmac.new(key, u.encode("utf-8"), hashlib.sha256).hexdigest() for u in distinct.to_list()]
     mapping = pl.DataFrame({"u": distinct, "p": pl.Series(digests, dtype=pl.String)})
     return (
-        pl.DataFrame({"u": user_ids}).join(mapping, on="u", how="left", maintain_order="left")
-        .get_column("p").alias(user_ids.name)
+        pl.DataFrame({"u": user_ids})
+        .join(mapping, on="u", how="left", maintain_order="left")
+        .get_column("p")
+        .alias(user_ids.name)
     )
 
 
@@ -95,19 +98,26 @@ def _reason(window_start: pl.Expr, catalog: Iterable[str]) -> tuple[pl.Expr, pl.
     (parsed once beforehand: a timestamp parse is the most expensive expression here)."""
     timestamp, naive = pl.col("parsed_timestamp"), pl.col("naive_timestamp")
     finite = pl.col("energy_wh").is_finite() & pl.col("duration_s").is_finite()
-    empty = pl.concat_str([pl.when(pl.col(f) == "").then(pl.lit(f)) for f in STRING_FIELDS], separator=",",
-                          ignore_nulls=True)
+    empty = pl.concat_str(
+        [pl.when(pl.col(f) == "").then(pl.lit(f)) for f in STRING_FIELDS], separator=",", ignore_nulls=True
+    )
     rules: list[tuple[pl.Expr, str | None, pl.Expr | None]] = [  # code None: the parse error is the code
         (pl.col("parse_error").is_not_null(), None, pl.col("parse_error_detail")),
         (pl.any_horizontal([pl.col(f) == "" for f in STRING_FIELDS]), EMPTY_FIELD, empty),
         (pl.col("user_id").is_null(), NULL_USER_ID, None),
-        (pl.col("hub_id") != pl.col("file_hub_id"), HUB_MISMATCH,
-         pl.concat_str(pl.lit("line says "), pl.col("hub_id"), pl.lit(", file is "), pl.col("file_hub_id"))),
+        (
+            pl.col("hub_id") != pl.col("file_hub_id"),
+            HUB_MISMATCH,
+            pl.concat_str(pl.lit("line says "), pl.col("hub_id"), pl.lit(", file is "), pl.col("file_hub_id")),
+        ),
         (~pl.col("device_type").is_in(list(catalog)), UNKNOWN_DEVICE_TYPE, pl.col("device_type")),
         (timestamp.is_null() & naive.is_not_null(), TIMESTAMP_WITHOUT_OFFSET, pl.col("event_timestamp")),
         (timestamp.is_null(), BAD_TIMESTAMP, pl.col("event_timestamp")),
-        ((timestamp < window_start) | (timestamp >= window_start + pl.duration(days=1)), TIMESTAMP_OUTSIDE_DAY,
-         pl.col("event_timestamp")),
+        (
+            (timestamp < window_start) | (timestamp >= window_start + pl.duration(days=1)),
+            TIMESTAMP_OUTSIDE_DAY,
+            pl.col("event_timestamp"),
+        ),
         (~finite, NON_FINITE_NUMBER, None),
         (pl.col("energy_wh") < 0, NEGATIVE_ENERGY, pl.col("energy_wh").cast(pl.String)),
         (pl.col("duration_s") < 0, NEGATIVE_DURATION, pl.col("duration_s").cast(pl.String)),
@@ -140,20 +150,25 @@ def clean_usage(raw: pl.DataFrame, catalog: Iterable[str], key: bytes) -> CleanR
     ordered = raw.drop("raw_line", strict=False).sort("partition_date", "source_file", "line_number")
     parsed = parse_event_timestamp(pl.col("event_timestamp"))
     ordered = ordered.with_columns(parsed_timestamp=parsed).with_columns(
-        naive_timestamp=pl.when(pl.col("parsed_timestamp").is_null()).then(pl.col("event_timestamp"))
-        .str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False))
+        naive_timestamp=pl.when(pl.col("parsed_timestamp").is_null())
+        .then(pl.col("event_timestamp"))
+        .str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False)
+    )
     reason, detail = _reason(window_start, catalog)
-    judged = ordered.with_columns(reason=reason, detail=detail,
-                                  user_pseudonym=pseudonymize(ordered["user_id"], key)).drop("naive_timestamp")
+    judged = ordered.with_columns(
+        reason=reason, detail=detail, user_pseudonym=pseudonymize(ordered["user_id"], key)
+    ).drop("naive_timestamp")
     valid_rows = _judge_repeats(judged.filter(pl.col("reason").is_null()))
     kept = valid_rows.filter(pl.col("reason").is_null())
     device_usage = kept.with_columns(event_timestamp=pl.col("parsed_timestamp")).select(
-        [pl.col(c).cast(t) for c, t in DEVICE_USAGE_SCHEMA.items()])
-    quarantine = pl.concat([judged.filter(pl.col("reason").is_not_null()),
-                            valid_rows.filter(pl.col("reason").is_not_null())]).with_columns(
-        event_timestamp_as_sent=pl.col("event_timestamp")
-    ).select([pl.col(c).cast(t) for c, t in QUARANTINE_SCHEMA.items()]).sort("partition_date", "source_file",
-                                                                               "line_number")
+        [pl.col(c).cast(t) for c, t in DEVICE_USAGE_SCHEMA.items()]
+    )
+    quarantine = (
+        pl.concat([judged.filter(pl.col("reason").is_not_null()), valid_rows.filter(pl.col("reason").is_not_null())])
+        .with_columns(event_timestamp_as_sent=pl.col("event_timestamp"))
+        .select([pl.col(c).cast(t) for c, t in QUARANTINE_SCHEMA.items()])
+        .sort("partition_date", "source_file", "line_number")
+    )
     return CleanResult(device_usage=device_usage, quarantine=quarantine)
 
 
@@ -172,14 +187,24 @@ def _judge_repeats(valid: pl.DataFrame) -> pl.DataFrame:
     if groups.is_empty():
         return valid
     first_of_key = pl.int_range(pl.len()).over(_KEY_COLUMNS) == 0
-    same_as_first = pl.all_horizontal([(pl.col(c) == pl.col(c).first().over(_KEY_COLUMNS)).fill_null(False)
-                                       for c in _CONTENT_COLUMNS])
-    judged_groups = groups.with_columns(
-        reason=pl.when(first_of_key).then(pl.lit(None, pl.String))
-        .when(same_as_first).then(pl.lit(DUPLICATE_EVENT_ID)).otherwise(pl.lit(CONFLICTING_EVENT_ID)),
-        detail=pl.when(first_of_key).then(pl.lit(None, pl.String)).otherwise(pl.concat_str(
-            pl.lit("first seen at "), pl.col("source_file").first().over(_KEY_COLUMNS), pl.lit(":"),
-            pl.col("line_number").first().over(_KEY_COLUMNS).cast(pl.String))),
+    same_as_first = pl.all_horizontal(
+        [(pl.col(c) == pl.col(c).first().over(_KEY_COLUMNS)).fill_null(False) for c in _CONTENT_COLUMNS]
     )
-    return (pl.concat([indexed.filter(~pl.col("_repeated")), judged_groups])
-            .sort("_row").drop("_row", "_repeated"))
+    judged_groups = groups.with_columns(
+        reason=pl.when(first_of_key)
+        .then(pl.lit(None, pl.String))
+        .when(same_as_first)
+        .then(pl.lit(DUPLICATE_EVENT_ID))
+        .otherwise(pl.lit(CONFLICTING_EVENT_ID)),
+        detail=pl.when(first_of_key)
+        .then(pl.lit(None, pl.String))
+        .otherwise(
+            pl.concat_str(
+                pl.lit("first seen at "),
+                pl.col("source_file").first().over(_KEY_COLUMNS),
+                pl.lit(":"),
+                pl.col("line_number").first().over(_KEY_COLUMNS).cast(pl.String),
+            )
+        ),
+    )
+    return pl.concat([indexed.filter(~pl.col("_repeated")), judged_groups]).sort("_row").drop("_row", "_repeated")

@@ -34,6 +34,7 @@ def upload_relative_path(day: dt.date, hub_id: str) -> str:
     (the simulator and the history importer write it; the landing zone lists it)."""
     return f"{day.isoformat()}/{hub_id}{UPLOAD_SUFFIXES[0]}"
 
+
 # The user id written for events whose export had none (history imports): a documented placeholder, so
 # user_id is never null; the user-id check counts rows carrying it.
 PLACEHOLDER_USER_ID = "unknown-user"

@@ -73,10 +73,17 @@ def accuracy_verdict(feedback: pl.DataFrame, *, margin: float, days: int) -> Ver
     """From prediction_feedback's batch rows (partition_date, model_version, live_mae, backtest_mae): decayed
     when each of the latest ``days`` consecutive scored days, all predicted by one version, had a live MAE above
     its backtest MAE times (1 + margin). Days without a backtest MAE (the unregistered fallback) say nothing."""
-    rows = (feedback.filter(pl.col("backtest_mae").is_not_null() & (pl.col("backtest_mae") > 0))
-            .sort("partition_date", descending=True)
-            .select("partition_date", "model_version", "live_mae", "backtest_mae",
-                    ratio=pl.col("live_mae") / pl.col("backtest_mae")))
+    rows = (
+        feedback.filter(pl.col("backtest_mae").is_not_null() & (pl.col("backtest_mae") > 0))
+        .sort("partition_date", descending=True)
+        .select(
+            "partition_date",
+            "model_version",
+            "live_mae",
+            "backtest_mae",
+            ratio=pl.col("live_mae") / pl.col("backtest_mae"),
+        )
+    )
     if rows.is_empty():
         return Verdict(False, "no scored day with a backtest MAE yet")
     latest = rows.row(0, named=True)
@@ -90,15 +97,26 @@ def accuracy_verdict(feedback: pl.DataFrame, *, margin: float, days: int) -> Ver
         expected_day = row["partition_date"] - dt.timedelta(days=1)
     ratio = latest["ratio"]
     if len(streak) < days:
-        return Verdict(False, f"v{version}: live MAE {latest['live_mae']:.1f} Wh is {ratio:.2f}x its backtest MAE "
-                              f"{latest['backtest_mae']:.1f} on {latest['partition_date']}; "
-                              f"{len(streak)} of {days} consecutive days above {limit:.2f}x",
-                       len(streak), version)
+        return Verdict(
+            False,
+            f"v{version}: live MAE {latest['live_mae']:.1f} Wh is {ratio:.2f}x its backtest MAE "
+            f"{latest['backtest_mae']:.1f} on {latest['partition_date']}; "
+            f"{len(streak)} of {days} consecutive days above {limit:.2f}x",
+            len(streak),
+            version,
+        )
     worst = max(r["ratio"] for r in streak)
     first, last = streak[-1]["partition_date"].isoformat(), latest["partition_date"].isoformat()
-    return Verdict(True, f"v{version}: live MAE above {limit:.2f}x its backtest MAE for {len(streak)} consecutive "
-                         f"days ({first} to {last}, up to {worst:.2f}x)",
-                   len(streak), version, first, last, worst)
+    return Verdict(
+        True,
+        f"v{version}: live MAE above {limit:.2f}x its backtest MAE for {len(streak)} consecutive "
+        f"days ({first} to {last}, up to {worst:.2f}x)",
+        len(streak),
+        version,
+        first,
+        last,
+        worst,
+    )
 
 
 def drift_streak(outcomes: Sequence[tuple[str, bool]]) -> list[str]:

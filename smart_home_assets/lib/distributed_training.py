@@ -33,8 +33,10 @@ def dask_client(address: str) -> Iterator[Any]:
 
     if address == "local" or address.startswith("local:"):
         workers = int(address.partition(":")[2] or 2)
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
+        with (
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+            Client(cluster) as client,
+        ):
             yield client
     else:
         with Client(address) as client:
@@ -46,27 +48,33 @@ def feature_days(warehouse) -> list[dt.date]:
     return days.get_column("partition_date").to_list()
 
 
-def labeled_days(warehouse, silent_next_day_is_unknown: bool = False,
-                 excluded: Sequence[dt.date] = ()) -> list[dt.date]:
+def labeled_days(
+    warehouse, silent_next_day_is_unknown: bool = False, excluded: Sequence[dt.date] = ()
+) -> list[dt.date]:
     """The days that have labeled rows, as :func:`training.attach_labels` labels them (a row with enough history
     whose device has a row the next day; with ``silent_next_day_is_unknown``, one with events), computed in the
     warehouse so that the step never reads the training rows. An ``excluded`` day gives no row and no label."""
     events = "AND n.event_count > 0" if silent_next_day_is_unknown else ""
-    skip = " AND f.partition_date NOT IN (SELECT unnest(?::DATE[])) AND n.partition_date NOT IN " \
-           "(SELECT unnest(?::DATE[]))" if excluded else ""
+    skip = (
+        " AND f.partition_date NOT IN (SELECT unnest(?::DATE[])) AND n.partition_date NOT IN (SELECT unnest(?::DATE[]))"
+        if excluded
+        else ""
+    )
     days = warehouse.query(
         f"SELECT DISTINCT f.partition_date FROM {USAGE_FEATURES} f JOIN {USAGE_FEATURES} n "
         f"ON n.device_id = f.device_id AND n.partition_date = f.partition_date + INTERVAL 1 DAY "
-        f"WHERE f.has_enough_history {events}{skip} ORDER BY 1", [list(excluded)] * 2 if excluded else None)
+        f"WHERE f.has_enough_history {events}{skip} ORDER BY 1",
+        [list(excluded)] * 2 if excluded else None,
+    )
     return [d.date() if isinstance(d, dt.datetime) else d for d in days.get_column("partition_date").to_list()]
 
 
-def load_labeled_days(warehouse, days: Sequence[dt.date], silent_next_day_is_unknown: bool,
-                      excluded: Sequence[dt.date] = ()) -> pl.DataFrame:
+def load_labeled_days(
+    warehouse, days: Sequence[dt.date], silent_next_day_is_unknown: bool, excluded: Sequence[dt.date] = ()
+) -> pl.DataFrame:
     """Labeled feature rows of ``days`` (read with the day after each, where the labels come from); an
     ``excluded`` day is not read, so it is neither a row nor a label."""
-    keys = sorted(({str(d) for d in days} | {str(d + dt.timedelta(days=1)) for d in days})
-                  - {str(d) for d in excluded})
+    keys = sorted(({str(d) for d in days} | {str(d + dt.timedelta(days=1)) for d in days}) - {str(d) for d in excluded})
     frame = warehouse.read_partitions(USAGE_FEATURES, keys)
     if frame.is_empty():
         frame = pl.DataFrame(schema=FEATURES_SCHEMA)
@@ -79,8 +87,9 @@ def _portable(warehouse) -> tuple[type, dict]:
     return type(warehouse), warehouse.model_dump()
 
 
-def _part(warehouse: tuple[type, dict], days: Sequence[dt.date], silent_next_day_is_unknown: bool,
-          device_types: Sequence[str]):
+def _part(
+    warehouse: tuple[type, dict], days: Sequence[dt.date], silent_next_day_is_unknown: bool, device_types: Sequence[str]
+):
     """One Dask partition, built on a worker: the model input of a chunk of days, with the label column."""
     cls, settings = warehouse
     labeled = load_labeled_days(cls(**settings), days, silent_next_day_is_unknown)
@@ -91,9 +100,16 @@ def _part(warehouse: tuple[type, dict], days: Sequence[dt.date], silent_next_day
     return frame
 
 
-def train_model_dask(client, warehouse, train_days: Sequence[dt.date], device_types: Sequence[str],
-                     params: dict[str, Any] | None = None, seed: int = 0, silent_next_day_is_unknown: bool = False,
-                     days_per_part: int = DAYS_PER_PART):
+def train_model_dask(
+    client,
+    warehouse,
+    train_days: Sequence[dt.date],
+    device_types: Sequence[str],
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+    silent_next_day_is_unknown: bool = False,
+    days_per_part: int = DAYS_PER_PART,
+):
     """Fit with ``lightgbm.DaskLGBMRegressor`` on the cluster of ``client``; returns the local model with its
     device-type list, like :func:`training.train_model`, and the number of training rows."""
     import dask
@@ -103,16 +119,24 @@ def train_model_dask(client, warehouse, train_days: Sequence[dt.date], device_ty
     chunks = day_chunks(train_days, days_per_part)
     meta = _part_meta(device_types)
     portable = _portable(warehouse)
-    frame = dd.from_delayed([dask.delayed(_part)(portable, chunk, silent_next_day_is_unknown, device_types)
-                             for chunk in chunks], meta=meta, verify_meta=False)
+    frame = dd.from_delayed(
+        [dask.delayed(_part)(portable, chunk, silent_next_day_is_unknown, device_types) for chunk in chunks],
+        meta=meta,
+        verify_meta=False,
+    )
     frame = frame.persist()
     rows = int(frame.shape[0].compute())
     if rows == 0:
         raise ValueError("no training rows")
-    model = lgb.DaskLGBMRegressor(client=client, **{**training.DEFAULT_PARAMS, **(params or {}),
-                                                    **training._DETERMINISM, "random_state": seed})
-    model.fit(frame[training.FEATURE_COLUMNS], frame[training.LABEL], sample_weight=frame[WEIGHT],
-              categorical_feature=training.CATEGORICAL_COLUMNS)
+    model = lgb.DaskLGBMRegressor(
+        client=client, **{**training.DEFAULT_PARAMS, **(params or {}), **training._DETERMINISM, "random_state": seed}
+    )
+    model.fit(
+        frame[training.FEATURE_COLUMNS],
+        frame[training.LABEL],
+        sample_weight=frame[WEIGHT],
+        categorical_feature=training.CATEGORICAL_COLUMNS,
+    )
     local = model.to_local()
     setattr(local, training.DEVICE_TYPES_ATTR, list(device_types))
     setattr(local, training.TARGET_ATTR, training.TARGET)

@@ -112,10 +112,26 @@ FEATURES_SCHEMA: dict[str, pl.DataType] = {
 # The columns a feature row always carries. The rest are null when their history is missing: lags before the
 # device's first appearance, statistics over a single day, context without a reference week, last year's values
 # without a year of history. The features check (check_features_valid) and the model's input schema both read this.
-NON_NULL_COLUMNS = ("partition_date", "device_id", "hub_id", "device_type", "energy_wh", "active_s", "event_count",
-                    "energy_roll7_mean", "energy_roll28_mean", "day_of_week", "is_weekend", "month",
-                    "target_day_of_week", "target_is_weekend", "target_day_of_year", "hub_energy_wh", "history_days",
-                    "has_enough_history")
+NON_NULL_COLUMNS = (
+    "partition_date",
+    "device_id",
+    "hub_id",
+    "device_type",
+    "energy_wh",
+    "active_s",
+    "event_count",
+    "energy_roll7_mean",
+    "energy_roll28_mean",
+    "day_of_week",
+    "is_weekend",
+    "month",
+    "target_day_of_week",
+    "target_is_weekend",
+    "target_day_of_year",
+    "hub_energy_wh",
+    "history_days",
+    "has_enough_history",
+)
 NULLABLE_COLUMNS = tuple(c for c in FEATURES_SCHEMA if c not in NON_NULL_COLUMNS)
 
 
@@ -173,8 +189,7 @@ def history_ranges(first: dt.date, last: dt.date) -> list[tuple[dt.date, dt.date
     Reading them as separate ranges keeps one day's feature step at 29 + 14 days of daily sums, never a year.
     """
     recent = (first - dt.timedelta(days=LOOKBACK_DAYS), last)
-    year_ago = (first - dt.timedelta(days=YEAR_DAYS + YEAR_HALF_WINDOW + 3),
-                last - dt.timedelta(days=YEAR_DAYS - 7))
+    year_ago = (first - dt.timedelta(days=YEAR_DAYS + YEAR_HALF_WINDOW + 3), last - dt.timedelta(days=YEAR_DAYS - 7))
     if year_ago[1] >= recent[0] - dt.timedelta(days=1):
         return [(year_ago[0], recent[1])]
     return [year_ago, recent]
@@ -214,9 +229,12 @@ def year_ago_features(daily: pl.DataFrame, day: dt.date) -> tuple[pl.DataFrame, 
         daily.filter(pl.col("partition_date").is_between(week_before[0], week_after[1]))
         .sort("device_id", "partition_date")
         .group_by("device_type")
-        .agg(after=_between(*week_after).sum(), before=_between(*week_before).sum(),
-             days_after=pl.col("partition_date").filter(pl.col("partition_date") >= target).n_unique(),
-             days_before=pl.col("partition_date").filter(pl.col("partition_date") < target).n_unique())
+        .agg(
+            after=_between(*week_after).sum(),
+            before=_between(*week_before).sum(),
+            days_after=pl.col("partition_date").filter(pl.col("partition_date") >= target).n_unique(),
+            days_before=pl.col("partition_date").filter(pl.col("partition_date") < target).n_unique(),
+        )
         # Both weeks must have been seen, or a missing day would look like a drop.
         .filter((pl.col("days_after") == 7) & (pl.col("days_before") == 7))
         .select("device_type", fleet_type_last_year_trend=_ratio(pl.col("after"), pl.col("before")))
@@ -252,8 +270,11 @@ def build_features(daily: pl.DataFrame, day: dt.date) -> pl.DataFrame:
         devices.select("device_id", "first_seen")
         .join(days, how="cross")
         .filter(pl.col("partition_date") >= pl.col("first_seen"))
-        .join(recent.select("device_id", "partition_date", "energy_wh", "active_s", "event_count"),
-              on=["device_id", "partition_date"], how="left")
+        .join(
+            recent.select("device_id", "partition_date", "energy_wh", "active_s", "event_count"),
+            on=["device_id", "partition_date"],
+            how="left",
+        )
         .with_columns(pl.col("energy_wh", "active_s", "event_count").fill_null(0))
     )
 
@@ -271,8 +292,9 @@ def build_features(daily: pl.DataFrame, day: dt.date) -> pl.DataFrame:
         **{f"energy_lag_{k}": _on(back(k)) for k in LAGS},
         **rolling,
         energy_prev7_mean=_between(back(7), back(1)).mean(),  # null when first seen on D
-        energy_same_weekday_mean4=pl.col("energy_wh").filter(
-            pl.col("partition_date").is_in([back(k) for k in SAME_WEEKDAY_LAGS])).mean(),
+        energy_same_weekday_mean4=pl.col("energy_wh")
+        .filter(pl.col("partition_date").is_in([back(k) for k in SAME_WEEKDAY_LAGS]))
+        .mean(),
     )
     year_devices, year_trend = year_ago_features(daily, day)
 
@@ -301,8 +323,10 @@ def build_features(daily: pl.DataFrame, day: dt.date) -> pl.DataFrame:
         features.with_columns(
             fleet_type_ratio=_ratio(pl.col("energy_wh").filter(settled).sum(), reference).over("device_type"),
             fleet_type_ratio_lag_1=_ratio(pl.col("energy_lag_1").filter(settled).sum(), reference).over("device_type"),
-            hub_energy_ratio=_ratio(pl.col("energy_wh").filter(pl.col("energy_prev7_mean").is_not_null()).sum(),
-                                    pl.col("energy_prev7_mean").sum()).over("hub_id"),
+            hub_energy_ratio=_ratio(
+                pl.col("energy_wh").filter(pl.col("energy_prev7_mean").is_not_null()).sum(),
+                pl.col("energy_prev7_mean").sum(),
+            ).over("hub_id"),
         )
         .join(year_devices, on="device_id", how="left")
         .join(year_trend, on="device_type", how="left")

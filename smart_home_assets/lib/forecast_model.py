@@ -22,8 +22,11 @@ from mlflow.pyfunc import PythonModel  # (mlflow types its ``pyfunc`` attribute 
 from smart_home_assets.lib import training
 
 # The request's column types: (polars type it is cast to, MLflow signature type); the rest are doubles.
-_TYPED = {"device_type": (pl.String(), "string"), "target_is_weekend": (pl.Boolean(), "boolean"),
-          **{c: (pl.Int64(), "long") for c in ("day_of_week", "target_day_of_week", "target_day_of_year")}}
+_TYPED = {
+    "device_type": (pl.String(), "string"),
+    "target_is_weekend": (pl.Boolean(), "boolean"),
+    **{c: (pl.Int64(), "long") for c in ("day_of_week", "target_day_of_week", "target_day_of_year")},
+}
 _INPUT_TYPES: dict[str, pl.DataType] = {c: _TYPED.get(c, (pl.Float64(), ""))[0] for c in training.SOURCE_COLUMNS}
 
 
@@ -51,8 +54,12 @@ def signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    inputs = Schema([ColSpec(_TYPED.get(c, (None, "double"))[1], c, required=c not in training.NULLABLE_SOURCE_COLUMNS)
-                     for c in training.SOURCE_COLUMNS])
+    inputs = Schema(
+        [
+            ColSpec(_TYPED.get(c, (None, "double"))[1], c, required=c not in training.NULLABLE_SOURCE_COLUMNS)
+            for c in training.SOURCE_COLUMNS
+        ]
+    )
     outputs = Schema([ColSpec("double", c) for c in training.FORECAST_SCHEMA])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
@@ -62,8 +69,10 @@ def input_example(frame: pl.DataFrame, rows: int = 5):
 
 
 def _requirements() -> list[str]:
-    return [f"{name}=={installed_version(name)}" for name in
-            ("mlflow", "lightgbm", "polars", "numpy", "pandas", "scikit-learn", "pyarrow")]
+    return [
+        f"{name}=={installed_version(name)}"
+        for name in ("mlflow", "lightgbm", "polars", "numpy", "pandas", "scikit-learn", "pyarrow")
+    ]
 
 
 def serving_metadata(forecaster: Any) -> dict[str, Any]:
@@ -82,17 +91,23 @@ def serving_metadata(forecaster: Any) -> dict[str, Any]:
 def model_arguments(forecaster: Any, sample: pl.DataFrame) -> dict[str, Any]:
     """The arguments of ``mlflow.pyfunc.log_model`` / ``save_model`` for ``forecaster``: the pyfunc, the
     signature, an input example from ``sample``, the pinned requirements and :func:`serving_metadata`."""
-    return {"python_model": UsageForecastModel(forecaster), "signature": signature(),
-            "input_example": input_example(sample) if sample.height else None,
-            "pip_requirements": _requirements(), "metadata": serving_metadata(forecaster)}
+    return {
+        "python_model": UsageForecastModel(forecaster),
+        "signature": signature(),
+        "input_example": input_example(sample) if sample.height else None,
+        "pip_requirements": _requirements(),
+        "metadata": serving_metadata(forecaster),
+    }
 
 
-def log_forecaster(forecaster: Any, sample: pl.DataFrame, registered_model_name: str | None = None,
-                   *, name: str = "model"):
+def log_forecaster(
+    forecaster: Any, sample: pl.DataFrame, registered_model_name: str | None = None, *, name: str = "model"
+):
     """Log ``forecaster`` to the active MLflow run as a pyfunc servable by ``mlflow models serve``
     (:func:`model_arguments`); registered when a name is given. Returns mlflow's ModelInfo."""
-    return mlflow.pyfunc.log_model(name=name, registered_model_name=registered_model_name,
-                                   **model_arguments(forecaster, sample))
+    return mlflow.pyfunc.log_model(
+        name=name, registered_model_name=registered_model_name, **model_arguments(forecaster, sample)
+    )
 
 
 def load_forecaster(model_uri: str) -> Any:

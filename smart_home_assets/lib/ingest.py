@@ -94,9 +94,11 @@ class UploadLimits:
         """``$SMART_HOME_MAX_FILE_BYTES``, ``$SMART_HOME_MAX_FILE_LINES``, ``$SMART_HOME_MAX_LINE_BYTES``; the
         contract's limits where unset."""
         values = []
-        for name, default in (("SMART_HOME_MAX_FILE_BYTES", MAX_FILE_BYTES),
-                              ("SMART_HOME_MAX_FILE_LINES", MAX_FILE_LINES),
-                              ("SMART_HOME_MAX_LINE_BYTES", MAX_LINE_BYTES)):
+        for name, default in (
+            ("SMART_HOME_MAX_FILE_BYTES", MAX_FILE_BYTES),
+            ("SMART_HOME_MAX_FILE_LINES", MAX_FILE_LINES),
+            ("SMART_HOME_MAX_LINE_BYTES", MAX_LINE_BYTES),
+        ):
             value = int(os.environ.get(name) or default)
             if value < 1:
                 raise ValueError(f"{name}={value}: at least 1")
@@ -174,8 +176,10 @@ def _nth_newline(data: bytes | bytearray, n: int, start: int = 0) -> int:
     return pos
 
 
-def bounded_bytes(stream: Generator[bytes, None, str | None], limits: UploadLimits,
-                  ) -> tuple[bytes, str | None, str | None]:
+def bounded_bytes(
+    stream: Generator[bytes, None, str | None],
+    limits: UploadLimits,
+) -> tuple[bytes, str | None, str | None]:
     """(bytes, problem, tail) of a decompressed stream, never holding more than ``limits`` allow.
 
     The rule when a limit is passed: the complete lines before the point where it is passed are kept and judged
@@ -212,12 +216,15 @@ def bounded_bytes(stream: Generator[bytes, None, str | None], limits: UploadLimi
             kept += piece
         elif lines + newlines > limits.max_lines:
             problem = TOO_MANY_LINES
-            cut = len(kept) + _nth_newline(piece, limits.max_lines - lines) + 1 if limits.max_lines > lines \
+            cut = (
+                len(kept) + _nth_newline(piece, limits.max_lines - lines) + 1
+                if limits.max_lines > lines
                 else len(kept) - current
+            )
             kept += piece
         elif len(kept) + len(piece) > limits.max_bytes:
             problem = FILE_TOO_LARGE
-            room = piece[:limits.max_bytes - len(kept)]
+            room = piece[: limits.max_bytes - len(kept)]
             last = room.rfind(b"\n")
             cut = len(kept) + last + 1 if last >= 0 else len(kept) - current
             kept += piece
@@ -228,7 +235,7 @@ def bounded_bytes(stream: Generator[bytes, None, str | None], limits: UploadLimi
             continue
         stream.close()  # stop reading: the rest of the file is never decompressed
         assert cut is not None  # each branch that passes a limit has set where to cut
-        tail = bytes(kept[cut:cut + _TAIL_BYTES])
+        tail = bytes(kept[cut : cut + _TAIL_BYTES])
         del kept[cut:]
         return bytes(kept), problem, tail.decode("utf-8", errors="replace")
 
@@ -248,9 +255,13 @@ def decode_upload(data: bytes | Iterable[bytes], gzipped: bool, limits: UploadLi
     try:
         return FileRead(text=data.decode("utf-8").removeprefix("\ufeff"), problem=problem, tail=tail)
     except UnicodeDecodeError:
-        return FileRead(text=data.decode("utf-8", errors="replace").removeprefix("\ufeff"),
-                        problem=problem or NOT_UTF8, tail=tail, invalid_utf8=True,
-                        escaped_text=data.decode("utf-8", errors="backslashreplace").removeprefix("\ufeff"))
+        return FileRead(
+            text=data.decode("utf-8", errors="replace").removeprefix("\ufeff"),
+            problem=problem or NOT_UTF8,
+            tail=tail,
+            invalid_utf8=True,
+            escaped_text=data.decode("utf-8", errors="backslashreplace").removeprefix("\ufeff"),
+        )
 
 
 def read_upload(file: LandingFile, limits: UploadLimits | None = None) -> FileRead:
@@ -271,47 +282,77 @@ def split_lines(text: str) -> pl.Series:
     return lines.str.strip_suffix("\r")
 
 
-_LINES_SCHEMA = {"raw_line": pl.String, "source_file": pl.String, "file_hub_id": pl.String, "line_number": pl.Int64,
-                 "line_problem": pl.String}
+_LINES_SCHEMA = {
+    "raw_line": pl.String,
+    "source_file": pl.String,
+    "file_hub_id": pl.String,
+    "line_number": pl.Int64,
+    "line_problem": pl.String,
+}
 _MANIFEST_COLUMNS = ("source_file", "size_bytes", "mtime_ns", "lines", "problem")
 
 
-def file_lines(files: Iterable[LandingFile], limits: UploadLimits | None = None,
-               ) -> Iterator[tuple[pl.DataFrame, dict]]:
+def file_lines(
+    files: Iterable[LandingFile],
+    limits: UploadLimits | None = None,
+) -> Iterator[tuple[pl.DataFrame, dict]]:
     """Each file's lines (one row per line, file-level problems attached) and its manifest row, one file at a
     time; ``limits`` default to the environment's (:meth:`UploadLimits.from_environment`)."""
     limits = limits or UploadLimits.from_environment()
     for file in files:
         read = read_upload(file, limits)
         lines = split_lines(read.text)
-        invalid = ((lines != split_lines(read.escaped_text))
-                   if read.invalid_utf8 and read.escaped_text is not None else None)  # escaped_text comes with it
+        invalid = (
+            (lines != split_lines(read.escaped_text)) if read.invalid_utf8 and read.escaped_text is not None else None
+        )  # escaped_text comes with it
         frame = pl.DataFrame({"raw_line": lines}).with_columns(
             source_file=pl.lit(file.relative_path),
             file_hub_id=pl.lit(file.hub_id, dtype=pl.String),
             line_number=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
             line_problem=(
                 # a file read but not trusted (conflicting_upload): every line keeps that reason
-                pl.lit(file.lines_problem, dtype=pl.String) if file.lines_problem
-                else pl.when(pl.lit(invalid)).then(pl.lit(NOT_UTF8)) if invalid is not None
+                pl.lit(file.lines_problem, dtype=pl.String)
+                if file.lines_problem
+                else pl.when(pl.lit(invalid)).then(pl.lit(NOT_UTF8))
+                if invalid is not None
                 else pl.lit(None, dtype=pl.String)
             ),
         )
         if read.problem and read.problem != NOT_UTF8:
             # The unreadable remainder of the file is one more raw line, so the failure reaches quarantine.
-            frame = pl.concat([frame, pl.DataFrame({
-                "raw_line": [read.tail or ""], "source_file": [file.relative_path], "file_hub_id": [file.hub_id],
-                "line_number": [lines.len() + 1], "line_problem": [read.problem],
-            }, schema=frame.schema)])
-        yield frame, {"source_file": file.relative_path, "size_bytes": file.size, "mtime_ns": file.mtime_ns,
-                      "lines": frame.height, "problem": read.problem or file.lines_problem}
+            frame = pl.concat(
+                [
+                    frame,
+                    pl.DataFrame(
+                        {
+                            "raw_line": [read.tail or ""],
+                            "source_file": [file.relative_path],
+                            "file_hub_id": [file.hub_id],
+                            "line_number": [lines.len() + 1],
+                            "line_problem": [read.problem],
+                        },
+                        schema=frame.schema,
+                    ),
+                ]
+            )
+        yield (
+            frame,
+            {
+                "source_file": file.relative_path,
+                "size_bytes": file.size,
+                "mtime_ns": file.mtime_ns,
+                "lines": frame.height,
+                "problem": read.problem or file.lines_problem,
+            },
+        )
 
 
 def _frames(partition_key: str, frames: list[pl.DataFrame], manifest: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
     date = dt.date.fromisoformat(partition_key)
     lines_df = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=_LINES_SCHEMA)
-    manifest_df = pl.DataFrame(manifest, schema={k: v for k, v in RAW_USAGE_FILES_SCHEMA.items()
-                                                 if k in _MANIFEST_COLUMNS})
+    manifest_df = pl.DataFrame(
+        manifest, schema={k: v for k, v in RAW_USAGE_FILES_SCHEMA.items() if k in _MANIFEST_COLUMNS}
+    )
     return lines_df.with_columns(partition_date=pl.lit(date)), manifest_df.with_columns(partition_date=pl.lit(date))
 
 
@@ -324,8 +365,9 @@ def _parse_sql() -> str:
     for i, field in enumerate(UPLOAD_FIELDS, start=1):
         selects.append(f"types[{i + 1}] AS {field}__type")
         if field in NUMBER_FIELDS:
-            selects.append(f"CASE WHEN types[{i + 1}] IN {_JSON_NUMBER_TYPES} THEN TRY_CAST(texts[{i}] AS DOUBLE) END"
-                           f" AS {field}")
+            selects.append(
+                f"CASE WHEN types[{i + 1}] IN {_JSON_NUMBER_TYPES} THEN TRY_CAST(texts[{i}] AS DOUBLE) END AS {field}"
+            )
         else:
             selects.append(f"CASE WHEN types[{i + 1}] = 'VARCHAR' THEN texts[{i}] END AS {field}")
     # A comma before a closing bracket, outside string literals: the cheap test first (no string can hide it
@@ -376,41 +418,67 @@ def parse_lines(lines: pl.DataFrame, ingested_at: dt.datetime) -> pl.DataFrame:
         derived = derived.sort("_row")
     parsed = pl.concat([lines, derived.drop("_row")], how="horizontal")
     # The fields at fault, comma-joined ("" when none): one string pass each instead of list columns.
-    missing = pl.concat_str([
-        pl.when(pl.col(f"{f}__type").is_null() | ((pl.col(f"{f}__type") == "NULL") & pl.lit(f != "user_id")))
-        .then(pl.lit(f)) for f in UPLOAD_FIELDS
-    ], separator=",", ignore_nulls=True)
-    wrong = pl.concat_str([
-        pl.when(pl.col(f"{f}__type").is_not_null() & (pl.col(f"{f}__type") != "NULL")
-                & ~pl.col(f"{f}__type").is_in(_JSON_NUMBER_TYPES if f in NUMBER_FIELDS else ("VARCHAR",)))
-        .then(pl.lit(f)) for f in UPLOAD_FIELDS
-    ], separator=",", ignore_nulls=True)
+    missing = pl.concat_str(
+        [
+            pl.when(pl.col(f"{f}__type").is_null() | ((pl.col(f"{f}__type") == "NULL") & pl.lit(f != "user_id"))).then(
+                pl.lit(f)
+            )
+            for f in UPLOAD_FIELDS
+        ],
+        separator=",",
+        ignore_nulls=True,
+    )
+    wrong = pl.concat_str(
+        [
+            pl.when(
+                pl.col(f"{f}__type").is_not_null()
+                & (pl.col(f"{f}__type") != "NULL")
+                & ~pl.col(f"{f}__type").is_in(_JSON_NUMBER_TYPES if f in NUMBER_FIELDS else ("VARCHAR",))
+            ).then(pl.lit(f))
+            for f in UPLOAD_FIELDS
+        ],
+        separator=",",
+        ignore_nulls=True,
+    )
     parsed = parsed.with_columns(missing_fields=missing, wrong_fields=wrong)
     missing, wrong = pl.col("missing_fields"), pl.col("wrong_fields")
     parse_error = (
-        pl.when(pl.col("line_problem").is_not_null()).then(pl.col("line_problem"))
-        .when(pl.col("raw_line") == "").then(pl.lit(EMPTY_LINE))
-        .when(~pl.col("is_json")).then(pl.lit(NOT_JSON))
-        .when(pl.col("trailing_comma")).then(pl.lit(NOT_STRICT_JSON))
-        .when(pl.col("top_type") != "OBJECT").then(pl.lit(NOT_OBJECT))
-        .when(pl.col("duplicate_keys").is_not_null()).then(pl.lit(DUPLICATE_KEY))
-        .when(missing != "").then(pl.lit(MISSING_FIELD))
-        .when(wrong != "").then(pl.lit(WRONG_TYPE))
+        pl.when(pl.col("line_problem").is_not_null())
+        .then(pl.col("line_problem"))
+        .when(pl.col("raw_line") == "")
+        .then(pl.lit(EMPTY_LINE))
+        .when(~pl.col("is_json"))
+        .then(pl.lit(NOT_JSON))
+        .when(pl.col("trailing_comma"))
+        .then(pl.lit(NOT_STRICT_JSON))
+        .when(pl.col("top_type") != "OBJECT")
+        .then(pl.lit(NOT_OBJECT))
+        .when(pl.col("duplicate_keys").is_not_null())
+        .then(pl.lit(DUPLICATE_KEY))
+        .when(missing != "")
+        .then(pl.lit(MISSING_FIELD))
+        .when(wrong != "")
+        .then(pl.lit(WRONG_TYPE))
     )
     detail = (
-        pl.when(pl.col("line_problem").is_not_null() | ~pl.col("is_json")).then(pl.lit(None, dtype=pl.String))
-        .when(pl.col("trailing_comma")).then(pl.lit("trailing comma"))
+        pl.when(pl.col("line_problem").is_not_null() | ~pl.col("is_json"))
+        .then(pl.lit(None, dtype=pl.String))
+        .when(pl.col("trailing_comma"))
+        .then(pl.lit("trailing comma"))
         .when(pl.col("top_type") != "OBJECT")
         .then(pl.concat_str(pl.lit("JSON "), pl.col("top_type").str.to_lowercase()))
-        .when(pl.col("duplicate_keys").is_not_null()).then(pl.col("duplicate_keys"))
-        .when(missing != "").then(missing)
-        .when(wrong != "").then(wrong)
+        .when(pl.col("duplicate_keys").is_not_null())
+        .then(pl.col("duplicate_keys"))
+        .when(missing != "")
+        .then(missing)
+        .when(wrong != "")
+        .then(wrong)
     )
-    return (
-        parsed.with_columns(parse_error=parse_error, parse_error_detail=detail,
-                            ingested_at=pl.lit(ingested_at, dtype=pl.Datetime("us", "UTC")))
-        .select([pl.col(c).cast(t) for c, t in RAW_USAGE_SCHEMA.items()])
-    )
+    return parsed.with_columns(
+        parse_error=parse_error,
+        parse_error_detail=detail,
+        ingested_at=pl.lit(ingested_at, dtype=pl.Datetime("us", "UTC")),
+    ).select([pl.col(c).cast(t) for c, t in RAW_USAGE_SCHEMA.items()])
 
 
 def _ingest(lines: pl.DataFrame, manifest: pl.DataFrame, ingested_at: dt.datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -419,8 +487,9 @@ def _ingest(lines: pl.DataFrame, manifest: pl.DataFrame, ingested_at: dt.datetim
     return raw, manifest.select(list(RAW_USAGE_FILES_SCHEMA))
 
 
-def ingest_partitions_in_batches(days: Iterable[tuple[str, list[LandingFile]]], ingested_at: dt.datetime,
-                                 batch_rows: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+def ingest_partitions_in_batches(
+    days: Iterable[tuple[str, list[LandingFile]]], ingested_at: dt.datetime, batch_rows: int
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """The raw_usage rows and file manifests of several days' files, in batches that may hold several days: a
     batch is closed once it holds ``batch_rows`` lines or more and the next file is another hub's or another
     day's. Many small days (a household's history) are parsed a batch at a time, not a day at a time, while a

@@ -47,18 +47,34 @@ def predictions_for_day(features: pl.DataFrame, forecaster, model_version: str, 
     """Rows of usage_predictions for the devices with enough history (the rest are counted, not guessed)."""
     eligible = features.filter(pl.col("has_enough_history"))
     forecast = forecaster.forecast(eligible)
-    return eligible.select(
-        "partition_date", (pl.col("partition_date") + pl.duration(days=1)).alias("target_date"),
-        "device_id", "hub_id", "device_type",
-    ).with_columns(predicted_energy_wh=forecast["prediction_wh"], p10_wh=forecast["p10_wh"],
-                   p90_wh=forecast["p90_wh"], model_kind=pl.lit(forecaster.kind), model_name=pl.lit(forecaster.name),
-                   model_version=pl.lit(model_version),
-                   predicted_at=pl.lit(now, dtype=pl.Datetime("us", "UTC"))).select(
-        [pl.col(c).cast(t) for c, t in PREDICTIONS_SCHEMA.items()])
+    return (
+        eligible.select(
+            "partition_date",
+            (pl.col("partition_date") + pl.duration(days=1)).alias("target_date"),
+            "device_id",
+            "hub_id",
+            "device_type",
+        )
+        .with_columns(
+            predicted_energy_wh=forecast["prediction_wh"],
+            p10_wh=forecast["p10_wh"],
+            p90_wh=forecast["p90_wh"],
+            model_kind=pl.lit(forecaster.kind),
+            model_name=pl.lit(forecaster.name),
+            model_version=pl.lit(model_version),
+            predicted_at=pl.lit(now, dtype=pl.Datetime("us", "UTC")),
+        )
+        .select([pl.col(c).cast(t) for c, t in PREDICTIONS_SCHEMA.items()])
+    )
 
 
-def feedback_for_day(predictions: pl.DataFrame, features: pl.DataFrame, actuals: pl.DataFrame,
-                     backtest_mae: float | None, source: str = "batch") -> pl.DataFrame:
+def feedback_for_day(
+    predictions: pl.DataFrame,
+    features: pl.DataFrame,
+    actuals: pl.DataFrame,
+    backtest_mae: float | None,
+    source: str = "batch",
+) -> pl.DataFrame:
     """Live error of one day's predictions against the next day's actual energy (devices in both), their
     interval coverage, and the naive baselines' live error on the same devices (from D's features)."""
     from smart_home_assets.lib.training import (
@@ -76,19 +92,32 @@ def feedback_for_day(predictions: pl.DataFrame, features: pl.DataFrame, actuals:
     metrics = regression_metrics(actual, joined["predicted_energy_wh"].to_numpy())
     naive = {n: regression_metrics(actual, p)["mae"] for n, p in baseline_predictions(joined).items()}
     best = min(BASELINE_NAMES, key=lambda n: (naive[n], n))
-    return pl.DataFrame([{
-        "partition_date": joined["partition_date"][0], "target_date": joined["target_date"][0], "source": source,
-        "model_version": ",".join(sorted(joined["model_version"].unique().to_list())),
-        "devices": joined["device_id"].n_unique(), "predictions": joined.height,
-        "live_mae": metrics["mae"], "live_wape": metrics["wape"],
-        "interval_coverage": interval_coverage(actual, joined["p10_wh"].fill_null(float("nan")),
-                                               joined["p90_wh"].fill_null(float("nan")))
-        if joined["p10_wh"].null_count() < joined.height else None,
-        "nominal_coverage": NOMINAL_COVERAGE, "best_baseline": best, "best_baseline_live_mae": naive[best],
-        "live_skill": 1 - metrics["mae"] / naive[best] if naive[best] > 0 else None,
-        "backtest_mae": backtest_mae,
-        "mae_ratio_live_to_backtest": metrics["mae"] / backtest_mae if backtest_mae else None,
-    }], schema=FEEDBACK_SCHEMA)
+    return pl.DataFrame(
+        [
+            {
+                "partition_date": joined["partition_date"][0],
+                "target_date": joined["target_date"][0],
+                "source": source,
+                "model_version": ",".join(sorted(joined["model_version"].unique().to_list())),
+                "devices": joined["device_id"].n_unique(),
+                "predictions": joined.height,
+                "live_mae": metrics["mae"],
+                "live_wape": metrics["wape"],
+                "interval_coverage": interval_coverage(
+                    actual, joined["p10_wh"].fill_null(float("nan")), joined["p90_wh"].fill_null(float("nan"))
+                )
+                if joined["p10_wh"].null_count() < joined.height
+                else None,
+                "nominal_coverage": NOMINAL_COVERAGE,
+                "best_baseline": best,
+                "best_baseline_live_mae": naive[best],
+                "live_skill": 1 - metrics["mae"] / naive[best] if naive[best] > 0 else None,
+                "backtest_mae": backtest_mae,
+                "mae_ratio_live_to_backtest": metrics["mae"] / backtest_mae if backtest_mae else None,
+            }
+        ],
+        schema=FEEDBACK_SCHEMA,
+    )
 
 
 def version_order(version: str) -> tuple[int, str]:
@@ -104,5 +133,11 @@ def online_answers_for(online: pl.DataFrame, key: str) -> pl.DataFrame:
     if online.is_empty():
         return pl.DataFrame(schema={c: PREDICTIONS_SCHEMA[c] for c in columns})
     return online.filter(pl.col("for_day") == target).select(
-        partition_date=pl.lit(dt.date.fromisoformat(key)), target_date="for_day", device_id="device_id",
-        predicted_energy_wh="prediction_wh", p10_wh="p10_wh", p90_wh="p90_wh", model_version="model_version")
+        partition_date=pl.lit(dt.date.fromisoformat(key)),
+        target_date="for_day",
+        device_id="device_id",
+        predicted_energy_wh="prediction_wh",
+        p10_wh="p10_wh",
+        p90_wh="p90_wh",
+        model_version="model_version",
+    )

@@ -68,8 +68,16 @@ RELATIVE_INPUTS: dict[str, str] = {
     "rel_last_year_mean7": "energy_last_year_mean7",
 }
 # Stored features the model takes as they are: context (fleet, hub, last year's trend) and the calendar of D+1.
-DIRECT_INPUTS = ["fleet_type_ratio", "fleet_type_ratio_lag_1", "hub_energy_ratio", "fleet_type_last_year_trend",
-                 "day_of_week", "target_day_of_week", "target_is_weekend", "target_day_of_year"]
+DIRECT_INPUTS = [
+    "fleet_type_ratio",
+    "fleet_type_ratio_lag_1",
+    "hub_energy_ratio",
+    "fleet_type_last_year_trend",
+    "day_of_week",
+    "target_day_of_week",
+    "target_is_weekend",
+    "target_day_of_year",
+]
 # Model inputs, in the order the model takes them. All known at the end of day D.
 FEATURE_COLUMNS = ["device_type", LEVEL, *RELATIVE_INPUTS, *DIRECT_INPUTS]
 NUMERIC_COLUMNS = [c for c in FEATURE_COLUMNS if c not in CATEGORICAL_COLUMNS]
@@ -79,9 +87,24 @@ SOURCE_COLUMNS = ["device_type", LEVEL_SOURCE, *dict.fromkeys(RELATIVE_INPUTS.va
 NULLABLE_SOURCE_COLUMNS = [c for c in SOURCE_COLUMNS if c in NULLABLE_COLUMNS]
 # The 18 inputs of models trained before the relative target (absolute Wh); a champion of that kind still scores.
 LEGACY_FEATURE_COLUMNS = [
-    "device_type", "energy_wh", "active_s", "event_count", "energy_lag_1", "energy_lag_2", "energy_lag_6",
-    "energy_lag_7", "energy_roll7_mean", "energy_roll7_std", "energy_roll28_mean", "energy_roll28_std",
-    "day_of_week", "is_weekend", "month", "target_day_of_week", "target_is_weekend", "hub_energy_wh",
+    "device_type",
+    "energy_wh",
+    "active_s",
+    "event_count",
+    "energy_lag_1",
+    "energy_lag_2",
+    "energy_lag_6",
+    "energy_lag_7",
+    "energy_roll7_mean",
+    "energy_roll7_std",
+    "energy_roll28_mean",
+    "energy_roll28_std",
+    "day_of_week",
+    "is_weekend",
+    "month",
+    "target_day_of_week",
+    "target_is_weekend",
+    "hub_energy_wh",
 ]
 
 # The backtest: folds of FOLD_DAYS labeled days each (the last ones), each trained on at least MIN_TRAIN_DAYS.
@@ -129,8 +152,9 @@ def attach_labels(features: pl.DataFrame, silent_next_day_is_unknown: bool = Fal
         **{LABEL: pl.col("energy_wh")},
         **({"next_day_events": pl.col("event_count")} if silent_next_day_is_unknown else {}),
     )
-    labeled = features.filter(pl.col("has_enough_history")).join(next_day, on=["device_id", "partition_date"],
-                                                                 how="inner")
+    labeled = features.filter(pl.col("has_enough_history")).join(
+        next_day, on=["device_id", "partition_date"], how="inner"
+    )
     if silent_next_day_is_unknown:
         labeled = labeled.filter(pl.col("next_day_events") > 0).drop("next_day_events")
     return labeled.sort("partition_date", "device_id")
@@ -149,8 +173,9 @@ class Fold:
         return f"fold{self.index}"
 
 
-def fold_windows(days: Sequence[Any], folds: int = BACKTEST_FOLDS, fold_days: int = FOLD_DAYS,
-                 min_train_days: int = MIN_TRAIN_DAYS) -> list[Fold]:
+def fold_windows(
+    days: Sequence[Any], folds: int = BACKTEST_FOLDS, fold_days: int = FOLD_DAYS, min_train_days: int = MIN_TRAIN_DAYS
+) -> list[Fold]:
     """The backtest's folds over the distinct labeled ``days``: the last ``folds * fold_days`` of them, oldest
     fold first, each preceded by at least ``min_train_days`` days to train on.
 
@@ -164,17 +189,18 @@ def fold_windows(days: Sequence[Any], folds: int = BACKTEST_FOLDS, fold_days: in
     if fitting < 1:
         raise NotEnoughHistory(
             f"not enough labeled days to train and evaluate: need {min_train_days + fold_days} "
-            f"({min_train_days} to train + {fold_days} per fold), got {len(days)}")
+            f"({min_train_days} to train + {fold_days} per fold), got {len(days)}"
+        )
     first = len(days) - fitting * fold_days
     return [Fold(k + 1, days[first + k * fold_days], days[first + (k + 1) * fold_days - 1]) for k in range(fitting)]
 
 
-def split_holdout(labeled: pl.DataFrame, holdout_days: int = HOLDOUT_DAYS,
-                  min_train_days: int = MIN_TRAIN_DAYS) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split_holdout(
+    labeled: pl.DataFrame, holdout_days: int = HOLDOUT_DAYS, min_train_days: int = MIN_TRAIN_DAYS
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(train, holdout) by time: the last fold of :func:`fold_windows` with one fold of ``holdout_days``."""
     try:
-        (fold,) = fold_windows(labeled.get_column("partition_date").unique().to_list(), 1, holdout_days,
-                               min_train_days)
+        (fold,) = fold_windows(labeled.get_column("partition_date").unique().to_list(), 1, holdout_days, min_train_days)
     except NotEnoughHistory as exc:
         raise NotEnoughHistory(str(exc).replace("per fold", "holdout")) from None
     in_holdout = pl.col("partition_date") >= fold.first
@@ -248,8 +274,9 @@ TARGET_ATTR = "smart_home_target_"  # TARGET for models of the relative target; 
 
 def level_expr() -> pl.Expr:
     """:func:`level` as a polars expression."""
-    return pl.max_horizontal(pl.col(LEVEL_SOURCE).fill_null(pl.col("energy_wh")),
-                             pl.lit(LEVEL_FLOOR_WH)).cast(pl.Float64)
+    return pl.max_horizontal(pl.col(LEVEL_SOURCE).fill_null(pl.col("energy_wh")), pl.lit(LEVEL_FLOOR_WH)).cast(
+        pl.Float64
+    )
 
 
 def level(frame: pl.DataFrame) -> np.ndarray:
@@ -276,8 +303,11 @@ def device_type_code_expr(device_types: Sequence[str], column: str = "device_typ
     types = list(device_types)
     if len(set(types)) != len(types):
         raise ValueError("device_types has duplicates")
-    return pl.col(column).cast(pl.String).replace_strict(types, list(range(len(types))), default=None,
-                                                         return_dtype=pl.Float64)
+    return (
+        pl.col(column)
+        .cast(pl.String)
+        .replace_strict(types, list(range(len(types))), default=None, return_dtype=pl.Float64)
+    )
 
 
 def encode_device_types(values: pl.Series | Sequence[str | None], device_types: Sequence[str]) -> np.ndarray:
@@ -315,16 +345,20 @@ def to_model_input(frame: pl.DataFrame, device_types: Sequence[str] | None = Non
     """:func:`model_input_frame` as a pandas frame (NaN for nulls), which LightGBM trains on with names."""
     import pandas as pd
 
-    matrix = model_input_frame(frame, device_types).to_numpy().astype(np.float64, copy=False) if frame.height else \
-        np.zeros((0, len(FEATURE_COLUMNS)))
+    matrix = (
+        model_input_frame(frame, device_types).to_numpy().astype(np.float64, copy=False)
+        if frame.height
+        else np.zeros((0, len(FEATURE_COLUMNS)))
+    )
     return pd.DataFrame(matrix, columns=FEATURE_COLUMNS)
 
 
 def _legacy_input(frame: pl.DataFrame, device_types: Sequence[str]) -> pd.DataFrame:
     import pandas as pd
 
-    data: dict[str, Any] = {c: frame.get_column(c).cast(pl.Float64).to_numpy()
-                            for c in LEGACY_FEATURE_COLUMNS if c != "device_type"}
+    data: dict[str, Any] = {
+        c: frame.get_column(c).cast(pl.Float64).to_numpy() for c in LEGACY_FEATURE_COLUMNS if c != "device_type"
+    }
     data["device_type"] = encode_device_types(frame.get_column("device_type"), device_types)
     return pd.DataFrame(data, columns=LEGACY_FEATURE_COLUMNS)
 
@@ -349,7 +383,9 @@ def model_input(model: lightgbm.LGBMRegressor, frame: pl.DataFrame) -> pd.DataFr
 
 
 def train_model(
-    train: pl.DataFrame, params: dict[str, Any] | None = None, seed: int = 0,
+    train: pl.DataFrame,
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
     device_types: Sequence[str] | None = None,
 ) -> lightgbm.LGBMRegressor:
     """Fit a LightGBM regressor (sklearn API) of the relative target on labeled feature rows; deterministic.
@@ -367,8 +403,12 @@ def train_model(
     x = to_model_input(train, types)
     lvl = x[LEVEL].to_numpy()
     model = lgb.LGBMRegressor(**{**DEFAULT_PARAMS, **(params or {}), **_DETERMINISM, "random_state": seed})
-    model.fit(x, train.get_column(LABEL).cast(pl.Float64).to_numpy() / lvl, sample_weight=lvl,
-              categorical_feature=CATEGORICAL_COLUMNS)
+    model.fit(
+        x,
+        train.get_column(LABEL).cast(pl.Float64).to_numpy() / lvl,
+        sample_weight=lvl,
+        categorical_feature=CATEGORICAL_COLUMNS,
+    )
     setattr(model, DEVICE_TYPES_ATTR, types)
     setattr(model, TARGET_ATTR, TARGET)
     return model
@@ -431,8 +471,9 @@ class IntervalCalibration:
     rows: int = 0
 
     @classmethod
-    def fit(cls, rows: pl.DataFrame, forecast: Any, quantiles: tuple[float, float] = INTERVAL_QUANTILES,
-            min_rows: int = 50) -> IntervalCalibration:
+    def fit(
+        cls, rows: pl.DataFrame, forecast: Any, quantiles: tuple[float, float] = INTERVAL_QUANTILES, min_rows: int = 50
+    ) -> IntervalCalibration:
         """From labeled ``rows`` (feature rows, or :func:`backtest`'s out-of-fold rows, which carry the level)
         and their ``forecast``s, made by models that did not train on them."""
         lvl = rows[LEVEL].to_numpy() if LEVEL in rows.columns else level(rows)
@@ -445,30 +486,43 @@ class IntervalCalibration:
             return float(np.quantile(e, lo, method="lower")), float(np.quantile(e, hi, method="higher"))
 
         types = rows.get_column("device_type").cast(pl.String).fill_null("").to_numpy()
-        by_type = {str(t): bounds(errors[types == t]) for t in np.unique(types)
-                   if int(np.sum(types == t)) >= min_rows}
+        by_type = {str(t): bounds(errors[types == t]) for t in np.unique(types) if int(np.sum(types == t)) >= min_rows}
         overall = bounds(errors)
         return cls(overall[0], overall[1], by_type, quantiles, int(errors.size))
 
     def bounds(self, frame: pl.DataFrame, point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(p10, p90) in Wh around ``point``, with p10 <= point <= p90 and p10 >= 0."""
         types = pl.col("device_type").cast(pl.String).fill_null("")
-        lo, hi, lvl = frame.select(
-            types.replace_strict({t: b[0] for t, b in self.by_type.items()}, default=self.lower,
-                                 return_dtype=pl.Float64),
-            types.replace_strict({t: b[1] for t, b in self.by_type.items()}, default=self.upper,
-                                 return_dtype=pl.Float64).alias("hi"),
-            level_expr().alias("lvl")).to_numpy().T
-        return (np.clip(np.minimum(point + lo * lvl, point), 0.0, None),
-                np.maximum(point + hi * lvl, point))
+        lo, hi, lvl = (
+            frame.select(
+                types.replace_strict(
+                    {t: b[0] for t, b in self.by_type.items()}, default=self.lower, return_dtype=pl.Float64
+                ),
+                types.replace_strict(
+                    {t: b[1] for t, b in self.by_type.items()}, default=self.upper, return_dtype=pl.Float64
+                ).alias("hi"),
+                level_expr().alias("lvl"),
+            )
+            .to_numpy()
+            .T
+        )
+        return (np.clip(np.minimum(point + lo * lvl, point), 0.0, None), np.maximum(point + hi * lvl, point))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lower": self.lower, "upper": self.upper, "by_type": {t: list(b) for t, b in self.by_type.items()},
-                "quantiles": list(self.quantiles), "rows": self.rows}
+        return {
+            "lower": self.lower,
+            "upper": self.upper,
+            "by_type": {t: list(b) for t, b in self.by_type.items()},
+            "quantiles": list(self.quantiles),
+            "rows": self.rows,
+        }
 
 
-FORECAST_SCHEMA: dict[str, pl.DataType] = {"prediction_wh": pl.Float64(), "p10_wh": pl.Float64(),
-                                           "p90_wh": pl.Float64()}
+FORECAST_SCHEMA: dict[str, pl.DataType] = {
+    "prediction_wh": pl.Float64(),
+    "p10_wh": pl.Float64(),
+    "p90_wh": pl.Float64(),
+}
 
 
 class Forecaster:
@@ -491,8 +545,7 @@ class Forecaster:
             lo = hi = np.full(point.shape, np.nan)
         else:
             lo, hi = self.interval.bounds(frame, point)
-        return pl.DataFrame({"prediction_wh": point, "p10_wh": lo, "p90_wh": hi},
-                            schema=FORECAST_SCHEMA).fill_nan(None)
+        return pl.DataFrame({"prediction_wh": point, "p10_wh": lo, "p90_wh": hi}, schema=FORECAST_SCHEMA).fill_nan(None)
 
 
 @dataclass
@@ -537,8 +590,9 @@ class BaselineForecaster(Forecaster):
 Contender = Callable[[Fold, pl.DataFrame], np.ndarray]
 
 
-def backtest(folds: Sequence[Fold], fold_rows: Callable[[Fold], pl.DataFrame],
-             contenders: Mapping[str, Contender]) -> pl.DataFrame:
+def backtest(
+    folds: Sequence[Fold], fold_rows: Callable[[Fold], pl.DataFrame], contenders: Mapping[str, Contender]
+) -> pl.DataFrame:
     """Out-of-fold forecasts: per fold, its labeled rows with the forecast of every contender and every naive
     baseline (columns ``pred_<name>``), next to fold, partition_date, device_id, device_type, label and level.
 
@@ -549,20 +603,25 @@ def backtest(folds: Sequence[Fold], fold_rows: Callable[[Fold], pl.DataFrame],
         rows = fold_rows(fold)
         if rows.is_empty():
             raise ValueError(f"backtest fold {fold.first}..{fold.last} has no labeled rows")
-        preds = {f"pred_{name}": np.asarray(contender(fold, rows), dtype=float)
-                 for name, contender in contenders.items()}
+        preds = {
+            f"pred_{name}": np.asarray(contender(fold, rows), dtype=float) for name, contender in contenders.items()
+        }
         preds |= {f"pred_{name}": np.clip(p, 0.0, None) for name, p in baseline_predictions(rows).items()}
-        frames.append(rows.select("partition_date", "device_id", "device_type", LABEL, LEVEL_SOURCE, "energy_wh")
-                      .with_columns(fold=pl.lit(fold.index, dtype=pl.Int32), **{LEVEL: level(rows)})
-                      .drop(LEVEL_SOURCE)
-                      .with_columns(**{k: pl.Series(v, dtype=pl.Float64) for k, v in preds.items()}))
+        frames.append(
+            rows.select("partition_date", "device_id", "device_type", LABEL, LEVEL_SOURCE, "energy_wh")
+            .with_columns(fold=pl.lit(fold.index, dtype=pl.Int32), **{LEVEL: level(rows)})
+            .drop(LEVEL_SOURCE)
+            .with_columns(**{k: pl.Series(v, dtype=pl.Float64) for k, v in preds.items()})
+        )
     return pl.concat(frames)
 
 
 def fit_before(labeled: pl.DataFrame, fit: Callable[[pl.DataFrame], Any]) -> Contender:
     """A contender that trains ``fit`` on the rows of ``labeled`` before each fold and forecasts the fold."""
+
     def contender(fold: Fold, rows: pl.DataFrame) -> np.ndarray:
         return predict(fit(labeled.filter(pl.col("partition_date") < fold.first)), rows)
+
     return contender
 
 
@@ -596,15 +655,21 @@ def backtest_scores(oof: pl.DataFrame) -> BacktestScores:
     names = [c.removeprefix("pred_") for c in oof.columns if c.startswith("pred_")]
 
     def scored(group: list[str]) -> pl.DataFrame:
-        return oof.group_by(group).agg(
-            *[(pl.col(f"pred_{n}") - pl.col(LABEL)).abs().mean().alias(f"mae_{n}") for n in names],
-            *[(pl.col(f"pred_{n}") - pl.col(LABEL)).abs().sum().alias(f"err_{n}") for n in names],
-            actual=pl.col(LABEL).abs().sum(),
-        ).sort(group)
+        return (
+            oof.group_by(group)
+            .agg(
+                *[(pl.col(f"pred_{n}") - pl.col(LABEL)).abs().mean().alias(f"mae_{n}") for n in names],
+                *[(pl.col(f"pred_{n}") - pl.col(LABEL)).abs().sum().alias(f"err_{n}") for n in names],
+                actual=pl.col(LABEL).abs().sum(),
+            )
+            .sort(group)
+        )
 
     def wape(frame: pl.DataFrame, n: str) -> list[float]:
-        return [e / a if a > 0 else (0.0 if e == 0 else math.inf)
-                for e, a in zip(frame[f"err_{n}"].to_list(), frame["actual"].to_list(), strict=True)]
+        return [
+            e / a if a > 0 else (0.0 if e == 0 else math.inf)
+            for e, a in zip(frame[f"err_{n}"].to_list(), frame["actual"].to_list(), strict=True)
+        ]
 
     by_fold, by_type = scored(["fold"]), scored(["device_type"])
     total_actual = float(oof[LABEL].abs().sum())
@@ -612,12 +677,15 @@ def backtest_scores(oof: pl.DataFrame) -> BacktestScores:
         folds=[f"fold{k}" for k in by_fold["fold"].to_list()],
         fold_mae={n: by_fold[f"mae_{n}"].to_list() for n in names},
         fold_wape={n: wape(by_fold, n) for n in names},
-        type_mae={n: dict(zip(by_type["device_type"].to_list(), by_type[f"mae_{n}"].to_list(), strict=True))
-                  for n in names},
+        type_mae={
+            n: dict(zip(by_type["device_type"].to_list(), by_type[f"mae_{n}"].to_list(), strict=True)) for n in names
+        },
         type_wape={n: dict(zip(by_type["device_type"].to_list(), wape(by_type, n), strict=True)) for n in names},
         mae={n: float(np.mean(by_fold[f"mae_{n}"].to_numpy())) for n in names},
-        wape={n: float((oof[f"pred_{n}"] - oof[LABEL]).abs().sum()) / total_actual if total_actual > 0 else 0.0
-              for n in names},
+        wape={
+            n: float((oof[f"pred_{n}"] - oof[LABEL]).abs().sum()) / total_actual if total_actual > 0 else 0.0
+            for n in names
+        },
     )
 
 
@@ -649,9 +717,15 @@ def _beats(scores: BacktestScores, name: str, other: str) -> bool:
     return scores.mae[name] < scores.mae[other] and scores.losses(name, other) <= len(scores.folds) // 2
 
 
-def decide_promotion(scores: BacktestScores, *, candidate: str = "candidate", champion: str | None = None,
-                     champion_label: str = "champion", champion_is_baseline: bool = False,
-                     same_recipe: bool = False) -> PromotionDecision:
+def decide_promotion(
+    scores: BacktestScores,
+    *,
+    candidate: str = "candidate",
+    champion: str | None = None,
+    champion_label: str = "champion",
+    champion_is_baseline: bool = False,
+    same_recipe: bool = False,
+) -> PromotionDecision:
     """The promotion rule, on backtest scores where the candidate, the champion (``champion`` names its
     column, None when there is none) and the baselines were scored on the same folds.
 
@@ -672,17 +746,26 @@ def decide_promotion(scores: BacktestScores, *, candidate: str = "candidate", ch
     trained_champion = champion is not None and not champion_is_baseline
     if _beats(scores, candidate, best):
         if not trained_champion or same_recipe:
-            why = ("the same configuration as the " + champion_label + ", refreshed on newer days") if same_recipe \
+            why = (
+                ("the same configuration as the " + champion_label + ", refreshed on newer days")
+                if same_recipe
                 else ("no trained champion yet" if champion is None else f"the champion is the baseline {champion}")
-            return PromotionDecision("candidate", f"{cand} beats {base} on {n - scores.losses(candidate, best)}/{n}"
-                                     f" folds; {why}", best)
+            )
+            return PromotionDecision(
+                "candidate", f"{cand} beats {base} on {n - scores.losses(candidate, best)}/{n} folds; {why}", best
+            )
         assert champion is not None  # trained_champion
         if _beats(scores, candidate, champion):
-            return PromotionDecision("candidate", f"{cand} beats {champion_label} ({scores.mae[champion]:.1f}) and "
-                                     f"{base}", best)
-        return PromotionDecision("keep", f"{cand} does not beat {champion_label} "
-                                 f"({scores.mae[champion]:.1f}, loses {scores.losses(candidate, champion)}/{n} folds to"
-                                 f" it); {base}", best)
+            return PromotionDecision(
+                "candidate", f"{cand} beats {champion_label} ({scores.mae[champion]:.1f}) and {base}", best
+            )
+        return PromotionDecision(
+            "keep",
+            f"{cand} does not beat {champion_label} "
+            f"({scores.mae[champion]:.1f}, loses {scores.losses(candidate, champion)}/{n} folds to"
+            f" it); {base}",
+            best,
+        )
     lost = f"{cand} does not beat {base} (loses {scores.losses(candidate, best)}/{n} folds)"
     if trained_champion and champion is not None and _beats(scores, champion, best):
         return PromotionDecision("keep", f"{lost}; {said(champion, champion_label)} still beats it", best)

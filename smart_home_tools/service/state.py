@@ -57,9 +57,14 @@ class LoadedModel:
 
     def describe(self, now: dt.datetime) -> dict[str, Any]:
         age = (now - self.registered_at).total_seconds() if self.registered_at else None
-        return {"name": self.name, "version": self.version, "kind": self.kind,
-                "registered_at": self.registered_at.isoformat() if self.registered_at else None,
-                "age_seconds": round(age, 1) if age is not None else None, "loaded_at": self.loaded_at.isoformat()}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "kind": self.kind,
+            "registered_at": self.registered_at.isoformat() if self.registered_at else None,
+            "age_seconds": round(age, 1) if age is not None else None,
+            "loaded_at": self.loaded_at.isoformat(),
+        }
 
 
 @dataclass(frozen=True)
@@ -120,8 +125,9 @@ def feature_snapshot(frame: pl.DataFrame, now: dt.datetime) -> FeatureSnapshot:
 class ServingState:
     """The loaded model and features, and the threads that keep them current."""
 
-    def __init__(self, registry, warehouse, *, poll_s: float | None = None,
-                 features_refresh_s: float = FEATURES_REFRESH_S):
+    def __init__(
+        self, registry, warehouse, *, poll_s: float | None = None, features_refresh_s: float = FEATURES_REFRESH_S
+    ):
         self.registry = registry
         self.warehouse = warehouse
         self.poll_s = poll_s or poll_seconds()
@@ -145,8 +151,11 @@ class ServingState:
             champion = self.registry.champion_version()
         except Exception as exc:  # the registry is down: keep serving what is loaded
             self.registry_error = f"{type(exc).__name__}: {exc}"
-            log.warning("champion alias could not be read, serving version %s: %s",
-                        self.model.version if self.model else None, self.registry_error)
+            log.warning(
+                "champion alias could not be read, serving version %s: %s",
+                self.model.version if self.model else None,
+                self.registry_error,
+            )
             return False
         self.checked_at = now
         version = str(champion.version) if champion is not None else UNREGISTERED
@@ -178,8 +187,11 @@ class ServingState:
         or every ``features_refresh_s`` (other backends). True when a new snapshot was swapped in."""
         signature = warehouse_signature(self.warehouse)
         due = time.monotonic() - self._features_read_at >= self.features_refresh_s
-        if self.features.loaded_at is not None and self.features_error is None and (
-                signature == self._features_signature if signature is not None else not due):
+        if (
+            self.features.loaded_at is not None
+            and self.features_error is None
+            and (signature == self._features_signature if signature is not None else not due)
+        ):
             return False
         now = dt.datetime.now(dt.UTC)
         try:
@@ -197,8 +209,9 @@ class ServingState:
         self.refresh_features()
         self.refresh_model()
         for target, interval in ((self.refresh_model, self.poll_s), (self.refresh_features, self.poll_s)):
-            thread = threading.Thread(target=self._every, args=(target, interval), daemon=True,
-                                      name=f"serve-{target.__name__}")
+            thread = threading.Thread(
+                target=self._every, args=(target, interval), daemon=True, name=f"serve-{target.__name__}"
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -223,7 +236,11 @@ def warm_up_frame(features: FeatureSnapshot) -> pl.DataFrame:
         row = next(iter(features.rows.values()))
         return request_frame(pl.DataFrame([{c: row[c] for c in training.SOURCE_COLUMNS}]))
     typical = {c: 0.0 for c in training.SOURCE_COLUMNS} | {
-        "device_type": "fridge", "energy_wh": 1000.0, "day_of_week": 0, "target_day_of_week": 1,
-        "target_is_weekend": False, "target_day_of_year": 100}
+        "device_type": "fridge",
+        "energy_wh": 1000.0,
+        "day_of_week": 0,
+        "target_day_of_week": 1,
+        "target_is_weekend": False,
+        "target_day_of_year": 100,
+    }
     return request_frame(pl.DataFrame([typical]))
-

@@ -53,8 +53,9 @@ def beats_baselines() -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not os.environ.get("ALERTS_TEST_CHECK_FAILS"))
 
 
-DEFS = dg.Definitions(assets=[flaky_usage, checked_usage, model_like], asset_checks=[rows_valid, beats_baselines],
-                      sensors=[alerts_sensor])
+DEFS = dg.Definitions(
+    assets=[flaky_usage, checked_usage, model_like], asset_checks=[rows_valid, beats_baselines], sensors=[alerts_sensor]
+)
 
 
 class Receiver:
@@ -217,8 +218,10 @@ def test_a_failed_blocking_check_is_one_incident_cleared_by_a_passing_evaluation
 
     run_checked(instance, monkeypatch, DAY, check_fails=False)
     tick()
-    assert [(b["event"], b["kind"]) for b in receiver.bodies] == [("alert", "blocking_check_failed"),
-                                                                 ("recovery", "blocking_check_failed")]
+    assert [(b["event"], b["kind"]) for b in receiver.bodies] == [
+        ("alert", "blocking_check_failed"),
+        ("recovery", "blocking_check_failed"),
+    ]
 
 
 def test_a_receiver_error_is_retried_on_the_next_tick_and_delivered_once(instance, receiver, monkeypatch):
@@ -235,8 +238,7 @@ def test_a_receiver_error_is_retried_on_the_next_tick_and_delivered_once(instanc
     assert [b["event"] for b in receiver.bodies] == ["alert"]
 
 
-def test_an_unreachable_receiver_is_retried_and_the_url_is_never_logged(instance, receiver, monkeypatch, caplog,
-                                                                        capfd):
+def test_an_unreachable_receiver_is_retried_and_the_url_is_never_logged(instance, receiver, monkeypatch, caplog, capfd):
     monkeypatch.setattr(alerts.time, "sleep", lambda s: None)
     caplog.set_level(logging.DEBUG)
     tick = Ticks(instance)
@@ -289,8 +291,12 @@ def test_diff_and_run_outcomes_are_pure_and_idempotent():
 
 
 def test_a_range_run_names_its_range():
-    assert alerts.run_partition({"dagster/asset_partition_range_start": "2026-03-01",
-                                 "dagster/asset_partition_range_end": "2026-03-31"}) == "2026-03-01...2026-03-31"
+    assert (
+        alerts.run_partition(
+            {"dagster/asset_partition_range_start": "2026-03-01", "dagster/asset_partition_range_end": "2026-03-31"}
+        )
+        == "2026-03-01...2026-03-31"
+    )
     assert alerts.run_partition({"dagster/partition": DAY}) == DAY
     assert alerts.run_partition({}) is None
 
@@ -310,15 +316,27 @@ def record_landing_tick(instance, skip_message: str) -> None:
         TickStatus,
     )
 
-    origin = RemoteInstigatorOrigin(RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("smart_home_assets"),
-                                                           "__repository__"), alerts.LANDING_SENSOR)
+    origin = RemoteInstigatorOrigin(
+        RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("smart_home_assets"), "__repository__"),
+        alerts.LANDING_SENSOR,
+    )
     if not instance.get_instigator_state(origin.get_id(), origin.get_selector().get_id()):
-        instance.add_instigator_state(InstigatorState(origin, InstigatorType.SENSOR, InstigatorStatus.DECLARED_IN_CODE,
-                                                      SensorInstigatorData(min_interval=15)))
-    instance.create_tick(TickData(instigator_origin_id=origin.get_id(), instigator_name=alerts.LANDING_SENSOR,
-                                  instigator_type=InstigatorType.SENSOR, status=TickStatus.SKIPPED,
-                                  timestamp=time.time(), selector_id=origin.get_selector().get_id(),
-                                  skip_reason=skip_message))
+        instance.add_instigator_state(
+            InstigatorState(
+                origin, InstigatorType.SENSOR, InstigatorStatus.DECLARED_IN_CODE, SensorInstigatorData(min_interval=15)
+            )
+        )
+    instance.create_tick(
+        TickData(
+            instigator_origin_id=origin.get_id(),
+            instigator_name=alerts.LANDING_SENSOR,
+            instigator_type=InstigatorType.SENSOR,
+            status=TickStatus.SKIPPED,
+            timestamp=time.time(),
+            selector_id=origin.get_selector().get_id(),
+            skip_reason=skip_message,
+        )
+    )
 
 
 def test_an_unavailable_landing_zone_is_one_incident_until_the_sensor_lists_it_again(project_env, instance, receiver):
@@ -327,8 +345,10 @@ def test_an_unavailable_landing_zone_is_one_incident_until_the_sensor_lists_it_a
     from tests.sensor_ticks import NOTHING_NEW, evaluate
 
     def landing_tick(landing_path):
-        resources = {"landing": LandingZone(path=str(landing_path)),
-                     "warehouse": DuckDBWarehouse(database=str(project_env["warehouse"]))}
+        resources = {
+            "landing": LandingZone(path=str(landing_path)),
+            "warehouse": DuckDBWarehouse(database=str(project_env["warehouse"])),
+        }
         with dg.build_sensor_context(instance=instance, cursor="{}", resources=resources) as context:
             return evaluate(landing_zone_sensor, context).skip
 
@@ -426,7 +446,9 @@ def test_a_file_url_appends_each_message_to_a_local_log(instance, monkeypatch, t
     tick()
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert [(b["event"], b["kind"], b["partition"]) for b in lines] == [
-        ("alert", "run_failure", DAY), ("recovery", "run_failure", DAY)]
+        ("alert", "run_failure", DAY),
+        ("recovery", "run_failure", DAY),
+    ]
 
 
 class MailServer:
@@ -459,16 +481,23 @@ class MailServer:
         with socket.socket() as probe:  # a free port (aiosmtpd's controller connects to itself: no port 0)
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, authenticator=authenticate,
-                                     auth_required=True, auth_require_tls=False)
+        self.controller = Controller(
+            Handler(),
+            hostname="127.0.0.1",
+            port=self.port,
+            authenticator=authenticate,
+            auth_required=True,
+            auth_require_tls=False,
+        )
         self.controller.start()
 
     def close(self):
         self.controller.stop()
 
 
-def test_email_over_smtp_one_per_incident_and_its_recovery_the_password_never_logged(instance, monkeypatch, caplog,
-                                                                                      capfd):
+def test_email_over_smtp_one_per_incident_and_its_recovery_the_password_never_logged(
+    instance, monkeypatch, caplog, capfd
+):
     server = MailServer("alerts", PASSWORD)
     try:
         monkeypatch.delenv(alerts.WEBHOOK_URL_VAR, raising=False)
@@ -490,8 +519,10 @@ def test_email_over_smtp_one_per_incident_and_its_recovery_the_password_never_lo
         assert f"http://dagster.example:3000/runs/{failed.run_id}" in body and f"no upload for {DAY}" in body
         run_flaky(instance, monkeypatch, DAY, fail=False)
         tick()
-        assert [m["Subject"].strip().split(":")[0] for m in server.messages] == ["[smart-home] Alert",
-                                                                                  "[smart-home] Recovered"]
+        assert [m["Subject"].strip().split(":")[0] for m in server.messages] == [
+            "[smart-home] Alert",
+            "[smart-home] Recovered",
+        ]
         assert server.logins == ["alerts", "alerts"]
 
         monkeypatch.setenv(alerts.SMTP_URL_VAR, f"smtp://alerts:wrong-{PASSWORD}@127.0.0.1:{server.port}")

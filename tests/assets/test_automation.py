@@ -58,8 +58,13 @@ def ingest_and_check(project_env, instance, day):
     from smart_home_assets.assets.usage import device_usage
 
     resources = pipeline_resources(project_env["landing"], project_env["warehouse"])
-    return dg.materialize([raw_usage, device_usage, device_usage_checks], partition_key=day, resources=resources,
-                          instance=instance, raise_on_error=False)
+    return dg.materialize(
+        [raw_usage, device_usage, device_usage_checks],
+        partition_key=day,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
 
 
 def test_features_follow_device_usage_only_when_its_blocking_checks_passed(project_env, instance):
@@ -93,13 +98,18 @@ def features_run(project_env, instance, day):
     from asset_checks import usage_features_checks
     from smart_home_assets.assets.features import usage_features
 
-    return dg.materialize([usage_features, usage_features_checks], partition_key=day, instance=instance,
-                          resources={"warehouse": DuckDBWarehouse(database=str(project_env["warehouse"]))},
-                          raise_on_error=False)
+    return dg.materialize(
+        [usage_features, usage_features_checks],
+        partition_key=day,
+        instance=instance,
+        resources={"warehouse": DuckDBWarehouse(database=str(project_env["warehouse"]))},
+        raise_on_error=False,
+    )
 
 
 def held_back_days(result) -> dict:
     """The retrain condition's account of the new feature days it held back (its evaluation metadata)."""
+
     def walk(node):
         yield node
         for child in node.child_results:
@@ -220,9 +230,13 @@ def test_predictions_wait_while_the_models_blocking_check_fails(instance, traine
     from smart_home_assets.assets.model import usage_model
 
     def train(**config):
-        result = dg.materialize([usage_model, check_champion_beats_naive_baselines], instance=instance,
-                                resources=trained_env["resources"], raise_on_error=False,
-                                run_config={"ops": {"usage_model": {"config": config}}} if config else None)
+        result = dg.materialize(
+            [usage_model, check_champion_beats_naive_baselines],
+            instance=instance,
+            resources=trained_env["resources"],
+            raise_on_error=False,
+            run_config={"ops": {"usage_model": {"config": config}}} if config else None,
+        )
         assert result.success
         return result, result.asset_materializations_for_node("usage_model")[0].metadata
 
@@ -237,8 +251,9 @@ def test_predictions_wait_while_the_models_blocking_check_fails(instance, traine
 
     _, loser = train(n_estimators=1, num_leaves=2, learning_rate=0.01)  # a challenger that loses
     assert loser["promoted"].value is False
-    trained_env["registry"].client().set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS,
-                                                                loser["model_version"].value)
+    trained_env["registry"].client().set_registered_model_alias(
+        REGISTERED_MODEL_NAME, CHAMPION_ALIAS, loser["model_version"].value
+    )
     rerun = run_checks(check_champion_beats_naive_baselines, [usage_model], None, trained_env["resources"], instance)
     assert check_outcomes(rerun, "check_champion_beats_naive_baselines") == {False}
     held = evaluate(first.cursor)

@@ -39,8 +39,16 @@ NEXT_DAY = "2026-03-02"
 NOW = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
 KEY = b"k" * 32
 CATALOG = load_device_catalog().device_types
-PARSE_CODES = {"empty_line", "not_json", "not_strict_json", "not_object", "duplicate_key", "missing_field",
-               "wrong_type", "not_utf8"}
+PARSE_CODES = {
+    "empty_line",
+    "not_json",
+    "not_strict_json",
+    "not_object",
+    "duplicate_key",
+    "missing_field",
+    "wrong_type",
+    "not_utf8",
+}
 
 
 def run(landing: Path, day: str = DAY) -> tuple[pl.DataFrame, pl.DataFrame, CleanResult]:
@@ -96,10 +104,13 @@ def jsonl(records: list[dict | str], newline: str = "\n") -> bytes:
 # -- empty and broken files ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,data", [
-    ("hub-0001.jsonl", b""),
-    ("hub-0001.jsonl.gz", gzip.compress(b"", mtime=0)),  # a complete gzip of nothing
-])
+@pytest.mark.parametrize(
+    "name,data",
+    [
+        ("hub-0001.jsonl", b""),
+        ("hub-0001.jsonl.gz", gzip.compress(b"", mtime=0)),  # a complete gzip of nothing
+    ],
+)
 def test_empty_file_is_listed_with_no_lines(tmp_path, name, data):
     write_bytes(tmp_path, DAY, name, data)
     raw, manifest, result = run(tmp_path)
@@ -128,7 +139,7 @@ def test_truncated_gzip_keeps_complete_lines_and_quarantines_the_tail(tmp_path, 
     assert reasons(result) == ["truncated_gzip"]
     tail = result.quarantine.row(0, named=True)
     assert tail["line_number"] == complete + 1
-    tail_text = prefix[prefix.rfind(b"\n") + 1:].decode()
+    tail_text = prefix[prefix.rfind(b"\n") + 1 :].decode()
     assert raw.filter(pl.col("line_number") == complete + 1)["raw_line"].item() == tail_text
     assert_contract(result.device_usage)
 
@@ -194,13 +205,17 @@ def test_ten_megabyte_line(tmp_path, monkeypatch, valid):
 
 
 @pytest.mark.parametrize("gz", [True, False])
-@pytest.mark.parametrize("shape,reason,kept", [
-    ("long_line", "line_too_long", 2),  # the default line limit is 1 MiB
-    ("many_lines", "too_many_lines", 5),  # SMART_HOME_MAX_FILE_LINES=5
-    ("many_bytes", "file_too_large", 3),  # SMART_HOME_MAX_FILE_BYTES: 3.5 records
-])
-def test_an_upload_past_a_limit_is_cut_there_with_a_reason_that_names_the_file(tmp_path, monkeypatch, gz, shape,
-                                                                                reason, kept):
+@pytest.mark.parametrize(
+    "shape,reason,kept",
+    [
+        ("long_line", "line_too_long", 2),  # the default line limit is 1 MiB
+        ("many_lines", "too_many_lines", 5),  # SMART_HOME_MAX_FILE_LINES=5
+        ("many_bytes", "file_too_large", 3),  # SMART_HOME_MAX_FILE_BYTES: 3.5 records
+    ],
+)
+def test_an_upload_past_a_limit_is_cut_there_with_a_reason_that_names_the_file(
+    tmp_path, monkeypatch, gz, shape, reason, kept
+):
     """The complete lines before the limit are kept and judged like any others; the rest of the file is not read,
     and one more line carries the reason (its raw_line: the first kilobyte after the cut)."""
     records = [json.dumps(event(DAY, n)) for n in range(8)]
@@ -246,10 +261,15 @@ def test_a_decompression_bomb_is_refused_within_a_bounded_memory(tmp_path):
             "from tests.conftest import ingest_day\n"
             f"files = LandingZone(path={str(landing)!r}).files_for_day({DAY!r})\n"
             "raw, manifest = ingest_day(" + repr(DAY) + ", files, dt.datetime.now(dt.timezone.utc))\n"
-            "print('RESULT', manifest['problem'][0], raw.height, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+            "print('RESULT', manifest['problem'][0], raw.height, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        )
         cap = 1536 * 2**20  # watched below (an address-space rlimit would trip on the engines' reservations)
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                cwd=Path(__file__).resolve().parents[2])
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=Path(__file__).resolve().parents[2],
+        )
         peak = 0
         while proc.poll() is None:
             with contextlib.suppress(FileNotFoundError, ProcessLookupError):
@@ -273,18 +293,21 @@ def test_a_decompression_bomb_is_refused_within_a_bounded_memory(tmp_path):
 # -- line shapes -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("line,reason,detail", [
-    (json.dumps([event(DAY, 0), event(DAY, 1)]), "not_object", "JSON array"),
-    ("42", "not_object", "JSON ubigint"),
-    ('"a string"', "not_object", "JSON varchar"),
-    ("null", "not_object", "JSON null"),
-    ("", "empty_line", None),
-    ("   ", "not_json", None),
-    ("{'event_id': 'x'}", "not_json", None),
-    (json.dumps(event(DAY, 0)) + " trailing", "not_json", None),
-    (json.dumps(event(DAY, 0)) + json.dumps(event(DAY, 1)), "not_json", None),  # two objects on one line
-    ("{}", "missing_field", ",".join(event(DAY, 0))),
-])
+@pytest.mark.parametrize(
+    "line,reason,detail",
+    [
+        (json.dumps([event(DAY, 0), event(DAY, 1)]), "not_object", "JSON array"),
+        ("42", "not_object", "JSON ubigint"),
+        ('"a string"', "not_object", "JSON varchar"),
+        ("null", "not_object", "JSON null"),
+        ("", "empty_line", None),
+        ("   ", "not_json", None),
+        ("{'event_id': 'x'}", "not_json", None),
+        (json.dumps(event(DAY, 0)) + " trailing", "not_json", None),
+        (json.dumps(event(DAY, 0)) + json.dumps(event(DAY, 1)), "not_json", None),  # two objects on one line
+        ("{}", "missing_field", ",".join(event(DAY, 0))),
+    ],
+)
 def test_lines_that_are_not_records(tmp_path, line, reason, detail):
     write_upload(tmp_path, DAY, "hub-0001", [line, event(DAY, 5)])
     raw, _, result = run(tmp_path)
@@ -296,19 +319,22 @@ def test_lines_that_are_not_records(tmp_path, line, reason, detail):
 GOOD = json.dumps(event(DAY, 0))
 
 
-@pytest.mark.parametrize("line,reason,detail", [
-    (GOOD[:-1] + ",}", "not_strict_json", "trailing comma"),
-    (GOOD[:-1] + ' , \t }', "not_strict_json", "trailing comma"),
-    (GOOD[:-1] + ', "tags": [1, 2,]}', "not_strict_json", "trailing comma"),
-    (json.dumps([event(DAY, 0)])[:-1] + ",]", "not_strict_json", "trailing comma"),
-    # the same characters inside a string are data, not a trailing comma
-    (GOOD[:-1] + ', "note": "a,}b, ]\\",}"}', None, None),
-    # a repeated key: DuckDB would keep the first value, Python and JavaScript the last
-    (GOOD[:-1] + ', "energy_wh": -5}', "duplicate_key", "energy_wh"),
-    (GOOD[:-1] + ', "hub_id": "hub-0002", "event_id": "e-x"}', "duplicate_key", "event_id,hub_id"),
-    # repeated keys of an unknown nested field are tolerated like the field itself
-    (GOOD[:-1] + ', "extra": {"a": 1, "b": 2}}', None, None),
-])
+@pytest.mark.parametrize(
+    "line,reason,detail",
+    [
+        (GOOD[:-1] + ",}", "not_strict_json", "trailing comma"),
+        (GOOD[:-1] + " , \t }", "not_strict_json", "trailing comma"),
+        (GOOD[:-1] + ', "tags": [1, 2,]}', "not_strict_json", "trailing comma"),
+        (json.dumps([event(DAY, 0)])[:-1] + ",]", "not_strict_json", "trailing comma"),
+        # the same characters inside a string are data, not a trailing comma
+        (GOOD[:-1] + ', "note": "a,}b, ]\\",}"}', None, None),
+        # a repeated key: DuckDB would keep the first value, Python and JavaScript the last
+        (GOOD[:-1] + ', "energy_wh": -5}', "duplicate_key", "energy_wh"),
+        (GOOD[:-1] + ', "hub_id": "hub-0002", "event_id": "e-x"}', "duplicate_key", "event_id,hub_id"),
+        # repeated keys of an unknown nested field are tolerated like the field itself
+        (GOOD[:-1] + ', "extra": {"a": 1, "b": 2}}', None, None),
+    ],
+)
 def test_a_line_must_be_strict_json_with_unique_keys(tmp_path, line, reason, detail):
     write_upload(tmp_path, DAY, "hub-0001", [line, event(DAY, 5)])
     raw, _, result = run(tmp_path)
@@ -373,13 +399,16 @@ def test_crlf_file_with_a_blank_line(tmp_path):
     assert reasons(result) == ["empty_line"]
 
 
-@pytest.mark.parametrize("overrides,detail", [
-    ({"energy_wh": "12.5"}, "energy_wh"),
-    ({"duration_s": "600"}, "duration_s"),
-    ({"energy_wh": True}, "energy_wh"),
-    ({"hub_id": 1}, "hub_id"),
-    ({"event_id": 7, "energy_wh": [1]}, "event_id,energy_wh"),
-])
+@pytest.mark.parametrize(
+    "overrides,detail",
+    [
+        ({"energy_wh": "12.5"}, "energy_wh"),
+        ({"duration_s": "600"}, "duration_s"),
+        ({"energy_wh": True}, "energy_wh"),
+        ({"hub_id": 1}, "hub_id"),
+        ({"event_id": 7, "energy_wh": [1]}, "event_id,energy_wh"),
+    ],
+)
 def test_wrong_json_types(tmp_path, overrides, detail):
     write_upload(tmp_path, DAY, "hub-0001", [event(DAY, 0, **overrides)])
     raw, _, result = run(tmp_path)
@@ -400,18 +429,21 @@ def test_non_finite_numbers_are_quarantined(tmp_path, field, literal):
     assert_contract(result.device_usage)
 
 
-@pytest.mark.parametrize("timestamp,reason", [
-    ("2026-03-01T10:00:00", "timestamp_without_offset"),
-    ("2026-03-01T10:00:00.250", "timestamp_without_offset"),
-    ("2026-03-01 10:00:00Z", "bad_timestamp"),
-    ("1772359200", "bad_timestamp"),
-    ("9999-12-31T23:59:59+00:00", "timestamp_outside_day"),
-    ("9999-12-31T23:59:59-23:59", "timestamp_outside_day"),  # past year 9999 in UTC
-    ("1970-01-01T00:00:00Z", "timestamp_outside_day"),
-    ("0001-01-01T00:00:00+23:59", "timestamp_outside_day"),  # before year 1 in UTC
-    ("2026-03-02T00:00:00Z", "timestamp_outside_day"),  # the day's end is exclusive
-    ("2026-03-01T00:30:00+01:00", "timestamp_outside_day"),  # 2026-02-28T23:30Z
-])
+@pytest.mark.parametrize(
+    "timestamp,reason",
+    [
+        ("2026-03-01T10:00:00", "timestamp_without_offset"),
+        ("2026-03-01T10:00:00.250", "timestamp_without_offset"),
+        ("2026-03-01 10:00:00Z", "bad_timestamp"),
+        ("1772359200", "bad_timestamp"),
+        ("9999-12-31T23:59:59+00:00", "timestamp_outside_day"),
+        ("9999-12-31T23:59:59-23:59", "timestamp_outside_day"),  # past year 9999 in UTC
+        ("1970-01-01T00:00:00Z", "timestamp_outside_day"),
+        ("0001-01-01T00:00:00+23:59", "timestamp_outside_day"),  # before year 1 in UTC
+        ("2026-03-02T00:00:00Z", "timestamp_outside_day"),  # the day's end is exclusive
+        ("2026-03-01T00:30:00+01:00", "timestamp_outside_day"),  # 2026-02-28T23:30Z
+    ],
+)
 def test_timestamps(tmp_path, timestamp, reason):
     write_upload(tmp_path, DAY, "hub-0001", [event(DAY, 0, event_timestamp=timestamp), event(DAY, 1)])
     raw, _, result = run(tmp_path)
@@ -435,7 +467,8 @@ def test_hub_id_inside_lines_differs_from_the_file_name(tmp_path):
     raw, _, result = run(tmp_path)
     assert_conserved(raw, result, 2)
     assert result.quarantine.select("reason", "detail").rows() == [
-        ("hub_mismatch", "line says hub-0002, file is hub-0001")]
+        ("hub_mismatch", "line says hub-0002, file is hub-0001")
+    ]
 
 
 # -- folders, file names, symlinks, uploads in progress --------------------------------------------------
@@ -451,11 +484,22 @@ def test_folder_named_like_an_impossible_date(tmp_path):
         landing.files_for_day("2026-02-30")
 
 
-@pytest.mark.parametrize("name", [
-    "hub..0001.jsonl", "hub-0001..jsonl.gz", "hub 0001.jsonl", "hub-0001 .jsonl.gz", "hüb-0001.jsonl",
-    "хаб-0001.jsonl.gz", "hub-0001\n.jsonl", "hub-0001.json", "hub-0001.JSONL.GZ", "hub-0001.jsonl.gz.part",
-    b"hub-\xff\xfe.jsonl",  # bytes that are not UTF-8 in the name
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "hub..0001.jsonl",
+        "hub-0001..jsonl.gz",
+        "hub 0001.jsonl",
+        "hub-0001 .jsonl.gz",
+        "hüb-0001.jsonl",
+        "хаб-0001.jsonl.gz",
+        "hub-0001\n.jsonl",
+        "hub-0001.json",
+        "hub-0001.JSONL.GZ",
+        "hub-0001.jsonl.gz.part",
+        b"hub-\xff\xfe.jsonl",  # bytes that are not UTF-8 in the name
+    ],
+)
 def test_file_names_breaking_the_contract_reach_quarantine_unread(tmp_path, name):
     path = write_bytes(tmp_path, DAY, name, jsonl([event(DAY, 0, user_id="never-read-user")]))
     raw, manifest, result = run(tmp_path)
@@ -537,9 +581,12 @@ def test_entries_that_are_not_uploads_are_recorded_never_skipped_in_silence(tmp_
     write_upload(day, "late", "hub-0005", [event(DAY, 2, hub="hub-0005")])
     raw, manifest, result = run(tmp_path)
     assert dict(manifest.select("source_file", "problem").rows()) == {
-        f"{DAY}/hub-0001.jsonl.gz": None, f"{DAY}/hub-0002.jsonl.gz/": "not_a_file",
-        f"{DAY}/hub-0003.jsonl/": "not_a_file", f"{DAY}/hub-0004.jsonl": "not_a_file",
-        f"{DAY}/late/": "subfolder_in_day_folder"}
+        f"{DAY}/hub-0001.jsonl.gz": None,
+        f"{DAY}/hub-0002.jsonl.gz/": "not_a_file",
+        f"{DAY}/hub-0003.jsonl/": "not_a_file",
+        f"{DAY}/hub-0004.jsonl": "not_a_file",
+        f"{DAY}/late/": "subfolder_in_day_folder",
+    }
     assert_conserved(raw, result, 5)
     assert sorted(reasons(result)) == ["not_a_file"] * 3 + ["subfolder_in_day_folder"]
     assert result.device_usage["hub_id"].to_list() == ["hub-0001"]
@@ -553,8 +600,10 @@ def test_two_uploads_of_one_hub_and_day_are_a_conflict_not_an_accident_of_sort_o
     write_upload(tmp_path, DAY, "hub-0002", [event(DAY, 2, hub="hub-0002")])
     raw, manifest, result = run(tmp_path)
     assert dict(manifest.select("source_file", "problem").rows()) == {
-        f"{DAY}/hub-0001.jsonl": "conflicting_upload", f"{DAY}/hub-0001.jsonl.gz": "conflicting_upload",
-        f"{DAY}/hub-0002.jsonl.gz": None}
+        f"{DAY}/hub-0001.jsonl": "conflicting_upload",
+        f"{DAY}/hub-0001.jsonl.gz": "conflicting_upload",
+        f"{DAY}/hub-0002.jsonl.gz": None,
+    }
     assert_conserved(raw, result, 4)
     assert reasons(result) == ["conflicting_upload"] * 3
     assert result.device_usage["hub_id"].to_list() == ["hub-0002"]
@@ -599,8 +648,10 @@ def test_symlink_to_a_fifo_or_folder_does_not_block_the_run(tmp_path):
         pytest.fail("reading the landing zone blocked on a FIFO")
     raw, manifest, result = outcome["result"]
     assert manifest.select("source_file", "problem").rows() == [
-        (f"{DAY}/hub-0001.jsonl", "unreadable_file"), (f"{DAY}/hub-0002.jsonl", "unreadable_file"),
-        (f"{DAY}/hub-0003.jsonl", "not_a_file")]
+        (f"{DAY}/hub-0001.jsonl", "unreadable_file"),
+        (f"{DAY}/hub-0002.jsonl", "unreadable_file"),
+        (f"{DAY}/hub-0003.jsonl", "not_a_file"),
+    ]
     assert_conserved(raw, result, 3)
 
 
@@ -622,11 +673,33 @@ def upload_line(draw, hub: str, previous: list[tuple[bytes, str | None, dict | N
         user_id=USER.format(draw(st.integers(0, 3))),
     )
     good = event(DAY, n, hub=hub, **fields)
-    kind = draw(st.sampled_from([
-        "valid", "valid", "valid", "valid", "text", "cut_json", "not_object", "empty", "wrong_type", "missing",
-        "null_user", "unknown_type", "outside_day", "no_offset", "non_finite", "negative", "implausible",
-        "empty_field", "hub_mismatch", "not_utf8", "duplicate",
-    ]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "valid",
+                "valid",
+                "valid",
+                "valid",
+                "text",
+                "cut_json",
+                "not_object",
+                "empty",
+                "wrong_type",
+                "missing",
+                "null_user",
+                "unknown_type",
+                "outside_day",
+                "no_offset",
+                "non_finite",
+                "negative",
+                "implausible",
+                "empty_field",
+                "hub_mismatch",
+                "not_utf8",
+                "duplicate",
+            ]
+        )
+    )
     if kind == "duplicate" and previous:
         return draw(st.sampled_from(previous))
     if kind == "text":
@@ -657,8 +730,16 @@ def upload_line(draw, hub: str, previous: list[tuple[bytes, str | None, dict | N
         record["device_type"] = draw(st.sampled_from(["toaster", "Fridge", "fridge ", "\u00e9lectrique"]))
         expected = "unknown_device_type"
     elif kind == "outside_day":
-        record["event_timestamp"] = draw(st.sampled_from(
-            ["1970-01-01T00:00:00Z", "9999-01-01T00:00:00+00:00", "2026-03-02T00:00:00Z", "2026-02-28T23:59:59.999Z"]))
+        record["event_timestamp"] = draw(
+            st.sampled_from(
+                [
+                    "1970-01-01T00:00:00Z",
+                    "9999-01-01T00:00:00+00:00",
+                    "2026-03-02T00:00:00Z",
+                    "2026-02-28T23:59:59.999Z",
+                ]
+            )
+        )
         expected = "timestamp_outside_day"
     elif kind == "no_offset":
         record["event_timestamp"] = record["event_timestamp"][:19]
@@ -690,8 +771,14 @@ def upload_file(draw, hub: str):
     lines: list[tuple[bytes, str | None, dict | None]] = []
     for _ in range(draw(st.integers(0, 25))):
         lines.append(draw(upload_line(hub, lines)))
-    return dict(hub=hub, lines=lines, crlf=draw(st.booleans()), gz=draw(st.booleans()),
-                members=draw(st.integers(1, 3)), cut=draw(st.none() | st.floats(0, 1, exclude_max=True)))
+    return dict(
+        hub=hub,
+        lines=lines,
+        crlf=draw(st.booleans()),
+        gz=draw(st.booleans()),
+        members=draw(st.integers(1, 3)),
+        cut=draw(st.none() | st.floats(0, 1, exclude_max=True)),
+    )
 
 
 def encode_file(spec: dict) -> tuple[bytes, list[bytes], bytes | None]:
@@ -704,7 +791,7 @@ def encode_file(spec: dict) -> tuple[bytes, list[bytes], bytes | None]:
             data = data[: int(len(data) * spec["cut"])]
         return data, data.removesuffix(b"\n").split(b"\n") if data else [], None
     step = -(-len(body) // spec["members"]) or 1
-    data = b"".join(gzip.compress(b"".join(body[i:i + step]), mtime=0) for i in range(0, max(len(body), 1), step))
+    data = b"".join(gzip.compress(b"".join(body[i : i + step]), mtime=0) for i in range(0, max(len(body), 1), step))
     if spec["cut"] is None:
         text = b"".join(body)
         return data, text.removesuffix(b"\n").split(b"\n") if text else [], None
@@ -740,10 +827,16 @@ def expected_reasons(spec: dict, kept_lines: int) -> list[str | None]:
 
 
 # BAD_INPUT_EXAMPLES=2000 for a longer hunt (about 3 minutes)
-@settings(max_examples=int(os.environ.get("BAD_INPUT_EXAMPLES", 40)), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(files=st.lists(st.sampled_from(["hub-0001", "hub-0002", "hub-0003"]), min_size=1, max_size=3, unique=True)
-       .flatmap(lambda hubs: st.tuples(*[upload_file(h) for h in hubs])))
+@settings(
+    max_examples=int(os.environ.get("BAD_INPUT_EXAMPLES", 40)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    files=st.lists(st.sampled_from(["hub-0001", "hub-0002", "hub-0003"]), min_size=1, max_size=3, unique=True).flatmap(
+        lambda hubs: st.tuples(*[upload_file(h) for h in hubs])
+    )
+)
 def test_random_uploads_every_line_lands_once_and_device_usage_meets_the_contract(files):
     with tempfile.TemporaryDirectory() as tmp:
         landing = Path(tmp)
@@ -755,8 +848,9 @@ def test_random_uploads_every_line_lands_once_and_device_usage_meets_the_contrac
             source = f"{DAY}/{name}"
             # a line cut short in a plain file may have become anything: only its landing is checked
             intact = len(physical) - (1 if not spec["gz"] and spec["cut"] is not None and physical else 0)
-            for i, (line, reason) in enumerate(zip(physical, expected_reasons(spec, len(physical)), strict=True),
-                                               start=1):
+            for i, (line, reason) in enumerate(
+                zip(physical, expected_reasons(spec, len(physical)), strict=True), start=1
+            ):
                 decoded = line.decode("utf-8", "replace").removesuffix("\r")
                 if i == 1:
                     decoded = decoded.removeprefix("\ufeff")  # a byte order mark at the start is dropped
@@ -767,10 +861,18 @@ def test_random_uploads_every_line_lands_once_and_device_usage_meets_the_contrac
 
         assert_conserved(raw, result, len(expected_raw))
         assert dict(zip(raw.select("source_file", "line_number").rows(), raw["raw_line"], strict=True)) == {
-            k: line for k, (line, _) in expected_raw.items()}
-        got = {**{k: None for k in result.device_usage.select("source_file", "line_number").rows()},
-               **dict(zip(result.quarantine.select("source_file", "line_number").rows(), result.quarantine["reason"],
-                          strict=True))}
+            k: line for k, (line, _) in expected_raw.items()
+        }
+        got = {
+            **{k: None for k in result.device_usage.select("source_file", "line_number").rows()},
+            **dict(
+                zip(
+                    result.quarantine.select("source_file", "line_number").rows(),
+                    result.quarantine["reason"],
+                    strict=True,
+                )
+            ),
+        }
         for key, (line, reason) in expected_raw.items():
             if reason == PARSE:
                 assert got[key] in PARSE_CODES, (key, line, got[key])

@@ -15,19 +15,27 @@ def metadata(**values) -> dict:
 
 def test_a_trained_champion_without_a_baseline_score_fails():
     # what usage_model records when it keeps a trained champion on too short a history: best_baseline_mae NaN
-    kept = metadata(champion_version="3", champion_kind="lightgbm", champion_name="lightgbm", decision="keep",
-                    best_baseline="mean_last_7_days", best_baseline_mae=float("nan"))
+    kept = metadata(
+        champion_version="3",
+        champion_kind="lightgbm",
+        champion_name="lightgbm",
+        decision="keep",
+        best_baseline="mean_last_7_days",
+        best_baseline_mae=float("nan"),
+    )
     passed, description, out = judge_champion(kept, "3")
     assert not passed and "no backtest scores" in description
     assert "skill_vs_best_baseline" not in out
-    scored = metadata(champion_version="3", champion_kind="lightgbm", champion_backtest_mae=80.0,
-                      best_baseline_mae=float("nan"))
+    scored = metadata(
+        champion_version="3", champion_kind="lightgbm", champion_backtest_mae=80.0, best_baseline_mae=float("nan")
+    )
     assert not judge_champion(scored, "3")[0]
 
 
 def test_no_champion_in_the_registry_fails_even_when_usage_model_decided_on_one():
-    winner = metadata(champion_version="1", champion_kind="lightgbm", best_baseline_mae=100.0,
-                      champion_backtest_mae=80.0)
+    winner = metadata(
+        champion_version="1", champion_kind="lightgbm", best_baseline_mae=100.0, champion_backtest_mae=80.0
+    )
     passed, description, out = judge_champion(winner, None)
     assert not passed and "moved outside the pipeline" in description and out["registry_champion"] == "none"
 
@@ -35,11 +43,17 @@ def test_no_champion_in_the_registry_fails_even_when_usage_model_decided_on_one(
 def test_the_real_check_fails_when_usage_model_was_never_materialized(project_env, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project_env['data'] / 'mlflow.db'}")
     with dg.instance_for_test(temp_dir=str(project_env["home"])) as instance:
-        result = dg.materialize([usage_model, check_champion_beats_naive_baselines], instance=instance,
-                                resources={"model_registry": ModelRegistry(), "mlflow": mlflow_tracking,
-                                           "warehouse": DuckDBWarehouse(database=str(project_env["warehouse"]))},
-                                selection=dg.AssetSelection.checks(check_champion_beats_naive_baselines),
-                                raise_on_error=False)
+        result = dg.materialize(
+            [usage_model, check_champion_beats_naive_baselines],
+            instance=instance,
+            resources={
+                "model_registry": ModelRegistry(),
+                "mlflow": mlflow_tracking,
+                "warehouse": DuckDBWarehouse(database=str(project_env["warehouse"])),
+            },
+            selection=dg.AssetSelection.checks(check_champion_beats_naive_baselines),
+            raise_on_error=False,
+        )
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.check_name == CHECK_NAME and not evaluation.passed
     assert evaluation.description == "usage_model was never materialized"

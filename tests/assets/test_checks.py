@@ -30,9 +30,12 @@ def pandera_evaluations(partition: str, rows: pl.DataFrame, catalog) -> list:
 def clean() -> pl.DataFrame:
     text = "\n".join(json.dumps(event(DAY, i, device_type=t)) for i, t in enumerate(CATALOG * 3)) + "\n"
     lines = pl.DataFrame({"raw_line": split_lines(text)}).with_columns(
-        source_file=pl.lit(f"{DAY}/hub-0001.jsonl.gz"), file_hub_id=pl.lit("hub-0001"),
-        line_number=pl.int_range(1, pl.len() + 1, dtype=pl.Int64), line_problem=pl.lit(None, pl.String),
-        partition_date=pl.lit(dt.date.fromisoformat(DAY)))
+        source_file=pl.lit(f"{DAY}/hub-0001.jsonl.gz"),
+        file_hub_id=pl.lit("hub-0001"),
+        line_number=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
+        line_problem=pl.lit(None, pl.String),
+        partition_date=pl.lit(dt.date.fromisoformat(DAY)),
+    )
     raw = parse_lines(lines, dt.datetime(2026, 3, 2, tzinfo=dt.UTC))
     return clean_usage(raw, CATALOG, b"k" * 32).device_usage
 
@@ -46,21 +49,32 @@ def test_every_check_passes_on_clean_rows(clean):
 
 
 def _set_first(frame, column, value):
-    return frame.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(value, frame.schema[column]))
-                              .otherwise(pl.col(column)).alias(column))
+    return frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0)
+        .then(pl.lit(value, frame.schema[column]))
+        .otherwise(pl.col(column))
+        .alias(column)
+    )
 
 
-@pytest.mark.parametrize("column, value, failing", [
-    ("user_pseudonym", None, "check_user_id_not_null"),
-    ("user_pseudonym", "user-in-clear", "check_user_id_not_null"),
-    ("event_timestamp", dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.UTC), "check_event_timestamp_in_partition_window"),
-    ("event_timestamp", dt.datetime(2026, 2, 28, 23, 59, tzinfo=dt.UTC), "check_event_timestamp_in_partition_window"),
-    ("device_type", "toaster_x", "check_device_type_in_catalog"),
-    ("energy_wh", -1.0, "check_energy_and_duration_plausible"),
-    ("energy_wh", 1e9, "check_energy_and_duration_plausible"),
-    ("duration_s", 90_000.0, "check_energy_and_duration_plausible"),
-    ("device_id", None, "check_required_fields_present"),
-])
+@pytest.mark.parametrize(
+    "column, value, failing",
+    [
+        ("user_pseudonym", None, "check_user_id_not_null"),
+        ("user_pseudonym", "user-in-clear", "check_user_id_not_null"),
+        ("event_timestamp", dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.UTC), "check_event_timestamp_in_partition_window"),
+        (
+            "event_timestamp",
+            dt.datetime(2026, 2, 28, 23, 59, tzinfo=dt.UTC),
+            "check_event_timestamp_in_partition_window",
+        ),
+        ("device_type", "toaster_x", "check_device_type_in_catalog"),
+        ("energy_wh", -1.0, "check_energy_and_duration_plausible"),
+        ("energy_wh", 1e9, "check_energy_and_duration_plausible"),
+        ("duration_s", 90_000.0, "check_energy_and_duration_plausible"),
+        ("device_id", None, "check_required_fields_present"),
+    ],
+)
 def test_each_check_fails_on_its_fault_and_only_its_own(clean, column, value, failing):
     results = outcomes(_set_first(clean, column, value))
     assert {name for name, passed in results.items() if not passed} == {failing}

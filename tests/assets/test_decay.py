@@ -33,9 +33,13 @@ def regime_features(regime: RegimeChange | None) -> pl.DataFrame:
     from smart_home_tools.simulate import build_fleet, simulate_hub_day
 
     fleet = build_fleet(3, 25)
-    events = pl.concat([simulate_hub_day(hub, START + dt.timedelta(days=d), seed=3, events_per_hub=80,
-                                         regime=regime).to_frame()
-                        for d in range(DAYS) for hub in fleet])
+    events = pl.concat(
+        [
+            simulate_hub_day(hub, START + dt.timedelta(days=d), seed=3, events_per_hub=80, regime=regime).to_frame()
+            for d in range(DAYS)
+            for hub in fleet
+        ]
+    )
     daily = daily_device_usage(events.with_columns(partition_date=pl.col("event_timestamp").dt.date()))
     return pl.concat([build_features(daily, START + dt.timedelta(days=d)) for d in range(DAYS)])
 
@@ -65,10 +69,17 @@ def test_the_regime_change_in_the_simulator_doubles_only_that_type_from_that_day
     for day in (CHANGE - dt.timedelta(days=1), CHANGE):
         plain = simulate_hub_day(hub, day, seed=3, events_per_hub=80).to_frame()
         changed = simulate_hub_day(hub, day, seed=3, events_per_hub=80, regime=regime).to_frame()
-        by_type = {name: frame.group_by("device_type").agg(pl.col("energy_wh").sum()).sort("device_type")
-                   for name, frame in (("plain", plain), ("changed", changed))}
-        ratio = dict(zip(by_type["plain"]["device_type"],
-                         by_type["changed"]["energy_wh"] / by_type["plain"]["energy_wh"], strict=True))
+        by_type = {
+            name: frame.group_by("device_type").agg(pl.col("energy_wh").sum()).sort("device_type")
+            for name, frame in (("plain", plain), ("changed", changed))
+        }
+        ratio = dict(
+            zip(
+                by_type["plain"]["device_type"],
+                by_type["changed"]["energy_wh"] / by_type["plain"]["energy_wh"],
+                strict=True,
+            )
+        )
         expected_heating = 2.0 if day >= CHANGE else 1.0
         assert ratio.pop("heating") == pytest.approx(expected_heating, rel=0.02)
         assert all(r == pytest.approx(1.0, rel=0.02) for r in ratio.values()), ratio
@@ -76,10 +87,12 @@ def test_the_regime_change_in_the_simulator_doubles_only_that_type_from_that_day
         RegimeChange.parse("2026-03-01:boiler:2")
 
 
-def test_a_regime_change_leads_to_one_decay_alert_and_one_retrain_with_no_clicks(project_env, features, monkeypatch,
-                                                                                receiver):
-    resources = model_resources(project_env, features.filter(
-        pl.col("partition_date") < START + dt.timedelta(days=TRAINED_ON)), monkeypatch)
+def test_a_regime_change_leads_to_one_decay_alert_and_one_retrain_with_no_clicks(
+    project_env, features, monkeypatch, receiver
+):
+    resources = model_resources(
+        project_env, features.filter(pl.col("partition_date") < START + dt.timedelta(days=TRAINED_ON)), monkeypatch
+    )
     warehouse = resources["warehouse"]
     with dg.instance_for_test(temp_dir=str(project_env["home"])) as instance:
         assert dg.materialize([usage_model], resources=resources, instance=instance, selection=[MODEL]).success
@@ -87,19 +100,29 @@ def test_a_regime_change_leads_to_one_decay_alert_and_one_retrain_with_no_clicks
         # The days after training land (written by the pipeline's pure functions, so no feature materialization
         # tells automation about them: whatever it requests below, decay asked for).
         later = keys(TRAINED_ON, DAYS - 1)
-        warehouse.replace_partitions({USAGE_FEATURES: features.filter(pl.col("partition_date").cast(pl.String)
-                                                                      .is_in(later))}, later)
+        warehouse.replace_partitions(
+            {USAGE_FEATURES: features.filter(pl.col("partition_date").cast(pl.String).is_in(later))}, later
+        )
         quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         assert quiet.get_num_requested(MODEL) == 0
 
         scored = keys(TRAINED_ON - 1, DAYS - 2)  # D needs D+1's actuals
         for key in scored:  # day by day, as the daemon scores them
-            assert dg.materialize([usage_predictions, prediction_feedback, check_live_accuracy_holds],
-                                  resources=resources, instance=instance, partition_key=key).success
-        feedback = warehouse.query("SELECT partition_date, live_mae, backtest_mae FROM prediction_feedback "
-                                   "WHERE source = 'batch' ORDER BY partition_date")
-        ratios = dict(zip(feedback["partition_date"].cast(pl.String), feedback["live_mae"] / feedback["backtest_mae"],
-                          strict=True))
+            assert dg.materialize(
+                [usage_predictions, prediction_feedback, check_live_accuracy_holds],
+                resources=resources,
+                instance=instance,
+                partition_key=key,
+            ).success
+        feedback = warehouse.query(
+            "SELECT partition_date, live_mae, backtest_mae FROM prediction_feedback "
+            "WHERE source = 'batch' ORDER BY partition_date"
+        )
+        ratios = dict(
+            zip(
+                feedback["partition_date"].cast(pl.String), feedback["live_mae"] / feedback["backtest_mae"], strict=True
+            )
+        )
         # Day D's predictions are for D+1: the days before the change are those up to CHANGE - 2.
         before = [r for d, r in ratios.items() if d < (CHANGE - dt.timedelta(days=1)).isoformat()]
         assert len(before) >= 4 and max(before) < 1 + decay.DEFAULT_MARGIN, ratios  # it held up until the change
@@ -127,15 +150,20 @@ def test_a_regime_change_leads_to_one_decay_alert_and_one_retrain_with_no_clicks
         after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=again.cursor)
         assert after.get_num_requested(MODEL) == 0  # answered: a retrain that kept the champion is not repeated
 
-        alerts.alerts_sensor(dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
-                                                     cursor=result.cursor))
+        alerts.alerts_sensor(
+            dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(), cursor=result.cursor)
+        )
         assert len([b for b in receiver.bodies if b["kind"] == alerts.MODEL_DECAY]) == 1  # one per episode
 
 
 def test_the_verdict_needs_consecutive_days_of_one_version_above_the_margin():
     def rows(*items):
-        return pl.DataFrame([{"partition_date": dt.date(2026, 3, d), "model_version": v, "live_mae": m,
-                              "backtest_mae": 100.0} for d, v, m in items])
+        return pl.DataFrame(
+            [
+                {"partition_date": dt.date(2026, 3, d), "model_version": v, "live_mae": m, "backtest_mae": 100.0}
+                for d, v, m in items
+            ]
+        )
 
     over = rows((1, "3", 140.0), (2, "3", 130.0), (3, "3", 150.0))
     verdict = decay.accuracy_verdict(over, margin=0.25, days=3)
@@ -148,8 +176,10 @@ def test_the_verdict_needs_consecutive_days_of_one_version_above_the_margin():
     assert not decay.accuracy_verdict(new_version, margin=0.25, days=3).decayed
     longer = rows((1, "3", 140.0), (2, "3", 130.0), (3, "3", 150.0), (4, "3", 160.0))
     assert decay.accuracy_verdict(longer, margin=0.25, days=3).episode == "accuracy:v3:2026-03-01"  # same episode
-    assert decay.drift_streak([("2026-03-04", False), ("2026-03-02", True), ("2026-03-03", False)]) == \
-        ["2026-03-03", "2026-03-04"]
+    assert decay.drift_streak([("2026-03-04", False), ("2026-03-02", True), ("2026-03-03", False)]) == [
+        "2026-03-03",
+        "2026-03-04",
+    ]
 
 
 def drift_checked(instance, day: str, passed: bool) -> None:
@@ -164,16 +194,30 @@ def drift_checked(instance, day: str, passed: bool) -> None:
 
     features = dg.AssetKey("usage_features")
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=features, partition=day))
-    record = instance.fetch_materializations(AssetRecordsFilter(asset_key=features, asset_partitions=[day]),
-                                             limit=1).records[0]
+    record = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=features, asset_partitions=[day]), limit=1
+    ).records[0]
     evaluation = dg.AssetCheckEvaluation(
-        asset_key=features, check_name=decay.DRIFT_CHECK, passed=passed, metadata={},
-        severity=dg.AssetCheckSeverity.WARN, blocking=False, partition=day, description=None,
+        asset_key=features,
+        check_name=decay.DRIFT_CHECK,
+        passed=passed,
+        metadata={},
+        severity=dg.AssetCheckSeverity.WARN,
+        blocking=False,
+        partition=day,
+        description=None,
         target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
-            run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp))
-    instance.report_dagster_event(DagsterEvent(event_type_value=DagsterEventType.ASSET_CHECK_EVALUATION.value,
-                                               event_specific_data=evaluation, job_name="checks"),
-                                  run_id=str(uuid.uuid4()))
+            run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+        ),
+    )
+    instance.report_dagster_event(
+        DagsterEvent(
+            event_type_value=DagsterEventType.ASSET_CHECK_EVALUATION.value,
+            event_specific_data=evaluation,
+            job_name="checks",
+        ),
+        run_id=str(uuid.uuid4()),
+    )
 
 
 def test_drift_on_consecutive_feature_days_opens_one_episode(project_env):

@@ -25,22 +25,32 @@ KEYS = [str(START + dt.timedelta(days=d)) for d in range(DAYS)]
 def fleet_features() -> dict[str, pl.DataFrame]:
     """usage_features of 25 simulated hubs over 29 days, and the last day again with every event's energy x3
     (a firmware update that reports in the wrong unit): the same devices, event counts and durations."""
-    events = pl.concat([simulate_hub_day(hub, START + dt.timedelta(days=d), seed=3, events_per_hub=80).to_frame()
-                        for d in range(DAYS) for hub in build_fleet(3, 25)])
+    events = pl.concat(
+        [
+            simulate_hub_day(hub, START + dt.timedelta(days=d), seed=3, events_per_hub=80).to_frame()
+            for d in range(DAYS)
+            for hub in build_fleet(3, 25)
+        ]
+    )
     events = events.with_columns(partition_date=pl.col("event_timestamp").dt.date())
     daily = daily_device_usage(events)
     normal = pl.concat([build_features(daily, START + dt.timedelta(days=d)) for d in range(DAYS)])
-    tripled = events.with_columns(energy_wh=pl.when(pl.col("partition_date") == LAST).then(pl.col("energy_wh") * 3)
-                                  .otherwise(pl.col("energy_wh")))
+    tripled = events.with_columns(
+        energy_wh=pl.when(pl.col("partition_date") == LAST).then(pl.col("energy_wh") * 3).otherwise(pl.col("energy_wh"))
+    )
     return {"normal": normal, "shifted_last_day": build_features(daily_device_usage(tripled), LAST)}
 
 
 def run_feature_checks(warehouse: DuckDBWarehouse, instance: dg.DagsterInstance, first: str, last: str):
     """The check step alone (as in a backfill run after the features were written), over first..last."""
     result = dg.materialize(
-        [usage_features, usage_features_checks], resources={"warehouse": warehouse}, instance=instance,
-        selection=dg.AssetSelection.checks_for_assets(usage_features), raise_on_error=False,
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+        [usage_features, usage_features_checks],
+        resources={"warehouse": warehouse},
+        instance=instance,
+        selection=dg.AssetSelection.checks_for_assets(usage_features),
+        raise_on_error=False,
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+    )
     return result, {(e.check_name, e.partition): e for e in result.get_asset_check_evaluations()}
 
 

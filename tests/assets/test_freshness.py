@@ -55,8 +55,9 @@ class Daemon:
 
     def tick(self, name: str):
         sensor = self.repository.get_sensor_def(name)
-        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursors.get(name),
-                                          repository_def=self.repository, sensor_name=name)
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursors.get(name), repository_def=self.repository, sensor_name=name
+        )
         result = sensor.evaluate_tick(context)
         self.cursors[name] = result.cursor
         return result
@@ -68,8 +69,9 @@ class Daemon:
         keys = [key for request in requests for key in (request.asset_check_keys or [])]
         if keys:
             job = dg.define_asset_job("freshness_only", selection=dg.AssetSelection.checks(*keys))
-            runnable = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=[job],
-                                      resources=defs.resources).resolve_job_def("freshness_only")
+            runnable = dg.Definitions(
+                assets=defs.assets, asset_checks=defs.asset_checks, jobs=[job], resources=defs.resources
+            ).resolve_job_def("freshness_only")
             assert runnable.execute_in_process(instance=self.instance).success
         return [key for key in keys if key.asset_key == FRESHNESS.asset_key]
 
@@ -94,8 +96,7 @@ def upload(project_env, day: str):
     write_upload(project_env["landing"], day, "hub-0001", [event(day, n) for n in range(5)])
 
 
-def test_a_missing_day_is_late_at_the_deadline_not_before_and_a_late_upload_clears_it(project_env, instance,
-                                                                                       receiver):
+def test_a_missing_day_is_late_at_the_deadline_not_before_and_a_late_upload_clears_it(project_env, instance, receiver):
     daemon = Daemon(instance)
     upload(project_env, ARRIVED)
     with freeze_time(at(f"{LATE}T09:00")):
@@ -116,7 +117,11 @@ def test_a_missing_day_is_late_at_the_deadline_not_before_and_a_late_upload_clea
         daemon.alerts()
     (alert,) = usage_messages(receiver)
     assert (alert["event"], alert["kind"], alert["asset"], alert["partition"]) == (
-        "alert", alerts.FRESHNESS_MISSED, "device_usage", LATE)
+        "alert",
+        alerts.FRESHNESS_MISSED,
+        "device_usage",
+        LATE,
+    )
     assert "2026-03-03T03:00:00+00:00" in alert["summary"] and alert["run_url"].endswith(alert["run_id"])
 
     with freeze_time(at("2026-03-03T03:30")):  # later ticks: the check failed, the sensor waits; one alert
@@ -156,8 +161,11 @@ def test_the_deadline_is_configurable_and_the_model_follows_it(monkeypatch):
     assert model_deadline_cron("30 23 * * *", dt.timedelta(hours=1.5)) == "0 1 * * *"
     monkeypatch.setenv(freshness_checks.DEADLINE_CRON_VAR, "0 6 * * *")
     monkeypatch.setenv(freshness_checks.RETRAIN_BOUND_VAR, "3")
-    specs = {spec.key.asset_key.to_user_string(): spec.metadata["dagster/freshness_params"].value
-             for check in freshness_checks.build_freshness_checks() for spec in check.check_specs}
+    specs = {
+        spec.key.asset_key.to_user_string(): spec.metadata["dagster/freshness_params"].value
+        for check in freshness_checks.build_freshness_checks()
+        for spec in check.check_specs
+    }
     assert specs["device_usage"]["deadline_cron"] == "0 6 * * *"
     assert specs["usage_model"]["deadline_cron"] == "0 9 * * *"
     assert specs["usage_model"]["lower_bound_delta_seconds"] == 86400
@@ -172,8 +180,9 @@ def test_the_model_is_late_when_not_retrained_since_the_deadline_before(project_
 
     model_check = dg.AssetCheckKey(dg.AssetKey("usage_model"), "freshness_check")
     job = dg.define_asset_job("model_freshness", selection=dg.AssetSelection.checks(model_check))
-    runnable = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=[job],
-                              resources=defs.resources).resolve_job_def("model_freshness")
+    runnable = dg.Definitions(
+        assets=defs.assets, asset_checks=defs.asset_checks, jobs=[job], resources=defs.resources
+    ).resolve_job_def("model_freshness")
 
     def evaluate(moment: dt.datetime) -> dg.AssetCheckEvaluation:
         with freeze_time(moment):

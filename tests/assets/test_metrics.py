@@ -51,17 +51,38 @@ def prometheus(tmp_path):
         assert shutil.which(binary), f"{binary} is missing: `make test` installs it (scripts/system-packages.sh)"
     gateway_port, prometheus_port = free_port(), free_port()
     config = tmp_path / "prometheus.yml"
-    config.write_text(json.dumps({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(DEPLOY / "alerts.yml")],
-        "scrape_configs": [{"job_name": "pushgateway", "honor_labels": True,
-                            "static_configs": [{"targets": [f"127.0.0.1:{gateway_port}"]}]}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(DEPLOY / "alerts.yml")],
+                "scrape_configs": [
+                    {
+                        "job_name": "pushgateway",
+                        "honor_labels": True,
+                        "static_configs": [{"targets": [f"127.0.0.1:{gateway_port}"]}],
+                    }
+                ],
+            }
+        )
+    )
     processes = [
-        subprocess.Popen(["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{gateway_port}"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                          f"--web.listen-address=127.0.0.1:{prometheus_port}"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        subprocess.Popen(
+            ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{gateway_port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prometheus_port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
     try:
         gateway, api = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{prometheus_port}"
         wait_http(f"{gateway}/-/ready")
@@ -129,16 +150,25 @@ def test_a_materialization_s_metrics_reach_prometheus(project_env, prometheus, m
         lags = {r["metric"]["asset"] for r in scraped(api, "smart_home_freshness_lag_seconds")}
         assert {"raw_usage", "device_usage"} <= lags
         incidents = {r["metric"]["kind"]: float(r["value"][1]) for r in scraped(api, "smart_home_open_incidents")}
-        assert set(incidents) >= {"blocking_check_failed", "freshness_deadline_missed", "model_decay",
-                                  "landing_zone_unavailable"}
+        assert set(incidents) >= {
+            "blocking_check_failed",
+            "freshness_deadline_missed",
+            "model_decay",
+            "landing_zone_unavailable",
+        }
 
         # the shipped rules are loaded and evaluated against these series
         with urllib.request.urlopen(f"{api}/api/v1/rules", timeout=5) as response:
             groups = json.load(response)["data"]["groups"]
         rules = {rule["name"]: rule for group in groups for rule in group["rules"]}
-        assert {"SmartHomeRunFailed", "SmartHomeBlockingCheckFailed", "SmartHomeFreshnessDeadlineMissed",
-                "SmartHomeLandingZoneUnavailable", "SmartHomeRegistryUnreachable",
-                "SmartHomeModelDecaying"} <= set(rules)
+        assert {
+            "SmartHomeRunFailed",
+            "SmartHomeBlockingCheckFailed",
+            "SmartHomeFreshnessDeadlineMissed",
+            "SmartHomeLandingZoneUnavailable",
+            "SmartHomeRegistryUnreachable",
+            "SmartHomeModelDecaying",
+        } <= set(rules)
         assert all(rule["health"] in ("ok", "unknown") for rule in rules.values()), rules
 
 
@@ -160,8 +190,10 @@ def test_an_unreachable_pushgateway_is_a_warning_not_a_failure(project_env, monk
 
 
 def test_the_shipped_prometheus_files_pass_promtool():
-    for command in (["promtool", "check", "rules", str(DEPLOY / "alerts.yml")],
-                    ["promtool", "check", "config", str(DEPLOY / "prometheus.yml")]):
+    for command in (
+        ["promtool", "check", "rules", str(DEPLOY / "alerts.yml")],
+        ["promtool", "check", "config", str(DEPLOY / "prometheus.yml")],
+    ):
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "SUCCESS" in result.stdout + result.stderr

@@ -24,9 +24,14 @@ def env(project_env, features, monkeypatch):
 
 
 def train(env, **config):
-    result = dg.materialize([usage_model], resources=env["resources"], instance=env["instance"],
-                            run_config={"ops": {"usage_model": {"config": config}}} if config else None,
-                            raise_on_error=False, selection=[usage_model.key])
+    result = dg.materialize(
+        [usage_model],
+        resources=env["resources"],
+        instance=env["instance"],
+        run_config={"ops": {"usage_model": {"config": config}}} if config else None,
+        raise_on_error=False,
+        selection=[usage_model.key],
+    )
     metadata = None
     if result.success:
         metadata = {k: v.value for k, v in result.asset_materializations_for_node("usage_model")[0].metadata.items()}
@@ -40,10 +45,19 @@ def test_first_model_beats_baselines_and_becomes_champion(env):
     assert result.success
     assert meta["promoted"] is True and meta["model_version"] == "1" and meta["champion_kind"] == "lightgbm"
     assert meta["backtest_mae"] < meta["best_baseline_mae"] and meta["backtest_skill"] > 0
-    for key in ("backtest_wape", "backtest_folds", "backtest_mae_same_as_yesterday",
-                "backtest_mae_same_weekday_last_week",
-                "backtest_mae_mean_last_7_days", "backtest", "backtest_by_device_type", "interval", "mlflow_run_id",
-                "training_rows", "decision_reason"):
+    for key in (
+        "backtest_wape",
+        "backtest_folds",
+        "backtest_mae_same_as_yesterday",
+        "backtest_mae_same_weekday_last_week",
+        "backtest_mae_mean_last_7_days",
+        "backtest",
+        "backtest_by_device_type",
+        "interval",
+        "mlflow_run_id",
+        "training_rows",
+        "decision_reason",
+    ):
         assert key in meta, key
     assert meta["feature_importance"].startswith("![feature importance](data:image/png;base64,")
     champion = env["registry"].champion_version()
@@ -53,15 +67,27 @@ def test_first_model_beats_baselines_and_becomes_champion(env):
     assert run.data.tags["dagster_run_id"] == result.run_id
     folds = meta["backtest_folds"]
     assert folds >= 2
-    expected = {"backtest_mae", "backtest_skill", "backtest_wape", "backtest_mae_mean_last_7_days",
-                "backtest_mae_same_as_yesterday", "backtest_mae_same_weekday_last_week",
-                *(f"fold{k}_mae" for k in range(1, folds + 1)),
-                *(f"fold{k}_mae_mean_last_7_days" for k in range(1, folds + 1)),
-                "type_fridge_mae", "type_heating_wape"}
+    expected = {
+        "backtest_mae",
+        "backtest_skill",
+        "backtest_wape",
+        "backtest_mae_mean_last_7_days",
+        "backtest_mae_same_as_yesterday",
+        "backtest_mae_same_weekday_last_week",
+        *(f"fold{k}_mae" for k in range(1, folds + 1)),
+        *(f"fold{k}_mae_mean_last_7_days" for k in range(1, folds + 1)),
+        "type_fridge_mae",
+        "type_heating_wape",
+    }
     assert expected <= set(run.data.metrics)
     assert run.data.metrics["backtest_skill"] == pytest.approx(
-        1 - run.data.metrics["backtest_mae"] / min(run.data.metrics[f"backtest_mae_{b}"] for b in
-                                                   ("mean_last_7_days", "same_as_yesterday", "same_weekday_last_week")))
+        1
+        - run.data.metrics["backtest_mae"]
+        / min(
+            run.data.metrics[f"backtest_mae_{b}"]
+            for b in ("mean_last_7_days", "same_as_yesterday", "same_weekday_last_week")
+        )
+    )
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/feature_importance.png", "plots/predicted_vs_actual.png"}
 
@@ -106,12 +132,25 @@ def test_a_crippled_challenger_is_not_promoted(env):
 def steady(features: pl.DataFrame) -> pl.DataFrame:
     """Every device uses the same energy every day: mean_last_7_days is exact, so nothing can beat it."""
     constant = pl.col("device_id").hash(seed=1).mod(1000).cast(pl.Float64) + 100.0
-    energies = ["energy_wh", "energy_lag_1", "energy_lag_2", "energy_lag_6", "energy_lag_7", "energy_roll7_mean",
-                "energy_roll28_mean", "energy_prev7_mean", "energy_same_weekday_mean4"]
-    return features.with_columns(**{c: pl.when(pl.col(c).is_null()).then(None).otherwise(constant) for c in energies},
-                                 energy_roll7_std=pl.lit(0.0), energy_roll28_std=pl.lit(0.0),
-                                 fleet_type_ratio=pl.lit(1.0), fleet_type_ratio_lag_1=pl.lit(1.0),
-                                 hub_energy_ratio=pl.lit(1.0))
+    energies = [
+        "energy_wh",
+        "energy_lag_1",
+        "energy_lag_2",
+        "energy_lag_6",
+        "energy_lag_7",
+        "energy_roll7_mean",
+        "energy_roll28_mean",
+        "energy_prev7_mean",
+        "energy_same_weekday_mean4",
+    ]
+    return features.with_columns(
+        **{c: pl.when(pl.col(c).is_null()).then(None).otherwise(constant) for c in energies},
+        energy_roll7_std=pl.lit(0.0),
+        energy_roll28_std=pl.lit(0.0),
+        fleet_type_ratio=pl.lit(1.0),
+        fleet_type_ratio_lag_1=pl.lit(1.0),
+        hub_energy_ratio=pl.lit(1.0),
+    )
 
 
 def test_a_better_challenger_moves_the_champion_after_both_are_scored_on_the_same_folds(env):
@@ -150,15 +189,25 @@ def test_a_better_challenger_killed_after_its_backtest_leaves_the_champion(env, 
     first = str(env["registry"].champion_version().version)
     env["instance"].get_runs()  # the instance's storage exists before the CLI process opens it
     dagster = str(Path(sys.executable).with_name("dagster"))
-    cli = subprocess.Popen([dagster, "asset", "materialize", "-m", "smart_home_assets.definitions",
-                            "--select", "usage_model"], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+    cli = subprocess.Popen(
+        [dagster, "asset", "materialize", "-m", "smart_home_assets.definitions", "--select", "usage_model"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline, backtested = time.monotonic() + 600, []
         while not backtested and cli.poll() is None and time.monotonic() < deadline:
-            backtested = [r for r in mlflow.search_runs(experiment_names=["smart_home_usage"], output_format="list",
-                                                        filter_string="metrics.backtest_mae > 0")
-                          if r.info.run_id != weak["mlflow_run_id"]]
+            backtested = [
+                r
+                for r in mlflow.search_runs(
+                    experiment_names=["smart_home_usage"],
+                    output_format="list",
+                    filter_string="metrics.backtest_mae > 0",
+                )
+                if r.info.run_id != weak["mlflow_run_id"]
+            ]
             time.sleep(0.05)
         assert backtested and cli.poll() is None, "the CLI run ended before its backtest was seen"
         os.killpg(cli.pid, signal.SIGKILL)
@@ -181,7 +230,8 @@ def test_when_no_model_beats_the_baselines_the_best_baseline_serves(env, feature
     champion the best baseline is registered as a pyfunc version and becomes champion; predictions come from
     it, say so, and carry its interval."""
     env["resources"]["warehouse"].replace_partitions(
-        {USAGE_FEATURES: steady(features)}, [str(START + dt.timedelta(days=d)) for d in range(DAYS)])
+        {USAGE_FEATURES: steady(features)}, [str(START + dt.timedelta(days=d)) for d in range(DAYS)]
+    )
     result, meta = train(env)
     assert result.success
     assert meta["decision"] == "baseline" and meta["promoted"] is False
@@ -194,20 +244,26 @@ def test_when_no_model_beats_the_baselines_the_best_baseline_serves(env, feature
     assert forecaster.kind == "baseline" and forecaster.interval is not None
 
     day = str(LAST)
-    assert dg.materialize([usage_predictions], partition_key=day, resources=env["resources"],
-                          instance=env["instance"], selection=[usage_predictions.key]).success
+    assert dg.materialize(
+        [usage_predictions],
+        partition_key=day,
+        resources=env["resources"],
+        instance=env["instance"],
+        selection=[usage_predictions.key],
+    ).success
     rows = env["resources"]["warehouse"].read_partitions("usage_predictions", [day])
     assert set(rows["model_kind"]) == {"baseline"} and set(rows["model_name"]) == {meta["best_baseline"]}
     assert set(rows["model_version"]) == {"2"}
     features = env["resources"]["warehouse"].read_partitions(USAGE_FEATURES, [day]).filter(pl.col("has_enough_history"))
     from smart_home_assets.lib import training
 
-    expected = dict(zip(features["device_id"], training.baseline_predictions(features)[meta["best_baseline"]],
-                        strict=True))
-    assert all(abs(p - expected[d]) < 1e-6
-               for d, p in zip(rows["device_id"], rows["predicted_energy_wh"], strict=True))
-    assert ((rows["p10_wh"] <= rows["predicted_energy_wh"]).all()
-            and (rows["predicted_energy_wh"] <= rows["p90_wh"]).all())
+    expected = dict(
+        zip(features["device_id"], training.baseline_predictions(features)[meta["best_baseline"]], strict=True)
+    )
+    assert all(abs(p - expected[d]) < 1e-6 for d, p in zip(rows["device_id"], rows["predicted_energy_wh"], strict=True))
+    assert (rows["p10_wh"] <= rows["predicted_energy_wh"]).all() and (
+        rows["predicted_energy_wh"] <= rows["p90_wh"]
+    ).all()
 
 
 def test_too_short_a_history_serves_the_baseline(env):
@@ -261,8 +317,9 @@ def test_a_failed_training_ends_its_mlflow_run_as_failed_and_keeps_the_champion(
     train(env)
     result, _ = train(env, backtest_folds=0)  # no fold at all: training fails
     assert not result.success
-    runs = mlflow.search_runs(experiment_names=["smart_home_usage"],
-                              filter_string=f"tags.dagster_run_id = '{result.run_id}'")
+    runs = mlflow.search_runs(
+        experiment_names=["smart_home_usage"], filter_string=f"tags.dagster_run_id = '{result.run_id}'"
+    )
     assert list(runs["status"]) == ["FAILED"]
     assert str(env["registry"].champion_version().version) == "1"
     assert mlflow.active_run() is None
@@ -275,10 +332,18 @@ def test_predictions_carry_the_champion_version_and_an_interval_and_skip_short_h
     day_rows = warehouse.read_partitions(USAGE_FEATURES, [str(LAST)])
     short = sorted(day_rows["device_id"].to_list())[:2]
     with warehouse.connect() as conn:
-        conn.execute(f"UPDATE {USAGE_FEATURES} SET has_enough_history = false WHERE partition_date = ? "
-                     "AND device_id IN (SELECT unnest(?::VARCHAR[]))", [LAST, short])
-    result = dg.materialize([usage_predictions], partition_key=str(LAST), resources=env["resources"],
-                            instance=env["instance"], selection=[usage_predictions.key])
+        conn.execute(
+            f"UPDATE {USAGE_FEATURES} SET has_enough_history = false WHERE partition_date = ? "
+            "AND device_id IN (SELECT unnest(?::VARCHAR[]))",
+            [LAST, short],
+        )
+    result = dg.materialize(
+        [usage_predictions],
+        partition_key=str(LAST),
+        resources=env["resources"],
+        instance=env["instance"],
+        selection=[usage_predictions.key],
+    )
     assert result.success
     rows = env["resources"]["warehouse"].read_partitions("usage_predictions", [str(LAST)])
     assert set(rows["device_id"]) == set(day_rows["device_id"]) - set(short)
@@ -287,8 +352,9 @@ def test_predictions_carry_the_champion_version_and_an_interval_and_skip_short_h
     assert rows.height > 0 and set(rows["model_version"]) == {"1"} and set(rows["model_kind"]) == {"lightgbm"}
     assert (rows["target_date"] == LAST + dt.timedelta(days=1)).all()
     assert (rows["predicted_energy_wh"] >= 0).all()
-    assert ((rows["p10_wh"] <= rows["predicted_energy_wh"]).all()
-            and (rows["predicted_energy_wh"] <= rows["p90_wh"]).all())
+    assert (rows["p10_wh"] <= rows["predicted_energy_wh"]).all() and (
+        rows["predicted_energy_wh"] <= rows["p90_wh"]
+    ).all()
     assert (rows["p90_wh"] > rows["p10_wh"]).mean() > 0.9
 
 
@@ -299,8 +365,11 @@ def test_bounded_tuning_logs_each_trial_as_a_child_run_and_keeps_the_best(env):
     assert result.success
     client = mlflow.MlflowClient()
     parent = client.get_run(meta["mlflow_run_id"])
-    children = mlflow.search_runs(experiment_names=["smart_home_usage"], output_format="list",
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = mlflow.search_runs(
+        experiment_names=["smart_home_usage"],
+        output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
     assert len(children) == 2 and all("backtest_mae" in c.data.metrics for c in children)
     trials = [c.data.metrics["backtest_mae"] for c in children]
     best = parent.data.metrics["tuning_best_backtest_mae"]
@@ -308,7 +377,8 @@ def test_bounded_tuning_logs_each_trial_as_a_child_run_and_keeps_the_best(env):
     # the candidate was fitted with the winning parameters: its backtest is the best trial's (or the configured)
     assert meta["backtest_mae"] == pytest.approx(best)
     assert {f"tuned_{k}" for k in ("n_estimators", "learning_rate", "num_leaves", "min_child_samples")} <= set(
-        parent.data.params)
+        parent.data.params
+    )
 
 
 def test_tuning_stops_at_its_time_box(env):
@@ -316,6 +386,9 @@ def test_tuning_stops_at_its_time_box(env):
 
     result, meta = train(env, tuning_trials=50, tuning_timeout_s=0.0, n_estimators=50)
     assert result.success
-    children = mlflow.search_runs(experiment_names=["smart_home_usage"], output_format="list",
-                                  filter_string=f"tags.mlflow.parentRunId = '{meta['mlflow_run_id']}'")
+    children = mlflow.search_runs(
+        experiment_names=["smart_home_usage"],
+        output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{meta['mlflow_run_id']}'",
+    )
     assert len(children) == 0  # the configured parameters were scored, then the time box was already spent

@@ -18,8 +18,17 @@ def at(day: dt.date, hour: int = 12) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(hour), tzinfo=dt.UTC)
 
 
-@pytest.mark.parametrize("clock", [dt.date(2024, 6, 1), dt.date(2026, 1, 3), dt.date(2026, 12, 30),
-                                   dt.date(2026, 12, 31), dt.date(2027, 1, 1), dt.date(2031, 6, 1)])
+@pytest.mark.parametrize(
+    "clock",
+    [
+        dt.date(2024, 6, 1),
+        dt.date(2026, 1, 3),
+        dt.date(2026, 12, 30),
+        dt.date(2026, 12, 31),
+        dt.date(2027, 1, 1),
+        dt.date(2031, 6, 1),
+    ],
+)
 def test_a_pinned_end_is_the_last_key_whatever_the_clock(clock):
     """Before the end, on it and years after: the same 730 keys, for as long as the process runs."""
     partitions = build_daily_partitions(START, END, today=clock)
@@ -38,8 +47,9 @@ def test_without_an_end_the_last_key_is_today():
             assert partitions.get_last_partition_key() == today.isoformat()  # today's uploads are accepted
 
 
-@pytest.mark.parametrize(("end", "message"), [("2026-02-30", "is not a YYYY-MM-DD date"),
-                                              ("2024-12-31", "is before the first partition")])
+@pytest.mark.parametrize(
+    ("end", "message"), [("2026-02-30", "is not a YYYY-MM-DD date"), ("2024-12-31", "is before the first partition")]
+)
 def test_a_bad_end_is_refused_naming_the_variable(end, message):
     with pytest.raises(ValueError, match=f"{PARTITIONS_END_ENV_VAR}='?{end}'? {message}"):
         build_daily_partitions(START, end)

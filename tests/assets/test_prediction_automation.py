@@ -40,8 +40,7 @@ def instance(project_env):
 
 def tick(instance, previous=None):
     """One evaluation of every automation condition, after ``previous`` (the daemon's earlier tick)."""
-    return dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                             cursor=previous.cursor if previous else None)
+    return dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=previous.cursor if previous else None)
 
 
 def materialized(instance, key: dg.AssetKey, partition: str | None = None) -> None:
@@ -55,15 +54,30 @@ def checked(instance, key: dg.AssetKey, check: str, passed: bool, partition: str
     from dagster._core.storage.event_log.base import AssetRecordsFilter
 
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
+        AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
+    ).records
     target = AssetCheckEvaluationTargetMaterializationData(
-        run_id=records[0].event_log_entry.run_id, storage_id=records[0].storage_id, timestamp=records[0].timestamp)
+        run_id=records[0].event_log_entry.run_id, storage_id=records[0].storage_id, timestamp=records[0].timestamp
+    )
     evaluation = dg.AssetCheckEvaluation(
-        asset_key=key, check_name=check, passed=passed, metadata={}, severity=dg.AssetCheckSeverity.ERROR,
-        blocking=True, partition=partition, description=None, target_materialization_data=target)
-    instance.report_dagster_event(DagsterEvent(event_type_value=DagsterEventType.ASSET_CHECK_EVALUATION.value,
-                                               event_specific_data=evaluation, job_name="checks"),
-                                  run_id=str(uuid.uuid4()))
+        asset_key=key,
+        check_name=check,
+        passed=passed,
+        metadata={},
+        severity=dg.AssetCheckSeverity.ERROR,
+        blocking=True,
+        partition=partition,
+        description=None,
+        target_materialization_data=target,
+    )
+    instance.report_dagster_event(
+        DagsterEvent(
+            event_type_value=DagsterEventType.ASSET_CHECK_EVALUATION.value,
+            event_specific_data=evaluation,
+            job_name="checks",
+        ),
+        run_id=str(uuid.uuid4()),
+    )
 
 
 def features_landed(instance, *days: str) -> None:

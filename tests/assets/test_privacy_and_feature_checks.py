@@ -37,16 +37,22 @@ def test_short_keys_are_refused_and_the_key_never_shows_in_repr(monkeypatch):
 def features():
     fleet = build_fleet(5, 6)
     start = dt.date(2026, 2, 1)
-    events = pl.concat([simulate_hub_day(h, start + dt.timedelta(days=d), seed=5, events_per_hub=40).to_frame()
-                        for d in range(10) for h in fleet])
+    events = pl.concat(
+        [
+            simulate_hub_day(h, start + dt.timedelta(days=d), seed=5, events_per_hub=40).to_frame()
+            for d in range(10)
+            for h in fleet
+        ]
+    )
     daily = daily_device_usage(events.with_columns(partition_date=pl.col("event_timestamp").dt.date()))
     return build_features(daily, start + dt.timedelta(days=9))
 
 
 def test_feature_rows_pass_and_each_fault_fails(features):
     assert failure_cases(features_schema(), features).height == 0
-    negative = features.with_columns(energy_lag_1=pl.when(pl.int_range(pl.len()) == 0).then(-1.0)
-                                     .otherwise(pl.col("energy_lag_1")))
+    negative = features.with_columns(
+        energy_lag_1=pl.when(pl.int_range(pl.len()) == 0).then(-1.0).otherwise(pl.col("energy_lag_1"))
+    )
     assert set(failure_cases(features_schema(), negative)["column"]) == {"energy_lag_1"}
     missing = features.with_columns(hub_energy_wh=pl.lit(None, pl.Float64))
     assert "hub_energy_wh" in set(failure_cases(features_schema(), missing)["column"])

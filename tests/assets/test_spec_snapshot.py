@@ -45,6 +45,7 @@ UNSTABLE = re.compile(r"0x[0-9a-fA-F]{6,}|" + re.escape(str(PROJECT_ROOT)) + r"|
 
 # --- recording ---------------------------------------------------------------------------------------------------
 
+
 def _partitions(partitions_def) -> dict[str, Any] | None:
     import dagster as dg
 
@@ -53,8 +54,12 @@ def _partitions(partitions_def) -> dict[str, Any] | None:
     record: dict[str, Any] = {"type": type(partitions_def).__name__}
     if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
         # Not end / end_offset: with SMART_HOME_PARTITIONS_END the offset is counted from today's date.
-        record.update(start=partitions_def.start.strftime(partitions_def.fmt), timezone=partitions_def.timezone,
-                      cron_schedule=partitions_def.cron_schedule, fmt=partitions_def.fmt)
+        record.update(
+            start=partitions_def.start.strftime(partitions_def.fmt),
+            timezone=partitions_def.timezone,
+            cron_schedule=partitions_def.cron_schedule,
+            fmt=partitions_def.fmt,
+        )
     elif isinstance(partitions_def, dg.StaticPartitionsDefinition):
         record["keys"] = list(partitions_def.get_partition_keys())
     elif isinstance(partitions_def, dg.MultiPartitionsDefinition):
@@ -89,8 +94,11 @@ def record_specs(defs) -> dict[str, Any]:
         node = graph.get(key)
         assets[key.to_user_string()] = {
             "deps": sorted(parent.to_user_string() for parent in node.parent_keys),
-            "partition_mappings": {parent.to_user_string(): repr(mapping)
-                                   for parent, mapping in node.partition_mappings.items() if mapping is not None},
+            "partition_mappings": {
+                parent.to_user_string(): repr(mapping)
+                for parent, mapping in node.partition_mappings.items()
+                if mapping is not None
+            },
             "partitions": _partitions(node.partitions_def),
             "group": node.group_name,
             "owners": sorted(node.owners),
@@ -137,16 +145,26 @@ def live_specs(tmp_path: Path) -> dict[str, Any]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("SMART_HOME_")}
     env["SMART_HOME_PARTITIONS_END"] = PARTITIONS_END
     out = tmp_path / "live_specs.json"
-    code = ("import sys; from tests.assets.test_spec_snapshot import dumps, record_specs; "
-            "from smart_home_assets.definitions import defs; "
-            "open(sys.argv[1], 'w').write(dumps(record_specs(defs)))")
-    done = subprocess.run([sys.executable, "-c", code, str(out)], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    code = (
+        "import sys; from tests.assets.test_spec_snapshot import dumps, record_specs; "
+        "from smart_home_assets.definitions import defs; "
+        "open(sys.argv[1], 'w').write(dumps(record_specs(defs)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(out)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, f"recording the specs failed:\n{done.stderr[-4000:]}"
     return json.loads(out.read_text())
 
 
 # --- comparing ---------------------------------------------------------------------------------------------------
+
 
 def diff_specs(recorded: Any, live: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any, Any]]:
     """(path, recorded value, live value) for each difference, at the highest path where the two part: a whole
@@ -176,12 +194,14 @@ def describe(differences: list[tuple[tuple[str, ...], Any, Any]]) -> str:
         elif live is MISSING:
             lines.append(f"  removed  {where} (was {json.dumps(recorded, sort_keys=True)})")
         else:
-            lines.append(f"  changed  {where}: {json.dumps(recorded, sort_keys=True)} -> "
-                         f"{json.dumps(live, sort_keys=True)}")
+            lines.append(
+                f"  changed  {where}: {json.dumps(recorded, sort_keys=True)} -> {json.dumps(live, sort_keys=True)}"
+            )
     return "\n".join(lines)
 
 
 # --- the tests ---------------------------------------------------------------------------------------------------
+
 
 def test_asset_specs_match_the_snapshot(tmp_path):
     live = live_specs(tmp_path)
@@ -196,7 +216,8 @@ def test_asset_specs_match_the_snapshot(tmp_path):
     assert not differences, (
         f"the asset specs differ from {SNAPSHOT.relative_to(PROJECT_ROOT)} (recorded -> live):\n"
         f"{describe(differences)}\n"
-        f"If the change is intended, regenerate the snapshot and review its diff:\n    {UPDATE_COMMAND}")
+        f"If the change is intended, regenerate the snapshot and review its diff:\n    {UPDATE_COMMAND}"
+    )
 
 
 def test_a_changed_spec_is_reported_by_its_key():
@@ -213,6 +234,8 @@ def test_a_changed_spec_is_reported_by_its_key():
     asset = min(live["assets"])
     removed = live["assets"].pop(asset)
     live["assets"]["new_asset"] = {"deps": [asset]}
-    assert diff_specs(recorded, live) == [(("assets", asset), removed, MISSING),
-                                          (("assets", "new_asset"), MISSING, {"deps": [asset]})]
+    assert diff_specs(recorded, live) == [
+        (("assets", asset), removed, MISSING),
+        (("assets", "new_asset"), MISSING, {"deps": [asset]}),
+    ]
     assert diff_specs(recorded, json.loads(json.dumps(recorded))) == []

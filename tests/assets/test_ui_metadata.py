@@ -13,9 +13,15 @@ from smart_home_assets.assets.metadata import (
 from smart_home_assets.definitions import defs
 
 GROUP_ORDER = ["ingestion", "cleaning", "features", "training", "scoring"]
-WAREHOUSE_TABLES = {"raw_usage", "device_usage", "device_usage_quarantine", "usage_features", "usage_predictions",
-                    "online_predictions",
-                    "prediction_feedback"}
+WAREHOUSE_TABLES = {
+    "raw_usage",
+    "device_usage",
+    "device_usage_quarantine",
+    "usage_features",
+    "usage_predictions",
+    "online_predictions",
+    "prediction_feedback",
+}
 
 
 def nodes():
@@ -41,7 +47,8 @@ def test_groups_follow_the_data_left_to_right():
     for name, node in all_nodes.items():
         for parent in node.parent_keys:
             assert GROUP_ORDER.index(all_nodes[parent.to_user_string()].group_name) <= GROUP_ORDER.index(
-                node.group_name), (parent, name)
+                node.group_name
+            ), (parent, name)
 
 
 def test_warehouse_tables_carry_their_table_name_and_column_schema():
@@ -55,7 +62,10 @@ def test_warehouse_tables_carry_their_table_name_and_column_schema():
 def test_the_ingest_and_clean_job_targets_the_ingestion_and_cleaning_assets():
     job = defs.resolve_job_def("ingest_and_clean")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
-        "raw_usage", "device_usage", "device_usage_quarantine"}
+        "raw_usage",
+        "device_usage",
+        "device_usage_quarantine",
+    }
     assert job.partitions_def is not None
 
 

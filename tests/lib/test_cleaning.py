@@ -20,9 +20,12 @@ def raw_frame(lines, hub="hub-0001", day=DAY):
 
     text = "\n".join(json.dumps(x) if isinstance(x, dict) else x for x in lines) + "\n"
     frame = pl.DataFrame({"raw_line": split_lines(text)}).with_columns(
-        source_file=pl.lit(f"{day}/{hub}.jsonl.gz"), file_hub_id=pl.lit(hub),
-        line_number=pl.int_range(1, pl.len() + 1, dtype=pl.Int64), line_problem=pl.lit(None, pl.String),
-        partition_date=pl.lit(dt.date.fromisoformat(day)))
+        source_file=pl.lit(f"{day}/{hub}.jsonl.gz"),
+        file_hub_id=pl.lit(hub),
+        line_number=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
+        line_problem=pl.lit(None, pl.String),
+        partition_date=pl.lit(dt.date.fromisoformat(day)),
+    )
     return parse_lines(frame, dt.datetime(2026, 3, 2, tzinfo=dt.UTC))
 
 
@@ -31,23 +34,26 @@ def reasons(lines):
     return result, dict(zip(result.quarantine["line_number"], result.quarantine["reason"], strict=True))
 
 
-@pytest.mark.parametrize("bad, reason", [
-    (event(DAY, 1, user_id=None), "null_user_id"),
-    (event(DAY, 1, device_type="toaster_x"), "unknown_device_type"),
-    (event(DAY, 1, event_timestamp="2026-03-03T10:00:00+00:00"), "timestamp_outside_day"),
-    (event(DAY, 1, event_timestamp="2026-02-28T23:59:59+00:00"), "timestamp_outside_day"),
-    (event(DAY, 1, event_timestamp="2026-03-01T10:00:00"), "timestamp_without_offset"),
-    (event(DAY, 1, event_timestamp="yesterday"), "bad_timestamp"),
-    (event(DAY, 1, energy_wh=-3.0), "negative_energy"),
-    (event(DAY, 1, duration_s=-1), "negative_duration"),
-    (event(DAY, 1, energy_wh=1e9), "implausible_energy"),
-    (event(DAY, 1, duration_s=90_000), "implausible_duration"),
-    (event(DAY, 1, hub_id="hub-9999"), "hub_mismatch"),
-    (event(DAY, 1, device_id=""), "empty_field"),
-    ('{"event_id": "x', "not_json"),
-    (event(DAY, 1, energy_wh="abc"), "wrong_type"),
-    ({k: v for k, v in event(DAY, 1).items() if k != "device_type"}, "missing_field"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (event(DAY, 1, user_id=None), "null_user_id"),
+        (event(DAY, 1, device_type="toaster_x"), "unknown_device_type"),
+        (event(DAY, 1, event_timestamp="2026-03-03T10:00:00+00:00"), "timestamp_outside_day"),
+        (event(DAY, 1, event_timestamp="2026-02-28T23:59:59+00:00"), "timestamp_outside_day"),
+        (event(DAY, 1, event_timestamp="2026-03-01T10:00:00"), "timestamp_without_offset"),
+        (event(DAY, 1, event_timestamp="yesterday"), "bad_timestamp"),
+        (event(DAY, 1, energy_wh=-3.0), "negative_energy"),
+        (event(DAY, 1, duration_s=-1), "negative_duration"),
+        (event(DAY, 1, energy_wh=1e9), "implausible_energy"),
+        (event(DAY, 1, duration_s=90_000), "implausible_duration"),
+        (event(DAY, 1, hub_id="hub-9999"), "hub_mismatch"),
+        (event(DAY, 1, device_id=""), "empty_field"),
+        ('{"event_id": "x', "not_json"),
+        (event(DAY, 1, energy_wh="abc"), "wrong_type"),
+        ({k: v for k, v in event(DAY, 1).items() if k != "device_type"}, "missing_field"),
+    ],
+)
 def test_each_fault_is_quarantined_under_its_reason(bad, reason):
     result, got = reasons([event(DAY, 0), bad, event(DAY, 2)])
     assert got == {2: reason}

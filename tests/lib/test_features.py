@@ -182,11 +182,15 @@ def test_daily_usage_sql_matches_the_polars_aggregation():
 
     seed, start = 2, dt.date(2026, 5, 1)
     fleet = sim.build_fleet(seed, 3)
-    events = pl.concat([
-        sim.simulate_hub_day(hub, start + dt.timedelta(days=k), seed=seed, events_per_hub=100)
-        .to_frame().with_columns(partition_date=pl.lit(start + dt.timedelta(days=k)))
-        for k in range(4) for hub in fleet
-    ])
+    events = pl.concat(
+        [
+            sim.simulate_hub_day(hub, start + dt.timedelta(days=k), seed=seed, events_per_hub=100)
+            .to_frame()
+            .with_columns(partition_date=pl.lit(start + dt.timedelta(days=k)))
+            for k in range(4)
+            for hub in fleet
+        ]
+    )
     with duckdb.connect() as conn:
         conn.register("device_usage", events.to_arrow())
         first, last = start + dt.timedelta(days=1), start + dt.timedelta(days=2)
@@ -206,8 +210,10 @@ def test_features_agree_with_simulated_events_and_previous_days():
     fleet = sim.build_fleet(seed, 3)
     frames = [
         sim.simulate_hub_day(hub, start + dt.timedelta(days=k), seed=seed, events_per_hub=150)
-        .to_frame().with_columns(partition_date=pl.lit(start + dt.timedelta(days=k)))
-        for k in range(days) for hub in fleet
+        .to_frame()
+        .with_columns(partition_date=pl.lit(start + dt.timedelta(days=k)))
+        for k in range(days)
+        for hub in fleet
     ]
     events = pl.concat(frames)
     usage = daily_device_usage(events)
@@ -221,8 +227,9 @@ def test_features_agree_with_simulated_events_and_previous_days():
     assert got.height == sum(len(h.device_ids) for h in fleet)  # every device of the fleet has a row
 
     for k in (1, 2, 6, 7):
-        earlier = feats.select("device_id", partition_date=pl.col("partition_date") + pl.duration(days=k),
-                               earlier=pl.col("energy_wh"))
+        earlier = feats.select(
+            "device_id", partition_date=pl.col("partition_date") + pl.duration(days=k), earlier=pl.col("energy_wh")
+        )
         joined = feats.join(earlier, on=["device_id", "partition_date"], how="left")
         known = joined.filter(pl.col("earlier").is_not_null())
         assert known.height > 0
@@ -257,10 +264,14 @@ def test_ten_thousand_devices_get_one_row_each():
 def test_prev7_mean_and_the_fleet_and_hub_ratios_are_exact():
     # Two fridges seen for 10 days: X uses 100 a day, Y 300; on D both double. A newcomer Z (first seen D-2)
     # is left out of the fleet's reference. Another hub's heating is steady.
-    rows = ([("X", "hub-1", "fridge", ago(k), 100.0) for k in range(1, 10)] + [("X", "hub-1", "fridge", D, 200.0)]
-            + [("Y", "hub-2", "fridge", ago(k), 300.0) for k in range(1, 10)] + [("Y", "hub-2", "fridge", D, 600.0)]
-            + [("Z", "hub-2", "fridge", ago(2), 5000.0), ("Z", "hub-2", "fridge", D, 5000.0)]
-            + [("H", "hub-3", "heating", ago(k), 1000.0) for k in range(0, 10)])
+    rows = (
+        [("X", "hub-1", "fridge", ago(k), 100.0) for k in range(1, 10)]
+        + [("X", "hub-1", "fridge", D, 200.0)]
+        + [("Y", "hub-2", "fridge", ago(k), 300.0) for k in range(1, 10)]
+        + [("Y", "hub-2", "fridge", D, 600.0)]
+        + [("Z", "hub-2", "fridge", ago(2), 5000.0), ("Z", "hub-2", "fridge", D, 5000.0)]
+        + [("H", "hub-3", "heating", ago(k), 1000.0) for k in range(0, 10)]
+    )
     f = build_features(daily(rows), D)
     x, y, z, h = (row(f, d) for d in "XYZH")
     assert x["energy_prev7_mean"] == 100.0 and y["energy_prev7_mean"] == 300.0
@@ -281,9 +292,11 @@ def test_a_device_first_seen_on_d_has_no_reference_week():
 
 def test_last_years_values_come_from_a_narrow_window_one_year_back():
     target_last_year = D + dt.timedelta(days=1 - YEAR_DAYS)
-    rows = ([("A", "hub-1", "heating", ago(k), 10.0) for k in range(0, 8)]
-            + [("A", "hub-1", "heating", target_last_year + dt.timedelta(days=k), 100.0 + k) for k in range(-7, 7)]
-            + [("B", "hub-1", "heating", ago(k), 20.0) for k in range(0, 8)])
+    rows = (
+        [("A", "hub-1", "heating", ago(k), 10.0) for k in range(0, 8)]
+        + [("A", "hub-1", "heating", target_last_year + dt.timedelta(days=k), 100.0 + k) for k in range(-7, 7)]
+        + [("B", "hub-1", "heating", ago(k), 20.0) for k in range(0, 8)]
+    )
     f = build_features(daily(rows), D)
     a, b = row(f, "A"), row(f, "B")
     assert a["energy_last_year"] == 100.0
@@ -297,8 +310,10 @@ def test_last_years_values_come_from_a_narrow_window_one_year_back():
 
 
 def test_a_day_reads_the_lookback_and_fourteen_days_a_year_back_not_the_year_between():
-    assert history_ranges(D, D) == [(D - dt.timedelta(days=370), D - dt.timedelta(days=357)),
-                                    (D - dt.timedelta(days=LOOKBACK_DAYS), D)]
+    assert history_ranges(D, D) == [
+        (D - dt.timedelta(days=370), D - dt.timedelta(days=357)),
+        (D - dt.timedelta(days=LOOKBACK_DAYS), D),
+    ]
     # A backfill of a year or more reads one contiguous range.
     first = D - dt.timedelta(days=400)
     assert history_ranges(first, D) == [(first - dt.timedelta(days=370), D)]
@@ -315,16 +330,29 @@ def test_no_feature_of_day_d_uses_anything_after_d():
         w = sim.weather_anomaly(5, d)
         for hub in fleet:
             energy, _ = sim._daily_energy(hub, d, w, sim._rng(5, 2, hub.index, d.toordinal()))
-            frames.append(pl.DataFrame({"partition_date": [d] * len(energy), "device_id": hub.device_ids,
-                                        "hub_id": [hub.hub_id] * len(energy), "device_type": hub.device_types,
-                                        "energy_wh": energy, "active_s": energy, "event_count": [1] * len(energy)}))
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "partition_date": [d] * len(energy),
+                        "device_id": hub.device_ids,
+                        "hub_id": [hub.hub_id] * len(energy),
+                        "device_type": hub.device_types,
+                        "energy_wh": energy,
+                        "active_s": energy,
+                        "event_count": [1] * len(energy),
+                    }
+                )
+            )
     history = pl.concat(frames).filter(pl.col("energy_wh") > 0).cast(DAILY_USAGE_SCHEMA)
     for day in (days[30], days[380]):
         upto = history.filter(pl.col("partition_date") <= day)
         future = history.filter(pl.col("partition_date") > day).with_columns(
-            energy_wh=pl.col("energy_wh") * 7 + 1, active_s=pl.col("active_s") * 3, event_count=pl.lit(9, pl.Int64))
-        extra = future.head(1).with_columns(device_id=pl.lit("new-device"),
-                                            partition_date=pl.lit(day + dt.timedelta(days=1)))
+            energy_wh=pl.col("energy_wh") * 7 + 1, active_s=pl.col("active_s") * 3, event_count=pl.lit(9, pl.Int64)
+        )
+        extra = future.head(1).with_columns(
+            device_id=pl.lit("new-device"), partition_date=pl.lit(day + dt.timedelta(days=1))
+        )
         assert build_features(upto, day).equals(build_features(pl.concat([upto, future, extra]), day)), day
-    assert (build_features(history, days[380])["energy_last_year"].null_count()
-            < build_features(history, days[380]).height)
+    assert (
+        build_features(history, days[380])["energy_last_year"].null_count() < build_features(history, days[380]).height
+    )

@@ -32,15 +32,29 @@ def test_valid_lines_parse_into_contract_fields(tmp_path):
 def test_each_broken_line_is_kept_with_its_parse_error(tmp_path):
     good = event(DAY, 0)
     missing = {k: v for k, v in event(DAY, 1).items() if k != "device_id"}
-    lines = [good, '{"event_id": "x', "[1, 2]", "", missing, event(DAY, 2, energy_wh="abc"),
-             event(DAY, 3, duration_s={"a": 1}), event(DAY, 4, user_id=None), event(DAY, 5, energy_wh="12.5")]
+    lines = [
+        good,
+        '{"event_id": "x',
+        "[1, 2]",
+        "",
+        missing,
+        event(DAY, 2, energy_wh="abc"),
+        event(DAY, 3, duration_s={"a": 1}),
+        event(DAY, 4, user_id=None),
+        event(DAY, 5, energy_wh="12.5"),
+    ]
     write_upload(tmp_path, DAY, "hub-0001", lines)
     raw, _ = ingest(tmp_path)
     assert raw.height == len(lines)
     got = raw.select("parse_error", "parse_error_detail").rows()
     assert got == [
-        (None, None), ("not_json", None), ("not_object", "JSON array"), ("empty_line", None),
-        ("missing_field", "device_id"), ("wrong_type", "energy_wh"), ("wrong_type", "duration_s"),
+        (None, None),
+        ("not_json", None),
+        ("not_object", "JSON array"),
+        ("empty_line", None),
+        ("missing_field", "device_id"),
+        ("wrong_type", "energy_wh"),
+        ("wrong_type", "duration_s"),
         (None, None),  # a null user_id parses; cleaning quarantines it
         ("wrong_type", "energy_wh"),  # numbers as strings are not numbers
     ]
@@ -95,8 +109,12 @@ def test_files_breaking_the_naming_contract_are_recorded(tmp_path):
     (tmp_path / DAY / "hub-0005.jsonl").symlink_to(tmp_path / DAY / "gone.jsonl")
     raw, manifest = ingest(tmp_path)
     problems = dict(zip(manifest["source_file"], manifest["problem"], strict=True))
-    assert problems == {f"{DAY}/bad name.jsonl": "bad_file_name", f"{DAY}/hub-0001.jsonl.gz": None,
-                        f"{DAY}/hub-0004.jsonl": "symlink_outside_landing", f"{DAY}/hub-0005.jsonl": "broken_symlink"}
+    assert problems == {
+        f"{DAY}/bad name.jsonl": "bad_file_name",
+        f"{DAY}/hub-0001.jsonl.gz": None,
+        f"{DAY}/hub-0004.jsonl": "symlink_outside_landing",
+        f"{DAY}/hub-0005.jsonl": "broken_symlink",
+    }
     assert '{"x": 1}' not in raw["raw_line"].to_list()  # the target outside the landing zone is never read
 
 

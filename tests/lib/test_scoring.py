@@ -18,15 +18,28 @@ def metadata(**values) -> dict:
 
 
 def test_the_champion_check_passes_a_baseline_or_a_winner_and_fails_a_loser_or_a_moved_alias():
-    winner = metadata(champion_version="3", champion_kind="lightgbm", champion_name="lightgbm", decision="candidate",
-                      best_baseline="mean_last_7_days", best_baseline_mae=100.0, champion_backtest_mae=80.0)
+    winner = metadata(
+        champion_version="3",
+        champion_kind="lightgbm",
+        champion_name="lightgbm",
+        decision="candidate",
+        best_baseline="mean_last_7_days",
+        best_baseline_mae=100.0,
+        champion_backtest_mae=80.0,
+    )
     passed, description, out = judge_champion(winner, "3")
     assert passed and "beats" in description and out["skill_vs_best_baseline"] == pytest.approx(0.2)
-    baseline = metadata(champion_version="4", champion_kind="baseline", champion_name="mean_last_7_days",
-                        best_baseline="mean_last_7_days", best_baseline_mae=100.0)
+    baseline = metadata(
+        champion_version="4",
+        champion_kind="baseline",
+        champion_name="mean_last_7_days",
+        best_baseline="mean_last_7_days",
+        best_baseline_mae=100.0,
+    )
     assert judge_champion(baseline, "4")[0]
-    loser = metadata(champion_version="3", champion_kind="lightgbm", best_baseline_mae=100.0,
-                     champion_backtest_mae=100.0)
+    loser = metadata(
+        champion_version="3", champion_kind="lightgbm", best_baseline_mae=100.0, champion_backtest_mae=100.0
+    )
     passed, description, _ = judge_champion(loser, "3")
     assert not passed and "not below" in description
     passed, description, _ = judge_champion(winner, "2")  # the alias was moved by hand since
@@ -36,14 +49,23 @@ def test_the_champion_check_passes_a_baseline_or_a_winner_and_fails_a_loser_or_a
 
 def rows(**columns) -> pl.DataFrame:
     n = len(next(iter(columns.values())))
-    base = {"partition_date": [D] * n, "device_id": [f"d{i}" for i in range(n)], "hub_id": ["h"] * n,
-            "device_type": ["fridge"] * n, "has_enough_history": [True] * n}
+    base = {
+        "partition_date": [D] * n,
+        "device_id": [f"d{i}" for i in range(n)],
+        "hub_id": ["h"] * n,
+        "device_type": ["fridge"] * n,
+        "has_enough_history": [True] * n,
+    }
     return pl.DataFrame(base | columns)
 
 
 def test_predictions_skip_devices_with_too_little_history_and_name_their_model():
-    features = rows(energy_wh=[10.0, 20.0, 30.0], energy_lag_6=[1.0, 2.0, 3.0], energy_roll7_mean=[12.0, 18.0, 33.0],
-                    has_enough_history=[True, False, True])
+    features = rows(
+        energy_wh=[10.0, 20.0, 30.0],
+        energy_lag_6=[1.0, 2.0, 3.0],
+        energy_roll7_mean=[12.0, 18.0, 33.0],
+        has_enough_history=[True, False, True],
+    )
     forecaster = training.BaselineForecaster("mean_last_7_days", training.IntervalCalibration(-0.5, 0.25))
     now = dt.datetime(2026, 3, 11, tzinfo=dt.UTC)
     out = predictions_for_day(features, forecaster, "7", now)
@@ -55,10 +77,17 @@ def test_predictions_skip_devices_with_too_little_history_and_name_their_model()
 
 
 def test_feedback_scores_live_error_coverage_and_skill_against_the_baselines():
-    predictions = pl.DataFrame({
-        "partition_date": [D] * 3, "target_date": [D + dt.timedelta(days=1)] * 3, "device_id": ["d0", "d1", "d2"],
-        "predicted_energy_wh": [10.0, 20.0, 30.0], "p10_wh": [5.0, 15.0, 29.0], "p90_wh": [15.0, 25.0, 31.0],
-        "model_version": ["2"] * 3})
+    predictions = pl.DataFrame(
+        {
+            "partition_date": [D] * 3,
+            "target_date": [D + dt.timedelta(days=1)] * 3,
+            "device_id": ["d0", "d1", "d2"],
+            "predicted_energy_wh": [10.0, 20.0, 30.0],
+            "p10_wh": [5.0, 15.0, 29.0],
+            "p90_wh": [15.0, 25.0, 31.0],
+            "model_version": ["2"] * 3,
+        }
+    )
     features = rows(energy_wh=[0.0, 0.0, 0.0], energy_lag_6=[12.0, 20.0, 40.0], energy_roll7_mean=[8.0, 8.0, 8.0])
     actuals = pl.DataFrame({"device_id": ["d0", "d1", "d2", "elsewhere"], "energy_wh": [12.0, 26.0, 30.0, 5.0]})
     row = feedback_for_day(predictions, features, actuals, backtest_mae=4.0).row(0, named=True)

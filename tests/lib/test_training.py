@@ -43,11 +43,18 @@ def feature_rows(rows: list[tuple[str, int, float, bool]]) -> pl.DataFrame:
 
 
 def test_labels_come_from_the_next_days_row():
-    features = feature_rows([
-        ("a", 0, 1.0, True), ("a", 1, 2.0, True), ("a", 2, 0.0, True), ("a", 3, 4.0, True),
-        ("b", 0, 10.0, False), ("b", 1, 20.0, True),  # b's day 0 lacks history; day 1 has no day 2 row
-        ("c", 2, 5.0, True), ("c", 4, 6.0, True),  # c's day 3 is missing: day 2 is unlabeled
-    ])
+    features = feature_rows(
+        [
+            ("a", 0, 1.0, True),
+            ("a", 1, 2.0, True),
+            ("a", 2, 0.0, True),
+            ("a", 3, 4.0, True),
+            ("b", 0, 10.0, False),
+            ("b", 1, 20.0, True),  # b's day 0 lacks history; day 1 has no day 2 row
+            ("c", 2, 5.0, True),
+            ("c", 4, 6.0, True),  # c's day 3 is missing: day 2 is unlabeled
+        ]
+    )
     labeled = tr.attach_labels(features)
     got = {(r["device_id"], r["partition_date"]): r[tr.LABEL] for r in labeled.to_dicts()}
     assert got == {("a", day(0)): 2.0, ("a", day(1)): 0.0, ("a", day(2)): 4.0}
@@ -56,7 +63,8 @@ def test_labels_come_from_the_next_days_row():
 
 def test_unmetered_next_days_can_be_left_unlabeled_instead_of_zero():
     features = feature_rows([("a", 0, 1.0, True), ("a", 1, 0.0, True), ("a", 2, 3.0, True)]).with_columns(
-        event_count=pl.when(pl.col("energy_wh") > 0).then(5).otherwise(0))
+        event_count=pl.when(pl.col("energy_wh") > 0).then(5).otherwise(0)
+    )
     fleet = tr.attach_labels(features)
     sparse = tr.attach_labels(features, silent_next_day_is_unknown=True)
     assert fleet[tr.LABEL].to_list() == [0.0, 3.0]  # the fleet contract: a silent day used nothing
@@ -65,7 +73,8 @@ def test_unmetered_next_days_can_be_left_unlabeled_instead_of_zero():
 
 def test_holdout_is_the_last_days_and_never_trained_on():
     labeled = feature_rows([(d, k, float(k), True) for k in range(20) for d in ("a", "b")]).with_columns(
-        pl.col("energy_wh").alias(tr.LABEL))
+        pl.col("energy_wh").alias(tr.LABEL)
+    )
     train, holdout = tr.split_holdout(labeled, holdout_days=7)
     assert holdout["partition_date"].unique().sort().to_list() == [day(k) for k in range(13, 20)]
     assert train["partition_date"].max() < holdout["partition_date"].min()
@@ -94,12 +103,14 @@ def test_regression_metrics_are_exact():
 
 
 def test_baselines_are_exact_and_fill_nulls_with_the_latest_actual():
-    frame = pl.DataFrame({
-        "energy_wh": [5.0, 0.0, 7.0],
-        "energy_lag_6": [3.0, None, 1.0],
-        "energy_roll7_mean": [4.0, 2.0, None],
-        tr.LABEL: [6.0, 1.0, 7.0],
-    })
+    frame = pl.DataFrame(
+        {
+            "energy_wh": [5.0, 0.0, 7.0],
+            "energy_lag_6": [3.0, None, 1.0],
+            "energy_roll7_mean": [4.0, 2.0, None],
+            tr.LABEL: [6.0, 1.0, 7.0],
+        }
+    )
     preds = tr.baseline_predictions(frame)
     assert set(preds) == {"same_as_yesterday", "same_weekday_last_week", "mean_last_7_days"}
     assert preds["same_as_yesterday"].tolist() == [5.0, 0.0, 7.0]
@@ -130,8 +141,11 @@ def test_folds_are_the_last_days_each_after_its_training_days():
 
 def test_a_backtest_contender_only_trains_on_days_before_its_fold():
     labeled = feature_rows([(d, k, float(k), True) for k in range(30) for d in ("a", "b")]).with_columns(
-        pl.col("energy_wh").alias(tr.LABEL), energy_roll7_mean=pl.col("energy_wh"), energy_lag_6=pl.col("energy_wh"),
-        device_type=pl.lit("fridge"))
+        pl.col("energy_wh").alias(tr.LABEL),
+        energy_roll7_mean=pl.col("energy_wh"),
+        energy_lag_6=pl.col("energy_wh"),
+        device_type=pl.lit("fridge"),
+    )
     folds = tr.fold_windows(labeled["partition_date"].unique().to_list(), folds=3)
     seen = []
 
@@ -139,8 +153,11 @@ def test_a_backtest_contender_only_trains_on_days_before_its_fold():
         seen.append(rows["partition_date"].max())
         return tr.BaselineForecaster("same_as_yesterday")
 
-    oof = tr.backtest(folds, lambda f: labeled.filter(pl.col("partition_date").is_between(f.first, f.last)),
-                      {"candidate": tr.fit_before(labeled, fit)})
+    oof = tr.backtest(
+        folds,
+        lambda f: labeled.filter(pl.col("partition_date").is_between(f.first, f.last)),
+        {"candidate": tr.fit_before(labeled, fit)},
+    )
     assert seen == [f.first - dt.timedelta(days=1) for f in folds]
     assert oof["fold"].unique().sort().to_list() == [1, 2, 3] and oof.height == 3 * 7 * 2
     assert set(oof["partition_date"].to_list()) == {day(k) for k in range(9, 30)}
@@ -153,9 +170,15 @@ def scores(**fold_mae: list[float]) -> tr.BacktestScores:
     """Backtest scores with the given per-fold MAE (the three baselines default to 100 on every fold)."""
     n = len(next(iter(fold_mae.values())))
     fold_mae = {b: [100.0] * n for b in tr.BASELINE_NAMES} | fold_mae
-    return tr.BacktestScores(folds=[f"fold{k}" for k in range(1, n + 1)], fold_mae=fold_mae, fold_wape=fold_mae,
-                             type_mae={}, type_wape={}, mae={k: float(np.mean(v)) for k, v in fold_mae.items()},
-                             wape={k: 0.0 for k in fold_mae})
+    return tr.BacktestScores(
+        folds=[f"fold{k}" for k in range(1, n + 1)],
+        fold_mae=fold_mae,
+        fold_wape=fold_mae,
+        type_mae={},
+        type_wape={},
+        mae={k: float(np.mean(v)) for k, v in fold_mae.items()},
+        wape={k: 0.0 for k in fold_mae},
+    )
 
 
 def test_first_model_is_promoted_only_if_it_beats_the_best_baseline_on_the_mean_and_most_folds():
@@ -172,8 +195,11 @@ def test_first_model_is_promoted_only_if_it_beats_the_best_baseline_on_the_mean_
 
 
 def test_a_champion_stays_unless_the_candidate_beats_it_on_the_same_folds():
-    keep = tr.decide_promotion(scores(candidate=[80, 80, 80, 80], champion=[70, 70, 70, 70]), champion="champion",
-                               champion_label="champion v3 (lightgbm)")
+    keep = tr.decide_promotion(
+        scores(candidate=[80, 80, 80, 80], champion=[70, 70, 70, 70]),
+        champion="champion",
+        champion_label="champion v3 (lightgbm)",
+    )
     assert keep.outcome == "keep" and "champion v3 (lightgbm) (70.0" in keep.reason
     better = tr.decide_promotion(scores(candidate=[60, 60, 60, 75], champion=[70, 70, 70, 70]), champion="champion")
     assert better.outcome == "candidate"
@@ -192,20 +218,32 @@ def test_ties_do_not_promote():
 
 
 def test_a_baseline_champion_stays_while_it_is_the_best_baseline():
-    kept = tr.decide_promotion(scores(candidate=[120.0] * 4, mean_last_7_days=[90.0] * 4), champion="mean_last_7_days",
-                               champion_is_baseline=True)
+    kept = tr.decide_promotion(
+        scores(candidate=[120.0] * 4, mean_last_7_days=[90.0] * 4),
+        champion="mean_last_7_days",
+        champion_is_baseline=True,
+    )
     assert kept.outcome == "keep" and "stays champion" in kept.reason
-    moved = tr.decide_promotion(scores(candidate=[120.0] * 4, same_as_yesterday=[80.0] * 4),
-                                champion="mean_last_7_days", champion_is_baseline=True)
+    moved = tr.decide_promotion(
+        scores(candidate=[120.0] * 4, same_as_yesterday=[80.0] * 4),
+        champion="mean_last_7_days",
+        champion_is_baseline=True,
+    )
     assert moved.outcome == "baseline" and moved.baseline == "same_as_yesterday"
     beaten = tr.decide_promotion(scores(candidate=[70.0] * 4), champion="mean_last_7_days", champion_is_baseline=True)
     assert beaten.outcome == "candidate"
 
 
 def test_backtest_scores_are_exact():
-    oof = pl.DataFrame({"fold": [1, 1, 2, 2], "device_type": ["a", "b", "a", "b"], tr.LABEL: [10.0, 0.0, 10.0, 20.0],
-                        "pred_candidate": [12.0, 1.0, 10.0, 10.0],
-                        **{f"pred_{b}": [10.0, 0.0, 0.0, 0.0] for b in tr.BASELINE_NAMES}})
+    oof = pl.DataFrame(
+        {
+            "fold": [1, 1, 2, 2],
+            "device_type": ["a", "b", "a", "b"],
+            tr.LABEL: [10.0, 0.0, 10.0, 20.0],
+            "pred_candidate": [12.0, 1.0, 10.0, 10.0],
+            **{f"pred_{b}": [10.0, 0.0, 0.0, 0.0] for b in tr.BASELINE_NAMES},
+        }
+    )
     s = tr.backtest_scores(oof)
     assert s.fold_mae["candidate"] == [1.5, 5.0] and s.mae["candidate"] == 3.25
     assert s.fold_wape["candidate"] == [pytest.approx(0.3), pytest.approx(10 / 30)]
@@ -226,7 +264,8 @@ def simulated_daily_usage(seed: int, hubs: int, start: dt.date, days: int, event
         weather = sim.weather_anomaly(seed, d)
         frames += [
             sim.simulate_hub_day(hub, d, seed=seed, events_per_hub=events_per_hub, weather=weather)
-            .to_frame().with_columns(partition_date=pl.lit(d))
+            .to_frame()
+            .with_columns(partition_date=pl.lit(d))
             for hub in fleet
         ]
     return daily_device_usage(pl.concat(frames))
@@ -246,8 +285,11 @@ def test_model_beats_every_naive_baseline_on_every_fold_of_the_backtest(simulate
     labeled = pl.concat([simulated["train"], simulated["holdout"]])
     folds = tr.fold_windows(labeled["partition_date"].unique().to_list())
     assert len(folds) == tr.BACKTEST_FOLDS
-    oof = tr.backtest(folds, lambda f: labeled.filter(pl.col("partition_date").is_between(f.first, f.last)),
-                      {"candidate": tr.fit_before(labeled, tr.train_model)})
+    oof = tr.backtest(
+        folds,
+        lambda f: labeled.filter(pl.col("partition_date").is_between(f.first, f.last)),
+        {"candidate": tr.fit_before(labeled, tr.train_model)},
+    )
     s = tr.backtest_scores(oof)
     best = s.best_baseline()
     print("backtest MAE per fold (Wh):", {k: [round(v) for v in m] for k, m in s.fold_mae.items()})
@@ -265,8 +307,11 @@ def test_the_interval_covers_about_80_percent_of_days_never_seen(simulated):
     cut = days[-18]
     past, future = labeled.filter(pl.col("partition_date") < cut), labeled.filter(pl.col("partition_date") >= cut)
     folds = tr.fold_windows(past["partition_date"].unique().to_list())
-    oof = tr.backtest(folds, lambda f: past.filter(pl.col("partition_date").is_between(f.first, f.last)),
-                      {"candidate": tr.fit_before(past, tr.train_model)})
+    oof = tr.backtest(
+        folds,
+        lambda f: past.filter(pl.col("partition_date").is_between(f.first, f.last)),
+        {"candidate": tr.fit_before(past, tr.train_model)},
+    )
     interval = tr.IntervalCalibration.fit(oof, oof["pred_candidate"])
     forecaster = tr.LightGBMForecaster(tr.train_model(past), interval)
     out = forecaster.forecast(future)
@@ -387,11 +432,11 @@ def test_the_forecaster_survives_mlflow_save_and_load_as_a_pyfunc(simulated, tmp
     inputs = {c.name: c for c in pyfunc.metadata.get_input_schema().inputs}
     assert list(inputs) == tr.SOURCE_COLUMNS
     assert [n for n, c in inputs.items() if not c.required] == tr.NULLABLE_SOURCE_COLUMNS
-    with_nulls = rows.with_columns(energy_lag_7=pl.lit(None, dtype=pl.Float64),
-                                   energy_roll7_std=pl.when(pl.int_range(pl.len()) % 2 == 0).then(None)
-                                   .otherwise(pl.col("energy_roll7_std")),
-                                   device_type=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("sauna"))
-                                   .otherwise(pl.col("device_type")))
+    with_nulls = rows.with_columns(
+        energy_lag_7=pl.lit(None, dtype=pl.Float64),
+        energy_roll7_std=pl.when(pl.int_range(pl.len()) % 2 == 0).then(None).otherwise(pl.col("energy_roll7_std")),
+        device_type=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("sauna")).otherwise(pl.col("device_type")),
+    )
     served = pyfunc.predict(with_nulls.select(tr.SOURCE_COLUMNS).to_pandas())
     assert list(served.columns) == ["prediction_wh", "p10_wh", "p90_wh"]
     assert np.allclose(served["prediction_wh"].to_numpy(), tr.predict(simulated["model"], with_nulls))

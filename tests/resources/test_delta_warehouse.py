@@ -49,11 +49,13 @@ def frame(day, n, value=1.0):
 
 
 def rows(wh, table="t"):
-    return wh.query(f"SELECT partition_date, count(*) AS n, sum(value) AS s FROM {table} GROUP BY ALL ORDER BY ALL"
-                    ).rows()
+    return wh.query(
+        f"SELECT partition_date, count(*) AS n, sum(value) AS s FROM {table} GROUP BY ALL ORDER BY ALL"
+    ).rows()
 
 
 # -- the contract, on every backend ------------------------------------------------------------------------------
+
 
 def test_replacing_a_partition_twice_keeps_one_copy_and_other_partitions(warehouse):
     warehouse.replace_partitions({"t": frame(D1, 3)}, ["2026-01-01"])
@@ -63,8 +65,9 @@ def test_replacing_a_partition_twice_keeps_one_copy_and_other_partitions(warehou
 
 
 def test_a_range_is_replaced_and_an_empty_frame_clears_its_partitions(warehouse):
-    warehouse.replace_partitions({"t": pl.concat([frame(D1, 1), frame(D2, 2), frame(D3, 3)])},
-                                 ["2026-01-01", "2026-01-02", "2026-01-03"])
+    warehouse.replace_partitions(
+        {"t": pl.concat([frame(D1, 1), frame(D2, 2), frame(D3, 3)])}, ["2026-01-01", "2026-01-02", "2026-01-03"]
+    )
     warehouse.replace_partitions({"t": pl.concat([frame(D2, 4, 3.0)])}, ["2026-01-02", "2026-01-03"])
     assert rows(warehouse) == [(D1, 1, 1.0), (D2, 4, 12.0)]
     warehouse.replace_partitions({"t": frame(D2, 0)}, ["2026-01-02"])
@@ -76,10 +79,13 @@ def test_partitions_replaced_in_batches_spanning_days_in_one_write(warehouse):
     with no rows in any batch is emptied, partitions outside the range are kept, and a batch that fails midway
     leaves every table as it was (Delta streams the staged batches into write_deltalake)."""
     keys = ["2026-01-02", "2026-01-03"]
-    warehouse.replace_partitions({"t": pl.concat([frame(D1, 1), frame(D2, 5), frame(D3, 5)]), "u": frame(D2, 1)},
-                                 ["2026-01-01", *keys])
-    batches = [{"t": pl.concat([frame(D2, 2, 2.0)]), "u": frame(D2, 2, 2.0)},
-               {"t": pl.concat([frame(D2, 1, 3.0)]), "u": frame(D2, 0)}]
+    warehouse.replace_partitions(
+        {"t": pl.concat([frame(D1, 1), frame(D2, 5), frame(D3, 5)]), "u": frame(D2, 1)}, ["2026-01-01", *keys]
+    )
+    batches = [
+        {"t": pl.concat([frame(D2, 2, 2.0)]), "u": frame(D2, 2, 2.0)},
+        {"t": pl.concat([frame(D2, 1, 3.0)]), "u": frame(D2, 0)},
+    ]
 
     def failing():
         yield {"t": frame(D2, 9, 9.0), "u": frame(D2, 9, 9.0)}
@@ -101,7 +107,10 @@ def test_columns_are_matched_by_name_and_missing_ones_are_null(warehouse):
     warehouse.replace_partitions({"t": frame(D2, 1, 5.0).select("value", "id", "partition_date")}, ["2026-01-02"])
     warehouse.replace_partitions({"t": frame(D3, 1).select("partition_date", "id")}, ["2026-01-03"])
     assert warehouse.query("SELECT partition_date, value FROM t ORDER BY 1").rows() == [
-        (D1, 1.0), (D2, 5.0), (D3, None)]
+        (D1, 1.0),
+        (D2, 5.0),
+        (D3, None),
+    ]
 
 
 def test_a_schema_change_fails_before_any_table_is_written(warehouse):
@@ -122,12 +131,16 @@ def test_reads_partitions_columns_and_existence(warehouse):
     assert got.columns == ["id", "value"] and sorted(got.rows()) == [(0, 2.0), (1, 2.0), (2, 2.0)]
     assert warehouse.read_only_table("t", ["partition_date"]).height == 5
     # parameters, a date cast and a scalar subquery: the shapes the assets and checks use
-    assert warehouse.query("SELECT count(*) AS n FROM t WHERE partition_date = ?::DATE AND value > ?",
-                           ["2026-01-02", 1.5]).item() == 3
+    assert (
+        warehouse.query(
+            "SELECT count(*) AS n FROM t WHERE partition_date = ?::DATE AND value > ?", ["2026-01-02", 1.5]
+        ).item()
+        == 3
+    )
     assert warehouse.query("SELECT (SELECT max(partition_date) FROM t) - ?::INTEGER AS d", [1]).item() == D1
 
 
-@pytest.mark.parametrize("table", ['t; DROP TABLE x', "T", "../t", ""])
+@pytest.mark.parametrize("table", ["t; DROP TABLE x", "T", "../t", ""])
 def test_unsafe_identifiers_are_refused(warehouse, table):
     with pytest.raises(WarehouseError, match="identifier"):
         warehouse.replace_partitions({table: frame(D1, 1)}, ["2026-01-01"])
@@ -142,6 +155,7 @@ def test_invalid_partition_keys_and_rows_outside_are_refused(warehouse, key):
 
 
 # -- what Delta adds ----------------------------------------------------------------------------------------------
+
 
 def test_a_crash_between_table_commits_leaves_whole_tables_and_a_rerun_converges(delta, monkeypatch):
     delta.replace_partitions({"t": frame(D1, 3), "u": frame(D1, 1)}, ["2026-01-01"])

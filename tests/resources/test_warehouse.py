@@ -15,8 +15,9 @@ def frame(day, n, value=1.0):
 
 
 def rows(wh, table="t"):
-    return wh.query(f"SELECT partition_date, count(*) AS n, sum(value) AS s FROM {table} "
-                    "GROUP BY ALL ORDER BY ALL").rows()
+    return wh.query(
+        f"SELECT partition_date, count(*) AS n, sum(value) AS s FROM {table} GROUP BY ALL ORDER BY ALL"
+    ).rows()
 
 
 def test_replacing_a_partition_twice_keeps_one_copy_and_other_partitions(tmp_path):
@@ -43,7 +44,7 @@ def test_columns_are_matched_by_name_not_position(tmp_path):
     assert wh.query("SELECT value FROM t WHERE partition_date = '2026-01-02'").item() == 5.0
 
 
-@pytest.mark.parametrize("table", ['t; DROP TABLE x', "T", "../t", ""])
+@pytest.mark.parametrize("table", ["t; DROP TABLE x", "T", "../t", ""])
 def test_unsafe_identifiers_are_refused(tmp_path, table):
     with pytest.raises(WarehouseError, match="identifier"):
         DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).replace_partitions({table: frame(D1, 1)}, ["2026-01-01"])

@@ -23,8 +23,11 @@ DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 def readme_backfill_command() -> list[str]:
     """The backfill command exactly as the README gives it, with this test's partition range."""
-    line = next(line for line in (PROJECT_ROOT / "README.md").read_text().splitlines()
-                if "dagster asset materialize" in line and "--partition-range" in line)
+    line = next(
+        line
+        for line in (PROJECT_ROOT / "README.md").read_text().splitlines()
+        if "dagster asset materialize" in line and "--partition-range" in line
+    )
     command = line.split()
     assert command[0] == ".venv/bin/dagster", line
     command[0] = DAGSTER
@@ -40,9 +43,12 @@ def backfill(env):
 
 def snapshot(path):
     with duckdb.connect(str(path), read_only=True) as con:
-        return {t: con.execute(f"SELECT * EXCLUDE (ingested_at) FROM {t} ORDER BY ALL").fetchall()
-                if t.startswith("raw") else con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
-                for t in ("raw_usage", "device_usage", "device_usage_quarantine", "usage_features")}
+        return {
+            t: con.execute(f"SELECT * EXCLUDE (ingested_at) FROM {t} ORDER BY ALL").fetchall()
+            if t.startswith("raw")
+            else con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
+            for t in ("raw_usage", "device_usage", "device_usage_quarantine", "usage_features")
+        }
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +59,9 @@ def backfilled(tmp_path_factory):
         env.pop(var, None)
     (root / "home").mkdir()
     shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", root / "home" / "dagster.yaml")
-    summary = simulate_fleet(root / "data" / "landing", hubs=40, days=DAYS, start=FIRST, fault_rate=0.03,
-                             seed=11, events_per_hub=60)
+    summary = simulate_fleet(
+        root / "data" / "landing", hubs=40, days=DAYS, start=FIRST, fault_rate=0.03, seed=11, events_per_hub=60
+    )
     backfill(env)
     return root, env, summary
 

@@ -28,13 +28,27 @@ RANGE = f"{FIRST}...{FIRST + dt.timedelta(days=DAYS - 1)}"
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 SELECTION = INGEST_AND_FEATURES_SELECTION
 # table -> columns that legitimately differ between two ingestions (time of ingestion, S3's Last-Modified)
-TABLES = {"raw_usage": ["ingested_at"], "raw_usage_files": ["ingested_at", "mtime_ns"], "device_usage": [],
-          "device_usage_quarantine": [], "usage_features": []}
+TABLES = {
+    "raw_usage": ["ingested_at"],
+    "raw_usage_files": ["ingested_at", "mtime_ns"],
+    "device_usage": [],
+    "device_usage_quarantine": [],
+    "usage_features": [],
+}
 
 
 def backfill(env):
-    command = [DAGSTER, "asset", "materialize", "-m", "smart_home_assets.definitions", "--select", SELECTION,
-               "--partition-range", RANGE]
+    command = [
+        DAGSTER,
+        "asset",
+        "materialize",
+        "-m",
+        "smart_home_assets.definitions",
+        "--select",
+        SELECTION,
+        "--partition-range",
+        RANGE,
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -45,8 +59,14 @@ def base_env(root: Path, name: str) -> dict[str, str]:
     home.mkdir()
     shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "SMART_HOME_DATA_DIR": str(root / f"data-{name}"), "DAGSTER_HOME": str(home)}
-    for var in ("SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV", "SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE",
-                "SMART_HOME_WAREHOUSE_BACKEND", "SMART_HOME_DELTA_URI"):
+    for var in (
+        "SMART_HOME_PSEUDONYM_KEY",
+        "SMART_HOME_ENV",
+        "SMART_HOME_LANDING_DIR",
+        "SMART_HOME_WAREHOUSE",
+        "SMART_HOME_WAREHOUSE_BACKEND",
+        "SMART_HOME_DELTA_URI",
+    ):
         env.pop(var, None)
     return env
 
@@ -68,11 +88,15 @@ def both(tmp_path_factory, s3):
     duck_env = {**base_env(root, "duckdb"), "SMART_HOME_LANDING_DIR": str(landing)}
     backfill(duck_env)
 
-    delta_env = {**base_env(root, "delta"), **s3.env(), "SMART_HOME_WAREHOUSE_BACKEND": "delta",
-                 "SMART_HOME_DELTA_URI": f"s3://{bucket}/warehouse", "SMART_HOME_LANDING_DIR": f"s3://{bucket}/landing"}
+    delta_env = {
+        **base_env(root, "delta"),
+        **s3.env(),
+        "SMART_HOME_WAREHOUSE_BACKEND": "delta",
+        "SMART_HOME_DELTA_URI": f"s3://{bucket}/warehouse",
+        "SMART_HOME_LANDING_DIR": f"s3://{bucket}/landing",
+    }
     backfill(delta_env)
-    return {"duckdb": root / "data-duckdb" / "warehouse.duckdb", "delta_env": delta_env, "bucket": bucket,
-            "root": root}
+    return {"duckdb": root / "data-duckdb" / "warehouse.duckdb", "delta_env": delta_env, "bucket": bucket, "root": root}
 
 
 def delta_warehouse(both, s3):
@@ -150,9 +174,18 @@ def test_the_documented_analyst_queries_work_on_s3(both, s3):
             """).fetchall()
     assert len(expected) > 3
     for snippet in snippets:  # each in a fresh interpreter, the way an analyst runs it; exit code checked too
-        result = subprocess.run([sys.executable, "-c", snippet + "\nimport json\nprint('ROWS=' + json.dumps("
-                                 "[list(r) for r in result.rows()]))"],
-                                env=both["delta_env"], capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                snippet + "\nimport json\nprint('ROWS=' + json.dumps([list(r) for r in result.rows()]))",
+            ],
+            env=both["delta_env"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=PROJECT_ROOT,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         rows = next(line for line in result.stdout.splitlines() if line.startswith("ROWS="))
         got = [tuple(r) for r in __import__("json").loads(rows.removeprefix("ROWS="))]

@@ -41,12 +41,17 @@ MATERIALIZE = [str(BIN / "dagster"), "asset", "materialize", "-m", "smart_home_a
 def environment(root: Path) -> dict[str, str]:
     (root / "home").mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", root / "home" / "dagster.yaml")
-    env = {**os.environ, "SMART_HOME_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "home"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'data' / 'mlflow.db'}"}
+    env = {
+        **os.environ,
+        "SMART_HOME_DATA_DIR": str(root / "data"),
+        "DAGSTER_HOME": str(root / "home"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'data' / 'mlflow.db'}",
+    }
     for var in ("SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV", "SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE"):
         env.pop(var, None)
-    simulate_fleet(root / "data" / "landing", hubs=20, days=DAYS, start=FIRST, fault_rate=0.02, seed=4,
-                   events_per_hub=60)
+    simulate_fleet(
+        root / "data" / "landing", hubs=20, days=DAYS, start=FIRST, fault_rate=0.02, seed=4, events_per_hub=60
+    )
     return env
 
 
@@ -59,12 +64,18 @@ def automation_settled(instance: dg.DagsterInstance) -> tuple[bool, str]:
     records = instance.get_run_records()
     busy = [r.dagster_run for r in records if not r.dagster_run.is_finished]
     if busy:
-        return False, (f"{len(records)} runs, unfinished "
-                       f"{[(r.run_id[:8], r.status.value, r.tags.get('dagster/partition')) for r in busy]}")
-    last_end = max((r.end_time if r.end_time is not None else r.update_timestamp.timestamp() for r in records),
-                   default=0.0)
-    states = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-              if s.instigator_name == "automation_sensor"]
+        return False, (
+            f"{len(records)} runs, unfinished "
+            f"{[(r.run_id[:8], r.status.value, r.tags.get('dagster/partition')) for r in busy]}"
+        )
+    last_end = max(
+        (r.end_time if r.end_time is not None else r.update_timestamp.timestamp() for r in records), default=0.0
+    )
+    states = [
+        s
+        for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        if s.instigator_name == "automation_sensor"
+    ]
     if not states:
         return False, "the automation sensor has no state in the instance: it never ticked"
     (state,) = states
@@ -81,19 +92,34 @@ def check(result: subprocess.CompletedProcess) -> None:
 def test_concurrent_runs_through_the_daemon_equal_a_sequential_run(tmp_path):
     # the sequential reference: one backfill of every day, nothing else running
     sequential = environment(tmp_path / "sequential")
-    check(subprocess.run(MATERIALIZE + ["--select", INGEST, "--partition-range", f"{FIRST}...{LAST}"],
-                         env=sequential, capture_output=True, text=True, timeout=600))
+    check(
+        subprocess.run(
+            MATERIALIZE + ["--select", INGEST, "--partition-range", f"{FIRST}...{LAST}"],
+            env=sequential,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    )
     expected = snapshot_tables(tmp_path / "sequential" / "data" / "warehouse.duckdb", COMPARED)
 
     env = environment(tmp_path / "concurrent")
     # A new DAGSTER_HOME's SQLite storages are created by the first process that opens them; processes starting at
     # the same moment race to stamp the schema (UNIQUE constraint failed: alembic_version). A deployment creates
     # its instance storage once before it starts workers; so does this test.
-    check(subprocess.run([str(BIN / "dagster"), "instance", "migrate"], env=env, capture_output=True, text=True,
-                         timeout=300))
-    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
-                              env={**env, "PATH": f"{BIN}{os.pathsep}{env['PATH']}"}, cwd=PROJECT_ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    check(
+        subprocess.run(
+            [str(BIN / "dagster"), "instance", "migrate"], env=env, capture_output=True, text=True, timeout=300
+        )
+    )
+    daemon = subprocess.Popen(
+        [str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+        env={**env, "PATH": f"{BIN}{os.pathsep}{env['PATH']}"},
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     environ = pytest.MonkeyPatch()  # this process's instance is the test's until the finally restores make's
     environ.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     try:
@@ -106,20 +132,37 @@ def test_concurrent_runs_through_the_daemon_equal_a_sequential_run(tmp_path):
                 assert time.monotonic() < deadline, f"the sensor queued {len(sensor_runs(instance))} of {DAYS} days"
                 time.sleep(1)
         cli = [
-            subprocess.Popen(MATERIALIZE + ["--select", INGEST, "--partition-range", f"{FIRST}...{LAST}"],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-            subprocess.Popen(MATERIALIZE + ["--select", INGEST, "--partition", str(FIRST + dt.timedelta(days=3))],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-            subprocess.Popen(MATERIALIZE + ["--select", INGEST, "--partition-range",
-                                            f"{FIRST + dt.timedelta(days=10)}...{LAST}"],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+            subprocess.Popen(
+                MATERIALIZE + ["--select", INGEST, "--partition-range", f"{FIRST}...{LAST}"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ),
+            subprocess.Popen(
+                MATERIALIZE + ["--select", INGEST, "--partition", str(FIRST + dt.timedelta(days=3))],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ),
+            subprocess.Popen(
+                MATERIALIZE + ["--select", INGEST, "--partition-range", f"{FIRST + dt.timedelta(days=10)}...{LAST}"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ),
         ]
         outputs = [p.communicate(timeout=900)[0] for p in cli]
         for process, output in zip(cli, outputs, strict=True):
             assert process.returncode == 0, output[-3000:]
         # a retrain on top, while the daemon's sensor and automation runs may still be going
-        check(subprocess.run(MATERIALIZE + ["--select", "usage_model"], env=env, capture_output=True, text=True,
-                             timeout=600))
+        check(
+            subprocess.run(
+                MATERIALIZE + ["--select", "usage_model"], env=env, capture_output=True, text=True, timeout=600
+            )
+        )
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         with dg.DagsterInstance.get() as instance:
             while True:

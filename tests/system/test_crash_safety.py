@@ -41,11 +41,22 @@ MIN_INSIDE_WRITE = -(-TRIALS // 3)
 AIM_DELAY_S = 0.05
 WRITES = 3  # staged writes in a run: raw_usage, device_usage and usage_features, each for all the run's days
 # the steps that write tables, and the assets each records when it is done
-WRITE_STEPS = {"raw_usage": {"raw_usage"}, "device_usage": {"device_usage", "device_usage_quarantine"},
-               "usage_features": {"usage_features"}}
-COMMAND = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
-           "smart_home_assets.definitions", "--select",
-           INGEST_AND_FEATURES_SELECTION, "--partition-range", f"{FIRST}...{LAST}"]
+WRITE_STEPS = {
+    "raw_usage": {"raw_usage"},
+    "device_usage": {"device_usage", "device_usage_quarantine"},
+    "usage_features": {"usage_features"},
+}
+COMMAND = [
+    str(Path(sys.executable).with_name("dagster")),
+    "asset",
+    "materialize",
+    "-m",
+    "smart_home_assets.definitions",
+    "--select",
+    INGEST_AND_FEATURES_SELECTION,
+    "--partition-range",
+    f"{FIRST}...{LAST}",
+]
 
 
 def environment(root: Path) -> dict[str, str]:
@@ -63,8 +74,9 @@ def snapshot_tables(warehouse: Path, tables=TABLES) -> dict[tuple[str, str], lis
     with duckdb.connect(str(warehouse)) as con:
         out = {}
         for table in tables:
-            columns = [c[0] for c in con.execute(f"DESCRIBE {table}").fetchall()
-                       if c[0] not in ("ingested_at", "mtime_ns")]
+            columns = [
+                c[0] for c in con.execute(f"DESCRIBE {table}").fetchall() if c[0] not in ("ingested_at", "mtime_ns")
+            ]
             for (key,) in con.execute(f"SELECT DISTINCT partition_date::VARCHAR FROM {table}").fetchall():
                 out[(table, key)] = con.execute(
                     f"SELECT {', '.join(columns)} FROM {table} WHERE partition_date = ?::DATE ORDER BY ALL", [key]
@@ -74,14 +86,22 @@ def snapshot_tables(warehouse: Path, tables=TABLES) -> dict[tuple[str, str], lis
 
 def snapshot(warehouse: Path) -> dict[tuple[str, str], list]:
     state = snapshot_tables(warehouse)
-    return {(t, str(FIRST + dt.timedelta(days=d))): state.get((t, str(FIRST + dt.timedelta(days=d))), [])
-            for t in TABLES for d in range(DAYS)}
+    return {
+        (t, str(FIRST + dt.timedelta(days=d))): state.get((t, str(FIRST + dt.timedelta(days=d))), [])
+        for t in TABLES
+        for d in range(DAYS)
+    }
 
 
 def recover(env) -> None:
     """What `smart-home recover` does after a crash with no daemon: dead runs give their pool slot back."""
-    result = subprocess.run([str(Path(sys.executable).with_name("smart-home")), "recover"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("smart-home")), "recover"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -98,8 +118,9 @@ def steps_in_flight(env, runs_before: set[str]) -> set[str]:
             return set()
         (run_id,) = new_runs
         started, done = set(), set()
-        for record in instance.all_logs(run_id, of_type={DagsterEventType.STEP_START,
-                                                          DagsterEventType.ASSET_MATERIALIZATION}):
+        for record in instance.all_logs(
+            run_id, of_type={DagsterEventType.STEP_START, DagsterEventType.ASSET_MATERIALIZATION}
+        ):
             event = record.get_dagster_event()
             if event.event_type == DagsterEventType.STEP_START:
                 assert event.step_key is not None
@@ -139,14 +160,14 @@ def versions(tmp_path_factory):
     """The old complete version (first upload), the new one (every hub re-uploaded), and a run's duration."""
     root = tmp_path_factory.mktemp("crash")
     env = environment(root)
-    simulate_fleet(root / "data" / "landing", hubs=25, days=DAYS, start=FIRST, fault_rate=0.02, seed=1,
-                   events_per_hub=120)
+    simulate_fleet(
+        root / "data" / "landing", hubs=25, days=DAYS, start=FIRST, fault_rate=0.02, seed=1, events_per_hub=120
+    )
     run(env)
     old = snapshot(root / "data" / "warehouse.duckdb")
     shutil.copytree(root / "data" / "landing", root / "landing-old")
     shutil.rmtree(root / "data" / "landing")
-    simulate_fleet(root / "landing-new", hubs=25, days=DAYS, start=FIRST, fault_rate=0.02, seed=2,
-                   events_per_hub=120)
+    simulate_fleet(root / "landing-new", hubs=25, days=DAYS, start=FIRST, fault_rate=0.02, seed=2, events_per_hub=120)
     clean = tmp_path_factory.mktemp("clean")
     shutil.copytree(root / "landing-new", clean / "data" / "landing")
     started = time.monotonic()
@@ -179,8 +200,9 @@ def test_sigkill_at_random_moments_leaves_each_partition_old_or_new_and_a_rerun_
             delay = rng.uniform(2.0, versions["duration"])
             when = f"after {delay:.1f}s"
         runs_before, staging_before = run_ids(env), staging_folders(data)
-        process = subprocess.Popen(COMMAND, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            COMMAND, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         if aimed:
             aimed_trials += 1
             if not kill_aimed(process, data, staging_before, nth, delay):
@@ -195,7 +217,8 @@ def test_sigkill_at_random_moments_leaves_each_partition_old_or_new_and_a_rerun_
         left = staging_folders(data) - staging_before
         in_flight = steps_in_flight(env, runs_before)
         assert len(left) <= 1 and (not left or in_flight), (
-            f"trial {trial} (killed {when}): staging {left} left, but no write step in flight per the instance")
+            f"trial {trial} (killed {when}): staging {left} left, but no write step in flight per the instance"
+        )
         if left:
             inside_write.append(trial)
         if in_flight:
@@ -211,9 +234,11 @@ def test_sigkill_at_random_moments_leaves_each_partition_old_or_new_and_a_rerun_
             pair = [state[(t, key)] == new[(t, key)] for t in ("device_usage", "device_usage_quarantine")]
             assert pair[0] == pair[1], f"trial {trial}: device_usage and quarantine of {key} disagree"
         assert all(state[k] == old[k] or state[k] == new[k] for k in state)
-    summary = (f"{TRIALS} SIGKILL trials ({aimed_trials} aimed): inside a write {len(inside_write)}x "
-               f"(trials {inside_write}), inside a table-writing step {len(in_write_step)}x; partitions seen old "
-               f"{outcomes['old']}x, new {outcomes['new']}x, partial 0x")
+    summary = (
+        f"{TRIALS} SIGKILL trials ({aimed_trials} aimed): inside a write {len(inside_write)}x "
+        f"(trials {inside_write}), inside a table-writing step {len(in_write_step)}x; partitions seen old "
+        f"{outcomes['old']}x, new {outcomes['new']}x, partial 0x"
+    )
     print(summary)
     assert len(inside_write) >= MIN_INSIDE_WRITE, f"fewer than {MIN_INSIDE_WRITE} kills inside a write: {summary}"
     shutil.rmtree(data / "landing")

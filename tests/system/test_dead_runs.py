@@ -28,8 +28,17 @@ DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 
 def materialize(day: dt.date) -> list[str]:
-    return [DAGSTER, "asset", "materialize", "-m", "smart_home_assets.definitions", "--select",
-            INGEST_SELECTION, "--partition", str(day)]
+    return [
+        DAGSTER,
+        "asset",
+        "materialize",
+        "-m",
+        "smart_home_assets.definitions",
+        "--select",
+        INGEST_SELECTION,
+        "--partition",
+        str(day),
+    ]
 
 
 @pytest.fixture
@@ -40,10 +49,12 @@ def env(tmp_path):
     for var in ("SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV", "SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE"):
         env.pop(var, None)
     # day A big enough that its step holds the slot for seconds; day B small
-    simulate_fleet(tmp_path / "data" / "landing", hubs=150, days=1, start=DAY_A, fault_rate=0.0, seed=4,
-                   events_per_hub=2000)
-    simulate_fleet(tmp_path / "data" / "landing", hubs=5, days=1, start=DAY_B, fault_rate=0.0, seed=4,
-                   events_per_hub=50)
+    simulate_fleet(
+        tmp_path / "data" / "landing", hubs=150, days=1, start=DAY_A, fault_rate=0.0, seed=4, events_per_hub=2000
+    )
+    simulate_fleet(
+        tmp_path / "data" / "landing", hubs=5, days=1, start=DAY_B, fault_rate=0.0, seed=4, events_per_hub=50
+    )
     return env
 
 
@@ -65,8 +76,14 @@ def instance_created_first(env):
 def test_a_killed_cli_run_does_not_block_the_next_one(env):
     import dagster as dg
 
-    victim = subprocess.Popen(materialize(DAY_A), env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    victim = subprocess.Popen(
+        materialize(DAY_A),
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         with instance_of(env) as instance:
             deadline = time.monotonic() + 240
@@ -83,14 +100,16 @@ def test_a_killed_cli_run_does_not_block_the_next_one(env):
 
             # The next plain CLI run, no daemon: bounded here only to fail with its output instead of hanging.
             started = time.monotonic()
-            nxt = subprocess.run(materialize(DAY_B), env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                                 timeout=300)
+            nxt = subprocess.run(
+                materialize(DAY_B), env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+            )
             waited = time.monotonic() - started
             assert nxt.returncode == 0, (nxt.stdout + nxt.stderr)[-3000:]
             dead = instance.get_run_by_id(dead_run)
             assert dead.status == dg.DagsterRunStatus.FAILURE
-            failure = [e.message for e in instance.all_logs(dead_run)
-                       if "is gone: recovered by run" in (e.message or "")]
+            failure = [
+                e.message for e in instance.all_logs(dead_run) if "is gone: recovered by run" in (e.message or "")
+            ]
             assert failure, "the dead run was not marked failed by the next run"
             assert instance.event_log_storage.get_concurrency_info("duckdb").active_slot_count == 0
             print(f"the next run finished {waited:.0f} s after it started")
@@ -125,15 +144,24 @@ def test_sigterm_ends_a_run_that_waits_for_a_slot_and_releases_its_claim(env):
         storage = instance.event_log_storage
         storage.initialize_concurrency_limit_to_default("duckdb")
         assert storage.claim_concurrency_slot("duckdb", "a-live-holder", "its-step", 0).is_claimed
-        waiting = subprocess.Popen(materialize(DAY_B), env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        waiting = subprocess.Popen(
+            materialize(DAY_B),
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline and not any(
-                    p.run_id != "a-live-holder" for p in storage.get_concurrency_info("duckdb").pending_steps):
+                p.run_id != "a-live-holder" for p in storage.get_concurrency_info("duckdb").pending_steps
+            ):
                 time.sleep(0.2)
-            (blocked,) = [p.run_id for p in storage.get_concurrency_info("duckdb").pending_steps
-                          if p.run_id != "a-live-holder"]
+            (blocked,) = [
+                p.run_id for p in storage.get_concurrency_info("duckdb").pending_steps if p.run_id != "a-live-holder"
+            ]
             time.sleep(2)  # well inside the wait
             waiting.send_signal(signal.SIGTERM)
             output, _ = waiting.communicate(timeout=60)  # a bound to fail with its output, not a timing
@@ -153,8 +181,15 @@ def test_sigterm_ends_a_run_while_its_step_holds_the_slot_and_frees_it(env):
     (no recovery needed), and the next run succeeds."""
     import dagster as dg
 
-    victim = subprocess.Popen(materialize(DAY_A), env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    victim = subprocess.Popen(
+        materialize(DAY_A),
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         with instance_of(env) as instance:
             storage = instance.event_log_storage
@@ -164,7 +199,9 @@ def test_sigterm_ends_a_run_while_its_step_holds_the_slot_and_frees_it(env):
                 holders = storage.get_concurrency_info("duckdb").active_run_ids
                 time.sleep(0.1)
             assert holders and victim.poll() is None, (
-                "the run never held the slot", victim.stdout.read()[-2000:] if victim.poll() is not None else "")
+                "the run never held the slot",
+                victim.stdout.read()[-2000:] if victim.poll() is not None else "",
+            )
             victim.send_signal(signal.SIGTERM)
             output, _ = victim.communicate(timeout=60)
             (run_id,) = holders
@@ -172,8 +209,9 @@ def test_sigterm_ends_a_run_while_its_step_holds_the_slot_and_frees_it(env):
             assert victim.returncode != 0 and "DagsterExecutionInterruptedError" in output, output[-3000:]
             assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
             assert storage.get_concurrency_info("duckdb").active_slot_count == 0
-            nxt = subprocess.run(materialize(DAY_B), env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                                 timeout=300)
+            nxt = subprocess.run(
+                materialize(DAY_B), env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+            )
             assert nxt.returncode == 0, (nxt.stdout + nxt.stderr)[-3000:]
     finally:
         if victim.poll() is None:

@@ -29,18 +29,46 @@ INGEST = ["device_usage", "device_usage_quarantine", "raw_usage", "usage_feature
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     data, home = root / "data", root / "dagster_home"
-    env = {**os.environ, "SMART_HOME_DATA_DIR": str(data), "DAGSTER_HOME": str(home),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}"}
-    for var in ("SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE", "SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV",
-                "SMART_HOME_DEVICE_CATALOG", "SMART_HOME_PARTITIONS_START", "SMART_HOME_WAREHOUSE_BACKEND",
-                "SMART_HOME_EXECUTOR"):
+    env = {
+        **os.environ,
+        "SMART_HOME_DATA_DIR": str(data),
+        "DAGSTER_HOME": str(home),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}",
+    }
+    for var in (
+        "SMART_HOME_LANDING_DIR",
+        "SMART_HOME_WAREHOUSE",
+        "SMART_HOME_PSEUDONYM_KEY",
+        "SMART_HOME_ENV",
+        "SMART_HOME_DEVICE_CATALOG",
+        "SMART_HOME_PARTITIONS_START",
+        "SMART_HOME_WAREHOUSE_BACKEND",
+        "SMART_HOME_EXECUTOR",
+    ):
         env.pop(var, None)
-    command = [str(Path(sys.executable).with_name("smart-home")), "demo", "--hubs", str(HUBS), "--days", str(DAYS),
-               "--end", END.isoformat(), "--events-per-hub", "60", "--daemon-timeout", "400"]
+    command = [
+        str(Path(sys.executable).with_name("smart-home")),
+        "demo",
+        "--hubs",
+        str(HUBS),
+        "--days",
+        str(DAYS),
+        "--end",
+        END.isoformat(),
+        "--events-per-hub",
+        "60",
+        "--daemon-timeout",
+        "400",
+    ]
     # a bound to fail with the output instead of hanging; the demo ends its daemon itself
     result = subprocess.run(command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1200)
-    return {"result": result, "output": result.stdout + result.stderr, "data": data, "home": home,
-            "tracking_uri": env["MLFLOW_TRACKING_URI"]}
+    return {
+        "result": result,
+        "output": result.stdout + result.stderr,
+        "data": data,
+        "home": home,
+        "tracking_uri": env["MLFLOW_TRACKING_URI"],
+    }
 
 
 def test_the_demo_exits_zero_and_says_the_daemon_retrained(demo):
@@ -62,10 +90,17 @@ def test_every_run_succeeded_and_the_daemon_ingested_the_new_day_and_retrained(d
             return sorted(k.to_user_string() for k in run.asset_selection or [])
 
         cli = [r for r in runs if "dagster/sensor_name" not in r.tags]
-        assert [selected(r) for r in cli] == [INGEST, ["usage_model"], ["online_predictions", "usage_predictions"],
-                                              ["prediction_feedback"]]
-        by_daemon = [(r.tags["dagster/sensor_name"], tuple(selected(r)), r.tags.get("dagster/partition"))
-                     for r in runs if "dagster/sensor_name" in r.tags]
+        assert [selected(r) for r in cli] == [
+            INGEST,
+            ["usage_model"],
+            ["online_predictions", "usage_predictions"],
+            ["prediction_feedback"],
+        ]
+        by_daemon = [
+            (r.tags["dagster/sensor_name"], tuple(selected(r)), r.tags.get("dagster/partition"))
+            for r in runs
+            if "dagster/sensor_name" in r.tags
+        ]
         # the landing sensor's run (ingest_uploads job) for the new day, then automation down to the model
         assert ("landing_zone_sensor", (), str(NEW_DAY)) in by_daemon
         for launched in [("device_usage", "device_usage_quarantine"), ("usage_features",)]:
@@ -86,11 +121,15 @@ def test_every_run_succeeded_and_the_daemon_ingested_the_new_day_and_retrained(d
         assert after["training_rows"] > before["training_rows"]
         assert after["backtest_days"].endswith(str(END))
         assert before["backtest_days"].endswith(str(END - dt.timedelta(days=1)))
-        checks = [e.dagster_event.event_specific_data for e in
-                  instance.all_logs(retrain.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
+        checks = [
+            e.dagster_event.event_specific_data
+            for e in instance.all_logs(retrain.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+        ]
         # the champion check, and the model's freshness check (it was just retrained: fresh)
-        assert {(c.check_name, c.passed) for c in checks} <= {("check_champion_beats_naive_baselines", True),
-                                                               ("freshness_check", True)}
+        assert {(c.check_name, c.passed) for c in checks} <= {
+            ("check_champion_beats_naive_baselines", True),
+            ("freshness_check", True),
+        }
         assert ("check_champion_beats_naive_baselines", True) in {(c.check_name, c.passed) for c in checks}
 
 
@@ -105,8 +144,9 @@ def test_every_partition_adds_up_the_new_day_included(demo, monkeypatch):
 
     with duckdb.connect(str(demo["data"] / "warehouse.duckdb"), read_only=True) as con:
         features = dict(con.execute("SELECT partition_date, count(*) FROM usage_features GROUP BY 1").fetchall())
-        predicted = sorted(d for (d,) in con.execute(
-            "SELECT DISTINCT partition_date FROM usage_predictions").fetchall())
+        predicted = sorted(
+            d for (d,) in con.execute("SELECT DISTINCT partition_date FROM usage_predictions").fetchall()
+        )
     assert len(features) == DAYS + 1 and features[NEW_DAY] > 0
     assert predicted == [END - dt.timedelta(days=7 - d) for d in range(8)]  # the demo predicts the last 8 days
 

@@ -53,8 +53,11 @@ def free_port() -> int:
 def top_failure_message(result: dg.ExecuteInProcessResult) -> str:
     """What a reader sees first: the message of the first error (a step's or a resource's), unwrapped from
     Dagster's own wrapper errors."""
-    error = next(error for e in result.all_events
-                 if e.is_failure and (error := getattr(e.event_specific_data, "error", None)) is not None)
+    error = next(
+        error
+        for e in result.all_events
+        if e.is_failure and (error := getattr(e.event_specific_data, "error", None)) is not None
+    )
     while error.cause is not None and error.cls_name and error.cls_name.startswith("Dagster"):
         error = error.cause
     return error.message
@@ -84,25 +87,43 @@ def trained(tmp_path_factory, features):
         port = free_port()
         server = stack.enter_context(mlflow_server(store, port))
         warehouse = DuckDBWarehouse(database=str(data / "warehouse.duckdb"))
-        warehouse.replace_partitions({USAGE_FEATURES: features},
-                                     [str(START + dt.timedelta(days=d)) for d in range(DAYS)])
-        resources = {"warehouse": warehouse, "model_registry": ModelRegistry(), "mlflow": mlflow_tracking,
-                     "landing": LandingZone(), "pseudonym_key": PseudonymizationKey()}
+        warehouse.replace_partitions(
+            {USAGE_FEATURES: features}, [str(START + dt.timedelta(days=d)) for d in range(DAYS)]
+        )
+        resources = {
+            "warehouse": warehouse,
+            "model_registry": ModelRegistry(),
+            "mlflow": mlflow_tracking,
+            "landing": LandingZone(),
+            "pseudonym_key": PseudonymizationKey(),
+        }
         with dg.instance_for_test(temp_dir=str(home)) as instance:
             first = dg.materialize([usage_model], resources=resources, instance=instance, selection=[usage_model.key])
             assert first.success
             sqlite_registry = ModelRegistry(tracking_uri=sqlite_uri)
             assert str(sqlite_registry.champion_version().version) == "1"
-            yield {"resources": resources, "instance": instance, "sqlite_uri": sqlite_uri,
-                   "sqlite_registry": sqlite_registry, "store": store, "server": server, "port": port}
+            yield {
+                "resources": resources,
+                "instance": instance,
+                "sqlite_uri": sqlite_uri,
+                "sqlite_registry": sqlite_registry,
+                "store": store,
+                "server": server,
+                "port": port,
+            }
     import mlflow
 
     mlflow.set_tracking_uri(sqlite_uri)  # leave no dead server as mlflow's process-wide tracking URI
 
 
 def materialize_model(env) -> dg.ExecuteInProcessResult:
-    return dg.materialize([usage_model], resources=env["resources"], instance=env["instance"],
-                          selection=[usage_model.key], raise_on_error=False)
+    return dg.materialize(
+        [usage_model],
+        resources=env["resources"],
+        instance=env["instance"],
+        selection=[usage_model.key],
+        raise_on_error=False,
+    )
 
 
 def registry_state(env) -> tuple[str, list[str]]:
@@ -123,8 +144,14 @@ def test_mlflow_unreachable_fails_naming_the_uri_and_keeps_the_champion(trained,
     assert registry_state(trained) == before  # champion v1, no new version
 
     # Scoring against the dead server fails the same way instead of waiting on retries.
-    scored = dg.materialize([usage_predictions], partition_key=str(LAST), resources=trained["resources"],
-                            instance=trained["instance"], selection=[usage_predictions.key], raise_on_error=False)
+    scored = dg.materialize(
+        [usage_predictions],
+        partition_key=str(LAST),
+        resources=trained["resources"],
+        instance=trained["instance"],
+        selection=[usage_predictions.key],
+        raise_on_error=False,
+    )
     assert not scored.success
     message = top_failure_message(scored)
     assert dead in message and "unreachable" in message, message
@@ -137,21 +164,29 @@ def test_an_unreachable_server_fails_at_the_reachability_check_even_with_mlflows
     In a subprocess with a deadline, so a regression costs 60 s, not the minutes of mlflow's backoff.
     """
     dead = f"http://someone:s3cret-token@127.0.0.1:{free_port()}"
-    code = ("import dagster as dg\n"
-            "from resources.tracking import ModelRegistry, mlflow_tracking\n"
-            "try:\n"
-            "    with dg.build_resources({'mlflow': mlflow_tracking}):\n"
-            "        pass\n"
-            "except Exception as exc:\n"
-            "    print('TRACKING FAILED:', exc.__cause__ or exc)\n"
-            "try:\n"
-            "    ModelRegistry().champion_version()\n"
-            "except Exception as exc:\n"
-            "    print('REGISTRY FAILED:', exc)\n")
+    code = (
+        "import dagster as dg\n"
+        "from resources.tracking import ModelRegistry, mlflow_tracking\n"
+        "try:\n"
+        "    with dg.build_resources({'mlflow': mlflow_tracking}):\n"
+        "        pass\n"
+        "except Exception as exc:\n"
+        "    print('TRACKING FAILED:', exc.__cause__ or exc)\n"
+        "try:\n"
+        "    ModelRegistry().champion_version()\n"
+        "except Exception as exc:\n"
+        "    print('REGISTRY FAILED:', exc)\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_")}
     env.update(MLFLOW_TRACKING_URI=dead, SMART_HOME_DATA_DIR=str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     for what in ("TRACKING", "REGISTRY"):
         assert f"{what} FAILED:" in out.stdout, out.stdout + out.stderr[-2000:]
         failure = out.stdout.split(f"{what} FAILED:", 1)[1].splitlines()[0]
@@ -164,9 +199,23 @@ def mlflow_server(store: Path, port: int):
     """``mlflow server`` on loopback over an existing SQLite store, in its own process group; not waited for
     (see :func:`wait_until_listening`)."""
     with open(store.parent / "mlflow-server.log", "wb") as log:
-        proc = subprocess.Popen([MLFLOW, "server", "--backend-store-uri", f"sqlite:///{store}", "--host", "127.0.0.1",
-                                 "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                MLFLOW,
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{store}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             yield proc
         finally:
@@ -226,12 +275,16 @@ def test_mlflow_server_stopped_mid_run_fails_clearly_and_keeps_the_champion(trai
     assert f"127.0.0.1:{port}" in message, message
     # The error shown is the one that stopped training, not the follow-up failure to mark the MLflow run FAILED,
     # which is a warning of its own (the run stays RUNNING in the store: nobody can end it while it is down).
-    warnings = [e.message for e in trained["instance"].all_logs(result.run_id)
-                if "could not mark MLflow run" in e.message]
+    warnings = [
+        e.message for e in trained["instance"].all_logs(result.run_id) if "could not mark MLflow run" in e.message
+    ]
     assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0], warnings
     assert registry_state(trained)[0] == before[0]  # the alias never moved
-    status = count(trained["store"], "SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid WHERE "
-                   f"t.key = 'dagster_run_id' AND t.value = '{result.run_id}' AND r.status = 'FINISHED'")
+    status = count(
+        trained["store"],
+        "SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid WHERE "
+        f"t.key = 'dagster_run_id' AND t.value = '{result.run_id}' AND r.status = 'FINISHED'",
+    )
     assert status == 0  # never recorded as a success
 
 
@@ -248,8 +301,12 @@ def ingest(day: str, **resource_overrides) -> dg.ExecuteInProcessResult:
 
 def raw_rows(path: Path, day: str) -> dict[str, list]:
     with contextlib.closing(duckdb.connect(str(path), read_only=True)) as con:
-        return {t: con.execute(f"SELECT * EXCLUDE (ingested_at) FROM {t} WHERE partition_date = ?::DATE ORDER BY ALL",
-                               [day]).fetchall() for t in (RAW_USAGE, RAW_USAGE_FILES)}
+        return {
+            t: con.execute(
+                f"SELECT * EXCLUDE (ingested_at) FROM {t} WHERE partition_date = ?::DATE ORDER BY ALL", [day]
+            ).fetchall()
+            for t in (RAW_USAGE, RAW_USAGE_FILES)
+        }
 
 
 def mount(*args: str) -> None:
@@ -290,9 +347,16 @@ def test_a_warehouse_locked_by_another_process_is_waited_for_not_failed(project_
     write_upload(project_env["landing"], DAY_A, "hub-0001", [event(DAY_A, n) for n in range(5)])
     assert ingest(DAY_A).success
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time\n"
-         f"con = duckdb.connect({str(project_env['warehouse'])!r}, read_only=True)\n"
-         "print('locked', flush=True)\ntime.sleep(3)\ncon.close()\n"], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time\n"
+            f"con = duckdb.connect({str(project_env['warehouse'])!r}, read_only=True)\n"
+            "print('locked', flush=True)\ntime.sleep(3)\ncon.close()\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with caplog.at_level(logging.WARNING, logger="resources.warehouse"):
@@ -300,8 +364,11 @@ def test_a_warehouse_locked_by_another_process_is_waited_for_not_failed(project_
     finally:
         holder.wait(timeout=30)
     assert result.success
-    retries = [r.getMessage() for r in caplog.records
-               if r.name == "resources.warehouse" and "is locked by another process: retry" in r.getMessage()]
+    retries = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "resources.warehouse" and "is locked by another process: retry" in r.getMessage()
+    ]
     # the holder kept the file locked for 3 s: the write had to wait, and got through only by retrying
     assert retries and all(str(project_env["warehouse"]) in m for m in retries), caplog.text
 
@@ -328,8 +395,9 @@ def test_disk_full_fails_clearly_and_keeps_the_previous_partitions(project_env, 
         warehouse = disk / "warehouse.duckdb"
         monkeypatch.setenv("SMART_HOME_WAREHOUSE", str(warehouse))
         write_upload(project_env["landing"], DAY_A, "hub-0001", [event(DAY_A, n) for n in range(5)])
-        simulate_fleet(project_env["landing"], hubs=40, days=1, start=dt.date.fromisoformat(DAY_B), seed=2,
-                       events_per_hub=1500)  # about 60,000 lines: far more than 3 MB in DuckDB
+        simulate_fleet(
+            project_env["landing"], hubs=40, days=1, start=dt.date.fromisoformat(DAY_B), seed=2, events_per_hub=1500
+        )  # about 60,000 lines: far more than 3 MB in DuckDB
         assert ingest(DAY_A).success
         before = raw_rows(warehouse, DAY_A)
         result = ingest(DAY_B)
@@ -350,9 +418,13 @@ def test_disk_full_fails_clearly_and_keeps_the_previous_partitions(project_env, 
 
 
 def sensor_tick(landing: Path, cursor: str | None = None) -> Tick:
-    context = dg.build_sensor_context(cursor=cursor, resources={
-        "landing": LandingZone(path=str(landing)),
-        "warehouse": DuckDBWarehouse(database=str(landing.parent / "w.duckdb"))})
+    context = dg.build_sensor_context(
+        cursor=cursor,
+        resources={
+            "landing": LandingZone(path=str(landing)),
+            "warehouse": DuckDBWarehouse(database=str(landing.parent / "w.duckdb")),
+        },
+    )
     return evaluate(landing_zone_sensor, context)
 
 

@@ -37,8 +37,13 @@ def env(tmp_path_factory) -> dict[str, str]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(root / "home"))
         mp.setenv("SMART_HOME_DATA_DIR", str(root / "data"))
-        for var in ("SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV", "SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE",
-                    "SMART_HOME_DEVICE_CATALOG"):
+        for var in (
+            "SMART_HOME_PSEUDONYM_KEY",
+            "SMART_HOME_ENV",
+            "SMART_HOME_LANDING_DIR",
+            "SMART_HOME_WAREHOUSE",
+            "SMART_HOME_DEVICE_CATALOG",
+        ):
             mp.delenv(var, raising=False)
         return dagster_env()
 
@@ -65,8 +70,15 @@ def test_list_defs_lists_the_assets_and_checks(env):
     graph = defs.resolve_asset_graph()
     assets = {a["asset_key"] for a in listed["assets"]}
     assert assets == {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert {"raw_usage", "device_usage", "device_usage_quarantine", "usage_features", "usage_model",
-            "usage_predictions", "prediction_feedback"} <= assets
+    assert {
+        "raw_usage",
+        "device_usage",
+        "device_usage_quarantine",
+        "usage_features",
+        "usage_model",
+        "usage_predictions",
+        "prediction_feedback",
+    } <= assets
     checks = {c["key"] for c in listed["asset_checks"]}
     assert checks == {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys}
     assert {"device_usage:check_rows_conserved", "usage_model:check_champion_beats_naive_baselines"} <= checks
@@ -81,18 +93,23 @@ def test_launch_materializes_both_days_in_one_run(launched, monkeypatch):
         assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == DAYS
         for asset in ASSETS.split(","):
             assert instance.get_materialized_partitions(dg.AssetKey(asset)) == set(DAYS), asset
-    conserved = {e.partition for e in latest_run_check_evaluations(launched["DAGSTER_HOME"])
-                 if e.check_name == "check_rows_conserved" and e.passed}
+    conserved = {
+        e.partition
+        for e in latest_run_check_evaluations(launched["DAGSTER_HOME"])
+        if e.check_name == "check_rows_conserved" and e.passed
+    }
     assert conserved == set(DAYS)
 
 
 def test_launch_writes_both_days_rows_to_the_warehouse(launched):
     def counts(con, table):
-        return dict(con.execute(f"SELECT strftime(partition_date, '%Y-%m-%d'), count(*) FROM {table} GROUP BY 1")
-                    .fetchall())
+        return dict(
+            con.execute(f"SELECT strftime(partition_date, '%Y-%m-%d'), count(*) FROM {table} GROUP BY 1").fetchall()
+        )
 
     with duckdb.connect(str(Path(launched["SMART_HOME_DATA_DIR"]) / "warehouse.duckdb"), read_only=True) as con:
         assert counts(con, "raw_usage") == {DAYS[0]: 4, DAYS[1]: 4}
         assert counts(con, "device_usage") == {DAYS[0]: 3, DAYS[1]: 4}
-        assert con.execute("SELECT strftime(partition_date, '%Y-%m-%d'), reason FROM device_usage_quarantine"
-                           ).fetchall() == [(DAYS[0], "not_json")]
+        assert con.execute(
+            "SELECT strftime(partition_date, '%Y-%m-%d'), reason FROM device_usage_quarantine"
+        ).fetchall() == [(DAYS[0], "not_json")]

@@ -40,9 +40,13 @@ def test_the_run_launcher_values_are_a_valid_k8s_run_launcher_config():
     config["env_secrets"] = [s["name"] for s in config["env_secrets"]]
     config["run_k8s_config"] = snake_keys(config["run_k8s_config"])  # the chart renames this level too
     # what the chart itself fills in from the release
-    config |= {"instance_config_map": "dagster-instance", "dagster_home": "/opt/dagster/dagster_home",
-               "postgres_password_secret": values()["global"]["postgresqlSecretName"],
-               "service_account_name": "dagster", "load_incluster_config": True}
+    config |= {
+        "instance_config_map": "dagster-instance",
+        "dagster_home": "/opt/dagster/dagster_home",
+        "postgres_password_secret": values()["global"]["postgresqlSecretName"],
+        "service_account_name": "dagster",
+        "load_incluster_config": True,
+    }
     result = process_config(K8sRunLauncher.config_type(), config)
     assert result.success, [e.message for e in result.errors]
 
@@ -75,10 +79,12 @@ def test_the_user_deployment_loads_with_the_configuration_it_is_given():
     args = deployment["dagsterApiGrpcArgs"]
     module = args[args.index("--module-name") + 1]
     config = manifests()["smart-home-config"]["data"]
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SMART_HOME_", "AWS_"))}, **config,
-           "SMART_HOME_ENV": "development"}
-    probe = (f"import {module} as m; d = m.defs; print(d.executor.name); "
-             "print(type(d.resources['warehouse']).__name__)")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SMART_HOME_", "AWS_"))},
+        **config,
+        "SMART_HOME_ENV": "development",
+    }
+    probe = f"import {module} as m; d = m.defs; print(d.executor.name); print(type(d.resources['warehouse']).__name__)"
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["k8s", "DeltaWarehouse"]

@@ -42,9 +42,20 @@ LAST = FIRST + dt.timedelta(days=DAYS - 1)
 RESTRICTED = {"raw_usage", "raw_usage_files"}
 PREDICTED_FIRST = LAST - dt.timedelta(days=3)  # usage_predictions for 4 days, prediction_feedback for the first 3
 # Trains on 18 days of 30 hubs (11 labeled days: 7 to train, one backtest fold of 4) and beats the naive baselines.
-MODEL_CONFIG = {"ops": {"usage_model": {"config": {
-    "backtest_folds": 1, "fold_days": 4, "n_estimators": 60, "num_leaves": 4, "min_child_samples": 30,
-    "learning_rate": 0.1}}}}
+MODEL_CONFIG = {
+    "ops": {
+        "usage_model": {
+            "config": {
+                "backtest_folds": 1,
+                "fold_days": 4,
+                "n_estimators": 60,
+                "num_leaves": 4,
+                "min_child_samples": 30,
+                "learning_rate": 0.1,
+            }
+        }
+    }
+}
 ANY_USER_ID = re.compile(rb"user-[0-9a-f]{12}")  # the simulator's user id format, any user
 
 
@@ -56,7 +67,7 @@ class Needles:
         self.user_ids = [u.encode() for u in user_ids]
         self.user_hex = [u.removeprefix("user-").encode() for u in user_ids]
         self.key = key.encode()
-        self.key_pieces = [self.key[i:i + 16] for i in range(len(self.key) - 15)]
+        self.key_pieces = [self.key[i : i + 16] for i in range(len(self.key) - 15)]
 
     def users_in(self, data: bytes) -> list[str]:
         found = {m.decode() for m in ANY_USER_ID.findall(data)}
@@ -75,11 +86,18 @@ class Needles:
 
 
 def run_cli(args: list[str], env: dict, outputs: list[str], allowed_failure: str | None = None) -> None:
-    result = subprocess.run([DAGSTER, "asset", "materialize", "-m", "smart_home_assets.definitions", *args],
-                            env=env, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
+    result = subprocess.run(
+        [DAGSTER, "asset", "materialize", "-m", "smart_home_assets.definitions", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=PROJECT_ROOT,
+    )
     outputs += [result.stdout, result.stderr]
     assert result.returncode == 0 or (allowed_failure and allowed_failure in result.stderr), (
-        result.stdout[-3000:] + result.stderr[-3000:])
+        result.stdout[-3000:] + result.stderr[-3000:]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -89,27 +107,48 @@ def pipeline(tmp_path_factory):
     home.mkdir()
     shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     key = secrets.token_hex(32)
-    env = {**os.environ, "SMART_HOME_DATA_DIR": str(data), "DAGSTER_HOME": str(home),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-           "SMART_HOME_PSEUDONYM_KEY": key, "SMART_HOME_ENV": "production"}
-    for var in ("SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE", "SMART_HOME_DEVICE_CATALOG",
-                "SMART_HOME_PARTITIONS_START"):
+    env = {
+        **os.environ,
+        "SMART_HOME_DATA_DIR": str(data),
+        "DAGSTER_HOME": str(home),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "SMART_HOME_PSEUDONYM_KEY": key,
+        "SMART_HOME_ENV": "production",
+    }
+    for var in (
+        "SMART_HOME_LANDING_DIR",
+        "SMART_HOME_WAREHOUSE",
+        "SMART_HOME_DEVICE_CATALOG",
+        "SMART_HOME_PARTITIONS_START",
+    ):
         env.pop(var, None)
-    simulate_fleet(data / "landing", hubs=HUBS, days=DAYS, start=FIRST, fault_rate=0.02, seed=SEED,
-                   events_per_hub=60)
+    simulate_fleet(data / "landing", hubs=HUBS, days=DAYS, start=FIRST, fault_rate=0.02, seed=SEED, events_per_hub=60)
     outputs: list[str] = []
-    run_cli(["--select", INGEST_AND_FEATURES_SELECTION,
-             "--partition-range", f"{FIRST}...{LAST}"], env, outputs)
+    run_cli(["--select", INGEST_AND_FEATURES_SELECTION, "--partition-range", f"{FIRST}...{LAST}"], env, outputs)
     # Should the champion check ever fail, it fails the run after the model was trained, logged and registered:
     # still everything this test scans.
-    run_cli(["--select", "usage_model", "--config-json", json.dumps(MODEL_CONFIG)], env, outputs,
-            allowed_failure="check_champion_beats_naive_baselines")
+    run_cli(
+        ["--select", "usage_model", "--config-json", json.dumps(MODEL_CONFIG)],
+        env,
+        outputs,
+        allowed_failure="check_champion_beats_naive_baselines",
+    )
     run_cli(["--select", "usage_predictions", "--partition-range", f"{PREDICTED_FIRST}...{LAST}"], env, outputs)
-    run_cli(["--select", "prediction_feedback", "--partition-range",
-             f"{PREDICTED_FIRST}...{LAST - dt.timedelta(days=1)}"], env, outputs)
+    run_cli(
+        ["--select", "prediction_feedback", "--partition-range", f"{PREDICTED_FIRST}...{LAST - dt.timedelta(days=1)}"],
+        env,
+        outputs,
+    )
     needles = Needles([hub.user_id for hub in build_fleet(SEED, HUBS)], key)
-    return {"root": root, "home": home, "data": data, "key": key, "needles": needles, "outputs": outputs,
-            "tracking_uri": env["MLFLOW_TRACKING_URI"]}
+    return {
+        "root": root,
+        "home": home,
+        "data": data,
+        "key": key,
+        "needles": needles,
+        "outputs": outputs,
+        "tracking_uri": env["MLFLOW_TRACKING_URI"],
+    }
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -128,8 +167,7 @@ def contents(path: Path) -> list[tuple[str, bytes]]:
 def test_warehouse_holds_clear_user_ids_only_in_the_restricted_zone(pipeline):
     needles: Needles = pipeline["needles"]
     with duckdb.connect(str(pipeline["data"] / "warehouse.duckdb"), read_only=True) as con:
-        tables = [t for (t,) in con.execute(
-            "SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
+        tables = [t for (t,) in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
 
         def as_text(table: str) -> bytes:
             rows = con.execute(f'SELECT CAST(COLUMNS(*) AS VARCHAR) FROM "{table}"').fetchall()
@@ -143,11 +181,17 @@ def test_warehouse_holds_clear_user_ids_only_in_the_restricted_zone(pipeline):
             scanned[table] = len(text)
             leaks += needles.leaks(f"table {table}", text)
         raw = as_text("raw_usage")
-        scored_days = {t: sorted(str(d) for (d,) in con.execute(
-            f"SELECT DISTINCT partition_date FROM {t} ORDER BY 1").fetchall())
-            for t in ("usage_predictions", "prediction_feedback")}
-    assert {"device_usage", "device_usage_quarantine", "usage_features", "usage_predictions",
-            "prediction_feedback"} <= set(scanned), tables
+        scored_days = {
+            t: sorted(str(d) for (d,) in con.execute(f"SELECT DISTINCT partition_date FROM {t} ORDER BY 1").fetchall())
+            for t in ("usage_predictions", "prediction_feedback")
+        }
+    assert {
+        "device_usage",
+        "device_usage_quarantine",
+        "usage_features",
+        "usage_predictions",
+        "prediction_feedback",
+    } <= set(scanned), tables
     # the scoring tables were scanned with every day the fixture materialized
     predicted = [str(PREDICTED_FIRST + dt.timedelta(days=d)) for d in range(4)]
     assert scored_days == {"usage_predictions": predicted, "prediction_feedback": predicted[:3]}
@@ -168,11 +212,14 @@ def test_dagster_instance_events_metadata_and_snapshots_carry_no_user_id_nor_key
         for run in runs:
             leaks += needles.leaks(f"run {run.run_id}", serialize_value(run))
             if run.job_snapshot_id:
-                leaks += needles.leaks(f"job snapshot of {run.run_id}",
-                                       serialize_value(instance.get_job_snapshot(run.job_snapshot_id)))
+                leaks += needles.leaks(
+                    f"job snapshot of {run.run_id}", serialize_value(instance.get_job_snapshot(run.job_snapshot_id))
+                )
             if run.execution_plan_snapshot_id:
-                leaks += needles.leaks(f"plan snapshot of {run.run_id}", serialize_value(
-                    instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)))
+                leaks += needles.leaks(
+                    f"plan snapshot of {run.run_id}",
+                    serialize_value(instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)),
+                )
             for record in instance.all_logs(run.run_id):
                 text = serialize_value(record)
                 leaks += needles.leaks(f"event {record.dagster_event_type or 'log'} of {run.run_id}", text)
@@ -220,42 +267,76 @@ def test_mlflow_runs_models_registry_and_artifacts_carry_no_user_id_nor_key(pipe
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     downloaded = []
     for run in runs:
-        fields = {"params": run.data.params, "metric names": sorted(run.data.metrics), "tags": run.data.tags,
-                  "name": run.info.run_name}
+        fields = {
+            "params": run.data.params,
+            "metric names": sorted(run.data.metrics),
+            "tags": run.data.tags,
+            "name": run.info.run_name,
+        }
         leaks += needles.leaks(f"run {run.info.run_id}", json.dumps(fields))
         target = tmp_path / "runs" / run.info.run_id
         target.mkdir(parents=True)
-        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(target),
-                                            tracking_uri=pipeline["tracking_uri"])
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, dst_path=str(target), tracking_uri=pipeline["tracking_uri"]
+        )
         downloaded += files_under(target)
     for model in client.search_logged_models(experiment_ids):
-        leaks += needles.leaks(f"logged model {model.model_id}", json.dumps(
-            {"params": model.params, "tags": model.tags, "name": model.name,
-             "metrics": [m.key for m in model.metrics or []]}))
+        leaks += needles.leaks(
+            f"logged model {model.model_id}",
+            json.dumps(
+                {
+                    "params": model.params,
+                    "tags": model.tags,
+                    "name": model.name,
+                    "metrics": [m.key for m in model.metrics or []],
+                }
+            ),
+        )
     for registered in client.search_registered_models():
-        leaks += needles.leaks(f"registered model {registered.name}", json.dumps(
-            {"tags": registered.tags, "aliases": registered.aliases, "description": registered.description}))
+        leaks += needles.leaks(
+            f"registered model {registered.name}",
+            json.dumps({"tags": registered.tags, "aliases": registered.aliases, "description": registered.description}),
+        )
         for version in client.search_model_versions(f"name = '{registered.name}'"):
-            leaks += needles.leaks(f"{registered.name} v{version.version}", json.dumps(
-                {"tags": version.tags, "aliases": version.aliases, "description": version.description,
-                 "source": version.source, "run_link": version.run_link}))
+            leaks += needles.leaks(
+                f"{registered.name} v{version.version}",
+                json.dumps(
+                    {
+                        "tags": version.tags,
+                        "aliases": version.aliases,
+                        "description": version.description,
+                        "source": version.source,
+                        "run_link": version.run_link,
+                    }
+                ),
+            )
             target = tmp_path / "versions" / str(version.version)
             target.mkdir(parents=True)
             mlflow.artifacts.download_artifacts(
                 artifact_uri=client.get_model_version_download_uri(registered.name, version.version),
-                dst_path=str(target), tracking_uri=pipeline["tracking_uri"])
+                dst_path=str(target),
+                tracking_uri=pipeline["tracking_uri"],
+            )
             downloaded += files_under(target)
     # What the APIs hand out, then the store itself and every artifact file on disk, listed or not.
     scanned = [part for path in downloaded for part in contents(path)]
-    scanned += [part for path in [pipeline["root"] / "mlflow.db", *files_under(pipeline["data"] / "mlartifacts")]
-                for part in contents(path)]
+    scanned += [
+        part
+        for path in [pipeline["root"] / "mlflow.db", *files_under(pipeline["data"] / "mlartifacts")]
+        for part in contents(path)
+    ]
     for where, data in scanned:
         leaks += needles.leaks(where, data)
     assert leaks == []
 
     names = {p.name for p in downloaded}
-    assert {"feature_importance.png", "predicted_vs_actual.png", "MLmodel", "input_example.json",
-            "serving_input_example.json"} <= names, names
+    assert {
+        "feature_importance.png",
+        "predicted_vs_actual.png",
+        "MLmodel",
+        "input_example.json",
+        "serving_input_example.json",
+    } <= names, names
     # the model (a pickled forecaster holding the LightGBM booster as text) was scanned in clear, not compressed
     assert any(where.endswith("python_model.pkl") and b"Tree=" in data for where, data in scanned)
     version = client.get_model_version("smart_home_usage", "1")

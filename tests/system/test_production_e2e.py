@@ -31,8 +31,16 @@ LAST = FIRST + dt.timedelta(days=DAYS - 1)
 MODULE = ["-m", "smart_home_assets.definitions"]
 INGEST = INGEST_SELECTION
 COMPARED = ("device_usage", "device_usage_quarantine", "usage_features")
-CLEAR = ("SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV", "SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE",
-         "SMART_HOME_WAREHOUSE_BACKEND", "SMART_HOME_DELTA_URI", "SMART_HOME_EXECUTOR", "SMART_HOME_DASK_SCHEDULER")
+CLEAR = (
+    "SMART_HOME_PSEUDONYM_KEY",
+    "SMART_HOME_ENV",
+    "SMART_HOME_LANDING_DIR",
+    "SMART_HOME_WAREHOUSE",
+    "SMART_HOME_WAREHOUSE_BACKEND",
+    "SMART_HOME_DELTA_URI",
+    "SMART_HOME_EXECUTOR",
+    "SMART_HOME_DASK_SCHEDULER",
+)
 
 
 def run(command: list[str], env: dict[str, str], timeout: float = 900) -> str:
@@ -43,8 +51,9 @@ def run(command: list[str], env: dict[str, str], timeout: float = 900) -> str:
 
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("w") as out:
-        return subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            command, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def stop(processes: list[subprocess.Popen]) -> None:
@@ -90,10 +99,25 @@ def embedded(fleet):
     home = fleet / "embedded-home"
     home.mkdir()
     shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    env = {**{k: v for k, v in os.environ.items() if k not in CLEAR}, "DAGSTER_HOME": str(home),
-           "SMART_HOME_DATA_DIR": str(fleet / "embedded-data"), "SMART_HOME_LANDING_DIR": str(fleet / "landing")}
-    run([str(BIN / "dagster"), "asset", "materialize", *MODULE, "--select", INGEST + ",usage_features",
-         "--partition-range", f"{FIRST}...{LAST}"], env)
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in CLEAR},
+        "DAGSTER_HOME": str(home),
+        "SMART_HOME_DATA_DIR": str(fleet / "embedded-data"),
+        "SMART_HOME_LANDING_DIR": str(fleet / "landing"),
+    }
+    run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            *MODULE,
+            "--select",
+            INGEST + ",usage_features",
+            "--partition-range",
+            f"{FIRST}...{LAST}",
+        ],
+        env,
+    )
     return fleet / "embedded-data" / "warehouse.duckdb"
 
 
@@ -105,13 +129,20 @@ def test_production_profile_end_to_end(fleet, embedded):
         home.mkdir()
         shutil.copy(PROJECT_ROOT / "deploy" / "production" / "dagster.yaml", home / "dagster.yaml")
         scheduler_port = free_port()
-        env = {**{k: v for k, v in os.environ.items() if k not in CLEAR}, **pg.env(), **s3.env(),
-               "DAGSTER_HOME": str(home), "SMART_HOME_DATA_DIR": str(fleet / "production-data"),
-               "MLFLOW_TRACKING_URI": f"sqlite:///{fleet / 'production-data' / 'mlflow.db'}",
-               "SMART_HOME_LANDING_DIR": f"s3://{bucket}/landing", "SMART_HOME_WAREHOUSE_BACKEND": "delta",
-               "SMART_HOME_DELTA_URI": f"s3://{bucket}/warehouse", "SMART_HOME_EXECUTOR": "dask",
-               "SMART_HOME_DASK_SCHEDULER": f"tcp://127.0.0.1:{scheduler_port}",
-               "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        env = {
+            **{k: v for k, v in os.environ.items() if k not in CLEAR},
+            **pg.env(),
+            **s3.env(),
+            "DAGSTER_HOME": str(home),
+            "SMART_HOME_DATA_DIR": str(fleet / "production-data"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{fleet / 'production-data' / 'mlflow.db'}",
+            "SMART_HOME_LANDING_DIR": f"s3://{bucket}/landing",
+            "SMART_HOME_WAREHOUSE_BACKEND": "delta",
+            "SMART_HOME_DELTA_URI": f"s3://{bucket}/warehouse",
+            "SMART_HOME_EXECUTOR": "dask",
+            "SMART_HOME_DASK_SCHEDULER": f"tcp://127.0.0.1:{scheduler_port}",
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        }
         (fleet / "production-data").mkdir()
         run([str(BIN / "dagster"), "instance", "migrate"], env)
         workspace = ["-w", str(PROJECT_ROOT / "workspace.yaml")]
@@ -121,21 +152,51 @@ def test_production_profile_end_to_end(fleet, embedded):
 
         logs = fleet / "logs"
         logs.mkdir()
-        scheduler = start([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(scheduler_port),
-                           "--no-dashboard"], env, logs / "scheduler.log")
+        scheduler = start(
+            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(scheduler_port), "--no-dashboard"],
+            env,
+            logs / "scheduler.log",
+        )
         processes = [scheduler]
         environ = pytest.MonkeyPatch()
         try:
             wait_for_port(scheduler_port, scheduler, logs / "scheduler.log")
             for n in range(2):
-                processes.append(start([str(BIN / "dask"), "worker", f"tcp://127.0.0.1:{scheduler_port}",
-                                        "--nthreads", "1", "--no-dashboard", "--name", f"worker-{n}"], env,
-                                       logs / f"worker-{n}.log"))
+                processes.append(
+                    start(
+                        [
+                            str(BIN / "dask"),
+                            "worker",
+                            f"tcp://127.0.0.1:{scheduler_port}",
+                            "--nthreads",
+                            "1",
+                            "--no-dashboard",
+                            "--name",
+                            f"worker-{n}",
+                        ],
+                        env,
+                        logs / f"worker-{n}.log",
+                    )
+                )
             processes.append(start([str(BIN / "dagster-daemon"), "run", *workspace], env, logs / "daemon.log"))
 
             # 1. ingest and clean: one run per day, queued, several at once (Delta takes parallel writers)
-            run([str(BIN / "dagster"), "job", "backfill", *workspace, "-j", "ingest_and_clean",
-                 "--from", str(FIRST), "--to", str(LAST), "--noprompt"], env)
+            run(
+                [
+                    str(BIN / "dagster"),
+                    "job",
+                    "backfill",
+                    *workspace,
+                    "-j",
+                    "ingest_and_clean",
+                    "--from",
+                    str(FIRST),
+                    "--to",
+                    str(LAST),
+                    "--noprompt",
+                ],
+                env,
+            )
             for key in (*pg.env(), "DAGSTER_HOME"):  # this process's instance: the production one, until the finally
                 environ.setenv(key, env[key])
             with dg.DagsterInstance.get() as instance:
@@ -150,21 +211,47 @@ def test_production_profile_end_to_end(fleet, embedded):
                 assert {r.dagster_run.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
                 assert max_overlap(runs) >= 2, "the day runs did not run in parallel"
                 assert {r.dagster_run.tags["dagster/partition"] for r in runs} == {
-                    str(FIRST + dt.timedelta(days=d)) for d in range(DAYS)}
+                    str(FIRST + dt.timedelta(days=d)) for d in range(DAYS)
+                }
 
                 # 2. features for the 30 days (one run), train and promote, predict the last day
-                run([str(BIN / "dagster"), "asset", "materialize", *MODULE, "--select", "usage_features",
-                     "--partition-range", f"{FIRST}...{LAST}"], env)
+                run(
+                    [
+                        str(BIN / "dagster"),
+                        "asset",
+                        "materialize",
+                        *MODULE,
+                        "--select",
+                        "usage_features",
+                        "--partition-range",
+                        f"{FIRST}...{LAST}",
+                    ],
+                    env,
+                )
                 run([str(BIN / "dagster"), "asset", "materialize", *MODULE, "--select", "usage_model"], env)
-                run([str(BIN / "dagster"), "asset", "materialize", *MODULE, "--select", "usage_predictions",
-                     "--partition", str(LAST)], env)
+                run(
+                    [
+                        str(BIN / "dagster"),
+                        "asset",
+                        "materialize",
+                        *MODULE,
+                        "--select",
+                        "usage_predictions",
+                        "--partition",
+                        str(LAST),
+                    ],
+                    env,
+                )
 
                 # steps ran on the Dask workers, not in the run processes
                 step_pids, run_pids = set(), set()
                 for record in instance.get_run_records():
                     events = [e.dagster_event for e in instance.all_logs(record.dagster_run.run_id) if e.dagster_event]
-                    print(record.dagster_run.job_name, record.dagster_run.tags.get("dagster/partition"),
-                          " ".join(sorted({f"{e.event_type_value}:{e.pid}" for e in events})))
+                    print(
+                        record.dagster_run.job_name,
+                        record.dagster_run.tags.get("dagster/partition"),
+                        " ".join(sorted({f"{e.event_type_value}:{e.pid}" for e in events})),
+                    )
                     step_pids |= {e.pid for e in events if e.event_type == dg.DagsterEventType.STEP_START}
                     run_pids |= {e.pid for e in events if e.event_type == dg.DagsterEventType.RUN_START}
                 assert step_pids and run_pids and not step_pids & run_pids, (step_pids, run_pids)
@@ -173,9 +260,11 @@ def test_production_profile_end_to_end(fleet, embedded):
                 metadata = model.asset_materialization.metadata
                 assert metadata["model_version"].value == "1"
                 assert metadata["promoted"].value is True  # the first model beats the naive baselines here
-                evaluations = [e.dagster_event.event_specific_data for r in runs
-                               for e in instance.all_logs(r.dagster_run.run_id,
-                                                          of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
+                evaluations = [
+                    e.dagster_event.event_specific_data
+                    for r in runs
+                    for e in instance.all_logs(r.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+                ]
                 conserved = {e.partition for e in evaluations if e.check_name == "check_rows_conserved" and e.passed}
                 assert len(conserved) == DAYS
                 assert [e for e in evaluations if not e.passed and e.blocking] == []
@@ -184,8 +273,9 @@ def test_production_profile_end_to_end(fleet, embedded):
             environ.undo()  # back to what `make test` exported
 
         # 3. every partition equals the embedded profile's
-        warehouse = DeltaWarehouse(uri=f"s3://{bucket}/warehouse", storage_options={**s3.env(),
-                                                                                    "AWS_ALLOW_HTTP": "true"})
+        warehouse = DeltaWarehouse(
+            uri=f"s3://{bucket}/warehouse", storage_options={**s3.env(), "AWS_ALLOW_HTTP": "true"}
+        )
         import duckdb
 
         with duckdb.connect(str(embedded), read_only=True) as con:

@@ -92,7 +92,7 @@ def evaluate(expression: str, scope: dict) -> str:
 
 def render_template(text: str, scope: dict) -> str:
     parts = ACTION.split(text)  # text, (trim left, expression, trim right, text)*
-    texts, actions = parts[::4], [parts[i:i + 3] for i in range(1, len(parts), 4)]
+    texts, actions = parts[::4], [parts[i : i + 3] for i in range(1, len(parts), 4)]
     out = []
     for n, (trim_left, expression, trim_right) in enumerate(actions):
         if trim_left:
@@ -107,9 +107,11 @@ def render_template(text: str, scope: dict) -> str:
 
 def chart_scope(values: dict | None = None) -> dict:
     meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    return {"Values": values if values is not None else yaml.safe_load((CHART / "values.yaml").read_text()),
-            "Release": {"Name": RELEASE},
-            "Chart": {k[0].upper() + k[1:]: v for k, v in meta.items()}}  # .Chart.Name, .Chart.AppVersion
+    return {
+        "Values": values if values is not None else yaml.safe_load((CHART / "values.yaml").read_text()),
+        "Release": {"Name": RELEASE},
+        "Chart": {k[0].upper() + k[1:]: v for k, v in meta.items()},
+    }  # .Chart.Name, .Chart.AppVersion
 
 
 def render_chart() -> list[dict]:
@@ -128,6 +130,7 @@ def by_kind(docs: list[dict]) -> dict[str, dict]:
 
 class FakeResponse:
     """What ApiClient.deserialize reads: a response with the JSON body in .data."""
+
     def __init__(self, obj: dict):
         self.data = json.dumps(obj)
 
@@ -153,12 +156,20 @@ def dagster_manifests() -> dict[str, set[str]]:
 
 # --- the chart ---------------------------------------------------------------------------------------------------
 
+
 def test_the_renderer_refuses_what_it_does_not_know():
     scope = chart_scope({"a": {"b": 1}, "m": {"x": "y"}})
-    assert render_template("k: {{ .Values.a.b | quote }}\nm:\n  {{- toYaml .Values.m | nindent 2 }}\n", scope) \
+    assert (
+        render_template("k: {{ .Values.a.b | quote }}\nm:\n  {{- toYaml .Values.m | nindent 2 }}\n", scope)
         == 'k: "1"\nm:\n  x: y\n'
-    for bad in ("{{ .Values.missing }}", "{{ default 1 .Values.a.b }}", "{{ .Values.a.b | upper }}",
-                "{{ .Values.m }}", "{{ include \"x\" . }}"):
+    )
+    for bad in (
+        "{{ .Values.missing }}",
+        "{{ default 1 .Values.a.b }}",
+        "{{ .Values.a.b | upper }}",
+        "{{ .Values.m }}",
+        '{{ include "x" . }}',
+    ):
         with pytest.raises((KeyError, ValueError, TypeError)):
             render_template(bad, scope)
 
@@ -244,12 +255,14 @@ def test_helm_lints_and_renders_the_chart_as_the_renderer_does():
 
 # --- the image -----------------------------------------------------------------------------------------------------
 
+
 def dockerfile() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) per instruction, continuation lines joined, comments dropped."""
     lines = [line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")]
     text = re.sub(r"\\\n\s*", " ", "\n".join(lines))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
-            for line in text.splitlines() if line.strip()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip()) for line in text.splitlines() if line.strip()
+    ]
 
 
 def instructions(name: str) -> list[str]:
@@ -271,7 +284,8 @@ def test_the_dockerfile_installs_the_locked_project_and_serves_as_a_user():
     assert all("smart_home_assets" not in a for _, a in order[:lock_install])
     assert instructions("USER")[-1] not in ("root", "0") and dockerfile()[-1][0] == "CMD"
     assert dockerfile().index(("USER", instructions("USER")[-1])) > max(
-        n for n, (i, _) in enumerate(dockerfile()) if i == "RUN")  # nothing runs as root after it
+        n for n, (i, _) in enumerate(dockerfile()) if i == "RUN"
+    )  # nothing runs as root after it
     assert instructions("EXPOSE") == ["8080"]
     assert json.loads(instructions("CMD")[-1]) == SERVE
     [check] = instructions("HEALTHCHECK")
@@ -285,8 +299,9 @@ def test_the_image_gets_what_the_package_build_needs_and_the_context_leaves_the_
     sources = copied_sources()
     assert needed <= set(sources), needed - set(sources)
     assert all((ROOT / s).exists() for s in sources)
-    rules = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    rules = [
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     for excluded in (".git", ".venv", ".venv-moto", "data", "dagster_home/storage", "bench/results"):
         assert any(fnmatch(excluded, rule) for rule in rules if not rule.startswith("!")), excluded
     for source in sources:
@@ -313,8 +328,12 @@ def test_the_healthcheck_fails_on_503_and_on_no_answer():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
-    probe = lambda: subprocess.run([sys.executable, "-c", command[2].replace(":8080/", f":{port}/")],  # noqa: E731
-                                   capture_output=True, timeout=30).returncode
+
+    def probe() -> int:
+        return subprocess.run(
+            [sys.executable, "-c", command[2].replace(":8080/", f":{port}/")], capture_output=True, timeout=30
+        ).returncode
+
     try:
         Health.status = 200
         assert probe() == 0
@@ -333,8 +352,10 @@ def docker_daemon() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not docker_daemon(), reason="no Docker daemon reachable (docker info fails): the image is "
-                    "built only where Docker is available")
+@pytest.mark.skipif(
+    not docker_daemon(),
+    reason="no Docker daemon reachable (docker info fails): the image is built only where Docker is available",
+)
 def test_the_image_builds_and_runs_smart_home_serve(tmp_path):
     """With BuildKit (docker buildx) the build context is the repository root, filtered by Dockerfile.dockerignore;
     the legacy builder does not read that file, so it gets a context of only the files the Dockerfile copies."""
@@ -346,14 +367,22 @@ def test_the_image_builds_and_runs_smart_home_serve(tmp_path):
         context.mkdir()
         for source in copied_sources():
             (shutil.copytree if (ROOT / source).is_dir() else shutil.copy)(ROOT / source, context / source)
-    build = subprocess.run(["docker", "build", "-f", str(DOCKERFILE), "-t", image, str(context)],
-                           capture_output=True, text=True, timeout=1800)
+    build = subprocess.run(
+        ["docker", "build", "-f", str(DOCKERFILE), "-t", image, str(context)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     try:
         user = subprocess.run(["docker", "run", "--rm", image, "id", "-u"], capture_output=True, text=True, timeout=120)
         assert user.stdout.strip() == "10001", user.stderr
-        run = subprocess.run(["docker", "run", "--rm", image, "smart-home", "serve", "--help"],
-                             capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            ["docker", "run", "--rm", image, "smart-home", "serve", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert run.returncode == 0 and "--port" in run.stdout, run.stdout + run.stderr
     finally:
         subprocess.run(["docker", "rmi", "-f", image], capture_output=True)

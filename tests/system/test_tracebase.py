@@ -38,12 +38,17 @@ def tracebase(tmp_path_factory):
     root = tmp_path_factory.mktemp("tracebase")
     rows = pl.read_csv(SESSIONS, infer_schema=False).filter(
         (pl.col("hub_id") == "tracebase-darmstadt")
-        & pl.col("event_timestamp").str.slice(0, 10).is_between(pl.lit(str(FIRST)), pl.lit(str(LAST))))
+        & pl.col("event_timestamp").str.slice(0, 10).is_between(pl.lit(str(FIRST)), pl.lit(str(LAST)))
+    )
     rows.write_csv(root / "slice.csv")
-    env = {**os.environ, "SMART_HOME_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "home"),
-           "SMART_HOME_DEVICE_CATALOG": str(PROJECT_ROOT / "smart_home_assets" / "lib" / "catalogs" / "tracebase.json"),
-           "SMART_HOME_PARTITIONS_START": "2011-08-01",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'data' / 'mlflow.db'}"}
+    env = {
+        **os.environ,
+        "SMART_HOME_DATA_DIR": str(root / "data"),
+        "DAGSTER_HOME": str(root / "home"),
+        "SMART_HOME_DEVICE_CATALOG": str(PROJECT_ROOT / "smart_home_assets" / "lib" / "catalogs" / "tracebase.json"),
+        "SMART_HOME_PARTITIONS_START": "2011-08-01",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'data' / 'mlflow.db'}",
+    }
     for var in ("SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV", "SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE"):
         env.pop(var, None)
     (root / "home").mkdir()
@@ -52,12 +57,16 @@ def tracebase(tmp_path_factory):
     # the import turns local Berlin time into UTC days: the first hour of FIRST can land on the day before
     first = FIRST - dt.timedelta(days=1)
     dagster = [BIN / "dagster", "asset", "materialize", "-m", "smart_home_assets.definitions"]
-    run(dagster + ["--select", INGEST_AND_FEATURES_SELECTION,
-                   "--partition-range", f"{first}...{LAST}"], env)
+    run(dagster + ["--select", INGEST_AND_FEATURES_SELECTION, "--partition-range", f"{first}...{LAST}"], env)
     # as `make tracebase` does: plugs are not metered every day, so a silent next day is unknown, not zero
     model_config = '{"ops": {"usage_model": {"config": {"silent_next_day_is_unknown": true}}}}'
-    model = subprocess.run(dagster + ["--select", "usage_model", "--config-json", model_config], env=env,
-                           capture_output=True, text=True, timeout=900)
+    model = subprocess.run(
+        dagster + ["--select", "usage_model", "--config-json", model_config],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     # the model's own blocking check may fail on real data (then the run exits non-zero): that is a finding,
     # asserted on below through the registry, not a crash
     assert "usage_model - STEP_SUCCESS" in model.stdout + model.stderr, model.stdout[-3000:] + model.stderr[-3000:]
@@ -73,8 +82,9 @@ def test_every_imported_line_is_accounted_for_in_every_partition(tracebase):
             LEFT JOIN (SELECT partition_date, count(*) n FROM device_usage_quarantine GROUP BY ALL) q
               USING (partition_date)""").fetchall()
         total = con.execute("SELECT count(*) FROM raw_usage").fetchone()[0]
-        unknown = con.execute("SELECT count(*) FROM device_usage_quarantine WHERE reason = 'unknown_device_type'"
-                              ).fetchone()[0]
+        unknown = con.execute(
+            "SELECT count(*) FROM device_usage_quarantine WHERE reason = 'unknown_device_type'"
+        ).fetchone()[0]
     assert total == tracebase["rows"]
     assert all(raw == accounted for _, raw, accounted in per_day)
     assert unknown == 0  # the tracebase catalog knows every appliance class
@@ -86,11 +96,17 @@ def test_blocking_checks_pass_on_real_data(tracebase):
 
     # the CLI runs' instance, opened from its folder: this process's DAGSTER_HOME (what `make test` exported) stays
     with dg.DagsterInstance.from_config(tracebase["env"]["DAGSTER_HOME"]) as instance:
-        evaluations = [r.dagster_event.event_specific_data for run in instance.get_runs()
-                       for r in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
+        evaluations = [
+            r.dagster_event.event_specific_data
+            for run in instance.get_runs()
+            for r in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+        ]
     assert evaluations
-    failed_blocking = {(e.check_name, e.partition) for e in evaluations if e.blocking and not e.passed
-                       and e.check_name != "check_champion_beats_naive_baselines"}
+    failed_blocking = {
+        (e.check_name, e.partition)
+        for e in evaluations
+        if e.blocking and not e.passed and e.check_name != "check_champion_beats_naive_baselines"
+    }
     assert failed_blocking == set()
 
 
@@ -117,8 +133,11 @@ def test_model_and_baselines_were_scored_on_the_same_backtest_folds(tracebase):
     assert run.data.params["silent_next_day_is_unknown"] == "True"
     # the promotion decision is consistent with the numbers it logged
     best = min(run.data.metrics[f"backtest_mae_{name}"] for name in training.BASELINE_NAMES)
-    lost = sum(run.data.metrics[f"fold{f.index}_mae"] >= run.data.metrics[f"fold{f.index}_mae_{scores.best_baseline()}"]
-               for f in folds)
-    assert (run.data.tags["promoted"] == "True") == (run.data.metrics["backtest_mae"] < best
-                                                     and lost <= len(folds) // 2)
+    lost = sum(
+        run.data.metrics[f"fold{f.index}_mae"] >= run.data.metrics[f"fold{f.index}_mae_{scores.best_baseline()}"]
+        for f in folds
+    )
+    assert (run.data.tags["promoted"] == "True") == (
+        run.data.metrics["backtest_mae"] < best and lost <= len(folds) // 2
+    )
     assert run.data.metrics["backtest_skill"] == pytest.approx(1 - run.data.metrics["backtest_mae"] / best)

@@ -34,8 +34,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CHROMIUM = os.environ.get("SMART_HOME_CHROMIUM", "/usr/bin/chromium")
 # Without these, headless Chromium on a closed network stalls on sandboxing, GPU and background fetches.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 FIRST, DAYS, HUBS = dt.date(2026, 6, 1), 20, 6
 LAST = FIRST + dt.timedelta(days=DAYS - 1)
 # 20 days leave 13 labeled days: too few for the default backtest (4 folds of 7 days after 7 to train), enough
@@ -44,8 +51,15 @@ MODEL_CONFIG = {"ops": {"usage_model": {"config": {"backtest_folds": 2, "fold_da
 LOCATION = "smart_home_assets"
 SENSORS = ("landing_zone_sensor", "automation_sensor")
 # Every project asset the issue names, in the order data moves.
-ASSETS = ("raw_usage", "device_usage", "device_usage_quarantine", "usage_features", "usage_model",
-          "usage_predictions", "prediction_feedback")
+ASSETS = (
+    "raw_usage",
+    "device_usage",
+    "device_usage_quarantine",
+    "usage_features",
+    "usage_model",
+    "usage_predictions",
+    "prediction_feedback",
+)
 GROUPS_LEFT_TO_RIGHT = ("ingestion", "cleaning", "features", "training", "scoring")
 SERVER_START_TIMEOUT_S = 300  # a bound to fail with the server's log, not a performance assertion
 
@@ -62,8 +76,9 @@ def expected_graph():
 
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    edges = {(p.to_user_string(), k.to_user_string()) for k in graph.get_all_asset_keys()
-             for p in graph.get(k).parent_keys}
+    edges = {
+        (p.to_user_string(), k.to_user_string()) for k in graph.get_all_asset_keys() for p in graph.get(k).parent_keys
+    }
     return keys, edges
 
 
@@ -71,18 +86,44 @@ def expected_graph():
 def materialized(tmp_path_factory):
     """A temporary instance and data directory holding every asset of a 6-hub, 20-day simulated fleet."""
     root = tmp_path_factory.mktemp("ui")
-    env = {**os.environ, "SMART_HOME_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "home"),
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    for var in ("SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV", "SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE",
-                "SMART_HOME_DEVICE_CATALOG", "SMART_HOME_PARTITIONS_START", "MLFLOW_TRACKING_URI"):
+    env = {
+        **os.environ,
+        "SMART_HOME_DATA_DIR": str(root / "data"),
+        "DAGSTER_HOME": str(root / "home"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    for var in (
+        "SMART_HOME_PSEUDONYM_KEY",
+        "SMART_HOME_ENV",
+        "SMART_HOME_LANDING_DIR",
+        "SMART_HOME_WAREHOUSE",
+        "SMART_HOME_DEVICE_CATALOG",
+        "SMART_HOME_PARTITIONS_START",
+        "MLFLOW_TRACKING_URI",
+    ):
         env.pop(var, None)
     (root / "home").mkdir()
     shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", root / "home" / "dagster.yaml")
-    simulate_fleet(root / "data" / "landing", hubs=HUBS, days=DAYS, start=FIRST, fault_rate=0.01, seed=5,
-                   events_per_hub=150)
-    result = subprocess.run([str(BIN / "smart-home"), "pipeline", "--from", str(FIRST), "--to", str(LAST),
-                             "--model-config", json.dumps(MODEL_CONFIG)],
-                            env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    simulate_fleet(
+        root / "data" / "landing", hubs=HUBS, days=DAYS, start=FIRST, fault_rate=0.01, seed=5, events_per_hub=150
+    )
+    result = subprocess.run(
+        [
+            str(BIN / "smart-home"),
+            "pipeline",
+            "--from",
+            str(FIRST),
+            "--to",
+            str(LAST),
+            "--model-config",
+            json.dumps(MODEL_CONFIG),
+        ],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "promoted=True" in result.stdout, result.stdout[-3000:]
     return {"root": root, "env": env}
@@ -106,17 +147,26 @@ def server(materialized):
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            env=materialized["env"], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=materialized["env"],
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=30)
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         status = None
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                entries = client._execute("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
-                                          " locationOrLoadError { __typename } } } } }")["workspaceOrError"]
-                status = {e["name"]: e["locationOrLoadError"] and e["locationOrLoadError"]["__typename"]
-                          for e in entries["locationEntries"]}
+                entries = client._execute(
+                    "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
+                    " locationOrLoadError { __typename } } } } }"
+                )["workspaceOrError"]
+                status = {
+                    e["name"]: e["locationOrLoadError"] and e["locationOrLoadError"]["__typename"]
+                    for e in entries["locationEntries"]
+                }
                 if status.get(LOCATION) == "RepositoryLocation":
                     break
             except Exception as exc:  # not listening yet
@@ -203,8 +253,10 @@ def test_asset_graph_shows_every_asset_and_its_lineage_left_to_right(browser, se
     page.get_by_text("ingestion").first.wait_for()
     page.keyboard.press("Alt+e")  # the graph's "Expand all groups" (its settings menu shows the shortcut)
     # Full nodes (untruncated names) once the groups are open and the zoom is fitted.
-    page.wait_for_function(f"() => JSON.stringify(({GRAPH_JS})().nodes.map(n => n.name).sort()) === "
-                           f"{json.dumps(json.dumps(sorted(keys), separators=(',', ':')))}")
+    page.wait_for_function(
+        f"() => JSON.stringify(({GRAPH_JS})().nodes.map(n => n.name).sort()) === "
+        f"{json.dumps(json.dumps(sorted(keys), separators=(',', ':')))}"
+    )
     # Each node loads its status (latest event, checks, partitions) on its own.
     page.wait_for_function(f"() => ({GRAPH_JS})().nodes.every(n => !n.text.includes('Loading'))")
     for _ in range(30):  # edges are laid out after the nodes: read again until the drawing settles
@@ -218,18 +270,22 @@ def test_asset_graph_shows_every_asset_and_its_lineage_left_to_right(browser, se
     # Every node shows it was materialized, and its kinds.
     for name, node in nodes.items():
         assert re.search(r"Latest event\s*(\d+|an?|a few|less than)[^–]*? ago", node["text"]), (name, node["text"])
-    checks = sum(1 for k in defs.resolve_asset_graph().asset_check_keys
-                 if k.asset_key.to_user_string() == "device_usage")
-    assert re.search(rf"Asset checks\s*\d+ / {checks} Passed", nodes["device_usage"]["text"]), \
-        nodes["device_usage"]["text"]
+    checks = sum(
+        1 for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key.to_user_string() == "device_usage"
+    )
+    assert re.search(rf"Asset checks\s*\d+ / {checks} Passed", nodes["device_usage"]["text"]), nodes["device_usage"][
+        "text"
+    ]
     assert "lightgbm" in nodes["usage_model"]["text"] and "ML Flow" in nodes["usage_model"]["text"]
     assert "DuckDB" in nodes["device_usage"]["text"] and "Polars" in nodes["device_usage"]["text"]
     # The graph reads left to right in the order data moves, one group per stage.
     xs = [min(g["x"] for g in drawn["groups"] if g["text"].startswith(group)) for group in GROUPS_LEFT_TO_RIGHT]
     assert xs == sorted(xs) and len(set(xs)) == len(xs), dict(zip(GROUPS_LEFT_TO_RIGHT, xs, strict=True))
-    assert [nodes[a]["x"] for a in ("raw_usage", "device_usage", "usage_features", "usage_model",
-                                    "usage_predictions")] == sorted(nodes[a]["x"] for a in (
-        "raw_usage", "device_usage", "usage_features", "usage_model", "usage_predictions"))
+    assert [
+        nodes[a]["x"] for a in ("raw_usage", "device_usage", "usage_features", "usage_model", "usage_predictions")
+    ] == sorted(
+        nodes[a]["x"] for a in ("raw_usage", "device_usage", "usage_features", "usage_model", "usage_predictions")
+    )
 
     box = page.evaluate("""() => {
       const rs = Array.from(document.querySelectorAll('svg foreignObject.group')).map(f => f.getBoundingClientRect());
@@ -237,9 +293,15 @@ def test_asset_graph_shows_every_asset_and_its_lineage_left_to_right(browser, se
               r: Math.max(...rs.map(r => r.right)), b: Math.max(...rs.map(r => r.bottom))};
     }""")
     margin = 24
-    page.screenshot(path=screenshots_dir / "asset-graph.png", clip={
-        "x": max(box["x"] - margin, 0), "y": max(box["y"] - margin, 0),
-        "width": box["r"] - box["x"] + 2 * margin, "height": box["b"] - box["y"] + 2 * margin})
+    page.screenshot(
+        path=screenshots_dir / "asset-graph.png",
+        clip={
+            "x": max(box["x"] - margin, 0),
+            "y": max(box["y"] - margin, 0),
+            "width": box["r"] - box["x"] + 2 * margin,
+            "height": box["b"] - box["y"] + 2 * margin,
+        },
+    )
     page.close()
 
 
@@ -256,12 +318,16 @@ def test_device_usage_page_shows_its_checks_with_their_latest_results(browser, s
     names = {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("device_usage")}
     assert "freshness_check" in names  # the day's deadline (asset_checks/freshness_checks.py) is one of them
     checks = gql(server, CHECKS_QUERY, {"keys": [{"path": ["device_usage"]}]})["assetNodes"][0]
-    latest = {c["name"]: c["executionForLatestMaterialization"]["status"]
-              for c in checks["assetChecksOrError"]["checks"]}
+    latest = {
+        c["name"]: c["executionForLatestMaterialization"]["status"] for c in checks["assetChecksOrError"]["checks"]
+    }
     assert set(latest) == names
     # The fixture's data passes every blocking check (the quality score only warns).
-    assert all(latest[n] == "SUCCEEDED" for n in names if graph.get_check_spec(
-        dg.AssetCheckKey(dg.AssetKey("device_usage"), n)).blocking), latest
+    assert all(
+        latest[n] == "SUCCEEDED"
+        for n in names
+        if graph.get_check_spec(dg.AssetCheckKey(dg.AssetKey("device_usage"), n)).blocking
+    ), latest
 
     page = open_page(browser, server, "/assets/device_usage?view=checks")
     page.get_by_text(f"Checks ({len(names)})").wait_for()
@@ -313,8 +379,9 @@ def latest_metadata(server, asset: str) -> tuple[str, dict]:
     assert found, f"{asset} has no materialization"
     values = {}
     for entry in found[0]["metadataEntries"]:
-        values[entry["label"]] = next((entry[k] for k in ("boolValue", "floatValue", "intValue", "text", "url", "mdStr")
-                                       if k in entry), entry)
+        values[entry["label"]] = next(
+            (entry[k] for k in ("boolValue", "floatValue", "intValue", "text", "url", "mdStr") if k in entry), entry
+        )
     return found[0]["runId"], values
 
 
@@ -325,13 +392,22 @@ def test_model_materialization_metadata_in_the_ui(browser, server, screenshots_d
     page.get_by_text("Metadata", exact=True).first.wait_for()
     page.get_by_text(f"Materialized in run {run_id[:8]}").wait_for()
     body = page.inner_text("body")
-    for label in ("model_version", "promoted", "backtest_mae", "backtest_skill", "best_baseline_mae", "mlflow_run_url",
-                  "training_rows"):
+    for label in (
+        "model_version",
+        "promoted",
+        "backtest_mae",
+        "backtest_skill",
+        "best_baseline_mae",
+        "mlflow_run_url",
+        "training_rows",
+    ):
         assert label in body, label
     assert meta["mlflow_run_id"] in body and meta["decision_reason"] in body
     bottom = page.get_by_text("Tags", exact=True).first.bounding_box()
-    page.screenshot(path=screenshots_dir / "model-materialization.png",
-                    clip={"x": 0, "y": 0, "width": 1600, "height": bottom["y"] + bottom["height"] + 16})
+    page.screenshot(
+        path=screenshots_dir / "model-materialization.png",
+        clip={"x": 0, "y": 0, "width": 1600, "height": bottom["y"] + bottom["height"] + 16},
+    )
     page.close()
 
 
@@ -363,8 +439,9 @@ def test_graphql_launches_a_partition_run_and_waits_for_success(server):
 
     client = server["client"]
     partition = str(FIRST + dt.timedelta(days=4))
-    run_id = client.submit_job_execution("ingest_and_clean", repository_location_name=LOCATION,
-                                         tags={"dagster/partition": partition})
+    run_id = client.submit_job_execution(
+        "ingest_and_clean", repository_location_name=LOCATION, tags={"dagster/partition": partition}
+    )
     status = None
     for _ in range(300):  # the queue, the duckdb pool and the run itself: minutes at most on 2 cores
         try:
@@ -376,8 +453,11 @@ def test_graphql_launches_a_partition_run_and_waits_for_success(server):
         time.sleep(2)
     assert status == dg.DagsterRunStatus.SUCCESS, (status, server["log"].read_text()[-3000:])
     # The run wrote that day's device_usage (automation may add later materializations of its own).
-    found = gql(server, """query ($assetKey: AssetKeyInput!, $partitions: [String!]) {
+    found = gql(
+        server,
+        """query ($assetKey: AssetKeyInput!, $partitions: [String!]) {
       assetOrError(assetKey: $assetKey) {
       ... on Asset { assetMaterializations(partitions: $partitions) { runId partition } } } }""",
-                {"assetKey": {"path": ["device_usage"]}, "partitions": [partition]})["assetOrError"]
+        {"assetKey": {"path": ["device_usage"]}, "partitions": [partition]},
+    )["assetOrError"]
     assert {"runId": run_id, "partition": partition} in found["assetMaterializations"]

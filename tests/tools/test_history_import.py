@@ -67,11 +67,15 @@ def assert_contract_line(line: dict) -> None:
 
 
 def test_writes_contract_files_per_utc_day_and_hub(tmp_path):
-    csv = write_csv(tmp_path, [
-        "hub-a,hub-a-fridge,fridge,2012-01-10T00:30:00,600,25.5",  # 23:30Z the day before
-        "hub-a,hub-a-oven,oven,2012-01-10 12:00:00,1800.5,900",  # a space instead of T is accepted
-        " hub-b , hub-b-lamp , lighting ,2012-01-10T08:00,60,1",  # whitespace stripped, minutes only
-    ], header=HEADER + ",note")
+    csv = write_csv(
+        tmp_path,
+        [
+            "hub-a,hub-a-fridge,fridge,2012-01-10T00:30:00,600,25.5",  # 23:30Z the day before
+            "hub-a,hub-a-oven,oven,2012-01-10 12:00:00,1800.5,900",  # a space instead of T is accepted
+            " hub-b , hub-b-lamp , lighting ,2012-01-10T08:00,60,1",  # whitespace stripped, minutes only
+        ],
+        header=HEADER + ",note",
+    )
     csv.write_text(csv.read_text().replace("25.5\n", "25.5,extra columns are ignored\n"))
     landing = tmp_path / "landing"
 
@@ -81,15 +85,25 @@ def test_writes_contract_files_per_utc_day_and_hub(tmp_path):
     assert sorted(files) == ["2012-01-09/hub-a.jsonl.gz", "2012-01-10/hub-a.jsonl.gz", "2012-01-10/hub-b.jsonl.gz"]
     assert files["2012-01-09/hub-a.jsonl.gz"][0]["event_timestamp"] == "2012-01-09T23:30:00+00:00"
     assert files["2012-01-10/hub-a.jsonl.gz"][0] | {"event_id": None} == {
-        "event_id": None, "hub_id": "hub-a", "user_id": PLACEHOLDER_USER_ID, "device_id": "hub-a-oven",
-        "device_type": "oven", "event_timestamp": "2012-01-10T11:00:00+00:00", "duration_s": 1800.5, "energy_wh": 900.0}
+        "event_id": None,
+        "hub_id": "hub-a",
+        "user_id": PLACEHOLDER_USER_ID,
+        "device_id": "hub-a-oven",
+        "device_type": "oven",
+        "event_timestamp": "2012-01-10T11:00:00+00:00",
+        "duration_s": 1800.5,
+        "energy_wh": 900.0,
+    }
     assert files["2012-01-10/hub-b.jsonl.gz"][0]["device_id"] == "hub-b-lamp"
     for lines in files.values():
         for line in lines:
             assert_contract_line(line)
     assert (summary.rows, summary.files, summary.files_written, summary.days) == (3, 3, 3, 2)
-    assert (summary.first_day, summary.last_day, summary.hubs) == (dt.date(2012, 1, 9), dt.date(2012, 1, 10),
-                                                                   ("hub-a", "hub-b"))
+    assert (summary.first_day, summary.last_day, summary.hubs) == (
+        dt.date(2012, 1, 9),
+        dt.date(2012, 1, 10),
+        ("hub-a", "hub-b"),
+    )
     assert summary.derived_event_ids == summary.placeholder_user_ids == 3
     assert summary.paths == sorted(files)
 
@@ -99,24 +113,39 @@ def test_writes_contract_files_per_utc_day_and_hub(tmp_path):
 
 
 def test_dst_gap_shifts_forward_and_repeat_takes_the_earlier_instant(tmp_path):
-    csv = write_csv(tmp_path, [
-        "hub-a,d1,fridge,2012-03-25T01:59:59,1,1",  # CET, just before the gap
-        "hub-a,d1,fridge,2012-03-25T02:30:00,1,1",  # in the gap -> 03:30 CEST
-        "hub-a,d1,fridge,2012-03-25T03:00:00,1,1",  # CEST, just after
-        "hub-a,d1,fridge,2011-10-30T01:59:59,1,1",  # CEST, before the repeated hour
-        "hub-a,d1,fridge,2011-10-30T02:30:00,1,1",  # ambiguous -> the first (CEST) occurrence
-        "hub-a,d1,fridge,2011-10-30T03:00:00,1,1",  # CET
-    ])
+    csv = write_csv(
+        tmp_path,
+        [
+            "hub-a,d1,fridge,2012-03-25T01:59:59,1,1",  # CET, just before the gap
+            "hub-a,d1,fridge,2012-03-25T02:30:00,1,1",  # in the gap -> 03:30 CEST
+            "hub-a,d1,fridge,2012-03-25T03:00:00,1,1",  # CEST, just after
+            "hub-a,d1,fridge,2011-10-30T01:59:59,1,1",  # CEST, before the repeated hour
+            "hub-a,d1,fridge,2011-10-30T02:30:00,1,1",  # ambiguous -> the first (CEST) occurrence
+            "hub-a,d1,fridge,2011-10-30T03:00:00,1,1",  # CET
+        ],
+    )
     summary = import_csv(csv, tmp_path / "landing", timezone="Europe/Berlin")
-    assert timestamps(tmp_path / "landing") == sorted([
-        "2012-03-25T00:59:59+00:00", "2012-03-25T01:30:00+00:00", "2012-03-25T01:00:00+00:00",
-        "2011-10-29T23:59:59+00:00", "2011-10-30T00:30:00+00:00", "2011-10-30T02:00:00+00:00"])
+    assert timestamps(tmp_path / "landing") == sorted(
+        [
+            "2012-03-25T00:59:59+00:00",
+            "2012-03-25T01:30:00+00:00",
+            "2012-03-25T01:00:00+00:00",
+            "2011-10-29T23:59:59+00:00",
+            "2011-10-30T00:30:00+00:00",
+            "2011-10-30T02:00:00+00:00",
+        ]
+    )
     assert (summary.dst_shifted_forward, summary.dst_ambiguous_earliest, summary.offset_timestamps) == (1, 1, 0)
 
 
-@pytest.mark.parametrize("tz, days", [("Europe/Berlin", ("2012-03-25", "2011-10-30")),
-                                      ("Australia/Sydney", ("2013-10-06", "2013-04-07")),
-                                      ("America/New_York", ("2012-03-11", "2012-11-04"))])
+@pytest.mark.parametrize(
+    "tz, days",
+    [
+        ("Europe/Berlin", ("2012-03-25", "2011-10-30")),
+        ("Australia/Sydney", ("2013-10-06", "2013-04-07")),
+        ("America/New_York", ("2012-03-11", "2012-11-04")),
+    ],
+)
 def test_dst_rule_equals_python_fold_0_around_every_transition(tmp_path, tz, days):
     """The stated rule is what zoneinfo does with fold=0: the offset before the transition applies."""
     local = [dt.datetime.fromisoformat(day) + dt.timedelta(minutes=m) for day in days for m in range(0, 24 * 60, 10)]
@@ -128,14 +157,18 @@ def test_dst_rule_equals_python_fold_0_around_every_transition(tmp_path, tz, day
 
 
 def test_hub_timezone_overrides_the_default_per_hub(tmp_path):
-    csv = write_csv(tmp_path, [
-        "hub-de,d,fridge,2013-06-01T12:00:00,1,1",
-        "hub-au,d,fridge,2013-06-01T12:00:00,1,1",
-        "hub-au,d,fridge,2013-10-06T02:30:00,1,1",  # Sydney's spring-forward gap -> 03:30 AEDT
-        "hub-au,d,fridge,2013-04-07T02:30:00,1,1",  # Sydney's repeated hour -> the AEDT (+11) instant
-    ])
-    summary = import_csv(csv, tmp_path / "landing", timezone="Europe/Berlin",
-                         hub_timezones={"hub-au": "Australia/Sydney"})
+    csv = write_csv(
+        tmp_path,
+        [
+            "hub-de,d,fridge,2013-06-01T12:00:00,1,1",
+            "hub-au,d,fridge,2013-06-01T12:00:00,1,1",
+            "hub-au,d,fridge,2013-10-06T02:30:00,1,1",  # Sydney's spring-forward gap -> 03:30 AEDT
+            "hub-au,d,fridge,2013-04-07T02:30:00,1,1",  # Sydney's repeated hour -> the AEDT (+11) instant
+        ],
+    )
+    summary = import_csv(
+        csv, tmp_path / "landing", timezone="Europe/Berlin", hub_timezones={"hub-au": "Australia/Sydney"}
+    )
     files = read_landing(tmp_path / "landing")
     assert files["2013-06-01/hub-de.jsonl.gz"][0]["event_timestamp"] == "2013-06-01T10:00:00+00:00"
     assert files["2013-06-01/hub-au.jsonl.gz"][0]["event_timestamp"] == "2013-06-01T02:00:00+00:00"
@@ -153,23 +186,32 @@ def test_hub_timezone_overrides_the_default_per_hub(tmp_path):
 
 
 def test_timestamps_with_an_offset_are_converted_as_they_are(tmp_path):
-    csv = write_csv(tmp_path, [
-        "hub-a,d,fridge,2012-06-01T12:00:00+02:00,1,1",
-        "hub-a,d,fridge,2012-06-01T12:00:00Z,1,1",
-        "hub-a,d,fridge,2012-06-01T12:00:00.25-0530,1,1",
-        "hub-a,d,fridge,2012-03-25T02:30:00+01:00,1,1",  # a nonexistent Berlin wall time, but the offset rules
-    ])
+    csv = write_csv(
+        tmp_path,
+        [
+            "hub-a,d,fridge,2012-06-01T12:00:00+02:00,1,1",
+            "hub-a,d,fridge,2012-06-01T12:00:00Z,1,1",
+            "hub-a,d,fridge,2012-06-01T12:00:00.25-0530,1,1",
+            "hub-a,d,fridge,2012-03-25T02:30:00+01:00,1,1",  # a nonexistent Berlin wall time, but the offset rules
+        ],
+    )
     summary = import_csv(csv, tmp_path / "landing", timezone="Australia/Sydney")
-    assert timestamps(tmp_path / "landing") == ["2012-03-25T01:30:00+00:00", "2012-06-01T10:00:00+00:00",
-                                                "2012-06-01T12:00:00+00:00", "2012-06-01T17:30:00.250000+00:00"]
+    assert timestamps(tmp_path / "landing") == [
+        "2012-03-25T01:30:00+00:00",
+        "2012-06-01T10:00:00+00:00",
+        "2012-06-01T12:00:00+00:00",
+        "2012-06-01T17:30:00.250000+00:00",
+    ]
     assert (summary.offset_timestamps, summary.dst_shifted_forward, summary.dst_ambiguous_earliest) == (4, 0, 0)
     assert through_pipeline(tmp_path / "landing").device_usage.height == 4
 
 
 def test_derived_ids_are_deterministic_and_a_reimport_leaves_files_untouched(tmp_path):
-    rows = ["hub-a,d1,fridge,2012-06-01T12:00:00,600,25",
-            "hub-a,d2,oven,2012-06-01T13:00:00,900,800",
-            "hub-a,d1,fridge,2012-06-02T12:00:00,600,-3"]  # negative energy is data, not an import error
+    rows = [
+        "hub-a,d1,fridge,2012-06-01T12:00:00,600,25",
+        "hub-a,d2,oven,2012-06-01T13:00:00,900,800",
+        "hub-a,d1,fridge,2012-06-02T12:00:00,600,-3",
+    ]  # negative energy is data, not an import error
     csv = write_csv(tmp_path, rows)
     landing = tmp_path / "landing"
     first = import_csv(csv, landing, timezone="Europe/Berlin")
@@ -186,8 +228,9 @@ def test_derived_ids_are_deterministic_and_a_reimport_leaves_files_untouched(tmp
     # The same rows in another order (a re-export) give the same bytes; another landing, same content.
     shuffled = write_csv(tmp_path, rows[::-1], name="shuffled.csv")
     import_csv(shuffled, tmp_path / "landing2", timezone="Europe/Berlin")
-    assert {p.relative_to(tmp_path / "landing2"): p.read_bytes() for p in (tmp_path / "landing2").glob("*/*.gz")} \
-        == {p.relative_to(landing): data for p, (data, _) in before.items()}
+    assert {p.relative_to(tmp_path / "landing2"): p.read_bytes() for p in (tmp_path / "landing2").glob("*/*.gz")} == {
+        p.relative_to(landing): data for p, (data, _) in before.items()
+    }
 
     # The pipeline quarantines the negative energy as data.
     result = through_pipeline(landing)
@@ -205,14 +248,40 @@ def test_identical_rows_keep_one_id_and_the_pipeline_counts_the_repeat(tmp_path)
 
 
 def test_column_mapping_with_event_and_user_columns(tmp_path):
-    csv = write_csv(tmp_path, ["E1,home_1,alice,plug-7,fridge,2012-06-01T12:00:00+00:00,60,1.5,x"],
-                    header="id,home,who,plug,kind,start,secs,wh,unused")
-    summary = import_csv(csv, tmp_path / "landing", timezone="UTC", columns={
-        "event_id": "id", "hub_id": "home", "user_id": "who", "device_id": "plug", "device_type": "kind",
-        "event_timestamp": "start", "duration_s": "secs", "energy_wh": "wh"})
-    assert read_landing(tmp_path / "landing") == {"2012-06-01/home_1.jsonl.gz": [{
-        "event_id": "E1", "hub_id": "home_1", "user_id": "alice", "device_id": "plug-7", "device_type": "fridge",
-        "event_timestamp": "2012-06-01T12:00:00+00:00", "duration_s": 60.0, "energy_wh": 1.5}]}
+    csv = write_csv(
+        tmp_path,
+        ["E1,home_1,alice,plug-7,fridge,2012-06-01T12:00:00+00:00,60,1.5,x"],
+        header="id,home,who,plug,kind,start,secs,wh,unused",
+    )
+    summary = import_csv(
+        csv,
+        tmp_path / "landing",
+        timezone="UTC",
+        columns={
+            "event_id": "id",
+            "hub_id": "home",
+            "user_id": "who",
+            "device_id": "plug",
+            "device_type": "kind",
+            "event_timestamp": "start",
+            "duration_s": "secs",
+            "energy_wh": "wh",
+        },
+    )
+    assert read_landing(tmp_path / "landing") == {
+        "2012-06-01/home_1.jsonl.gz": [
+            {
+                "event_id": "E1",
+                "hub_id": "home_1",
+                "user_id": "alice",
+                "device_id": "plug-7",
+                "device_type": "fridge",
+                "event_timestamp": "2012-06-01T12:00:00+00:00",
+                "duration_s": 60.0,
+                "energy_wh": 1.5,
+            }
+        ]
+    }
     assert (summary.derived_event_ids, summary.placeholder_user_ids) == (0, 0)
 
 
@@ -222,19 +291,21 @@ def test_a_mapped_column_that_is_missing_names_the_file_and_its_columns(tmp_path
         import_csv(csv, tmp_path / "landing", timezone="UTC", columns={"energy_wh": "kwh", "user_id": "user"})
     message = str(err.value)
     assert str(csv) in message and "'kwh' (for energy_wh)" in message and "'user' (for user_id)" in message
-    assert "the file has: 'hub_id', 'device_id', 'device_type', 'event_timestamp', 'duration_s', 'energy_wh'" \
-        in message
+    assert "the file has: 'hub_id', 'device_id', 'device_type', 'event_timestamp', 'duration_s', 'energy_wh'" in message
     assert not (tmp_path / "landing").exists()
 
 
 def test_bad_values_name_file_line_and_column_and_nothing_is_written(tmp_path):
-    csv = write_csv(tmp_path, [
-        "hub-a,d,fridge,2012-06-01T12:00:00,1,1",  # line 2: fine
-        "hub-a,d,fridge,2012-06-01T12:00:00,ten,1",  # line 3: bad number
-        "hub-a,d,fridge,yesterday,1,1",  # line 4: bad timestamp
-        "hub-a,,fridge,2012-02-30T12:00:00,1,nan",  # line 5: empty device, no such date, not finite
-        "hub/../x,d,fridge,2012-06-01T12:00:00,-1,-1",  # line 6: hub id not a file name (negatives are fine)
-    ])
+    csv = write_csv(
+        tmp_path,
+        [
+            "hub-a,d,fridge,2012-06-01T12:00:00,1,1",  # line 2: fine
+            "hub-a,d,fridge,2012-06-01T12:00:00,ten,1",  # line 3: bad number
+            "hub-a,d,fridge,yesterday,1,1",  # line 4: bad timestamp
+            "hub-a,,fridge,2012-02-30T12:00:00,1,nan",  # line 5: empty device, no such date, not finite
+            "hub/../x,d,fridge,2012-06-01T12:00:00,-1,-1",  # line 6: hub id not a file name (negatives are fine)
+        ],
+    )
     with pytest.raises(HistoryImportError) as err:
         import_csv(csv, tmp_path / "landing", timezone="Europe/Berlin")
     lines = str(err.value).splitlines()
@@ -264,9 +335,15 @@ def test_many_bad_values_list_ten_and_the_total(tmp_path):
 
 
 def test_line_numbers_count_blank_lines_and_line_breaks_in_quoted_fields(tmp_path):
-    csv = write_csv(tmp_path, ['hub-a,"plug\nnumber 1",fridge,2012-06-01T12:00:00,1,1',  # lines 2-3
-                               "",  # line 4, skipped
-                               "hub-a,d,fridge,2012-06-01T13:00:00,1,oops", ""])  # line 5; blank line 6
+    csv = write_csv(
+        tmp_path,
+        [
+            'hub-a,"plug\nnumber 1",fridge,2012-06-01T12:00:00,1,1',  # lines 2-3
+            "",  # line 4, skipped
+            "hub-a,d,fridge,2012-06-01T13:00:00,1,oops",
+            "",
+        ],
+    )  # line 5; blank line 6
     with pytest.raises(HistoryImportError, match=r"events\.csv:5: column 'energy_wh': not a number \('oops'\)"):
         import_csv(csv, tmp_path / "landing", timezone="UTC")
     csv.write_text(csv.read_text().replace("oops", "2"))
@@ -294,23 +371,53 @@ def test_an_existing_upload_with_other_content_is_not_replaced_without_overwrite
 def test_cli_imports_and_reports_errors_without_a_traceback(tmp_path, capsys):
     csv = write_csv(tmp_path, ["hub-a,d,fridge,2012-06-01T12:00:00,1,1", "hub-b,d,fridge,2012-06-01T12:00:00,1,1"])
     landing = tmp_path / "landing"
-    assert main(["import-csv", str(csv), "--timezone", "Europe/Berlin", "--hub-timezone", "hub-b=Asia/Tokyo",
-                 "--landing", str(landing)]) == 0
+    assert (
+        main(
+            [
+                "import-csv",
+                str(csv),
+                "--timezone",
+                "Europe/Berlin",
+                "--hub-timezone",
+                "hub-b=Asia/Tokyo",
+                "--landing",
+                str(landing),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "imported 2 rows into 2 files (2 written, 0 unchanged)" in out and "placeholder user ids" in out
     assert sorted(read_landing(landing)) == ["2012-06-01/hub-a.jsonl.gz", "2012-06-01/hub-b.jsonl.gz"]
     assert read_landing(landing)["2012-06-01/hub-b.jsonl.gz"][0]["event_timestamp"] == "2012-06-01T03:00:00+00:00"
 
-    assert main(["import-csv", str(csv), "--timezone", "Europe/Berlin", "--landing", str(landing),
-                 "--energy-column", "kwh"]) == 2
+    assert (
+        main(
+            ["import-csv", str(csv), "--timezone", "Europe/Berlin", "--landing", str(landing), "--energy-column", "kwh"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("smart-home import-csv: error: ") and "'kwh' (for energy_wh)" in err
     assert "Traceback" not in err
 
     assert main(["import-csv", str(csv), "--timezone", "UTC", "--hub-timezone", "no-equals-sign"]) == 2
     assert "--hub-timezone 'no-equals-sign' wants HUB=TZ" in capsys.readouterr().err
-    assert main(["import-csv", str(csv), "--timezone", "UTC", "--hub-timezone", "hub-a=UTC",
-                 "--hub-timezone", "hub-a=Asia/Tokyo"]) == 2
+    assert (
+        main(
+            [
+                "import-csv",
+                str(csv),
+                "--timezone",
+                "UTC",
+                "--hub-timezone",
+                "hub-a=UTC",
+                "--hub-timezone",
+                "hub-a=Asia/Tokyo",
+            ]
+        )
+        == 2
+    )
     assert "gives the hub two time zones" in capsys.readouterr().err
 
 
@@ -322,12 +429,27 @@ def test_tracebase_catalog_loads():
 
 def test_import_of_the_real_tracebase_export(tmp_path):
     if not TRACEBASE_CSV.is_file():
-        pytest.skip(f"the tracebase export is not at {TRACEBASE_CSV} (ODbL data, kept outside the repository; "
-                    "see smart_home_assets/lib/catalogs/tracebase.json)")
+        pytest.skip(
+            f"the tracebase export is not at {TRACEBASE_CSV} (ODbL data, kept outside the repository; "
+            "see smart_home_assets/lib/catalogs/tracebase.json)"
+        )
     landing = tmp_path / "landing"
     started = time.perf_counter()
-    assert main(["import-csv", str(TRACEBASE_CSV), "--timezone", "Europe/Berlin",
-                 "--hub-timezone", "tracebase-sydney=Australia/Sydney", "--landing", str(landing)]) == 0
+    assert (
+        main(
+            [
+                "import-csv",
+                str(TRACEBASE_CSV),
+                "--timezone",
+                "Europe/Berlin",
+                "--hub-timezone",
+                "tracebase-sydney=Australia/Sydney",
+                "--landing",
+                str(landing),
+            ]
+        )
+        == 0
+    )
     elapsed = time.perf_counter() - started
 
     csv_rows = sum(1 for _ in TRACEBASE_CSV.open(encoding="utf-8")) - 1
@@ -349,8 +471,10 @@ def test_import_of_the_real_tracebase_export(tmp_path):
     result = through_pipeline(landing, sorted(catalog), days)
     assert result.device_usage.height + result.quarantine.height == sample_rows
     assert set(result.quarantine["reason"].to_list()) <= {"implausible_energy", "implausible_duration"}
-    print(f"\ntracebase import: {len(lines)} rows, {len(files)} files in {elapsed:.2f}s; pipeline on {len(days)} "
-          f"days ({sample_rows} rows): quarantine {result.quarantine['reason'].value_counts(sort=True).rows()}")
+    print(
+        f"\ntracebase import: {len(lines)} rows, {len(files)} files in {elapsed:.2f}s; pipeline on {len(days)} "
+        f"days ({sample_rows} rows): quarantine {result.quarantine['reason'].value_counts(sort=True).rows()}"
+    )
 
 
 def test_no_tracebase_data_in_the_repository():

@@ -50,17 +50,26 @@ def fleet(tmp_path_factory):
     start = today() - dt.timedelta(days=34)
     features = serve_latency.simulated_features(seed=1, hubs=8, days=35, start=start)
     warehouse = DuckDBWarehouse(database=str(data / "warehouse.duckdb"))
-    warehouse.replace_partitions({USAGE_FEATURES: features},
-                                 sorted({str(d) for d in features["partition_date"].unique().to_list()}))
+    warehouse.replace_partitions(
+        {USAGE_FEATURES: features}, sorted({str(d) for d in features["partition_date"].unique().to_list()})
+    )
     champion = serve_latency.register_champion(data, features, n_estimators=40)
-    env = {**os.environ, "SMART_HOME_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": champion.tracking_uri,
-           "DAGSTER_HOME": str(root / "home"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    for var in ("SMART_HOME_WAREHOUSE", "SMART_HOME_ONLINE_STORE", "SMART_HOME_SERVE_POLL_SECONDS",
-                "SMART_HOME_WAREHOUSE_BACKEND"):
+    env = {
+        **os.environ,
+        "SMART_HOME_DATA_DIR": str(data),
+        "MLFLOW_TRACKING_URI": champion.tracking_uri,
+        "DAGSTER_HOME": str(root / "home"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    for var in (
+        "SMART_HOME_WAREHOUSE",
+        "SMART_HOME_ONLINE_STORE",
+        "SMART_HOME_SERVE_POLL_SECONDS",
+        "SMART_HOME_WAREHOUSE_BACKEND",
+    ):
         env.pop(var, None)
     (root / "home").mkdir()
-    return {"root": root, "data": data, "features": features, "champion": champion, "env": env,
-            "warehouse": warehouse}
+    return {"root": root, "data": data, "features": features, "champion": champion, "env": env, "warehouse": warehouse}
 
 
 @contextlib.contextmanager
@@ -68,8 +77,14 @@ def service(env: dict, log: Path, ready: tuple[int, ...] = (200,), **extra_env):
     """``smart-home serve`` on a free loopback port, up (/health answers one of ``ready``); yields (url, process)."""
     port = serve_latency.free_port()
     with open(log, "ab") as out:
-        proc = subprocess.Popen([str(BIN / "smart-home"), "serve", "--port", str(port)], env={**env, **extra_env},
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(BIN / "smart-home"), "serve", "--port", str(port)],
+            env={**env, **extra_env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_S
@@ -96,8 +111,12 @@ def post(url: str, path: str, body, headers: dict | None = None, conn=None) -> t
     own = conn is None
     conn = conn or _conn(url)
     try:
-        conn.request("POST", path, body if isinstance(body, (bytes, str)) else json.dumps(body),
-                     {"content-type": "application/json", **(headers or {})})
+        conn.request(
+            "POST",
+            path,
+            body if isinstance(body, (bytes, str)) else json.dumps(body),
+            {"content-type": "application/json", **(headers or {})},
+        )
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read() or b"null"), dict(resp.getheaders())
     finally:
@@ -142,14 +161,22 @@ def test_a_device_is_answered_from_its_latest_feature_row_and_the_answer_is_stor
     url, _ = running
     rows = latest_rows(fleet)
     device = rows.row(0, named=True)
-    status, body, headers = post(url, "/predict", {"device_id": device["device_id"], "hub_id": device["hub_id"]},
-                                 {"X-Request-ID": "client-chosen-1"})
+    status, body, headers = post(
+        url,
+        "/predict",
+        {"device_id": device["device_id"], "hub_id": device["hub_id"]},
+        {"X-Request-ID": "client-chosen-1"},
+    )
     assert status == 200, body
     assert body["request_id"] == headers["x-request-id"] == "client-chosen-1"
     assert body["device_id"] == device["device_id"]
     assert body["for_day"] == (device["partition_date"] + dt.timedelta(days=1)).isoformat()
-    assert body["model"] == {"name": "smart_home_usage", "version": fleet["champion"].version, "kind": "lightgbm",
-                             "forecaster": "lightgbm"}
+    assert body["model"] == {
+        "name": "smart_home_usage",
+        "version": fleet["champion"].version,
+        "kind": "lightgbm",
+        "forecaster": "lightgbm",
+    }
     expected = fleet["champion"].model.forecast(rows.head(1)).row(0, named=True)
     assert body["prediction_wh"] == pytest.approx(expected["prediction_wh"])
     assert body["p10_wh"] == pytest.approx(expected["p10_wh"]) and body["p90_wh"] == pytest.approx(expected["p90_wh"])
@@ -171,8 +198,10 @@ def test_a_device_is_answered_from_its_latest_feature_row_and_the_answer_is_stor
 def test_a_batch_of_1000_rows_is_answered_by_one_version_and_every_row_is_stored(fleet, running):
     url, _ = running
     rows = latest_rows(fleet)
-    batch = [{"device_id": r["device_id"], "hub_id": r["hub_id"]} if i % 2 else feature_row(r)
-             for i, r in enumerate(rows.sample(1000, with_replacement=True, seed=2).iter_rows(named=True))]
+    batch = [
+        {"device_id": r["device_id"], "hub_id": r["hub_id"]} if i % 2 else feature_row(r)
+        for i, r in enumerate(rows.sample(1000, with_replacement=True, seed=2).iter_rows(named=True))
+    ]
     status, body, _ = post(url, "/predict/batch", {"rows": batch})
     assert status == 200, body
     assert len(body["predictions"]) == 1000
@@ -182,17 +211,29 @@ def test_a_batch_of_1000_rows_is_answered_by_one_version_and_every_row_is_stored
     assert sorted(records["row"].to_list()) == list(range(1000))
 
 
-@pytest.mark.parametrize("path, body, status, names", [
-    ("/predict", {"device_id": "hub-00000-fridge-1"}, 422, ["body", "device", "hub_id"]),
-    ("/predict", {"device_id": "x", "hub_id": "y", "energy_wh": "lots"}, 422, ["body", "row", "energy_wh"]),
-    ("/predict", {"device_id": "x", "hub_id": "y", "user_id": "alice@example.com"}, 422, ["body", "row", "user_id"]),
-    ("/predict", {"device_id": "x", "hub_id": "y", "device_type": "fridge", "energy_wh": 1.0}, 422,
-     ["body", "row", "energy_roll7_mean"]),
-    ("/predict", {"device_id": "no-such-device", "hub_id": "hub-00000"}, 404, ["no-such-device"]),
-    ("/predict", "{not json", 422, ["body"]),
-    ("/predict/batch", {"rows": []}, 422, ["body", "rows"]),
-    ("/predict/batch", {"rows": [{"device_id": "d", "hub_id": "h"}] * 1001}, 422, ["body", "rows"]),
-])
+@pytest.mark.parametrize(
+    "path, body, status, names",
+    [
+        ("/predict", {"device_id": "hub-00000-fridge-1"}, 422, ["body", "device", "hub_id"]),
+        ("/predict", {"device_id": "x", "hub_id": "y", "energy_wh": "lots"}, 422, ["body", "row", "energy_wh"]),
+        (
+            "/predict",
+            {"device_id": "x", "hub_id": "y", "user_id": "alice@example.com"},
+            422,
+            ["body", "row", "user_id"],
+        ),
+        (
+            "/predict",
+            {"device_id": "x", "hub_id": "y", "device_type": "fridge", "energy_wh": 1.0},
+            422,
+            ["body", "row", "energy_roll7_mean"],
+        ),
+        ("/predict", {"device_id": "no-such-device", "hub_id": "hub-00000"}, 404, ["no-such-device"]),
+        ("/predict", "{not json", 422, ["body"]),
+        ("/predict/batch", {"rows": []}, 422, ["body", "rows"]),
+        ("/predict/batch", {"rows": [{"device_id": "d", "hub_id": "h"}] * 1001}, 422, ["body", "rows"]),
+    ],
+)
 def test_bad_and_unknown_inputs_get_a_4xx_naming_the_field_or_device(fleet, running, path, body, status, names):
     url, _ = running
     before = stored(fleet["data"] / "online_predictions").height
@@ -221,8 +262,12 @@ def test_health_reports_the_model_its_age_the_features_and_a_writable_store(flee
     assert status == 200 and body["status"] == "ok"
     assert body["model"]["version"] == fleet["champion"].version and body["model"]["age_seconds"] >= 0
     assert body["features"]["latest_day"] == str(today()) and body["features"]["devices"] > 0
-    assert body["store"] == {"kind": "local_log", "location": str(fleet["data"] / "online_predictions"),
-                             "writable": True, "error": None}
+    assert body["store"] == {
+        "kind": "local_log",
+        "location": str(fleet["data"] / "online_predictions"),
+        "writable": True,
+        "error": None,
+    }
     status, schema = get(url, "/openapi.json")
     assert status == 200 and {"/predict", "/predict/batch", "/health"} <= set(schema["paths"])
     conn = _conn(url)
@@ -237,8 +282,7 @@ def test_a_promotion_is_served_without_a_restart_and_no_request_fails_across_the
 
     from resources.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
 
-    with service(fleet["env"], tmp_path / "serve.log",
-                 SMART_HOME_ONLINE_STORE=str(tmp_path / "store")) as (url, proc):
+    with service(fleet["env"], tmp_path / "serve.log", SMART_HOME_ONLINE_STORE=str(tmp_path / "store")) as (url, proc):
         device = latest_rows(fleet).row(3, named=True)
         ask = {"device_id": device["device_id"], "hub_id": device["hub_id"]}
         answers: list[list[tuple[int, str | None]]] = [[], []]
@@ -262,10 +306,12 @@ def test_a_promotion_is_served_without_a_restart_and_no_request_fails_across_the
             from smart_home_assets.lib.forecast_model import log_forecaster
 
             champion = fleet["champion"]
-            with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name(serve_latency.EXPERIMENT_NAME)
-                                  .experiment_id, run_name="v2"):
-                model = training.LightGBMForecaster(training.train_model(champion.train, params={"n_estimators": 80}),
-                                                    champion.model.interval)
+            with mlflow.start_run(
+                experiment_id=mlflow.get_experiment_by_name(serve_latency.EXPERIMENT_NAME).experiment_id, run_name="v2"
+            ):
+                model = training.LightGBMForecaster(
+                    training.train_model(champion.train, params={"n_estimators": 80}), champion.model.interval
+                )
                 info = log_forecaster(model, champion.holdout, registered_model_name=REGISTERED_MODEL_NAME)
             new = str(info.registered_model_version)
             mlflow.MlflowClient().set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, new)
@@ -310,8 +356,9 @@ def test_every_answered_request_is_stored_when_the_service_is_sigkilled_under_lo
         while not stop.is_set():
             i += 1
             request_id = f"c{n}-{i}"
-            path, body = ("/predict/batch", {"rows": rng.sample(asks, 3)}) if i % 4 == 0 else \
-                ("/predict", rng.choice(asks))
+            path, body = (
+                ("/predict/batch", {"rows": rng.sample(asks, 3)}) if i % 4 == 0 else ("/predict", rng.choice(asks))
+            )
             with lock:
                 pending[request_id] = (path, body)
             try:
@@ -353,8 +400,13 @@ def test_every_answered_request_is_stored_when_the_service_is_sigkilled_under_lo
 
 
 def dagster(env: dict, *args: str) -> None:
-    result = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "smart_home_assets.definitions",
-                             *args], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "smart_home_assets.definitions", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
@@ -367,14 +419,18 @@ def test_online_predictions_and_feedback_take_in_the_services_answers(fleet, tmp
     yesterday = features.filter(pl.col("partition_date") == day - dt.timedelta(days=1), pl.col("has_enough_history"))
     sent = yesterday.head(20)
     with service(fleet["env"], tmp_path / "serve.log", SMART_HOME_ONLINE_STORE=str(store_dir)) as (url, _):
-        status, body, _ = post(url, "/predict/batch", {"rows": [feature_row(r, for_day=str(day))
-                                                                for r in sent.iter_rows(named=True)]})
+        status, body, _ = post(
+            url, "/predict/batch", {"rows": [feature_row(r, for_day=str(day)) for r in sent.iter_rows(named=True)]}
+        )
         assert status == 200, body
     answered_day = stored(store_dir)["requested_at"].dt.date().unique().to_list()
     assert len(answered_day) == 1  # the request's UTC day: the online_predictions partition
     request_day = answered_day[0]
-    env = {**fleet["env"], "SMART_HOME_ONLINE_STORE": str(store_dir),
-           "SMART_HOME_PARTITIONS_END": str(max(request_day, day) + dt.timedelta(days=1))}
+    env = {
+        **fleet["env"],
+        "SMART_HOME_ONLINE_STORE": str(store_dir),
+        "SMART_HOME_PARTITIONS_END": str(max(request_day, day) + dt.timedelta(days=1)),
+    }
     dagster(env, "--select", ONLINE_PREDICTIONS, "--partition", str(request_day))
     d = str(day - dt.timedelta(days=1))
     dagster(env, "--select", "usage_predictions", "--partition", d)
@@ -398,10 +454,25 @@ def test_the_store_keeps_records_in_order_and_leaves_out_a_torn_last_line(tmp_pa
     from tests.servers import postgres_server
 
     now = dt.datetime.now(dt.UTC)
-    record = {"request_id": "r1", "row": 0, "requested_at": now, "endpoint": "predict", "device_id": "d",
-              "hub_id": "h", "device_type": "fridge", "source": "request_row", "features_date": None,
-              "for_day": now.date(), "input_json": "{}", "prediction_wh": 1.5, "p10_wh": 1.0, "p90_wh": 2.0,
-              "model_name": "lightgbm", "model_kind": "lightgbm", "model_version": "3"}
+    record = {
+        "request_id": "r1",
+        "row": 0,
+        "requested_at": now,
+        "endpoint": "predict",
+        "device_id": "d",
+        "hub_id": "h",
+        "device_type": "fridge",
+        "source": "request_row",
+        "features_date": None,
+        "for_day": now.date(),
+        "input_json": "{}",
+        "prediction_wh": 1.5,
+        "p10_wh": 1.0,
+        "p90_wh": 2.0,
+        "model_name": "lightgbm",
+        "model_kind": "lightgbm",
+        "model_version": "3",
+    }
     with contextlib.ExitStack() as stack:
         if backend == "postgresql":
             pg = stack.enter_context(postgres_server())
@@ -429,10 +500,25 @@ def test_the_store_keeps_records_in_order_and_leaves_out_a_torn_last_line(tmp_pa
 
 
 def a_record(at: dt.datetime, request_id: str) -> dict:
-    return {"request_id": request_id, "row": 0, "requested_at": at, "endpoint": "predict", "device_id": "d",
-            "hub_id": "h", "device_type": "fridge", "source": "request_row", "features_date": None,
-            "for_day": at.date(), "input_json": "{}", "prediction_wh": 1.5, "p10_wh": 1.0, "p90_wh": 2.0,
-            "model_name": "lightgbm", "model_kind": "lightgbm", "model_version": "1"}
+    return {
+        "request_id": request_id,
+        "row": 0,
+        "requested_at": at,
+        "endpoint": "predict",
+        "device_id": "d",
+        "hub_id": "h",
+        "device_type": "fridge",
+        "source": "request_row",
+        "features_date": None,
+        "for_day": at.date(),
+        "input_json": "{}",
+        "prediction_wh": 1.5,
+        "p10_wh": 1.0,
+        "p90_wh": 2.0,
+        "model_name": "lightgbm",
+        "model_kind": "lightgbm",
+        "model_version": "1",
+    }
 
 
 def test_the_sensor_requests_an_ended_day_once_and_again_when_its_answers_change(tmp_path):
@@ -480,8 +566,9 @@ def test_a_store_that_cannot_be_written_means_no_answer_and_an_unhealthy_service
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     device = latest_rows(fleet).row(0, named=True)
-    with service(fleet["env"], tmp_path / "serve.log", ready=(503,),
-                 SMART_HOME_ONLINE_STORE=str(blocker / "store")) as (url, _):
+    with service(
+        fleet["env"], tmp_path / "serve.log", ready=(503,), SMART_HOME_ONLINE_STORE=str(blocker / "store")
+    ) as (url, _):
         status, health = get(url, "/health")
         assert status == 503 and health["store"]["writable"] is False and health["model"] is not None
         status, body, _ = post(url, "/predict", {"device_id": device["device_id"], "hub_id": device["hub_id"]})
@@ -509,8 +596,11 @@ def test_the_production_store_on_postgresql_feeds_online_predictions(fleet, tmp_
             stored_rows = cur.fetchall()
         assert [r[1] for r in stored_rows] == ids
         day = str(stored_rows[0][0])
-        env = {**fleet["env"], "SMART_HOME_ONLINE_STORE": url_pg,
-               "SMART_HOME_PARTITIONS_END": str(max(dt.date.fromisoformat(day), today()) + dt.timedelta(days=1))}
+        env = {
+            **fleet["env"],
+            "SMART_HOME_ONLINE_STORE": url_pg,
+            "SMART_HOME_PARTITIONS_END": str(max(dt.date.fromisoformat(day), today()) + dt.timedelta(days=1)),
+        }
         dagster(env, "--select", ONLINE_PREDICTIONS, "--partition", day)
     online = fleet["warehouse"].read_partitions(ONLINE_PREDICTIONS, [day])
     assert set(ids) <= set(online["request_id"].to_list())
@@ -525,8 +615,11 @@ def test_a_new_feature_day_is_served_without_a_restart(fleet, running):
     ask = {"device_id": device["device_id"], "hub_id": device["hub_id"]}
     assert post(url, "/predict", ask)[1]["for_day"] == str(today() + dt.timedelta(days=1))
     tomorrow = today() + dt.timedelta(days=1)
-    landed = fleet["features"].filter(pl.col("partition_date") == today()).with_columns(
-        partition_date=pl.lit(tomorrow), energy_wh=pl.col("energy_wh") * 2)
+    landed = (
+        fleet["features"]
+        .filter(pl.col("partition_date") == today())
+        .with_columns(partition_date=pl.lit(tomorrow), energy_wh=pl.col("energy_wh") * 2)
+    )
     fleet["warehouse"].replace_partitions({USAGE_FEATURES: landed}, [str(tomorrow)])
     deadline = time.monotonic() + 60
     while (answer := post(url, "/predict", ask)[1])["for_day"] != str(tomorrow + dt.timedelta(days=1)):

@@ -43,17 +43,30 @@ FIRST, DAYS = dt.date(2026, 5, 4), 3
 LAST = FIRST + dt.timedelta(days=DAYS - 1)
 SELECTION = INGEST_AND_FEATURES_SELECTION
 # The steps the selection runs: its assets, then their checks.
-STEPS = {"raw_usage", "device_usage", "device_usage_checks", "device_usage_freshness", "usage_features",
-         "usage_features_checks"}
+STEPS = {
+    "raw_usage",
+    "device_usage",
+    "device_usage_checks",
+    "device_usage_freshness",
+    "usage_features",
+    "usage_features_checks",
+}
 STEP_LINE = re.compile(r"^  step (\S+) (done|failed)(?:: (\d+)(?:/(\d+))? partitions)? in [\d.]+ s")
 
 
 def project(root: Path, landing: Path | None = None) -> dict[str, str]:
     """The environment of a smart-home command on its own data directory and instance under ``root``."""
     env = {**os.environ, "SMART_HOME_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "home")}
-    for var in ("SMART_HOME_LANDING_DIR", "SMART_HOME_WAREHOUSE", "SMART_HOME_PSEUDONYM_KEY", "SMART_HOME_ENV",
-                "SMART_HOME_DEVICE_CATALOG", "SMART_HOME_PARTITIONS_START", "SMART_HOME_WAREHOUSE_BACKEND",
-                "SMART_HOME_EXECUTOR"):
+    for var in (
+        "SMART_HOME_LANDING_DIR",
+        "SMART_HOME_WAREHOUSE",
+        "SMART_HOME_PSEUDONYM_KEY",
+        "SMART_HOME_ENV",
+        "SMART_HOME_DEVICE_CATALOG",
+        "SMART_HOME_PARTITIONS_START",
+        "SMART_HOME_WAREHOUSE_BACKEND",
+        "SMART_HOME_EXECUTOR",
+    ):
         env.pop(var, None)
     if landing is not None:
         env["SMART_HOME_LANDING_DIR"] = str(landing)
@@ -77,8 +90,7 @@ def backfill(tmp_path_factory):
     """One CLI backfill of the ingest selection over 3 days of 3 hubs, its stdout not a terminal."""
     root = tmp_path_factory.mktemp("progress")
     env = project(root)
-    simulate_fleet(root / "data" / "landing", hubs=3, days=DAYS, start=FIRST, seed=5, events_per_hub=40,
-                   progress=False)
+    simulate_fleet(root / "data" / "landing", hubs=3, days=DAYS, start=FIRST, seed=5, events_per_hub=40, progress=False)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         materialize_range(SELECTION, FIRST, LAST, env)
@@ -108,14 +120,17 @@ def test_not_a_terminal_one_line_per_finished_step_naming_it_and_its_partitions(
 @pytest.mark.slow
 def test_rows_are_what_the_warehouse_holds_not_the_range_count_times_the_partitions(backfill):
     with duckdb.connect(str(backfill["root"] / "data" / "warehouse.duckdb"), read_only=True) as con:
-        count = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                 for t in ("raw_usage", "device_usage", "device_usage_quarantine", "usage_features")}
+        count = {
+            t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("raw_usage", "device_usage", "device_usage_quarantine", "usage_features")
+        }
     lines = {STEP_LINE.match(line).group(1): line for line in step_lines(backfill["output"])}
     assert count["raw_usage"] > 0
     assert f", {count['raw_usage']:,} rows, " in lines["raw_usage"]
-    assert (f", {count['device_usage'] + count['device_usage_quarantine']:,} rows (device_usage "
-            f"{count['device_usage']:,}, device_usage_quarantine {count['device_usage_quarantine']:,})") \
-        in lines["device_usage"]
+    assert (
+        f", {count['device_usage'] + count['device_usage_quarantine']:,} rows (device_usage "
+        f"{count['device_usage']:,}, device_usage_quarantine {count['device_usage_quarantine']:,})"
+    ) in lines["device_usage"]
     assert f", {count['usage_features']:,} rows, " in lines["usage_features"]
     # check steps count their results: 8 device_usage checks and 2 feature checks per partition
     assert f", {8 * DAYS} check results, 0 failed" in lines["device_usage_checks"]
@@ -134,15 +149,16 @@ def test_state_from_the_real_event_log(backfill):
         expected = {None} if step.key == "device_usage_freshness" else days  # it judges the asset as a whole
         assert step.state == "succeeded" and step.partitions == expected, step
         assert step.duration_s is not None and step.started <= step.finished
-    evaluations = [e for e in entries
-                   if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
+    evaluations = [
+        e for e in entries if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
     assert sum(s.check_results for s in progress.steps.values()) == len(evaluations)
     assert set(progress.steps["device_usage"].assets) == {"device_usage", "device_usage_quarantine"}
 
     # polled in small batches (a cursor per tick): the same state, so the same lines
     polled = RunProgress()
     for i in range(0, len(entries), 7):
-        apply_entries(polled, entries[i:i + 7])
+        apply_entries(polled, entries[i : i + 7])
     assert [step_line(s, DAYS) for s in polled.steps.values()] == [step_line(s, DAYS) for s in progress.steps.values()]
 
 
@@ -152,22 +168,26 @@ def test_status_line_during_the_real_run(backfill):
     kinds = [e.dagster_event.event_type_value if e.dagster_event else None for e in entries]
     # just after the first check result of device_usage_checks: that step runs, one partition of three is done
     first_check = kinds.index("ASSET_CHECK_EVALUATION")
-    progress = progress_from_entries(entries[:first_check + 1])
+    progress = progress_from_entries(entries[: first_check + 1])
     now = entries[first_check].timestamp
     line = status_line(progress, DAYS, now, command_started=now - 75)
     written = progress.steps["raw_usage"].rows() + progress.steps["device_usage"].rows()
-    assert re.fullmatch(rf"  device_usage_checks  1/{DAYS} partitions  [\d.,]+ partitions/s  {written:,} rows "
-                        r"written \([\d,]+/s\)  0:01:15", line), line
+    assert re.fullmatch(
+        rf"  device_usage_checks  1/{DAYS} partitions  [\d.,]+ partitions/s  {written:,} rows "
+        r"written \([\d,]+/s\)  0:01:15",
+        line,
+    ), line
     # inside the raw_usage step: its partitions are written when it returns, so none is claimed before
-    progress = progress_from_entries(entries[:kinds.index("STEP_START") + 1])
+    progress = progress_from_entries(entries[: kinds.index("STEP_START") + 1])
     assert status_line(progress, DAYS, now, now - 4) == f"  raw_usage  0/{DAYS} partitions  0:00:04"
     assert status_line(None, DAYS, now, now - 1) == "  starting dagster  0:00:01"
 
 
 def _entry(kind: DagsterEventType, step: str, t: float, data=None) -> EventLogEntry:
     event = DagsterEvent(kind.value, job_name="__ASSET_JOB", step_key=step, event_specific_data=data)
-    return EventLogEntry(error_info=None, level=20, user_message="", run_id="r", timestamp=t, step_key=step,
-                         dagster_event=event)
+    return EventLogEntry(
+        error_info=None, level=20, user_message="", run_id="r", timestamp=t, step_key=step, dagster_event=event
+    )
 
 
 def _materialized(step: str, asset: str, partition: str, rows: int, t: float) -> EventLogEntry:
@@ -186,9 +206,12 @@ def test_row_counts_per_partition_are_summed_a_range_count_is_taken_once():
     assert finished(20, 20, 20).rows() == 20  # one result for the range, repeated on each partition's event
     assert step_line(finished(5, 7, 8), 4) == "  step a done: 3/4 partitions in 2.0 s, 20 rows, 10 rows/s"
     assert step_line(finished(20, 20, 20), 3) == "  step a done: 3 partitions in 2.0 s, 20 rows, 10 rows/s"
-    failed = progress_from_entries([_entry(DagsterEventType.STEP_START, "b", 10.0),
-                                    _entry(DagsterEventType.STEP_FAILURE, "b", 12.5,
-                                           StepFailureData(error=None, user_failure_data=None))]).steps["b"]
+    failed = progress_from_entries(
+        [
+            _entry(DagsterEventType.STEP_START, "b", 10.0),
+            _entry(DagsterEventType.STEP_FAILURE, "b", 12.5, StepFailureData(error=None, user_failure_data=None)),
+        ]
+    ).steps["b"]
     assert step_line(failed, None) == "  step b failed in 2.5 s"
 
 
@@ -205,12 +228,20 @@ def test_what_the_command_asks_for():
 @pytest.mark.slow
 def test_a_terminal_gets_one_status_line_rewritten_in_place(backfill, tmp_path):
     env = {**project(tmp_path, landing=backfill["root"] / "data" / "landing"), "COLUMNS": "200"}
-    script = ("import datetime as dt, os; from smart_home_tools.cli import materialize_range; "
-              f"materialize_range({SELECTION!r}, dt.date.fromisoformat({str(FIRST)!r}), "
-              f"dt.date.fromisoformat({str(LAST)!r}), dict(os.environ))")
+    script = (
+        "import datetime as dt, os; from smart_home_tools.cli import materialize_range; "
+        f"materialize_range({SELECTION!r}, dt.date.fromisoformat({str(FIRST)!r}), "
+        f"dt.date.fromisoformat({str(LAST)!r}), dict(os.environ))"
+    )
     leader, follower = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
-                               stdout=follower, stderr=follower)
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
     os.close(follower)
     received, deadline = b"", time.monotonic() + 240
     try:

@@ -28,10 +28,12 @@ def dead_pid() -> int:
 
 def started_run(instance: dg.DagsterInstance, pid: int, host: str) -> str:
     """A STARTED run whose RUN_START event names ``pid``, holding a slot of the duckdb pool."""
-    run = create_run_for_test(instance, job_name="ingest", status=dg.DagsterRunStatus.STARTING,
-                              tags={RUN_HOST_TAG: host})
-    instance.report_dagster_event(DagsterEvent(DagsterEventType.RUN_START.value, job_name="ingest",
-                                               message="started", pid=pid), run_id=run.run_id)
+    run = create_run_for_test(
+        instance, job_name="ingest", status=dg.DagsterRunStatus.STARTING, tags={RUN_HOST_TAG: host}
+    )
+    instance.report_dagster_event(
+        DagsterEvent(DagsterEventType.RUN_START.value, job_name="ingest", message="started", pid=pid), run_id=run.run_id
+    )
     assert instance.event_log_storage.claim_concurrency_slot(DUCKDB_POOL, run.run_id, "raw_usage", 0).is_claimed
     return run.run_id
 

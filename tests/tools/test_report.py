@@ -30,9 +30,12 @@ def env(project_env, features, monkeypatch):
 
 def run_checks(env, first: str, last: str) -> dg.ExecuteInProcessResult:
     result = dg.materialize(
-        [usage_features, usage_features_checks], resources={"warehouse": env["warehouse"]}, instance=env["instance"],
+        [usage_features, usage_features_checks],
+        resources={"warehouse": env["warehouse"]},
+        instance=env["instance"],
         selection=dg.AssetSelection.checks_for_assets(usage_features),
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+    )
     assert result.success
     return result
 
@@ -45,8 +48,9 @@ def test_check_results_counts_the_latest_evaluation_per_check_and_partition(env)
     shifted = last_day.with_columns(pl.col("energy_wh") * 5)  # the drift check warns on it
     env["warehouse"].replace_partitions({USAGE_FEATURES: shifted}, [day])
     first = run_checks(env, before, day)
-    assert {(e.check_name, e.partition, e.passed) for e in first.get_asset_check_evaluations()
-            if e.check_name == DRIFT} == {(DRIFT, before, True), (DRIFT, day, False)}
+    assert {
+        (e.check_name, e.partition, e.passed) for e in first.get_asset_check_evaluations() if e.check_name == DRIFT
+    } == {(DRIFT, before, True), (DRIFT, day, False)}
 
     rows = {r["check"]: r for r in report.check_results().iter_rows(named=True)}
     assert set(rows) == {ROWS, DRIFT}
@@ -67,9 +71,13 @@ def test_check_results_counts_the_latest_evaluation_per_check_and_partition(env)
 
 
 def train(env, **config) -> dict:
-    result = dg.materialize([usage_model], resources=env["resources"], instance=env["instance"],
-                            run_config={"ops": {"usage_model": {"config": config}}} if config else None,
-                            selection=[usage_model.key])
+    result = dg.materialize(
+        [usage_model],
+        resources=env["resources"],
+        instance=env["instance"],
+        run_config={"ops": {"usage_model": {"config": config}}} if config else None,
+        selection=[usage_model.key],
+    )
     return {k: v.value for k, v in result.asset_materializations_for_node("usage_model")[0].metadata.items()}
 
 
@@ -96,8 +104,9 @@ def test_model_summary_reports_the_champion_and_the_newest_candidate_from_the_re
     assert summary["baselines_mae"] == {b: metrics[f"backtest_mae_{b}"] for b in BASELINE_NAMES}
     best = summary["best_baseline"]
     assert best == challenger["best_baseline"] == min(summary["baselines_mae"], key=summary["baselines_mae"].get)
-    assert summary["fold_skill"] == pytest.approx([1 - metrics[f"fold{k}_mae"] / metrics[f"fold{k}_mae_{best}"]
-                                                  for k in (1, 2)])
+    assert summary["fold_skill"] == pytest.approx(
+        [1 - metrics[f"fold{k}_mae"] / metrics[f"fold{k}_mae_{best}"] for k in (1, 2)]
+    )
     assert summary["alias"] == "champion" and summary["tracking_uri"] == registry.uri()
     assert report.print_model_summary(env["warehouse"].path()) is True  # a trained model is champion
     version = registry.client().get_model_version(REGISTERED_MODEL_NAME, "2")

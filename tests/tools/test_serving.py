@@ -35,8 +35,11 @@ def test_the_champion_is_served_by_mlflow_models_serve(features, tmp_path, monke
     rows = holdout.head(6)
     # Nulls where features may be null, and a type the model never saw (scored as missing).
     odd = holdout.slice(6, 2).with_columns(
-        energy_lag_7=pl.lit(None, dtype=pl.Float64), energy_roll7_std=pl.lit(None, dtype=pl.Float64),
-        energy_last_year=pl.lit(None, dtype=pl.Float64), device_type=pl.Series(["sauna", "fridge"]))
+        energy_lag_7=pl.lit(None, dtype=pl.Float64),
+        energy_roll7_std=pl.lit(None, dtype=pl.Float64),
+        energy_last_year=pl.lit(None, dtype=pl.Float64),
+        device_type=pl.Series(["sauna", "fridge"]),
+    )
     batch = pl.concat([rows, odd])
 
     with serve.serving(champion.tracking_uri, tmp_path / "serve.log") as url:
@@ -76,8 +79,9 @@ def test_a_baseline_champion_is_served_by_the_same_command(features, tmp_path, m
     baseline = training.BaselineForecaster("mean_last_7_days", training.IntervalCalibration(-0.4, 0.3))
     with mlflow.start_run(experiment_id=experiment):
         info = log_forecaster(baseline, rows, registered_model_name=serve.REGISTERED_MODEL_NAME, name="baseline_model")
-    mlflow.MlflowClient().set_registered_model_alias(serve.REGISTERED_MODEL_NAME, serve.CHAMPION_ALIAS,
-                                                     str(info.registered_model_version))
+    mlflow.MlflowClient().set_registered_model_alias(
+        serve.REGISTERED_MODEL_NAME, serve.CHAMPION_ALIAS, str(info.registered_model_version)
+    )
 
     with serve.serving(uri, tmp_path / "serve.log") as url:
         conn = serve.connect(url)
