@@ -15,6 +15,17 @@ import pytest
 from tests.session_guards import pytest_addoption, pytest_configure  # noqa: F401
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Settings a smart-home command run on its own data directory must not inherit from the caller's environment.
+COMMAND_ENV_OVERRIDES = (
+    "SMART_HOME_LANDING_DIR",
+    "SMART_HOME_WAREHOUSE",
+    "SMART_HOME_PSEUDONYM_KEY",
+    "SMART_HOME_ENV",
+    "SMART_HOME_DEVICE_CATALOG",
+    "SMART_HOME_PARTITIONS_START",
+    "SMART_HOME_WAREHOUSE_BACKEND",
+    "SMART_HOME_EXECUTOR",
+)
 
 
 def event(day: str, n: int, *, hub: str = "hub-0001", device_type: str = "fridge", **overrides) -> dict:

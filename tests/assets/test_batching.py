@@ -29,6 +29,17 @@ TABLES = {
     "device_usage_quarantine": ["source_file", "line_number"],
 }
 
+# The counts a device_usage check's metadata carries: equal whatever the batch size.
+COUNT_METADATA = (
+    "rows_checked",
+    "failures",
+    "raw_lines",
+    "device_usage_rows",
+    "quarantined_rows",
+    "duplicates",
+    "unaccounted",
+)
+
 
 def sizes(rows: list[tuple[str, str | None, int]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"item": pl.String, "group": pl.String, "rows": pl.Int64}, orient="row")
@@ -95,20 +106,7 @@ def materialize_day(landing, data, monkeypatch, batch_rows: int) -> tuple[dict[s
         evaluations = {
             e.check_name: (
                 e.passed,
-                {
-                    k: v.value
-                    for k, v in e.metadata.items()
-                    if k
-                    in (
-                        "rows_checked",
-                        "failures",
-                        "raw_lines",
-                        "device_usage_rows",
-                        "quarantined_rows",
-                        "duplicates",
-                        "unaccounted",
-                    )
-                },
+                {k: v.value for k, v in e.metadata.items() if k in COUNT_METADATA},
             )
             for e in result.get_asset_check_evaluations()
         }
@@ -228,13 +226,7 @@ def materialize(landing, data, monkeypatch, batch_rows: int, days: list[list[str
                         for k, v in e.metadata.items()
                         if k
                         in (
-                            "rows_checked",
-                            "failures",
-                            "raw_lines",
-                            "device_usage_rows",
-                            "quarantined_rows",
-                            "duplicates",
-                            "unaccounted",
+                            *COUNT_METADATA,
                             "placeholder_user_rows",
                             "unknown_types_in_quarantine",
                             "max_psi",

@@ -16,6 +16,7 @@ import pytest
 from dagster._core.events import DagsterEventType
 
 from smart_home_tools.report import partition_accounting
+from tests.conftest import COMMAND_ENV_OVERRIDES
 
 pytestmark = pytest.mark.slow
 
@@ -35,16 +36,7 @@ def demo(tmp_path_factory):
         "DAGSTER_HOME": str(home),
         "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}",
     }
-    for var in (
-        "SMART_HOME_LANDING_DIR",
-        "SMART_HOME_WAREHOUSE",
-        "SMART_HOME_PSEUDONYM_KEY",
-        "SMART_HOME_ENV",
-        "SMART_HOME_DEVICE_CATALOG",
-        "SMART_HOME_PARTITIONS_START",
-        "SMART_HOME_WAREHOUSE_BACKEND",
-        "SMART_HOME_EXECUTOR",
-    ):
+    for var in COMMAND_ENV_OVERRIDES:
         env.pop(var, None)
     command = [
         str(Path(sys.executable).with_name("smart-home")),

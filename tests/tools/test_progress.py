@@ -37,6 +37,7 @@ from smart_home_tools.progress import (
     step_line,
 )
 from smart_home_tools.simulate import simulate_fleet
+from tests.conftest import COMMAND_ENV_OVERRIDES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 FIRST, DAYS = dt.date(2026, 5, 4), 3
@@ -57,16 +58,7 @@ STEP_LINE = re.compile(r"^  step (\S+) (done|failed)(?:: (\d+)(?:/(\d+))? partit
 def project(root: Path, landing: Path | None = None) -> dict[str, str]:
     """The environment of a smart-home command on its own data directory and instance under ``root``."""
     env = {**os.environ, "SMART_HOME_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "home")}
-    for var in (
-        "SMART_HOME_LANDING_DIR",
-        "SMART_HOME_WAREHOUSE",
-        "SMART_HOME_PSEUDONYM_KEY",
-        "SMART_HOME_ENV",
-        "SMART_HOME_DEVICE_CATALOG",
-        "SMART_HOME_PARTITIONS_START",
-        "SMART_HOME_WAREHOUSE_BACKEND",
-        "SMART_HOME_EXECUTOR",
-    ):
+    for var in COMMAND_ENV_OVERRIDES:
         env.pop(var, None)
     if landing is not None:
         env["SMART_HOME_LANDING_DIR"] = str(landing)
